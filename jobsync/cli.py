@@ -1,0 +1,419 @@
+"""The ``jobsync`` command line: parse, make one library call, print.
+
+This is the only module that reads the environment (through click's ``envvar=``) and
+configures logging, and the one place where jobsync's errors become ``Error: ...`` lines
+and exit codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from jobsync import __version__
+from jobsync.config import CliValues, Settings, resolve_settings
+from jobsync.errors import ConfigError, JobsyncError
+from jobsync.output import FORMATS, escape_control, render
+from jobsync.redact import redact
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("jobsync")
+
+
+class _ExitError(click.ClickException):
+    """A ClickException whose exit code is the JobsyncError's (click fixes it per class)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return self.code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {escape_control(self.format_message())}", err=True)
+
+
+class JobsyncGroup(click.Group):
+    """Turns every JobsyncError into one ``Error:`` line and its exit code (``--debug``: raise)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except JobsyncError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise _ExitError(redact(str(exc)), exc.exit_code) from None
+
+
+def _configure_logging(debug: bool, quiet: bool = False) -> None:
+    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logging.getLogger("jobsync").setLevel(level)
+
+
+@click.group(cls=JobsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="jobsync")
+@click.option("--debug", is_flag=True, help="Log every request and show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Keep a durable, queryable history of Zilliz Cloud and Milvus import jobs."""
+    ctx.obj = {"debug": debug}
+    _configure_logging(debug, quiet=True)
+
+
+def db_option(f: F) -> F:
+    return click.option(
+        "--db",
+        "database_url",
+        envvar="JOBSYNC_DATABASE_URL",
+        show_envvar=True,
+        metavar="URL",
+        help="SQLAlchemy database URL [default: sqlite:///jobsync.db].",
+    )(f)
+
+
+def config_option(f: F) -> F:
+    return click.option(
+        "--config",
+        "config_file",
+        envvar="JOBSYNC_CONFIG",
+        show_envvar=True,
+        type=click.Path(dir_okay=False),
+        help="TOML file with sources [default: ./jobsync.toml if present].",
+    )(f)
+
+
+def cluster_option(f: F) -> F:
+    return click.option(
+        "--cluster-id",
+        "cluster_ids",
+        multiple=True,
+        envvar="JOBSYNC_CLUSTER_ID",
+        show_envvar=True,
+        help="Cluster to sync or show (repeatable; comma-separated in the variable).",
+    )(f)
+
+
+def format_option(f: F) -> F:
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="Output format.",
+    )(f)
+
+
+def _settings(**values: Any) -> Settings:
+    cluster_ids: Sequence[str] = values.pop("cluster_ids", ()) or ()
+    return resolve_settings(CliValues(cluster_ids=tuple(cluster_ids), **values), os.environ)
+
+
+def _engine(settings: Settings, *, readonly: bool = False) -> Any:
+    from jobsync.store import open_engine
+
+    return open_engine(settings.database_url, readonly=readonly)
+
+
+@cli.group(cls=JobsyncGroup)
+def db() -> None:
+    """Create, migrate and inspect the database schema."""
+
+
+@db.command("upgrade")
+@db_option
+@config_option
+def db_upgrade(database_url: str | None, config_file: str | None) -> None:
+    """Create the schema or migrate it to the latest revision.
+
+    Example: jobsync db upgrade --db postgresql://jobsync@db/jobsync
+    """
+    from jobsync.migrate import upgrade
+    from jobsync.store import storage_errors
+
+    settings = _settings(database_url=database_url, config_file=config_file)
+    with storage_errors(settings.database_url):
+        before, after = upgrade(_engine(settings))
+    if before == after:
+        click.echo(f"schema already at revision {after}")
+    else:
+        click.echo(f"schema upgraded from {before or 'empty'} to {after}")
+
+
+@db.command("current")
+@db_option
+@config_option
+def db_current(database_url: str | None, config_file: str | None) -> None:
+    """Print the schema revision of the database and whether it is the latest.
+
+    Example: jobsync db current --db sqlite:///jobsync.db
+    """
+    from jobsync.migrate import current_revision, head_revision
+    from jobsync.store import storage_errors
+
+    settings = _settings(database_url=database_url, config_file=config_file)
+    with storage_errors(settings.database_url):
+        current = current_revision(_engine(settings, readonly=True))
+    head = head_revision()
+    if current is None:
+        click.echo(f"no schema (latest is {head}): run `jobsync db upgrade`")
+    elif current == head:
+        click.echo(f"{current} (head)")
+    else:
+        click.echo(f"{current} (latest is {head}: run `jobsync db upgrade`)")
+
+
+@cli.command()
+@db_option
+@config_option
+@cluster_option
+@click.option(
+    "--base-url",
+    envvar="JOBSYNC_BASE_URL",
+    show_envvar=True,
+    help="API root [default: https://api.cloud.zilliz.com].",
+)
+@click.option(
+    "--api-key-file",
+    envvar="JOBSYNC_API_KEY_FILE",
+    show_envvar=True,
+    type=click.Path(dir_okay=False),
+    help="File holding the API key (mode 600). Or set JOBSYNC_API_KEY.",
+)
+@click.option(
+    "--page-size",
+    envvar="JOBSYNC_PAGE_SIZE",
+    show_envvar=True,
+    type=click.IntRange(1, 100),
+    help="Jobs per page, 1 to 100 [default: 100].",
+)
+def sync(**values: Any) -> None:
+    """Sync every configured source once, then exit (for cron).
+
+    Exit status: 0 all synced, 1 a source failed, 2 usage or config error, 75 locked.
+
+    Example: JOBSYNC_API_KEY=... jobsync sync --cluster-id in01-0123456789abcdef
+    """
+    from jobsync.migrate import ensure_schema
+    from jobsync.store import storage_errors
+    from jobsync.sync import sync_all
+
+    settings = _settings(**values)
+    if not settings.sources:
+        raise ConfigError(
+            "nothing to sync: give --cluster-id, set JOBSYNC_CLUSTER_ID, or list sources in "
+            "a config file (--config)"
+        )
+    for source in settings.sources:
+        if source.kind == "zilliz" and source.api_key is None:
+            raise ConfigError(
+                f"source {source.name!r} has no API key: set JOBSYNC_API_KEY or use --api-key-file"
+            )
+    engine = _engine(settings)
+    with storage_errors(settings.database_url):
+        ensure_schema(engine)
+        results = sync_all(engine, settings)
+    failed = [r for r in results if not r.ok]
+    for result in results:
+        if result.ok:
+            click.echo(escape_control(result.summary()))
+        else:
+            click.echo(f"Error: {escape_control(redact(result.summary()))}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@db_option
+@config_option
+@cluster_option
+@click.option("--state", "states", multiple=True, help="Only jobs in this state (repeatable).")
+@click.option("--collection", "collections", multiple=True, help="Only this collection.")
+@click.option("--limit", type=click.IntRange(min=1), help="Show at most this many jobs.")
+@format_option
+def jobs(
+    database_url: str | None,
+    config_file: str | None,
+    cluster_ids: Sequence[str],
+    states: Sequence[str],
+    collections: Sequence[str],
+    limit: int | None,
+    fmt: str,
+) -> None:
+    """List current jobs, newest first.
+
+    Example: jobsync jobs --state Failed --format csv
+    """
+    from jobsync.queries import list_jobs
+
+    settings = _settings(database_url=database_url, config_file=config_file)
+    rows = _read(
+        settings,
+        lambda engine: list_jobs(
+            engine,
+            cluster_ids=_split(cluster_ids),
+            states=states,
+            collections=collections,
+            limit=limit,
+        ),
+    )
+    click.echo(render(rows, fmt))
+
+
+@cli.command()
+@click.argument("job_id")
+@db_option
+@config_option
+@cluster_option
+@format_option
+def history(
+    job_id: str,
+    database_url: str | None,
+    config_file: str | None,
+    cluster_ids: Sequence[str],
+    fmt: str,
+) -> None:
+    """Show a job's transitions; each change happened in (window_start, observed_at].
+
+    Example: jobsync history 448761313698322011
+    """
+    from jobsync.queries import job_history
+
+    settings = _settings(database_url=database_url, config_file=config_file)
+    rows = _read(
+        settings, lambda engine: job_history(engine, job_id, cluster_ids=_split(cluster_ids))
+    )
+    if not rows:
+        _fail(f"no job {job_id!r} in {redact(settings.database_url)}", 1)
+    click.echo(render(rows, fmt))
+
+
+def _read(settings: Settings, query: Callable[[Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    from jobsync.migrate import current_revision
+    from jobsync.store import storage_errors
+
+    engine = _engine(settings, readonly=True)
+    with storage_errors(settings.database_url):
+        if current_revision(engine) is None:
+            _fail(
+                f"{redact(settings.database_url)} has no jobsync schema yet: run `jobsync sync`", 1
+            )
+        return query(engine)
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    raise _ExitError(message, code)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=19531,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port (0: any free port).",
+)
+@click.option(
+    "--jobs",
+    "jobs_per_cluster",
+    default=200,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Initial jobs per cluster.",
+)
+@click.option(
+    "--cluster-id",
+    "cluster_ids",
+    multiple=True,
+    help="Simulated cluster (repeatable) [default: in01-0123456789abcdef].",
+)
+@click.option(
+    "--api-key",
+    default="test-key",
+    show_default=True,
+    help="The key the simulator accepts (a test value, not a real key).",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option(
+    "--interval",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between simulated progress steps.",
+)
+def simulate(
+    host: str,
+    port: int,
+    jobs_per_cluster: int,
+    cluster_ids: Sequence[str],
+    api_key: str,
+    seed: int,
+    interval: float,
+) -> None:
+    """Serve a local simulated Zilliz import-job API whose jobs keep progressing.
+
+    Example: jobsync simulate --port 19531 --jobs 500
+    """
+    from jobsync.demo import serve_simulator
+
+    serve_simulator(
+        host=host,
+        port=port,
+        jobs=jobs_per_cluster,
+        cluster_ids=tuple(_split(cluster_ids)) or ("in01-0123456789abcdef",),
+        api_key=api_key,
+        seed=seed,
+        interval=interval,
+        announce=click.echo,
+    )
+
+
+@cli.command()
+@click.option(
+    "--db-file",
+    default="jobsync-demo.db",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="SQLite file to (re)create.",
+)
+@click.option(
+    "--jobs",
+    "jobs_per_cluster",
+    default=300,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Simulated jobs per cluster.",
+)
+@click.option(
+    "--rounds", default=4, show_default=True, type=click.IntRange(min=1), help="Sync passes to run."
+)
+def demo(db_file: str, jobs_per_cluster: int, rounds: int) -> None:
+    """Simulate an API, sync it a few rounds into a local SQLite file, and print a summary.
+
+    Example: jobsync demo
+    """
+    from jobsync.demo import run_demo
+
+    click.echo(run_demo(db_file, jobs=jobs_per_cluster, rounds=rounds, progress=click.echo))
+
+
+def main() -> None:
+    cli(prog_name="jobsync")

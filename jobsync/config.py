@@ -1,0 +1,340 @@
+"""Configuration as frozen objects, resolved once at the edge.
+
+Precedence (the contract): command-line option > environment variable > config file > default.
+This module never reads ``os.environ`` itself: the CLI hands it the values it was given and a
+mapping of the environment, so resolution is a pure function that tests can drive directly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from jobsync.errors import ConfigError
+from jobsync.redact import Secret
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_DATABASE_URL",
+    "DEFAULT_PAGE_SIZE",
+    "CliValues",
+    "HttpSettings",
+    "Settings",
+    "Source",
+    "check_base_url",
+    "read_key_file",
+    "resolve_settings",
+]
+
+DEFAULT_DATABASE_URL = "sqlite:///jobsync.db"
+DEFAULT_BASE_URL = "https://api.cloud.zilliz.com"
+DEFAULT_PAGE_SIZE = 100
+DEFAULT_CONFIG_FILE = "jobsync.toml"
+MAX_PAGE_SIZE = 100
+
+SourceKind = Literal["zilliz", "milvus"]
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Timeouts and retry policy for every API request."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    # Wall-clock budget for one attempt, body included: read timeouts alone never fire on a
+    # server that trickles a byte at a time.
+    request_deadline: float = 60.0
+    max_retries: int = 5
+    backoff_factor: float = 0.5
+    backoff_max: float = 30.0
+    backoff_jitter: float = 0.5
+    retry_after_cap: float = 60.0
+    max_body_bytes: int = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Source:
+    """One job list to sync: a Zilliz cluster (or project), or a self-hosted Milvus server."""
+
+    name: str
+    base_url: str
+    api_key: Secret | None = field(default=None, repr=False)
+    kind: SourceKind = "zilliz"
+    cluster_id: str | None = None
+    project_id: str | None = None
+    region_id: str | None = None
+    db_name: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The value stored in the ``cluster_id`` column for this source's jobs."""
+        return self.cluster_id or self.name
+
+    def list_body(self) -> dict[str, Any]:
+        """The fields that select this source's jobs in a list or progress request."""
+        body: dict[str, Any] = {}
+        if self.cluster_id:
+            body["clusterId"] = self.cluster_id
+        if self.project_id:
+            body["projectId"] = self.project_id
+            body["regionId"] = self.region_id
+        if self.db_name:
+            body["dbName"] = self.db_name
+        return body
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs, after precedence has been applied."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    sources: tuple[Source, ...] = ()
+    page_size: int = DEFAULT_PAGE_SIZE
+    http: HttpSettings = HttpSettings()
+    config_file: Path | None = None
+
+    def __repr__(self) -> str:
+        from jobsync.redact import redact_url
+
+        names = ", ".join(s.name for s in self.sources)
+        return (
+            f"Settings(database_url={redact_url(self.database_url)!r}, sources=[{names}], "
+            f"page_size={self.page_size})"
+        )
+
+
+@dataclass(frozen=True)
+class CliValues:
+    """What the command line (including click's ``envvar=`` options) supplied; None = not given."""
+
+    database_url: str | None = None
+    base_url: str | None = None
+    cluster_ids: Sequence[str] = ()
+    api_key_file: str | None = None
+    page_size: int | None = None
+    config_file: str | None = None
+
+
+def resolve_settings(
+    cli: CliValues, env: Mapping[str, str], *, cwd: Path | None = None
+) -> Settings:
+    """Apply option > environment > config file > default, and validate the result."""
+    config_path = _config_path(cli.config_file, cwd or Path.cwd())
+    file_values = _load_config_file(config_path) if config_path else {}
+
+    database_url = cli.database_url or file_values.get("database_url") or DEFAULT_DATABASE_URL
+    page_size = cli.page_size if cli.page_size is not None else file_values.get("page_size")
+    page_size = _check_page_size(page_size if page_size is not None else DEFAULT_PAGE_SIZE)
+
+    if cli.cluster_ids:
+        base_url = cli.base_url or file_values.get("base_url") or DEFAULT_BASE_URL
+        key = _key_from_cli(cli, env)
+        sources: tuple[Source, ...] = tuple(
+            Source(name=cid, cluster_id=cid, base_url=check_base_url(base_url), api_key=key)
+            for cid in _unique(cli.cluster_ids)
+        )
+    elif config_path and file_values.get("sources"):
+        sources = tuple(
+            _source_from_table(table, index, config_path, env, cli)
+            for index, table in enumerate(file_values["sources"])
+        )
+        _check_unique_names(sources, config_path)
+    else:
+        sources = ()
+    return Settings(
+        database_url=database_url,
+        sources=sources,
+        page_size=page_size,
+        config_file=config_path,
+    )
+
+
+def check_base_url(url: str) -> str:
+    """Accept https anywhere and plain http only on loopback; drop any trailing slash."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"base URL {url!r} is not an http(s) URL")
+    if parts.username or parts.password:
+        raise ConfigError("base URL must not contain credentials; give the key separately")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            f"base URL {url!r} uses plain http to a non-loopback host; use https:// "
+            "(plain http is accepted only for 127.0.0.1, ::1 and localhost)"
+        )
+    return url.rstrip("/")
+
+
+def read_key_file(path: str) -> Secret:
+    """Read an API key from a file that only its owner may read."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_IMODE(mode) & 0o077:
+            raise ConfigError(
+                f"API key file {path} is readable by group or others "
+                f"(mode {stat.S_IMODE(mode):o}); run: chmod 600 {path}"
+            )
+        value = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read API key file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"API key file {path} is not UTF-8 text") from None
+    if not value:
+        raise ConfigError(f"API key file {path} is empty")
+    return Secret(value)
+
+
+def _key_from_cli(cli: CliValues, env: Mapping[str, str]) -> Secret | None:
+    if cli.api_key_file:
+        return read_key_file(cli.api_key_file)
+    return _env_key(env)
+
+
+def _env_key(env: Mapping[str, str]) -> Secret | None:
+    value = (env.get("JOBSYNC_API_KEY") or env.get("ZILLIZ_API_KEY") or "").strip()
+    return Secret(value) if value else None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_page_size(value: object, where: str = "page size") -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where} must be a whole number from 1 to {MAX_PAGE_SIZE}")
+    if not 1 <= value <= MAX_PAGE_SIZE:
+        raise ConfigError(
+            f"{where} {value} is out of range: the API accepts 1 to {MAX_PAGE_SIZE} jobs per page"
+        )
+    return value
+
+
+def _unique(values: Sequence[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for value in values:
+        for part in value.split(","):
+            if part.strip():
+                seen.setdefault(part.strip(), None)
+    return list(seen)
+
+
+def _config_path(given: str | None, cwd: Path) -> Path | None:
+    if given:
+        return Path(given)
+    default = cwd / DEFAULT_CONFIG_FILE
+    return default if default.is_file() else None
+
+
+_TOP_LEVEL_FIELDS = {"database_url": str, "page_size": int, "base_url": str, "sources": list}
+_SOURCE_FIELDS = {
+    "name": str,
+    "kind": str,
+    "cluster_id": str,
+    "project_id": str,
+    "region_id": str,
+    "db_name": str,
+    "base_url": str,
+    "api_key_env": str,
+    "api_key_file": str,
+}
+
+
+def _load_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    _check_fields(data, _TOP_LEVEL_FIELDS, f"config file {path}")
+    if "page_size" in data:
+        _check_page_size(data["page_size"], f"config file {path}: page_size")
+    for index, table in enumerate(data.get("sources", [])):
+        if not isinstance(table, dict):
+            raise ConfigError(f"config file {path}: sources[{index}] must be a table ([[sources]])")
+    return data
+
+
+def _check_fields(table: Mapping[str, Any], fields: Mapping[str, type], where: str) -> None:
+    for name, value in table.items():
+        expected = fields.get(name)
+        if expected is None:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{where}: unknown field {name!r} (known: {known})")
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ConfigError(
+                f"{where}: field {name!r} must be {expected.__name__}, not {type(value).__name__}"
+            )
+
+
+def _source_from_table(
+    table: Mapping[str, Any], index: int, path: Path, env: Mapping[str, str], cli: CliValues
+) -> Source:
+    label = table.get("name") or table.get("cluster_id") or f"#{index + 1}"
+    where = f"config file {path}, source {label!r}"
+    _check_fields(table, _SOURCE_FIELDS, where)
+    kind = table.get("kind", "zilliz")
+    if kind not in ("zilliz", "milvus"):
+        raise ConfigError(f"{where}: field 'kind' must be 'zilliz' or 'milvus', not {kind!r}")
+    cluster_id = table.get("cluster_id")
+    project_id, region_id = table.get("project_id"), table.get("region_id")
+    if kind == "zilliz" and not cluster_id and not (project_id and region_id):
+        raise ConfigError(f"{where}: needs 'cluster_id', or 'project_id' and 'region_id'")
+    if (project_id is None) != (region_id is None):
+        raise ConfigError(f"{where}: 'project_id' and 'region_id' go together")
+    name = table.get("name") or cluster_id or (f"{project_id}/{region_id}" if project_id else None)
+    if not name:
+        raise ConfigError(f"{where}: a milvus source needs a 'name'")
+    base_url = table.get("base_url") or cli.base_url or DEFAULT_BASE_URL
+    try:
+        base_url = check_base_url(base_url)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: field 'base_url': {exc}") from None
+    return Source(
+        name=name,
+        kind=kind,
+        cluster_id=cluster_id,
+        project_id=project_id,
+        region_id=region_id,
+        db_name=table.get("db_name"),
+        base_url=base_url,
+        api_key=_source_key(table, where, env),
+    )
+
+
+def _source_key(table: Mapping[str, Any], where: str, env: Mapping[str, str]) -> Secret | None:
+    if "api_key_env" in table and "api_key_file" in table:
+        raise ConfigError(f"{where}: give 'api_key_env' or 'api_key_file', not both")
+    if "api_key_file" in table:
+        try:
+            return read_key_file(table["api_key_file"])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: field 'api_key_file': {exc}") from None
+    if "api_key_env" in table:
+        value = env.get(table["api_key_env"], "").strip()
+        if not value:
+            raise ConfigError(
+                f"{where}: field 'api_key_env': environment variable "
+                f"{table['api_key_env']} is not set"
+            )
+        return Secret(value)
+    return _env_key(env)
+
+
+def _check_unique_names(sources: Sequence[Source], path: Path) -> None:
+    seen: set[str] = set()
+    for source in sources:
+        if source.key in seen:
+            raise ConfigError(f"config file {path}: two sources are named {source.key!r}")
+        seen.add(source.key)

@@ -1,0 +1,298 @@
+"""Deciding what one pass changes: pure functions from (stored jobs, snapshot) to a plan.
+
+No database and no HTTP here, so every rule is testable on plain values:
+
+- a job not seen before gets a ``first_seen`` transition; its window starts at the beginning of
+  the latest *complete* snapshot of the source (which did not list it), or is unknown (NULL);
+- a change of canonical state gets a ``change`` transition whose window starts when the pass
+  that last listed the job in the old state began, and ends when this pass saw the new state;
+- a job missing from two consecutive complete snapshots gets a ``vanished`` transition, and a
+  vanished job that is listed again gets a ``reappeared`` one;
+- anything else that differs (raw state spelling, progress, reason, collection) updates the
+  job's row without history; a job that did not change at all costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from jobsync.records import JobRecord, Snapshot
+from jobsync.states import FAILED, TERMINAL_STATES, canonical_state
+
+__all__ = ["JobRow", "PassPlan", "SourceMarks", "plan_pass"]
+
+VANISH_AFTER = 2
+
+
+@dataclass(slots=True)
+class JobRow:
+    """The stored columns of one job (``import_job_records``)."""
+
+    job_id: str
+    collection_name: str | None
+    state: str
+    raw_state: str | None
+    progress: int | None
+    reason: str | None
+    first_seen_at: datetime
+    state_since: datetime
+    last_seen_at: datetime
+    last_seen_started_at: datetime
+    finished_at: datetime | None
+    vanished_at: datetime | None
+    listed: bool
+    missed_snapshots: int
+    missing_since: datetime | None
+
+    COLUMNS = (
+        "job_id",
+        "collection_name",
+        "state",
+        "raw_state",
+        "progress",
+        "reason",
+        "first_seen_at",
+        "state_since",
+        "last_seen_at",
+        "last_seen_started_at",
+        "finished_at",
+        "vanished_at",
+        "listed",
+        "missed_snapshots",
+        "missing_since",
+    )
+
+    def values(self, cluster_id: str) -> dict[str, Any]:
+        row = {name: getattr(self, name) for name in self.COLUMNS}
+        row["cluster_id"] = cluster_id
+        return row
+
+
+@dataclass(frozen=True, slots=True)
+class SourceMarks:
+    """What ``sync_sources`` remembers about the source's previous passes."""
+
+    last_snapshot_started_at: datetime | None = None
+    last_snapshot_at: datetime | None = None
+    last_complete_started_at: datetime | None = None
+
+
+@dataclass
+class PassPlan:
+    """Rows to write for one pass: only jobs that changed, and their transitions."""
+
+    rows: list[JobRow] = field(default_factory=list)
+    transitions: list[dict[str, Any]] = field(default_factory=list)
+    new_jobs: int = 0
+    changed_jobs: int = 0
+    vanished_jobs: int = 0
+
+
+def plan_pass(
+    stored: dict[str, JobRow],
+    snapshot: Snapshot,
+    marks: SourceMarks,
+    run_id: int,
+) -> PassPlan:
+    """Compare the snapshot with the stored jobs and return what must be written."""
+    plan = PassPlan()
+    for record in snapshot.jobs.values():
+        row = stored.get(record.job_id)
+        if row is None:
+            _plan_new(plan, record, snapshot, marks, run_id)
+        else:
+            _plan_listed(plan, row, record, snapshot, marks, run_id)
+    _plan_unlisted(plan, _unlisted(stored, snapshot), snapshot, marks, run_id)
+    return plan
+
+
+def _transition(
+    kind: str,
+    job_id: str,
+    run_id: int,
+    *,
+    from_state: str | None,
+    to_state: str | None,
+    raw_from: str | None,
+    raw_to: str | None,
+    window_start: datetime | None,
+    observed_at: datetime,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "kind": kind,
+        "from_state": from_state,
+        "to_state": to_state,
+        "raw_from_state": raw_from,
+        "raw_to_state": raw_to,
+        "window_start": window_start,
+        "observed_at": observed_at,
+        "sync_run_id": run_id,
+        "reason": reason,
+    }
+
+
+def _plan_new(
+    plan: PassPlan, record: JobRecord, snapshot: Snapshot, marks: SourceMarks, run_id: int
+) -> None:
+    state = canonical_state(record.raw_state)
+    seen = record.observed_at
+    plan.rows.append(
+        JobRow(
+            job_id=record.job_id,
+            collection_name=record.collection_name,
+            state=state,
+            raw_state=record.raw_state,
+            progress=record.progress,
+            reason=record.reason,
+            first_seen_at=seen,
+            state_since=seen,
+            last_seen_at=snapshot.finished_at,
+            last_seen_started_at=snapshot.started_at,
+            finished_at=seen if state in TERMINAL_STATES else None,
+            vanished_at=None,
+            listed=True,
+            missed_snapshots=0,
+            missing_since=None,
+        )
+    )
+    plan.transitions.append(
+        _transition(
+            "first_seen",
+            record.job_id,
+            run_id,
+            from_state=None,
+            to_state=state,
+            raw_from=None,
+            raw_to=record.raw_state,
+            window_start=marks.last_complete_started_at,
+            observed_at=seen,
+            reason=record.reason if state == FAILED else None,
+        )
+    )
+    plan.new_jobs += 1
+
+
+def _plan_listed(
+    plan: PassPlan,
+    row: JobRow,
+    record: JobRecord,
+    snapshot: Snapshot,
+    marks: SourceMarks,
+    run_id: int,
+) -> None:
+    state = canonical_state(record.raw_state)
+    seen = record.observed_at
+    dirty = False
+    if row.vanished_at is not None:
+        plan.transitions.append(
+            _transition(
+                "reappeared",
+                row.job_id,
+                run_id,
+                from_state=row.state,
+                to_state=state,
+                raw_from=row.raw_state,
+                raw_to=record.raw_state,
+                # It was absent from the latest complete snapshot, so it was not listed then.
+                window_start=marks.last_complete_started_at,
+                observed_at=seen,
+                reason=record.reason if state == FAILED else None,
+            )
+        )
+        row.vanished_at = None
+        dirty = True
+    elif state != row.state:
+        was_listed_at = marks.last_snapshot_started_at if row.listed else row.last_seen_started_at
+        plan.transitions.append(
+            _transition(
+                "change",
+                row.job_id,
+                run_id,
+                from_state=row.state,
+                to_state=state,
+                raw_from=row.raw_state,
+                raw_to=record.raw_state,
+                window_start=was_listed_at,
+                observed_at=seen,
+                reason=record.reason if state == FAILED else None,
+            )
+        )
+        plan.changed_jobs += 1
+        dirty = True
+    if state != row.state:
+        row.state = state
+        row.state_since = seen
+        if state in TERMINAL_STATES and row.finished_at is None:
+            row.finished_at = seen
+    if (row.raw_state, row.collection_name, row.progress, row.reason) != (
+        record.raw_state,
+        record.collection_name,
+        record.progress,
+        record.reason,
+    ):
+        row.raw_state = record.raw_state
+        row.collection_name = record.collection_name
+        row.progress = record.progress
+        row.reason = record.reason
+        dirty = True
+    if not row.listed or row.missed_snapshots or row.missing_since is not None:
+        row.listed = True
+        row.missed_snapshots = 0
+        row.missing_since = None
+        dirty = True
+    if dirty:
+        row.last_seen_at = snapshot.finished_at
+        row.last_seen_started_at = snapshot.started_at
+        plan.rows.append(row)
+
+
+def _unlisted(stored: dict[str, JobRow], snapshot: Snapshot) -> Iterable[JobRow]:
+    listed = snapshot.jobs
+    return (
+        row for job_id, row in stored.items() if row.vanished_at is None and job_id not in listed
+    )
+
+
+def _plan_unlisted(
+    plan: PassPlan,
+    rows: Iterable[JobRow],
+    snapshot: Snapshot,
+    marks: SourceMarks,
+    run_id: int,
+) -> None:
+    for row in rows:
+        dirty = False
+        if row.listed:
+            # Freeze last_seen_at: from now on the view can no longer take it from the source.
+            row.listed = False
+            row.last_seen_at = marks.last_snapshot_at or row.last_seen_at
+            row.last_seen_started_at = marks.last_snapshot_started_at or row.last_seen_started_at
+            dirty = True
+        if snapshot.complete:
+            row.missed_snapshots += 1
+            if row.missing_since is None:
+                row.missing_since = snapshot.finished_at
+            if row.missed_snapshots >= VANISH_AFTER:
+                row.vanished_at = snapshot.finished_at
+                plan.transitions.append(
+                    _transition(
+                        "vanished",
+                        row.job_id,
+                        run_id,
+                        from_state=row.state,
+                        to_state=None,
+                        raw_from=row.raw_state,
+                        raw_to=None,
+                        window_start=row.last_seen_started_at,
+                        observed_at=row.missing_since,
+                    )
+                )
+                plan.vanished_jobs += 1
+            dirty = True
+        if dirty:
+            plan.rows.append(row)

@@ -1,0 +1,98 @@
+"""Schema migrations, run from code with Alembic.
+
+The Alembic ``Config`` is built here rather than read from alembic.ini, so the application's
+logging is left alone and the database password never passes through ConfigParser. The
+revisions live in the repository's top-level ``migrations/`` folder; the wheel carries a copy
+inside the package (``jobsync/migrations``), which is where an installed jobsync finds them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, func, inspect, select
+
+from jobsync.errors import SchemaError
+from jobsync.store import lock_key
+
+__all__ = ["current_revision", "ensure_schema", "head_revision", "migrations_dir", "upgrade"]
+
+_MIGRATION_LOCK = "jobsync:migrate"
+
+
+def migrations_dir() -> Path:
+    """Where the revisions are: inside the installed package, else the source checkout."""
+    package_dir = Path(__file__).resolve().parent
+    for candidate in (package_dir / "migrations", package_dir.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise SchemaError("jobsync's migrations are missing from this installation")
+
+
+def _config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    config.attributes["no_logging"] = True
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    if head is None:
+        raise SchemaError("jobsync's migrations have no head revision")
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's revision, or None for a database jobsync has never touched."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Migrate to ``revision`` (default: the latest); return the revisions before and after.
+
+    Concurrent upgrades queue on a lock; the later ones find nothing to do.
+    """
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(lock_key(_MIGRATION_LOCK))))
+        # On SQLite the transaction began with BEGIN IMMEDIATE, which is the lock.
+        before = MigrationContext.configure(conn).get_current_revision()
+        command.upgrade(_config(conn), revision)
+        after = MigrationContext.configure(conn).get_current_revision()
+    return before, after or head_revision()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Create the schema in an empty database; refuse one whose schema is behind or foreign."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        tables = set(inspect(engine).get_table_names())
+        if tables & {"import_job_records", "import_job_transitions", "sync_runs"}:
+            raise SchemaError(
+                "the database has jobsync tables but no schema revision; "
+                "run `jobsync db upgrade` to check and adopt it"
+            )
+        upgrade(engine)
+        return
+    script = ScriptDirectory.from_config(_config())
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current not in known:
+        raise SchemaError(
+            f"the database schema is at revision {current}, which this version of jobsync "
+            "does not know (it was written by a newer jobsync): upgrade jobsync"
+        )
+    raise SchemaError(
+        f"the database schema is at revision {current} but this jobsync needs {head}: "
+        "run `jobsync db upgrade` first"
+    )

@@ -1,0 +1,172 @@
+"""The database schema as SQLAlchemy Core tables (Alembic revisions create the same objects).
+
+``import_jobs`` is a view over ``import_job_records``: it adds the exact ``last_seen_at`` of jobs
+that the latest pass listed, from one row per source in ``sync_sources``. That way a pass writes
+rows only for jobs that changed, instead of touching every listed job to bump a timestamp.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+__all__ = [
+    "UTCDateTime",
+    "import_job_records",
+    "import_job_transitions",
+    "import_jobs",
+    "metadata",
+    "sync_runs",
+    "sync_sources",
+]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out: ``timestamptz`` on PostgreSQL, UTC text on SQLite."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        # SQLite has no time zones: store plain UTC text that its date functions understand.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+        if not isinstance(moment, datetime):
+            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+
+
+metadata = MetaData()
+
+ID = BigInteger().with_variant(Integer(), "sqlite")
+
+sync_runs = Table(
+    "sync_runs",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("cluster_id", Text, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("status", String(16), nullable=False),
+    Column("complete", Boolean, nullable=False, default=False),
+    Column("pages", Integer, nullable=False, default=0),
+    Column("records", Integer, nullable=False, default=0),
+    Column("distinct_jobs", Integer, nullable=False, default=0),
+    Column("duplicates", Integer, nullable=False, default=0),
+    Column("invalid_records", Integer, nullable=False, default=0),
+    Column("reported_count", BigInteger),
+    Column("new_jobs", Integer, nullable=False, default=0),
+    Column("changed_jobs", Integer, nullable=False, default=0),
+    Column("vanished_jobs", Integer, nullable=False, default=0),
+    Column("retries", Integer, nullable=False, default=0),
+    Column("rows_written", Integer, nullable=False, default=0),
+    Column("snapshot_started_at", UTCDateTime),
+    Column("snapshot_finished_at", UTCDateTime),
+    Column("error", Text),
+    Index("ix_sync_runs_cluster_started", "cluster_id", "started_at"),
+)
+
+sync_sources = Table(
+    "sync_sources",
+    metadata,
+    Column("cluster_id", Text, primary_key=True),
+    # The latest applied pass: every job listed in it has last_seen_at = last_snapshot_at.
+    Column("last_run_id", ID, ForeignKey("sync_runs.id")),
+    Column("last_snapshot_started_at", UTCDateTime),
+    Column("last_snapshot_at", UTCDateTime),
+    # The latest *complete* pass: a job it did not list was not listed at that time.
+    Column("last_complete_run_id", ID, ForeignKey("sync_runs.id")),
+    Column("last_complete_started_at", UTCDateTime),
+)
+
+import_job_records = Table(
+    "import_job_records",
+    metadata,
+    Column("cluster_id", Text, primary_key=True),
+    Column("job_id", Text, primary_key=True),
+    Column("collection_name", Text),
+    Column("state", String(16), nullable=False),
+    Column("raw_state", Text),
+    Column("progress", Integer),
+    Column("reason", Text),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("state_since", UTCDateTime, nullable=False),
+    # Valid while `listed` is false; while true the view takes sync_sources.last_snapshot_at.
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    # When the pass that last listed the job began: the safe start of a change window.
+    Column("last_seen_started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("vanished_at", UTCDateTime),
+    Column("listed", Boolean, nullable=False),
+    # Consecutive complete snapshots that did not list the job, and when the first of them ended.
+    Column("missed_snapshots", Integer, nullable=False, default=0),
+    Column("missing_since", UTCDateTime),
+    Index("ix_import_job_records_state", "cluster_id", "state"),
+)
+
+import_job_transitions = Table(
+    "import_job_transitions",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("cluster_id", Text, nullable=False),
+    Column("job_id", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("from_state", String(16)),
+    Column("to_state", String(16)),
+    Column("raw_from_state", Text),
+    Column("raw_to_state", Text),
+    Column("window_start", UTCDateTime),
+    Column("observed_at", UTCDateTime, nullable=False),
+    Column("sync_run_id", ID, ForeignKey("sync_runs.id"), nullable=False),
+    Column("reason", Text),
+    Index("ix_import_job_transitions_job", "cluster_id", "job_id", "id"),
+    Index("ix_import_job_transitions_observed", "observed_at"),
+)
+
+# The ``import_jobs`` view, for reading only. It lives in its own MetaData so that
+# ``metadata.create_all`` and autogenerate never treat it as a table (the revision creates it).
+view_metadata = MetaData()
+
+import_jobs = Table(
+    "import_jobs",
+    view_metadata,
+    Column("cluster_id", Text, primary_key=True),
+    Column("job_id", Text, primary_key=True),
+    Column("collection_name", Text),
+    Column("state", String(16)),
+    Column("raw_state", Text),
+    Column("progress", Integer),
+    Column("reason", Text),
+    Column("first_seen_at", UTCDateTime),
+    Column("state_since", UTCDateTime),
+    Column("last_seen_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("vanished_at", UTCDateTime),
+)

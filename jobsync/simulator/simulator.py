@@ -1,0 +1,329 @@
+"""The `Simulator` facade: one world, one lock, one HTTP server, faults, and the test-facing API.
+
+Every request is answered from a consistent world: the page is built under the same lock that
+mutations (`advance`, `add_jobs`, ...) take, so a page never mixes two states of the list. The lock
+is re-entrant because `on_request` callbacks run under it and may mutate the world (a test adding
+jobs while a client pages). Sleeping (latency, fault delays, trickle) happens outside the lock.
+
+`mode="zilliz"` (default) serves the Zilliz Cloud v2 API (see `zilliz.py`); `mode="milvus"` serves
+a self-hosted Milvus REST v2 server (see `milvus.py`): no paging, random order, 3-hour retention
+unless `retention` says otherwise.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+from .faults import Fault, FaultBook, Quirks
+from .milvus import MILVUS_RETENTION, MilvusApi
+from .model import RequestRecord, SimJob, StateChange
+from .server import HttpServerThread, Planned
+from .wire import ApiRequest, Reply, http_error
+from .world import World
+from .zilliz import ZillizApi
+
+DEFAULT_CLUSTER_ID = "in01-sim0000000000000"
+
+RequestCallback = Callable[[int, str, "dict[str, Any] | None"], None]
+
+
+class _Api(Protocol):
+    @property
+    def paths(self) -> frozenset[str]: ...
+
+    @property
+    def messages(self) -> Mapping[int, str]: ...
+
+    def not_found(self) -> Reply: ...
+
+    def handle(self, request: ApiRequest, now: datetime) -> Reply: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Simulator:
+    """A simulated import-job API, in process, over real HTTP on loopback.
+
+    `jobs` initial jobs are created in every cluster, with states drawn from `initial_states`
+    (state -> weight). All randomness comes from `random.Random(seed)`. `clock` returns an aware
+    UTC datetime and dates every job, change and request. `retention` drops finished jobs from
+    the list that long after they finish (None: never; in Milvus mode None means 3 hours).
+    `latency` seconds are slept (with `sleep`) before every reply.
+    """
+
+    def __init__(
+        self,
+        cluster_ids: Sequence[str] = (DEFAULT_CLUSTER_ID,),
+        jobs: int = 100,
+        api_key: str | None = "test-key",
+        seed: int = 0,
+        clock: Callable[[], datetime] | None = None,
+        retention: timedelta | None = None,
+        latency: float = 0.0,
+        initial_states: Mapping[str, float] | None = None,
+        *,
+        mode: Literal["zilliz", "milvus"] = "zilliz",
+        sleep: Callable[[float], None] = time.sleep,
+        ignore_current_page: bool = False,
+        count_override: int | None = None,
+        max_request_records: int | None = 100_000,
+    ) -> None:
+        if isinstance(cluster_ids, str):
+            raise TypeError("cluster_ids must be a sequence of ids, not one string")
+        if latency < 0:
+            raise ValueError("latency must be >= 0")
+        if mode == "milvus" and retention is None:
+            retention = MILVUS_RETENTION
+        self.mode = mode
+        self.latency = latency
+        self.quirks = Quirks(ignore_current_page, count_override)
+        self._clock = clock or _utc_now
+        self._sleep = sleep
+        self._lock = threading.RLock()
+        self._world = World(
+            tuple(cluster_ids),
+            jobs,
+            seed=seed,
+            now=self._clock(),
+            retention=retention,
+            initial_states=initial_states,
+        )
+        self._api: _Api
+        if mode == "zilliz":
+            self._api = ZillizApi(self._world, api_key, self.quirks)
+        elif mode == "milvus":
+            self._api = MilvusApi(self._world, api_key, order_seed=seed + 1)
+        else:
+            raise ValueError(f"unknown mode {mode!r}")
+        self._faults = FaultBook()
+        self._callbacks: list[RequestCallback] = []
+        # Bounded so a long-running `jobsync simulate` does not grow without limit.
+        self._requests: deque[RequestRecord] = deque(maxlen=max_request_records)
+        self._request_count = 0
+        self._api_request_count = 0
+        self._http: HttpServerThread | None = None
+        self._progression: tuple[threading.Thread, threading.Event] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on (host, port) from a daemon thread; port 0 picks a free port. Returns the URL."""
+        if self._http is not None:
+            raise RuntimeError(f"already serving at {self._http.url}")
+        self.reset_counters()
+        self._http = HttpServerThread(self, host, port)
+        return self._http.url
+
+    @property
+    def url(self) -> str:
+        if self._http is None:
+            raise RuntimeError("the simulator is not serving: call start() first")
+        return self._http.url
+
+    def stop(self) -> None:
+        """Stop the progression thread and the server, cutting open connections. Idempotent."""
+        self.stop_progression()
+        http, self._http = self._http, None
+        if http is not None:
+            http.stop()
+
+    def __enter__(self) -> Simulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def run_progression(
+        self, interval: float = 2.0, fraction: float = 0.05, new_jobs: int = 2
+    ) -> None:
+        """Every `interval` s, advance `fraction` of the open jobs, add `new_jobs` per cluster.
+
+        For `jobsync simulate` and demos; tests call `advance()` themselves.
+        """
+        if self._progression is not None:
+            raise RuntimeError("progression is already running")
+        stopping = threading.Event()
+
+        def tick() -> None:
+            while not stopping.wait(interval):
+                self.advance(fraction=fraction)
+                for cluster_id in self.cluster_ids:
+                    self.add_jobs(new_jobs, cluster_id)
+
+        thread = threading.Thread(target=tick, name="simulator progression", daemon=True)
+        self._progression = (thread, stopping)
+        thread.start()
+
+    def stop_progression(self) -> None:
+        progression, self._progression = self._progression, None
+        if progression is not None:
+            thread, stopping = progression
+            stopping.set()
+            thread.join()
+
+    # -- the world ----------------------------------------------------------------------------
+
+    @property
+    def cluster_ids(self) -> tuple[str, ...]:
+        return tuple(self._world.clusters)
+
+    def advance(self, fraction: float | None = None, count: int | None = None) -> list[StateChange]:
+        """Move open jobs one step along Pending -> Importing -> Completed | Failed.
+
+        `fraction` of each cluster's Pending/Importing jobs (rounded stochastically), or exactly
+        `count` across all clusters (all of them if fewer are open). Default: fraction=0.1.
+        About one finishing job in five fails, with a reason.
+        """
+        if fraction is None and count is None:
+            fraction = 0.1
+        with self._lock:
+            return self._world.advance(self._clock(), fraction, count)
+
+    def set_state(
+        self, cluster_id: str, job_id: str, state: str, reason: str | None = None
+    ) -> StateChange:
+        """Force one job into any state string; a Failed job without `reason` gets a random one.
+
+        Setting the state a job already has changes nothing and is not logged.
+        """
+        with self._lock:
+            return self._world.set_state(cluster_id, job_id, state, reason, self._clock())
+
+    def add_jobs(self, n: int, cluster_id: str | None = None) -> list[SimJob]:
+        """Create `n` Pending jobs (default: first cluster); they head the list, newest first."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        with self._lock:
+            return self._world.add_jobs(n, cluster_id, self._clock())
+
+    def remove_jobs(self, cluster_id: str, job_ids: Iterable[str]) -> int:
+        """Drop jobs from the list, as retention would; returns how many were there."""
+        with self._lock:
+            return self._world.remove_jobs(cluster_id, job_ids, self._clock())
+
+    def jobs(self, cluster_id: str | None = None) -> list[SimJob]:
+        """Copies of the listed jobs, in list order (newest first)."""
+        with self._lock:
+            return self._world.snapshot(cluster_id or self._world.first_cluster_id, self._clock())
+
+    @property
+    def change_log(self) -> list[StateChange]:
+        with self._lock:
+            return list(self._world.change_log)
+
+    # -- observation and faults -------------------------------------------------------------
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return self._request_count
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._requests)
+
+    def reset_counters(self) -> None:
+        """Zero the request count and the API request numbers faults count; forget the records."""
+        with self._lock:
+            self._request_count = 0
+            self._api_request_count = 0
+            self._requests.clear()
+
+    def add_fault(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._faults.add(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def on_request(self, callback: RequestCallback) -> Callable[[], None]:
+        """Call `callback(number, path, body)` under the lock before each API request is answered.
+
+        Returns a function that unregisters it.
+        """
+        with self._lock:
+            self._callbacks.append(callback)
+
+        def unregister() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+
+        return unregister
+
+    @property
+    def ignore_current_page(self) -> bool:
+        return self.quirks.ignore_current_page
+
+    @ignore_current_page.setter
+    def ignore_current_page(self, value: bool) -> None:
+        self.quirks.ignore_current_page = value
+
+    @property
+    def count_override(self) -> int | None:
+        return self.quirks.count_override
+
+    @count_override.setter
+    def count_override(self, value: int | None) -> None:
+        self.quirks.count_override = value
+
+    # -- the Responder protocol used by the HTTP server ----------------------------------------
+
+    def respond(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Planned:
+        request = ApiRequest.decode(
+            path, headers, raw
+        )  # outside the lock: parsing is the slow part
+        fault: Fault | None = None
+        number: int | None = None
+        with self._lock:
+            self._request_count += 1
+            now = self._clock()
+            if path not in self._api.paths:
+                reply = self._api.not_found()
+            elif method != "POST":
+                reply = http_error(405).with_header("Allow", "POST")
+            else:
+                self._api_request_count += 1
+                number = self._api_request_count
+                for callback in list(self._callbacks):
+                    callback(number, path, request.body)
+                fault = self._faults.take(number, path)
+                own = fault.own_reply(self._api.messages) if fault else None
+                reply = own or self._api.handle(request, now)
+                if fault is not None:
+                    reply = fault.finish(reply)
+            self._requests.append(
+                RequestRecord(
+                    path=path,
+                    method=method,
+                    body=request.body,
+                    status=reply.status,
+                    time=now,
+                    has_authorization=request.authorization is not None,
+                    number=number,
+                    code=reply.code,
+                )
+            )
+        if fault is None:
+            return Planned(reply, self.latency)
+        return Planned(reply, self.latency + fault.delay, fault.trickle)
+
+    def pace(self, seconds: float) -> None:
+        self._sleep(seconds)

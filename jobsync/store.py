@@ -1,0 +1,270 @@
+"""The database side of a pass: engines, run records, and applying a pass in one transaction.
+
+SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for every write transaction, so two
+writers queue instead of failing half-way. PostgreSQL takes a transaction-level advisory lock
+per source first thing in the write transaction, so two writers can never interleave on one
+source. Upserts are the dialect's ``INSERT ... ON CONFLICT``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from jobsync.errors import ConfigError, StorageError
+from jobsync.history import JobRow, PassPlan, SourceMarks, plan_pass
+from jobsync.records import Snapshot
+from jobsync.redact import redact
+from jobsync.schema import import_job_records, import_job_transitions, sync_runs, sync_sources
+
+__all__ = [
+    "PassCounts",
+    "apply_pass",
+    "fail_run",
+    "normalise_url",
+    "open_engine",
+    "start_run",
+    "storage_errors",
+]
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_UPSERT_BATCH = 5_000
+_JOB_UPDATE_COLUMNS = [name for name in JobRow.COLUMNS if name != "job_id"]
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` means psycopg 3 (SQLAlchemy alone would pick psycopg2)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def open_engine(url: str, *, readonly: bool = False) -> Engine:
+    """An engine configured for jobsync: see the module docstring for what that means."""
+    try:
+        parsed = make_url(normalise_url(url))
+    except ArgumentError:
+        raise ConfigError(f"database URL {redact(url)!r} is not a valid SQLAlchemy URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed)
+        _configure_sqlite(engine, readonly=readonly)
+    elif parsed.get_backend_name() == "postgresql":
+        engine = create_engine(
+            parsed,
+            pool_pre_ping=True,
+            connect_args={"connect_timeout": 10, "application_name": "jobsync"},
+        )
+    else:
+        raise ConfigError(
+            f"database URL {redact(url)!r}: jobsync supports sqlite:// and postgresql:// only"
+        )
+    return engine
+
+
+def _configure_sqlite(engine: Engine, *, readonly: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if not readonly:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL is still safe against a killed process; only power loss can
+            # lose the latest commit.
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+@contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Turn SQLAlchemy's errors into StorageError with the database URL's secrets removed."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StorageError(f"database {redact(url)}: {redact(detail)}") from exc
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key (Python's hash() differs between processes)."""
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def start_run(engine: Engine, cluster_id: str, started_at: datetime) -> int:
+    """Record a pass as running, in its own transaction, and return its id."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            insert(sync_runs)
+            .values(cluster_id=cluster_id, started_at=started_at, status="running")
+            .returning(sync_runs.c.id)
+        )
+        return int(result.scalar_one())
+
+
+def fail_run(
+    engine: Engine, run_id: int, finished_at: datetime, error: str, retries: int = 0
+) -> None:
+    """Mark a pass failed with a redacted error text. Best effort: never masks the real error."""
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                update(sync_runs)
+                .where(sync_runs.c.id == run_id)
+                .values(
+                    status="failed",
+                    finished_at=finished_at,
+                    error=redact(error)[:2000],
+                    retries=retries,
+                )
+            )
+    except SQLAlchemyError as exc:
+        log.warning("could not record the failure of run %s: %s", run_id, redact(str(exc)))
+
+
+@dataclass(frozen=True)
+class PassCounts:
+    new_jobs: int
+    changed_jobs: int
+    vanished_jobs: int
+    rows_written: int
+
+
+def apply_pass(
+    engine: Engine,
+    cluster_id: str,
+    run_id: int,
+    snapshot: Snapshot,
+    *,
+    finished_at: datetime,
+    retries: int = 0,
+) -> PassCounts:
+    """Write one pass (jobs, history, run record, source marks) in a single transaction."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(select(func.pg_advisory_xact_lock(lock_key(f"source:{cluster_id}"))))
+        _abandon_stale_runs(conn, cluster_id, run_id)
+        marks = _load_marks(conn, cluster_id)
+        stored = _load_jobs(conn, cluster_id)
+        plan = plan_pass(stored, snapshot, marks, run_id)
+        rows_written = _write_plan(conn, cluster_id, plan)
+        _save_marks(conn, cluster_id, run_id, snapshot)
+        counts = PassCounts(
+            new_jobs=plan.new_jobs,
+            changed_jobs=plan.changed_jobs,
+            vanished_jobs=plan.vanished_jobs,
+            rows_written=rows_written + 2,
+        )
+        conn.execute(
+            update(sync_runs)
+            .where(sync_runs.c.id == run_id)
+            .values(
+                status="succeeded",
+                finished_at=finished_at,
+                complete=snapshot.complete,
+                pages=snapshot.pages,
+                records=snapshot.records,
+                distinct_jobs=snapshot.distinct_jobs,
+                duplicates=snapshot.duplicates,
+                invalid_records=snapshot.invalid,
+                reported_count=snapshot.reported_count,
+                new_jobs=counts.new_jobs,
+                changed_jobs=counts.changed_jobs,
+                vanished_jobs=counts.vanished_jobs,
+                retries=retries,
+                rows_written=counts.rows_written,
+                snapshot_started_at=snapshot.started_at,
+                snapshot_finished_at=snapshot.finished_at,
+            )
+        )
+    return counts
+
+
+def _abandon_stale_runs(conn: Connection, cluster_id: str, run_id: int) -> None:
+    # Runs of this source still 'running' under our lock belong to a process that died.
+    conn.execute(
+        update(sync_runs)
+        .where(
+            sync_runs.c.cluster_id == cluster_id,
+            sync_runs.c.status == "running",
+            sync_runs.c.id < run_id,
+        )
+        .values(status="abandoned", error="the process running this pass stopped before it ended")
+    )
+
+
+def _load_marks(conn: Connection, cluster_id: str) -> SourceMarks:
+    row = conn.execute(
+        select(
+            sync_sources.c.last_snapshot_started_at,
+            sync_sources.c.last_snapshot_at,
+            sync_sources.c.last_complete_started_at,
+        ).where(sync_sources.c.cluster_id == cluster_id)
+    ).first()
+    if row is None:
+        return SourceMarks()
+    return SourceMarks(*row)
+
+
+def _load_jobs(conn: Connection, cluster_id: str) -> dict[str, JobRow]:
+    t = import_job_records
+    columns = [t.c[name] for name in JobRow.COLUMNS]
+    result = conn.execute(select(*columns).where(t.c.cluster_id == cluster_id))
+    return {row[0]: JobRow(*row) for row in result}
+
+
+def _write_plan(conn: Connection, cluster_id: str, plan: PassPlan) -> int:
+    rows = [row.values(cluster_id) for row in plan.rows]
+    for batch in _batches(rows):
+        conn.execute(_upsert(conn, import_job_records, _JOB_UPDATE_COLUMNS), batch)
+    transitions = [{**t, "cluster_id": cluster_id} for t in plan.transitions]
+    for batch in _batches(transitions):
+        conn.execute(insert(import_job_transitions), batch)
+    return len(rows) + len(transitions)
+
+
+def _upsert(conn: Connection, table: Table, update_columns: Iterable[str]) -> Any:
+    """INSERT ... ON CONFLICT (primary key) DO UPDATE SET the given columns."""
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=list(table.primary_key.columns),
+        set_={name: stmt.excluded[name] for name in update_columns},
+    )
+
+
+def _batches(rows: Sequence[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]]]:
+    for start in range(0, len(rows), _UPSERT_BATCH):
+        yield rows[start : start + _UPSERT_BATCH]
+
+
+def _save_marks(conn: Connection, cluster_id: str, run_id: int, snapshot: Snapshot) -> None:
+    values: dict[str, Any] = {
+        "cluster_id": cluster_id,
+        "last_run_id": run_id,
+        "last_snapshot_started_at": snapshot.started_at,
+        "last_snapshot_at": snapshot.finished_at,
+    }
+    if snapshot.complete:
+        values["last_complete_run_id"] = run_id
+        values["last_complete_started_at"] = snapshot.started_at
+    conn.execute(_upsert(conn, sync_sources, [k for k in values if k != "cluster_id"]), values)

@@ -1,0 +1,147 @@
+"""One pass over each source: fetch a snapshot over HTTP, then write it in one transaction.
+
+This is the only place where fetching and storing meet. All HTTP happens before the write
+transaction opens, so a slow or failing API never holds a database lock; a pass that fails
+leaves nothing behind but its ``sync_runs`` row (status ``failed``, redacted error text).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from jobsync.client import ApiClient
+from jobsync.config import Settings, Source
+from jobsync.errors import JobsyncError, StorageError
+from jobsync.fetch import fetch_snapshot
+from jobsync.redact import redact
+from jobsync.store import PassCounts, apply_pass, fail_run, start_run
+
+__all__ = ["PassResult", "sync_all", "sync_source"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """How one pass over one source went."""
+
+    source: str
+    run_id: int
+    ok: bool
+    complete: bool = False
+    pages: int = 0
+    jobs: int = 0
+    counts: PassCounts | None = None
+    retries: int = 0
+    seconds: float = 0.0
+    error: JobsyncError | None = None
+
+    def summary(self) -> str:
+        if not self.ok:
+            return f"{self.source}: failed: {self.error}"
+        c = self.counts
+        assert c is not None
+        note = "" if self.complete else " (snapshot incomplete: nothing marked vanished)"
+        return (
+            f"{self.source}: {self.jobs} jobs in {self.pages} pages, {c.new_jobs} new, "
+            f"{c.changed_jobs} changed, {c.vanished_jobs} vanished, {self.retries} retries, "
+            f"{self.seconds:.1f}s{note}"
+        )
+
+
+def sync_source(
+    engine: Engine,
+    source: Source,
+    settings: Settings,
+    *,
+    clock: Clock = utcnow,
+    sleep: Callable[[float], None] | None = None,
+) -> PassResult:
+    """Sync one source. API and storage errors are returned in the result, not raised."""
+    began = time.monotonic()
+    try:
+        run_id = start_run(engine, source.key, clock())
+    except SQLAlchemyError as exc:
+        raise StorageError(f"cannot record the start of a pass: {_db_detail(exc)}") from exc
+    client = ApiClient(source.base_url, source.api_key, settings.http, sleep=sleep)
+    try:
+        snapshot = fetch_snapshot(client, source, settings.page_size, clock=clock)
+        counts = apply_pass(
+            engine, source.key, run_id, snapshot, finished_at=clock(), retries=client.retries
+        )
+    except JobsyncError as exc:
+        return _failed(engine, source, run_id, exc, client.retries, began, clock)
+    except SQLAlchemyError as exc:
+        error = StorageError(f"database error: {_db_detail(exc)}")
+        error.__cause__ = exc
+        return _failed(engine, source, run_id, error, client.retries, began, clock)
+    except BaseException as exc:
+        # A bug or an interrupt: still leave a visible failed run, then let it propagate.
+        fail_run(engine, run_id, clock(), f"{type(exc).__name__}: {exc}", client.retries)
+        raise
+    finally:
+        client.close()
+    result = PassResult(
+        source=source.name,
+        run_id=run_id,
+        ok=True,
+        complete=snapshot.complete,
+        pages=snapshot.pages,
+        jobs=snapshot.distinct_jobs,
+        counts=counts,
+        retries=client.retries,
+        seconds=time.monotonic() - began,
+    )
+    log.info("%s", result.summary())
+    return result
+
+
+def _db_detail(exc: SQLAlchemyError) -> str:
+    original = getattr(exc, "orig", None) or exc
+    return redact(str(original).strip().splitlines()[0] if str(original).strip() else repr(exc))
+
+
+def _failed(
+    engine: Engine,
+    source: Source,
+    run_id: int,
+    error: JobsyncError,
+    retries: int,
+    began: float,
+    clock: Clock,
+) -> PassResult:
+    fail_run(engine, run_id, clock(), str(error), retries)
+    result = PassResult(
+        source=source.name,
+        run_id=run_id,
+        ok=False,
+        retries=retries,
+        seconds=time.monotonic() - began,
+        error=error,
+    )
+    log.warning("%s", result.summary())
+    return result
+
+
+def sync_all(
+    engine: Engine,
+    settings: Settings,
+    *,
+    clock: Clock = utcnow,
+    sleep: Callable[[float], None] | None = None,
+) -> list[PassResult]:
+    """One pass over every configured source, in order; one failing never stops the others."""
+    return [sync_source(engine, s, settings, clock=clock, sleep=sleep) for s in settings.sources]

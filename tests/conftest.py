@@ -1,0 +1,131 @@
+"""Shared fixtures: a real database of each kind, and the simulator on a loopback port.
+
+PostgreSQL tests use ``JOBSYNC_TEST_POSTGRES_URL`` (default: the local server, database
+``postgres``) to create a throw-away database per test. Where no server answers they are
+skipped with the reason, unless ``JOBSYNC_TEST_REQUIRE_POSTGRES=1`` (set by CI) makes that a
+failure.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from jobsync import redact
+from jobsync.config import Settings, Source
+from jobsync.migrate import upgrade
+from jobsync.redact import Secret
+from jobsync.simulator import Simulator
+from jobsync.store import normalise_url, open_engine
+
+PG_ADMIN_URL = os.environ.get(
+    "JOBSYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REQUIRE_PG = os.environ.get("JOBSYNC_TEST_REQUIRE_POSTGRES") == "1"
+API_KEY = "sim-key-0123456789"
+CLUSTER = "in01-0123456789abcdef"
+
+_pg_problem: str | None = None
+_pg_checked = False
+
+
+def _postgres_problem() -> str | None:
+    global _pg_checked, _pg_problem
+    if not _pg_checked:
+        _pg_checked = True
+        try:
+            engine = create_engine(normalise_url(PG_ADMIN_URL), connect_args={"connect_timeout": 3})
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            engine.dispose()
+        except Exception as exc:
+            _pg_problem = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return _pg_problem
+
+
+def require_postgres() -> None:
+    problem = _postgres_problem()
+    if problem is None:
+        return
+    message = (
+        f"PostgreSQL is not reachable at {redact.redact(PG_ADMIN_URL)} ({problem}); "
+        "set JOBSYNC_TEST_POSTGRES_URL to run the PostgreSQL tests"
+    )
+    if REQUIRE_PG:
+        pytest.fail(message + " [required: JOBSYNC_TEST_REQUIRE_POSTGRES=1]")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    require_postgres()
+    name = f"jobsync_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalise_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each kind: every storage and sync test runs on both."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobsync.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """An engine on a migrated database."""
+    eng = open_engine(db_url)
+    upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(cluster_ids=(CLUSTER,), jobs=50, api_key=API_KEY, seed=1) as simulator:
+        yield simulator
+
+
+def settings_for(sim: Simulator, db_url: str, **overrides: object) -> Settings:
+    """Settings for syncing the simulator's first cluster, fast retries, injected nothing."""
+    from jobsync.config import HttpSettings
+
+    http = HttpSettings(
+        connect_timeout=2,
+        read_timeout=5,
+        request_deadline=10,
+        max_retries=3,
+        backoff_factor=0.0,
+        backoff_jitter=0.0,
+    )
+    values: dict[str, object] = {
+        "database_url": db_url,
+        "sources": tuple(
+            Source(name=c, cluster_id=c, base_url=sim.url, api_key=Secret(API_KEY))
+            for c in sim.cluster_ids
+        ),
+        "http": http,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _reset_secret_registry() -> Iterator[None]:
+    yield
+    redact._reset_for_tests()

@@ -1,0 +1,116 @@
+"""The pass planner's rules on plain values: windows, vanishing, reappearing, no-op passes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from jobsync.history import JobRow, SourceMarks, plan_pass
+from jobsync.records import JobRecord, Snapshot
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _at(minutes: int) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def _snapshot(start: int, jobs: dict[str, str], *, complete: bool = True) -> Snapshot:
+    seen = _at(start) + timedelta(seconds=30)
+    snap = Snapshot(source_key="c", started_at=_at(start), finished_at=_at(start + 1))
+    snap.jobs = {
+        job_id: JobRecord(job_id, "coll", state, None, None, seen) for job_id, state in jobs.items()
+    }
+    snap.complete = complete
+    return snap
+
+
+class Store:
+    """Applies plans to a dict, as the database would, and keeps the source marks."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, JobRow] = {}
+        self.marks = SourceMarks()
+        self.transitions: list[dict] = []
+
+    def apply(self, snap: Snapshot, run_id: int = 1):
+        plan = plan_pass(dict(self.rows), snap, self.marks, run_id)
+        for row in plan.rows:
+            self.rows[row.job_id] = row
+        self.transitions += plan.transitions
+        self.marks = SourceMarks(
+            last_snapshot_started_at=snap.started_at,
+            last_snapshot_at=snap.finished_at,
+            last_complete_started_at=snap.started_at
+            if snap.complete
+            else self.marks.last_complete_started_at,
+        )
+        return plan
+
+
+def test_first_pass_jobs_have_an_unknown_first_seen_window():
+    store = Store()
+    plan = store.apply(_snapshot(0, {"a": "Pending", "b": "Completed"}))
+    assert plan.new_jobs == 2
+    assert [t["window_start"] for t in plan.transitions] == [None, None]
+    assert store.rows["b"].finished_at == store.rows["b"].first_seen_at
+
+
+def test_an_unchanged_pass_plans_nothing():
+    store = Store()
+    store.apply(_snapshot(0, {"a": "Pending"}))
+    plan = store.apply(_snapshot(10, {"a": "Pending"}))
+    assert plan.rows == [] and plan.transitions == []
+
+
+def test_a_change_window_starts_when_the_previous_pass_began():
+    store = Store()
+    store.apply(_snapshot(0, {"a": "Pending"}))
+    plan = store.apply(_snapshot(10, {"a": "Importing"}))
+    (t,) = plan.transitions
+    assert (t["kind"], t["from_state"], t["to_state"]) == ("change", "Pending", "Importing")
+    assert t["window_start"] == _at(0) and t["observed_at"] == _at(10) + timedelta(seconds=30)
+
+
+def test_a_raw_spelling_change_updates_the_row_without_history():
+    store = Store()
+    store.apply(_snapshot(0, {"a": "InProgress"}))
+    plan = store.apply(_snapshot(10, {"a": "Importing"}))
+    assert plan.transitions == [] and len(plan.rows) == 1
+    assert store.rows["a"].raw_state == "Importing"
+
+
+def test_vanish_needs_two_complete_snapshots_and_ignores_incomplete_ones():
+    store = Store()
+    store.apply(_snapshot(0, {"a": "Completed", "b": "Pending"}))
+    store.apply(_snapshot(10, {"b": "Pending"}))
+    store.apply(_snapshot(20, {"b": "Pending"}, complete=False))
+    assert store.rows["a"].vanished_at is None
+    plan = store.apply(_snapshot(30, {"b": "Pending"}))
+    (t,) = plan.transitions
+    assert (t["kind"], t["from_state"], t["to_state"]) == ("vanished", "Completed", None)
+    # Last listed by the pass that began at 0; first missed by the one that ended at 11.
+    assert (t["window_start"], t["observed_at"]) == (_at(0), _at(11))
+    assert store.rows["a"].last_seen_at == _at(1)
+
+
+def test_a_vanished_job_that_comes_back_reappears_once():
+    store = Store()
+    store.apply(_snapshot(0, {"a": "Importing"}))
+    store.apply(_snapshot(10, {}))
+    store.apply(_snapshot(20, {}))
+    plan = store.apply(_snapshot(30, {"a": "Completed"}))
+    (t,) = plan.transitions
+    assert (t["kind"], t["from_state"], t["to_state"]) == ("reappeared", "Importing", "Completed")
+    assert t["window_start"] == _at(20)
+    assert store.rows["a"].vanished_at is None and store.rows["a"].state == "Completed"
+    assert store.apply(_snapshot(40, {"a": "Completed"})).transitions == []
+
+
+def test_a_change_after_a_gap_in_listing_uses_the_last_listing_for_its_window():
+    store = Store()
+    store.apply(_snapshot(0, {"a": "Pending", "b": "Pending"}))
+    store.apply(_snapshot(10, {"b": "Pending"}, complete=False))  # a skipped, not gone
+    plan = store.apply(_snapshot(20, {"a": "Failed", "b": "Pending"}))
+    (t,) = plan.transitions
+    assert t["window_start"] == _at(0)
+    assert store.rows["a"].listed and store.rows["a"].missed_snapshots == 0
