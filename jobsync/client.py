@@ -124,7 +124,7 @@ class ApiClient:
             raise_on_status=False,
             raise_on_redirect=False,
         )
-        retry.sleeper = sleep or _sleep
+        retry.sleeper = _sleep if sleep is None else sleep
         retry.on_retry = self._count_retry
         retry.retry_after_cap = self.http.retry_after_cap
         adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from jobsync.config import Settings, Source
@@ -19,6 +20,7 @@ __all__ = ["run_demo", "serve_simulator"]
 
 DEMO_CLUSTERS = ("in01-0123456789abcdef", "in02-fedcba9876543210")
 DEMO_KEY = "demo-key"
+ROUND = timedelta(minutes=10)
 
 
 def serve_simulator(
@@ -65,7 +67,11 @@ def run_demo(
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     engine = open_engine(f"sqlite:///{path}")
     upgrade(engine)
-    with Simulator(cluster_ids=DEMO_CLUSTERS, jobs=jobs, api_key=DEMO_KEY, seed=7) as sim:
+    # Demo time runs fast: each round is ten simulated minutes, so the windows read naturally.
+    clock = _DemoClock(datetime.now(UTC) - ROUND * rounds)
+    with Simulator(
+        cluster_ids=DEMO_CLUSTERS, jobs=jobs, api_key=DEMO_KEY, seed=7, clock=clock
+    ) as sim:
         settings = Settings(
             database_url=f"sqlite:///{path}",
             sources=tuple(
@@ -74,11 +80,13 @@ def run_demo(
             ),
         )
         for round_number in range(1, rounds + 1):
-            for result in sync_all(engine, settings):
+            for result in sync_all(engine, settings, clock=clock):
                 progress(f"pass {round_number}: {result.summary()}")
             if round_number < rounds:
+                clock.skip(ROUND / 2)
                 sim.advance(fraction=0.35)
                 sim.add_jobs(max(1, jobs // 20), cluster_id=DEMO_CLUSTERS[0])
+                clock.skip(ROUND / 2)
         changes = sim.change_log
     report = [f"\nWrote {path} ({rounds} passes over {len(DEMO_CLUSTERS)} simulated clusters)."]
     totals = overview(engine)
@@ -99,6 +107,23 @@ def run_demo(
     )
     engine.dispose()
     return "\n".join(report)
+
+
+class _DemoClock:
+    """A clock that moves a millisecond per reading, and jumps when told to."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            self._now += timedelta(milliseconds=1)
+            return self._now
+
+    def skip(self, span: timedelta) -> None:
+        with self._lock:
+            self._now += span
 
 
 def _example_jobs(changes: Sequence[StateChange]) -> list[tuple[str, str]]:

@@ -145,7 +145,7 @@ class HttpServerThread:
         self._thread.start()
 
     def _serve(self) -> None:
-        self._server.serve_forever(poll_interval=0.05)
+        self._server.serve_forever(poll_interval=0.01)
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -110,6 +110,7 @@ class Simulator:
         self._request_count = 0
         self._api_request_count = 0
         self._http: HttpServerThread | None = None
+        self._url: str | None = None
         self._progression: tuple[threading.Thread, threading.Event] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -120,13 +121,15 @@ class Simulator:
             raise RuntimeError(f"already serving at {self._http.url}")
         self.reset_counters()
         self._http = HttpServerThread(self, host, port)
-        return self._http.url
+        self._url = self._http.url
+        return self._url
 
     @property
     def url(self) -> str:
-        if self._http is None:
-            raise RuntimeError("the simulator is not serving: call start() first")
-        return self._http.url
+        """Where it serves (after `stop()`, where it served: requests there are refused)."""
+        if self._url is None:
+            raise RuntimeError("the simulator has not been started: call start() first")
+        return self._url
 
     def stop(self) -> None:
         """Stop the progression thread and the server, cutting open connections. Idempotent."""

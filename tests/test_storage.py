@@ -1,0 +1,135 @@
+"""The storage layer on real databases: schema parity, parity of results, text, time zones."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import insert, inspect, select
+
+from jobsync.migrate import current_revision, ensure_schema, head_revision, upgrade
+from jobsync.schema import import_job_records, import_job_transitions, metadata, sync_runs
+from jobsync.store import open_engine
+from jobsync.sync import sync_source
+from tests.conftest import CLUSTER, settings_for
+
+
+def test_migrated_schema_matches_the_tables_the_code_uses(engine):
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+    assert "import_jobs" in inspect(engine).get_view_names()
+
+
+def test_upgrade_is_idempotent_and_reports_head(engine):
+    assert upgrade(engine) == (head_revision(), head_revision())
+    assert current_revision(engine) == head_revision()
+
+
+def test_ensure_schema_creates_a_fresh_database(db_url):
+    engine = open_engine(db_url)
+    ensure_schema(engine)
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_hostile_text_is_stored_and_read_back_identically(engine):
+    texts = [
+        'it\'s "quoted"; DROP TABLE import_jobs; --',
+        "ünïcødé ✓ 汉字 🚀",
+        "x" * 6000,
+        "line\nbreak\ttab\x1b[31m",
+    ]
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        run_id = conn.execute(
+            insert(sync_runs).values(cluster_id="c", started_at=now, status="running")
+        ).inserted_primary_key[0]
+        for i, value in enumerate(texts):
+            conn.execute(
+                insert(import_job_records).values(
+                    cluster_id="c",
+                    job_id=f"j{i}",
+                    collection_name=value,
+                    state="Unknown",
+                    raw_state=value,
+                    first_seen_at=now,
+                    state_since=now,
+                    last_seen_at=now,
+                    last_seen_started_at=now,
+                    listed=True,
+                )
+            )
+            conn.execute(
+                insert(import_job_transitions).values(
+                    cluster_id="c",
+                    job_id=f"j{i}",
+                    kind="first_seen",
+                    raw_to_state=value,
+                    observed_at=now,
+                    sync_run_id=run_id,
+                )
+            )
+    with engine.connect() as conn:
+        stored = (
+            conn.execute(
+                select(import_job_records.c.collection_name).order_by(import_job_records.c.job_id)
+            )
+            .scalars()
+            .all()
+        )
+    assert stored == texts
+
+
+def test_times_are_stored_as_utc_whatever_offset_they_come_with(engine):
+    plus8 = datetime(2026, 3, 1, 8, 0, tzinfo=timezone(timedelta(hours=8)))
+    with engine.begin() as conn:
+        conn.execute(insert(sync_runs).values(cluster_id="c", started_at=plus8, status="running"))
+    with engine.connect() as conn:
+        back = conn.execute(select(sync_runs.c.started_at)).scalar_one()
+    assert back == plus8 and back.tzinfo == UTC and back.hour == 0
+
+
+def _history(engine):
+    with engine.connect() as conn:
+        jobs = conn.execute(
+            select(
+                import_job_records.c.job_id,
+                import_job_records.c.state,
+                import_job_records.c.raw_state,
+                import_job_records.c.vanished_at.is_(None),
+            ).order_by(import_job_records.c.job_id)
+        ).all()
+        transitions = conn.execute(
+            select(
+                import_job_transitions.c.job_id,
+                import_job_transitions.c.kind,
+                import_job_transitions.c.from_state,
+                import_job_transitions.c.to_state,
+                import_job_transitions.c.window_start.is_(None),
+            ).order_by(import_job_transitions.c.job_id, import_job_transitions.c.id)
+        ).all()
+    return [tuple(r) for r in jobs], [tuple(r) for r in transitions]
+
+
+def test_sqlite_and_postgresql_record_the_same_history(sim, tmp_path, postgres_url):
+    engines = [open_engine(f"sqlite:///{tmp_path / 'parity.db'}"), open_engine(postgres_url)]
+    for eng in engines:
+        upgrade(eng)
+    job_ids = [j.job_id for j in sim.jobs(CLUSTER)]
+    for step in range(5):
+        for eng in engines:
+            settings = settings_for(sim, "unused")
+            assert sync_source(eng, settings.sources[0], settings).ok
+        sim.advance(fraction=0.4)
+        sim.add_jobs(2, cluster_id=CLUSTER)
+        if step == 1:
+            sim.remove_jobs(CLUSTER, job_ids[:3])
+        if step == 2:
+            sim.set_state(CLUSTER, job_ids[5], "Weird\x00State\ud800")
+    sqlite_result, pg_result = (_history(eng) for eng in engines)
+    assert sqlite_result == pg_result
+    assert any(t[1] == "vanished" for t in sqlite_result[1])
+    for eng in engines:
+        eng.dispose()
