@@ -3,27 +3,40 @@
 The library API is small on purpose: configure with :class:`Settings` and :class:`Source`,
 open a database with :func:`open_engine`, migrate with :func:`upgrade`, and run passes with
 :func:`sync_source` / :func:`sync_all`. Errors derive from :class:`JobsyncError`.
+
+Names are imported on first use, so ``import jobsync.simulator`` (or the CLI's ``--help``)
+does not pay for SQLAlchemy and Alembic.
 """
 
-from jobsync.config import HttpSettings, Settings, Source
-from jobsync.errors import (
-    ApiError,
-    ApiStatusError,
-    AuthError,
-    ConfigError,
-    JobsyncError,
-    LockedError,
-    ProtocolError,
-    SchemaError,
-    StorageError,
-    TransportError,
-)
-from jobsync.migrate import ensure_schema, upgrade
-from jobsync.redact import Secret
-from jobsync.store import open_engine
-from jobsync.sync import PassResult, sync_all, sync_source
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "HttpSettings": "jobsync.config",
+    "Settings": "jobsync.config",
+    "Source": "jobsync.config",
+    "ApiError": "jobsync.errors",
+    "ApiStatusError": "jobsync.errors",
+    "AuthError": "jobsync.errors",
+    "ConfigError": "jobsync.errors",
+    "JobsyncError": "jobsync.errors",
+    "LockedError": "jobsync.errors",
+    "ProtocolError": "jobsync.errors",
+    "SchemaError": "jobsync.errors",
+    "StorageError": "jobsync.errors",
+    "TransportError": "jobsync.errors",
+    "ensure_schema": "jobsync.migrate",
+    "upgrade": "jobsync.migrate",
+    "Secret": "jobsync.redact",
+    "open_engine": "jobsync.store",
+    "PassResult": "jobsync.sync",
+    "sync_all": "jobsync.sync",
+    "sync_source": "jobsync.sync",
+}
 
 __all__ = [
     "ApiError",
@@ -48,3 +61,35 @@ __all__ = [
     "sync_source",
     "upgrade",
 ]
+
+if TYPE_CHECKING:
+    from jobsync.config import HttpSettings, Settings, Source
+    from jobsync.errors import (
+        ApiError,
+        ApiStatusError,
+        AuthError,
+        ConfigError,
+        JobsyncError,
+        LockedError,
+        ProtocolError,
+        SchemaError,
+        StorageError,
+        TransportError,
+    )
+    from jobsync.migrate import ensure_schema, upgrade
+    from jobsync.redact import Secret
+    from jobsync.store import open_engine
+    from jobsync.sync import PassResult, sync_all, sync_source
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'jobsync' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -29,7 +29,13 @@ VANISH_AFTER = 2
 
 @dataclass(slots=True)
 class JobRow:
-    """The stored columns of one job (``import_job_records``)."""
+    """What the planner needs of one stored job, plus the new values it decides on.
+
+    Timestamps of a job that the latest pass listed are not loaded (``None``): the view takes
+    its ``last_seen_at`` from the source, and loading 100,000 timestamps per pass to compare
+    nothing would cost more than the pass itself. ``state_since`` and ``finished_at`` are
+    ``None`` unless this pass sets them; the writer then keeps what is stored.
+    """
 
     job_id: str
     collection_name: str | None
@@ -37,38 +43,17 @@ class JobRow:
     raw_state: str | None
     progress: int | None
     reason: str | None
-    first_seen_at: datetime
-    state_since: datetime
-    last_seen_at: datetime
-    last_seen_started_at: datetime
-    finished_at: datetime | None
-    vanished_at: datetime | None
     listed: bool
     missed_snapshots: int
-    missing_since: datetime | None
-
-    COLUMNS = (
-        "job_id",
-        "collection_name",
-        "state",
-        "raw_state",
-        "progress",
-        "reason",
-        "first_seen_at",
-        "state_since",
-        "last_seen_at",
-        "last_seen_started_at",
-        "finished_at",
-        "vanished_at",
-        "listed",
-        "missed_snapshots",
-        "missing_since",
-    )
-
-    def values(self, cluster_id: str) -> dict[str, Any]:
-        row = {name: getattr(self, name) for name in self.COLUMNS}
-        row["cluster_id"] = cluster_id
-        return row
+    vanished: bool
+    finished: bool
+    last_seen_at: datetime | None = None
+    last_seen_started_at: datetime | None = None
+    missing_since: datetime | None = None
+    vanished_at: datetime | None = None
+    first_seen_at: datetime | None = None
+    state_since: datetime | None = None
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +67,10 @@ class SourceMarks:
 
 @dataclass
 class PassPlan:
-    """Rows to write for one pass: only jobs that changed, and their transitions."""
+    """Rows to write for one pass: new jobs, jobs that changed, and their transitions."""
 
-    rows: list[JobRow] = field(default_factory=list)
+    inserts: list[JobRow] = field(default_factory=list)
+    updates: list[JobRow] = field(default_factory=list)
     transitions: list[dict[str, Any]] = field(default_factory=list)
     new_jobs: int = 0
     changed_jobs: int = 0
@@ -141,7 +127,7 @@ def _plan_new(
 ) -> None:
     state = canonical_state(record.raw_state)
     seen = record.observed_at
-    plan.rows.append(
+    plan.inserts.append(
         JobRow(
             job_id=record.job_id,
             collection_name=record.collection_name,
@@ -149,15 +135,15 @@ def _plan_new(
             raw_state=record.raw_state,
             progress=record.progress,
             reason=record.reason,
+            listed=True,
+            missed_snapshots=0,
+            vanished=False,
+            finished=state in TERMINAL_STATES,
             first_seen_at=seen,
             state_since=seen,
             last_seen_at=snapshot.finished_at,
             last_seen_started_at=snapshot.started_at,
             finished_at=seen if state in TERMINAL_STATES else None,
-            vanished_at=None,
-            listed=True,
-            missed_snapshots=0,
-            missing_since=None,
         )
     )
     plan.transitions.append(
@@ -188,7 +174,7 @@ def _plan_listed(
     state = canonical_state(record.raw_state)
     seen = record.observed_at
     dirty = False
-    if row.vanished_at is not None:
+    if row.vanished:
         plan.transitions.append(
             _transition(
                 "reappeared",
@@ -204,6 +190,7 @@ def _plan_listed(
                 reason=record.reason if state == FAILED else None,
             )
         )
+        row.vanished = False
         row.vanished_at = None
         dirty = True
     elif state != row.state:
@@ -227,7 +214,8 @@ def _plan_listed(
     if state != row.state:
         row.state = state
         row.state_since = seen
-        if state in TERMINAL_STATES and row.finished_at is None:
+        if state in TERMINAL_STATES and not row.finished:
+            row.finished = True
             row.finished_at = seen
     if (row.raw_state, row.collection_name, row.progress, row.reason) != (
         record.raw_state,
@@ -248,14 +236,12 @@ def _plan_listed(
     if dirty:
         row.last_seen_at = snapshot.finished_at
         row.last_seen_started_at = snapshot.started_at
-        plan.rows.append(row)
+        plan.updates.append(row)
 
 
 def _unlisted(stored: dict[str, JobRow], snapshot: Snapshot) -> Iterable[JobRow]:
     listed = snapshot.jobs
-    return (
-        row for job_id, row in stored.items() if row.vanished_at is None and job_id not in listed
-    )
+    return (row for job_id, row in stored.items() if not row.vanished and job_id not in listed)
 
 
 def _plan_unlisted(
@@ -270,14 +256,15 @@ def _plan_unlisted(
         if row.listed:
             # Freeze last_seen_at: from now on the view can no longer take it from the source.
             row.listed = False
-            row.last_seen_at = marks.last_snapshot_at or row.last_seen_at
-            row.last_seen_started_at = marks.last_snapshot_started_at or row.last_seen_started_at
+            row.last_seen_at = marks.last_snapshot_at
+            row.last_seen_started_at = marks.last_snapshot_started_at
             dirty = True
         if snapshot.complete:
             row.missed_snapshots += 1
             if row.missing_since is None:
                 row.missing_since = snapshot.finished_at
             if row.missed_snapshots >= VANISH_AFTER:
+                row.vanished = True
                 row.vanished_at = snapshot.finished_at
                 plan.transitions.append(
                     _transition(
@@ -289,10 +276,10 @@ def _plan_unlisted(
                         raw_from=row.raw_state,
                         raw_to=None,
                         window_start=row.last_seen_started_at,
-                        observed_at=row.missing_since,
+                        observed_at=row.missing_since or snapshot.finished_at,
                     )
                 )
                 plan.vanished_jobs += 1
             dirty = True
         if dirty:
-            plan.rows.append(row)
+            plan.updates.append(row)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,11 +21,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from jobsync import bulk
 from jobsync.errors import ConfigError, StorageError
-from jobsync.history import JobRow, PassPlan, SourceMarks, plan_pass
+from jobsync.history import SourceMarks, plan_pass
 from jobsync.records import Snapshot
 from jobsync.redact import redact
-from jobsync.schema import import_job_records, import_job_transitions, sync_runs, sync_sources
+from jobsync.schema import sync_runs, sync_sources
 
 __all__ = [
     "PassCounts",
@@ -40,8 +41,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-_UPSERT_BATCH = 5_000
-_JOB_UPDATE_COLUMNS = [name for name in JobRow.COLUMNS if name != "job_id"]
 
 
 def normalise_url(url: str) -> str:
@@ -164,9 +163,11 @@ def apply_pass(
             conn.execute(select(func.pg_advisory_xact_lock(lock_key(f"source:{cluster_id}"))))
         _abandon_stale_runs(conn, cluster_id, run_id)
         marks = _load_marks(conn, cluster_id)
-        stored = _load_jobs(conn, cluster_id)
-        plan = plan_pass(stored, snapshot, marks, run_id)
-        rows_written = _write_plan(conn, cluster_id, plan)
+        plan = plan_pass(bulk.load_jobs(conn, cluster_id), snapshot, marks, run_id)
+        bulk.insert_jobs(conn, cluster_id, plan.inserts)
+        bulk.update_jobs(conn, cluster_id, plan.updates)
+        bulk.insert_transitions(conn, cluster_id, plan.transitions)
+        rows_written = len(plan.inserts) + len(plan.updates) + len(plan.transitions)
         _save_marks(conn, cluster_id, run_id, snapshot)
         counts = PassCounts(
             new_jobs=plan.new_jobs,
@@ -225,23 +226,6 @@ def _load_marks(conn: Connection, cluster_id: str) -> SourceMarks:
     return SourceMarks(*row)
 
 
-def _load_jobs(conn: Connection, cluster_id: str) -> dict[str, JobRow]:
-    t = import_job_records
-    columns = [t.c[name] for name in JobRow.COLUMNS]
-    result = conn.execute(select(*columns).where(t.c.cluster_id == cluster_id))
-    return {row[0]: JobRow(*row) for row in result}
-
-
-def _write_plan(conn: Connection, cluster_id: str, plan: PassPlan) -> int:
-    rows = [row.values(cluster_id) for row in plan.rows]
-    for batch in _batches(rows):
-        conn.execute(_upsert(conn, import_job_records, _JOB_UPDATE_COLUMNS), batch)
-    transitions = [{**t, "cluster_id": cluster_id} for t in plan.transitions]
-    for batch in _batches(transitions):
-        conn.execute(insert(import_job_transitions), batch)
-    return len(rows) + len(transitions)
-
-
 def _upsert(conn: Connection, table: Table, update_columns: Iterable[str]) -> Any:
     """INSERT ... ON CONFLICT (primary key) DO UPDATE SET the given columns."""
     dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
@@ -250,11 +234,6 @@ def _upsert(conn: Connection, table: Table, update_columns: Iterable[str]) -> An
         index_elements=list(table.primary_key.columns),
         set_={name: stmt.excluded[name] for name in update_columns},
     )
-
-
-def _batches(rows: Sequence[dict[str, Any]]) -> Iterator[Sequence[dict[str, Any]]]:
-    for start in range(0, len(rows), _UPSERT_BATCH):
-        yield rows[start : start + _UPSERT_BATCH]
 
 
 def _save_marks(conn: Connection, cluster_id: str, run_id: int, snapshot: Snapshot) -> None:

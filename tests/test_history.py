@@ -34,7 +34,7 @@ class Store:
 
     def apply(self, snap: Snapshot, run_id: int = 1):
         plan = plan_pass(dict(self.rows), snap, self.marks, run_id)
-        for row in plan.rows:
+        for row in plan.inserts + plan.updates:
             self.rows[row.job_id] = row
         self.transitions += plan.transitions
         self.marks = SourceMarks(
@@ -59,7 +59,7 @@ def test_an_unchanged_pass_plans_nothing():
     store = Store()
     store.apply(_snapshot(0, {"a": "Pending"}))
     plan = store.apply(_snapshot(10, {"a": "Pending"}))
-    assert plan.rows == [] and plan.transitions == []
+    assert plan.inserts == plan.updates == plan.transitions == []
 
 
 def test_a_change_window_starts_when_the_previous_pass_began():
@@ -75,7 +75,7 @@ def test_a_raw_spelling_change_updates_the_row_without_history():
     store = Store()
     store.apply(_snapshot(0, {"a": "InProgress"}))
     plan = store.apply(_snapshot(10, {"a": "Importing"}))
-    assert plan.transitions == [] and len(plan.rows) == 1
+    assert plan.transitions == [] and len(plan.updates) == 1
     assert store.rows["a"].raw_state == "Importing"
 
 
@@ -84,7 +84,7 @@ def test_vanish_needs_two_complete_snapshots_and_ignores_incomplete_ones():
     store.apply(_snapshot(0, {"a": "Completed", "b": "Pending"}))
     store.apply(_snapshot(10, {"b": "Pending"}))
     store.apply(_snapshot(20, {"b": "Pending"}, complete=False))
-    assert store.rows["a"].vanished_at is None
+    assert not store.rows["a"].vanished
     plan = store.apply(_snapshot(30, {"b": "Pending"}))
     (t,) = plan.transitions
     assert (t["kind"], t["from_state"], t["to_state"]) == ("vanished", "Completed", None)
@@ -102,7 +102,7 @@ def test_a_vanished_job_that_comes_back_reappears_once():
     (t,) = plan.transitions
     assert (t["kind"], t["from_state"], t["to_state"]) == ("reappeared", "Importing", "Completed")
     assert t["window_start"] == _at(20)
-    assert store.rows["a"].vanished_at is None and store.rows["a"].state == "Completed"
+    assert not store.rows["a"].vanished and store.rows["a"].state == "Completed"
     assert store.apply(_snapshot(40, {"a": "Completed"})).transitions == []
 
 

@@ -1,7 +1,8 @@
 """Injected misbehaviour: faults that replace or distort one reply, and quirks of a broken server.
 
-A `Fault` acts on single requests chosen by number, path and budget. Which reply a firing fault
-sends is decided in this order:
+A `Fault` acts on single requests chosen by number, path and budget. It fires before the API
+checks anything, as a proxy or load balancer in front of the real service would: a faulted
+request is not authenticated or validated. Which reply a firing fault sends is decided in order:
 
 1. `body` set: exactly those bytes, with `status` and `content_type` (malformed JSON, HTML, ...).
 2. `code` set: a JSON envelope `{"code": code, "message": ...}` with `status` (use `status=200`

@@ -23,7 +23,7 @@ FAILED_LIKE = frozenset({FAILED, "ImportFailed", "ImportFailedAndCleaned"})
 TERMINAL_STATES = COMPLETED_LIKE | FAILED_LIKE
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SimJob:
     """A copy of one simulated job as it stands when the copy is taken."""
 
@@ -41,7 +41,7 @@ class SimJob:
     imported_rows: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StateChange:
     """One state change made to the world; `at` is the true moment it happened.
 
@@ -55,7 +55,7 @@ class StateChange:
     at: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RequestRecord:
     """One HTTP request as the simulator saw it. The Authorization value is never stored.
 

@@ -290,9 +290,8 @@ class Simulator:
     # -- the Responder protocol used by the HTTP server ----------------------------------------
 
     def respond(self, method: str, path: str, headers: dict[str, str], raw: bytes) -> Planned:
-        request = ApiRequest.decode(
-            path, headers, raw
-        )  # outside the lock: parsing is the slow part
+        # Decoded before taking the lock: it needs no shared state.
+        request = ApiRequest.decode(path, headers, raw)
         fault: Fault | None = None
         number: int | None = None
         with self._lock:
@@ -308,9 +307,11 @@ class Simulator:
                 for callback in list(self._callbacks):
                     callback(number, path, request.body)
                 fault = self._faults.take(number, path)
-                own = fault.own_reply(self._api.messages) if fault else None
-                reply = own or self._api.handle(request, now)
-                if fault is not None:
+                if fault is None:
+                    reply = self._api.handle(request, now)
+                else:
+                    own = fault.own_reply(self._api.messages)
+                    reply = own if own is not None else self._api.handle(request, now)
                     reply = fault.finish(reply)
             self._requests.append(
                 RequestRecord(
