@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, func, inspect, select
 
 from jobsync.errors import SchemaError
-from jobsync.store import lock_key
+from jobsync.locking import lock_key
 
 __all__ = ["current_revision", "ensure_schema", "head_revision", "migrations_dir", "upgrade"]
 

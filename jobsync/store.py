@@ -8,7 +8,6 @@ source. Upserts are the dialect's ``INSERT ... ON CONFLICT``.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -24,12 +23,14 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from jobsync import bulk
 from jobsync.errors import ConfigError, StorageError
 from jobsync.history import SourceMarks, plan_pass
+from jobsync.locking import lock_key
 from jobsync.records import Snapshot
 from jobsync.redact import redact
 from jobsync.schema import sync_runs, sync_sources
 
 __all__ = [
     "PassCounts",
+    "abandon_stale_runs",
     "apply_pass",
     "fail_run",
     "normalise_url",
@@ -103,12 +104,6 @@ def storage_errors(url: str) -> Iterator[None]:
         raise StorageError(f"database {redact(url)}: {redact(detail)}") from exc
 
 
-def lock_key(name: str) -> int:
-    """A stable signed 64-bit advisory-lock key (Python's hash() differs between processes)."""
-    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
 def start_run(engine: Engine, cluster_id: str, started_at: datetime) -> int:
     """Record a pass as running, in its own transaction, and return its id."""
     with engine.begin() as conn:
@@ -161,7 +156,6 @@ def apply_pass(
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(lock_key(f"source:{cluster_id}"))))
-        _abandon_stale_runs(conn, cluster_id, run_id)
         marks = _load_marks(conn, cluster_id)
         plan = plan_pass(bulk.load_jobs(conn, cluster_id), snapshot, marks, run_id)
         bulk.insert_jobs(conn, cluster_id, plan.inserts)
@@ -200,17 +194,19 @@ def apply_pass(
     return counts
 
 
-def _abandon_stale_runs(conn: Connection, cluster_id: str, run_id: int) -> None:
-    # Runs of this source still 'running' under our lock belong to a process that died.
-    conn.execute(
-        update(sync_runs)
-        .where(
-            sync_runs.c.cluster_id == cluster_id,
-            sync_runs.c.status == "running",
-            sync_runs.c.id < run_id,
+def abandon_stale_runs(engine: Engine, finished_at: datetime) -> int:
+    """Mark runs left 'running' by a process that died. Call only while holding the sync lock."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(sync_runs)
+            .where(sync_runs.c.status == "running")
+            .values(
+                status="abandoned",
+                finished_at=finished_at,
+                error="the process running this pass stopped before it finished",
+            )
         )
-        .values(status="abandoned", error="the process running this pass stopped before it ended")
-    )
+    return int(result.rowcount or 0)
 
 
 def _load_marks(conn: Connection, cluster_id: str) -> SourceMarks:

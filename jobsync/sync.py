@@ -20,8 +20,9 @@ from jobsync.client import ApiClient
 from jobsync.config import Settings, Source
 from jobsync.errors import JobsyncError, StorageError
 from jobsync.fetch import fetch_snapshot
+from jobsync.locking import sync_lock
 from jobsync.redact import redact
-from jobsync.store import PassCounts, apply_pass, fail_run, start_run
+from jobsync.store import PassCounts, abandon_stale_runs, apply_pass, fail_run, start_run
 
 __all__ = ["PassResult", "sync_all", "sync_source"]
 
@@ -143,5 +144,14 @@ def sync_all(
     clock: Clock = utcnow,
     sleep: Callable[[float], None] | None = None,
 ) -> list[PassResult]:
-    """One pass over every configured source, in order; one failing never stops the others."""
-    return [sync_source(engine, s, settings, clock=clock, sleep=sleep) for s in settings.sources]
+    """One pass over every configured source, in order; one failing never stops the others.
+
+    Holds the database's sync lock throughout (LockedError if another sync has it).
+    """
+    with sync_lock(engine):
+        abandoned = abandon_stale_runs(engine, clock())
+        if abandoned:
+            log.warning("marked %d run(s) of a stopped process as abandoned", abandoned)
+        return [
+            sync_source(engine, s, settings, clock=clock, sleep=sleep) for s in settings.sources
+        ]
