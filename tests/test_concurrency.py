@@ -1,0 +1,140 @@
+"""Several processes at once: one sync per database, a killed holder frees the lock at once,
+concurrent schema upgrades all succeed. Real subprocesses, real databases."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from jobsync.cli import cli
+from jobsync.locking import sync_lock
+from jobsync.migrate import current_revision, head_revision
+from jobsync.schema import sync_runs
+from jobsync.store import open_engine
+from tests.conftest import API_KEY, CLUSTER
+
+HOLD_LOCK = """
+import sys
+from jobsync.locking import sync_lock
+from jobsync.store import open_engine
+with sync_lock(open_engine(sys.argv[1])):
+    print("locked", flush=True)
+    sys.stdin.read()
+"""
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("JOBSYNC_DATABASE_URL", None)
+    env["JOBSYNC_API_KEY"] = API_KEY
+    return env
+
+
+def _holder(db_url: str) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, db_url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "locked"  # blocks until the lock is held
+    return proc
+
+
+def test_a_second_sync_exits_75_with_one_line_while_another_holds_the_lock(sim, db_url):
+    holder = _holder(db_url)
+    try:
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jobsync",
+                "sync",
+                "--db",
+                db_url,
+                "--base-url",
+                sim.url,
+                "--cluster-id",
+                CLUSTER,
+            ],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=60,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == 75
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("Error: another jobsync sync is running")
+    assert sim.request_count == 0
+
+
+def test_the_lock_is_free_at_once_after_its_holder_is_killed(db_url):
+    holder = _holder(db_url)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+
+    engine = open_engine(db_url)
+    with sync_lock(engine):  # would raise LockedError if the lock had outlived its holder
+        pass
+    engine.dispose()
+
+
+def test_the_lock_excludes_a_second_holder_in_the_same_process(db_url):
+    from jobsync.errors import LockedError
+
+    engine = open_engine(db_url)
+    with sync_lock(engine), pytest.raises(LockedError):
+        with sync_lock(engine):
+            pass
+    with sync_lock(engine):  # released on exit
+        pass
+    engine.dispose()
+
+
+def test_a_killed_pass_is_marked_abandoned_by_the_next(sim, db_url):
+    runner = CliRunner()
+    args = ["sync", "--db", db_url, "--base-url", sim.url, "--cluster-id", CLUSTER]
+    assert runner.invoke(cli, args, env={"JOBSYNC_API_KEY": API_KEY}).exit_code == 0
+    engine = open_engine(db_url)
+    from jobsync.store import start_run
+    from jobsync.sync import utcnow
+
+    dead = start_run(engine, CLUSTER, utcnow())  # what a process killed mid-pass leaves
+
+    assert runner.invoke(cli, args, env={"JOBSYNC_API_KEY": API_KEY}).exit_code == 0
+    with engine.connect() as conn:
+        statuses = dict(conn.execute(select(sync_runs.c.id, sync_runs.c.status)).all())
+    engine.dispose()
+    assert statuses[dead] == "abandoned"
+    assert sorted(statuses.values()) == ["abandoned", "succeeded", "succeeded"]
+
+
+def test_three_concurrent_upgrades_all_succeed_and_one_applies(db_url):
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "jobsync", "db", "upgrade", "--db", db_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    applied = [out for out, _err in outputs if "upgraded" in out]
+    assert len(applied) == 1
+    engine = open_engine(db_url)
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
