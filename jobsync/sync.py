@@ -106,7 +106,7 @@ def sync_source(
         retries=client.retries,
         seconds=time.monotonic() - began,
     )
-    log.info("%s", result.summary())
+    log.debug("%s", result.summary())
     return result
 
 
@@ -133,7 +133,7 @@ def _failed(
         seconds=time.monotonic() - began,
         error=error,
     )
-    log.warning("%s", result.summary())
+    log.debug("%s", result.summary())
     return result
 
 
