@@ -189,3 +189,37 @@ def test_timestamps_come_back_timezone_aware_utc(engine, sim):
     row = next(iter(_jobs(engine).values()))
     for column in ("first_seen_at", "state_since", "last_seen_at"):
         assert row[column].utcoffset().total_seconds() == 0
+
+
+def test_finished_jobs_ageing_out_end_vanished_with_their_history(engine):
+    from datetime import timedelta
+
+    now = [datetime(2026, 5, 1, tzinfo=UTC)]
+    with Simulator(
+        cluster_ids=(CLUSTER,),
+        jobs=30,
+        api_key=API_KEY,
+        seed=9,
+        clock=lambda: now[0],
+        retention=timedelta(hours=3),
+    ) as sim:
+        assert _sync(engine, sim).ok
+        finishing = sim.advance(fraction=1.0)
+        assert _sync(engine, sim).ok
+        finished = {j.job_id for j in sim.jobs(CLUSTER) if j.finished_at is not None}
+        now[0] += timedelta(hours=4)
+        listed = {j.job_id for j in sim.jobs(CLUSTER)}
+        assert finished and not (finished & listed)  # they aged out of the list
+        _sync(engine, sim)
+        third = _sync(engine, sim)
+
+    assert third.counts.vanished_jobs == len(finished)
+    jobs = _jobs(engine)
+    assert {j for j, row in jobs.items() if row["vanished_at"] is not None} == finished
+    history = _transitions(engine)
+    changed = {c.job_id for c in finishing}
+    for job_id in finished:
+        kinds = [t["kind"] for t in history if t["job_id"] == job_id]
+        assert kinds[0] == "first_seen" and kinds[-1] == "vanished"
+        assert ("change" in kinds) == (job_id in changed)
+        assert jobs[job_id]["state"] in ("Completed", "Failed")
