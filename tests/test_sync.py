@@ -223,3 +223,30 @@ def test_finished_jobs_ageing_out_end_vanished_with_their_history(engine):
         assert kinds[0] == "first_seen" and kinds[-1] == "vanished"
         assert ("change" in kinds) == (job_id in changed)
         assert jobs[job_id]["state"] in ("Completed", "Failed")
+
+
+def test_jobs_skipped_by_a_shifting_list_are_never_taken_for_gone(engine, sim):
+    assert _sync(engine, sim).ok
+
+    def drop_newest(number: int, path: str, body: object) -> None:
+        # Removing a job ahead of the reader shifts every later job one place towards the
+        # front, so the next page skips one: the classic offset-paging hole.
+        newest = sim.jobs(CLUSTER)[0].job_id
+        sim.remove_jobs(CLUSTER, [newest])
+
+    unregister = sim.on_request(drop_newest)
+    results = [_sync(engine, sim, page_size=10) for _ in range(3)]
+    unregister()
+
+    assert all(r.ok and not r.complete for r in results)
+    still_listed = {j.job_id for j in sim.jobs(CLUSTER)}
+    jobs = _jobs(engine)
+    assert all(jobs[j]["vanished_at"] is None for j in still_listed)
+    assert not [t for t in _transitions(engine) if t["kind"] == "vanished"]
+    with engine.connect() as conn:
+        runs = conn.execute(
+            select(
+                sync_runs.c.duplicates, sync_runs.c.distinct_jobs, sync_runs.c.reported_count
+            ).where(sync_runs.c.id.in_([r.run_id for r in results]))
+        ).all()
+    assert all(distinct != reported for _dup, distinct, reported in runs)
