@@ -122,6 +122,25 @@ def _transition(
     }
 
 
+def _listed_transition(
+    kind: str, row: JobRow, record: JobRecord, run_id: int, window_start: datetime | None
+) -> dict[str, Any]:
+    """A transition from the stored row to what the record shows (``change``, ``reappeared``)."""
+    state = canonical_state(record.raw_state)
+    return _transition(
+        kind,
+        row.job_id,
+        run_id,
+        from_state=row.state,
+        to_state=state,
+        raw_from=row.raw_state,
+        raw_to=record.raw_state,
+        window_start=window_start,
+        observed_at=record.observed_at,
+        reason=record.reason if state == FAILED else None,
+    )
+
+
 def _plan_new(
     plan: PassPlan, record: JobRecord, snapshot: Snapshot, marks: SourceMarks, run_id: int
 ) -> None:
@@ -175,40 +194,16 @@ def _plan_listed(
     seen = record.observed_at
     dirty = False
     if row.vanished:
+        # It was absent from the latest complete snapshot, so it was not listed then.
         plan.transitions.append(
-            _transition(
-                "reappeared",
-                row.job_id,
-                run_id,
-                from_state=row.state,
-                to_state=state,
-                raw_from=row.raw_state,
-                raw_to=record.raw_state,
-                # It was absent from the latest complete snapshot, so it was not listed then.
-                window_start=marks.last_complete_started_at,
-                observed_at=seen,
-                reason=record.reason if state == FAILED else None,
-            )
+            _listed_transition("reappeared", row, record, run_id, marks.last_complete_started_at)
         )
         row.vanished = False
         row.vanished_at = None
         dirty = True
     elif state != row.state:
         was_listed_at = marks.last_snapshot_started_at if row.listed else row.last_seen_started_at
-        plan.transitions.append(
-            _transition(
-                "change",
-                row.job_id,
-                run_id,
-                from_state=row.state,
-                to_state=state,
-                raw_from=row.raw_state,
-                raw_to=record.raw_state,
-                window_start=was_listed_at,
-                observed_at=seen,
-                reason=record.reason if state == FAILED else None,
-            )
-        )
+        plan.transitions.append(_listed_transition("change", row, record, run_id, was_listed_at))
         plan.changed_jobs += 1
         dirty = True
     if state != row.state:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import ColumnElement, Engine, func, select
 
 from jobsync.schema import import_job_transitions, import_jobs, sync_runs
 
@@ -73,28 +73,16 @@ def job_history(
         return [dict(row._mapping) for row in conn.execute(query)]
 
 
-def overview(engine: Engine) -> dict[str, Any]:
+def overview(engine: Engine) -> dict[str, dict[str, int]]:
     """Totals for a short summary: jobs per state, transitions per kind, passes per status."""
     with engine.connect() as conn:
-        states: dict[str, int] = dict(
-            conn.execute(
-                select(import_jobs.c.state, func.count())
-                .group_by(import_jobs.c.state)
-                .order_by(import_jobs.c.state)
-            ).all()
-        )
-        kinds: dict[str, int] = dict(
-            conn.execute(
-                select(import_job_transitions.c.kind, func.count())
-                .group_by(import_job_transitions.c.kind)
-                .order_by(import_job_transitions.c.kind)
-            ).all()
-        )
-        runs: dict[str, int] = dict(
-            conn.execute(
-                select(sync_runs.c.status, func.count())
-                .group_by(sync_runs.c.status)
-                .order_by(sync_runs.c.status)
-            ).all()
-        )
-    return {"jobs_by_state": states, "transitions_by_kind": kinds, "runs_by_status": runs}
+
+        def counts(column: ColumnElement[str]) -> dict[str, int]:
+            query = select(column, func.count()).group_by(column).order_by(column)
+            return {key: int(n) for key, n in conn.execute(query).all()}
+
+        return {
+            "jobs_by_state": counts(import_jobs.c.state),
+            "transitions_by_kind": counts(import_job_transitions.c.kind),
+            "runs_by_status": counts(sync_runs.c.status),
+        }
