@@ -138,3 +138,40 @@ def test_three_concurrent_upgrades_all_succeed_and_one_applies(db_url):
     engine = open_engine(db_url)
     assert current_revision(engine) == head_revision()
     engine.dispose()
+
+
+def test_two_passes_that_bypass_the_outer_lock_still_never_double_write(engine):
+    # sync_source skips the process-level lock; the per-source lock inside the write
+    # transaction (PostgreSQL advisory lock, SQLite BEGIN IMMEDIATE) must serialise them.
+    import threading
+
+    from jobsync.simulator import Simulator
+    from jobsync.sync import sync_source
+    from tests.conftest import settings_for
+
+    with Simulator(cluster_ids=(CLUSTER,), jobs=1500, api_key=API_KEY, seed=11) as sim:
+        settings = settings_for(sim, "unused")
+        barrier = threading.Barrier(2)
+        results = []
+
+        def one_pass() -> None:
+            barrier.wait()
+            results.append(sync_source(engine, settings.sources[0], settings))
+
+        threads = [threading.Thread(target=one_pass) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+
+    assert [r.ok for r in results] == [True, True]
+    assert sorted(r.counts.new_jobs for r in results) == [0, 1500]
+    from sqlalchemy import func
+
+    from jobsync.schema import import_job_transitions
+
+    with engine.connect() as conn:
+        per_job = conn.execute(
+            select(func.count()).select_from(import_job_transitions)
+        ).scalar_one()
+    assert per_job == 1500
