@@ -98,6 +98,8 @@ def fetch_snapshot(
     max_walks: int = MAX_WALKS,
 ) -> Snapshot:
     """Walk the list (re-walking while it moves) and return the de-duplicated snapshot."""
+    if source.kind == "milvus":
+        return _fetch_unpaged(client, source, clock)
     snapshot = Snapshot(source_key=source.key, started_at=clock(), finished_at=clock())
     for _ in range(max_walks):
         walk = _walk(client, source, page_size, snapshot, clock, max_pages)
@@ -107,6 +109,22 @@ def fetch_snapshot(
             snapshot.complete = snapshot.invalid == 0
             break
         log.info("%s: the job list moved while it was read; reading it again", source.name)
+    return snapshot
+
+
+def _fetch_unpaged(client: ApiClient, source: Source, clock: Clock) -> Snapshot:
+    # Self-hosted Milvus has no paging: one answer holds every job, so it cannot move under us.
+    snapshot = Snapshot(source_key=source.key, started_at=clock(), finished_at=clock())
+    page = parse_list_data(client.call(LIST_PATH, source.list_body()), clock())
+    snapshot.finished_at = clock()
+    snapshot.pages = snapshot.walks = 1
+    snapshot.records = page.size
+    snapshot.invalid = page.invalid
+    for record in page.records:
+        if record.job_id in snapshot.jobs:
+            snapshot.duplicates += 1
+        snapshot.jobs[record.job_id] = record
+    snapshot.complete = page.invalid == 0
     return snapshot
 
 
