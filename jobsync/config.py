@@ -281,7 +281,10 @@ def _check_fields(table: Mapping[str, Any], fields: Mapping[str, type], where: s
 def _source_from_table(
     table: Mapping[str, Any], index: int, path: Path, env: Mapping[str, str], cli: CliValues
 ) -> Source:
-    label = table.get("name") or table.get("cluster_id") or f"#{index + 1}"
+    label = next(
+        (v for v in (table.get("name"), table.get("cluster_id")) if isinstance(v, str) and v),
+        f"#{index + 1}",
+    )
     where = f"config file {path}, source {label!r}"
     _check_fields(table, _SOURCE_FIELDS, where)
     kind = table.get("kind", "zilliz")
