@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from jobsync.config import HttpSettings
-from jobsync.errors import ApiStatusError, AuthError, ProtocolError, TransportError
+from jobsync.errors import ApiStatusError, AuthError, Cancelled, ProtocolError, TransportError
 from jobsync.redact import Secret, redact
 
 __all__ = ["ApiClient", "BearerAuth", "parse_envelope"]
@@ -31,6 +32,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 SUCCESS_CODES = frozenset({0, 200})
 AUTH_CODES = frozenset({80001, 80002, 21119, 1800})
 MESSAGE_LIMIT = 300
+_CANCELLED = "stopped on request before the pass finished; nothing was written"
 _USER_AGENT = "jobsync/0.1 (+https://github.com/jobsync/jobsync)"
 
 
@@ -51,6 +53,22 @@ class BearerAuth(requests.auth.AuthBase):
 def _sleep(seconds: float) -> None:
     # Looked up at call time, so tests of the CLI can replace time.sleep.
     time.sleep(seconds)
+
+
+def _cancellable(
+    cancel: threading.Event, sleep: Callable[[float], None] | None
+) -> Callable[[float], None]:
+    """A backoff that a stop request cuts short, ending the request with Cancelled."""
+
+    def wait(seconds: float) -> None:
+        if sleep is None:
+            cancel.wait(seconds)
+        else:
+            sleep(seconds)
+        if cancel.is_set():
+            raise Cancelled(_CANCELLED)
+
+    return wait
 
 
 class _Retry(Retry):
@@ -90,11 +108,13 @@ class ApiClient:
         *,
         sleep: Callable[[float], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.http = http or HttpSettings()
         self.retries = 0
         self._monotonic = monotonic
+        self._cancel = cancel
         self._session = requests.Session()
         # Never consult ~/.netrc or proxy env for credentials; our auth object is the only source.
         self._session.trust_env = False
@@ -125,6 +145,8 @@ class ApiClient:
             raise_on_redirect=False,
         )
         retry.sleeper = _sleep if sleep is None else sleep
+        if cancel is not None:
+            retry.sleeper = _cancellable(cancel, sleep)
         retry.on_retry = self._count_retry
         retry.retry_after_cap = self.http.retry_after_cap
         adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
@@ -149,6 +171,8 @@ class ApiClient:
 
     def call(self, path: str, body: dict[str, Any]) -> Any:
         """POST ``body`` to ``path`` and return the envelope's ``data`` (raises on any error)."""
+        if self._cancel is not None and self._cancel.is_set():
+            raise Cancelled(_CANCELLED)
         status, payload = self._post(path, body)
         return parse_envelope(status, payload)
 

@@ -11,9 +11,10 @@ into one ``Error: ...`` line and an exit code in exactly one place (``jobsync.cl
     │   │   └── AuthError      the API key was rejected (80001, 80002, 21119, HTTP 401/403)
     │   └── ProtocolError      a body we cannot trust: not JSON, wrong shape, too big, a
     │                          server that ignores paging
-    └── StorageError           the database refused                               (exit 1)
-        ├── SchemaError        the schema is missing or behind: run ``jobsync db upgrade``
-        └── LockedError        another sync holds the lock                        (exit 75)
+    ├── StorageError           the database refused                               (exit 1)
+    │   ├── SchemaError        the schema is missing or behind: run ``jobsync db upgrade``
+    │   └── LockedError        another sync holds the lock                        (exit 75)
+    └── Cancelled              a stop was requested (SIGTERM) before the pass could finish
 
 Messages never contain the API key: errors are built from what the server said, and that text
 goes through :func:`jobsync.redact.redact` before it reaches a message.
@@ -25,6 +26,7 @@ __all__ = [
     "ApiError",
     "ApiStatusError",
     "AuthError",
+    "Cancelled",
     "ConfigError",
     "JobsyncError",
     "LockedError",
@@ -84,3 +86,7 @@ class LockedError(StorageError):
     """Another jobsync process is syncing the same database."""
 
     exit_code = 75
+
+
+class Cancelled(JobsyncError):
+    """A stop was requested (SIGTERM, SIGINT) while a pass was fetching; nothing was written."""

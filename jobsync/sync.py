@@ -8,6 +8,7 @@ leaves nothing behind but its ``sync_runs`` row (status ``failed``, redacted err
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,14 +71,18 @@ def sync_source(
     *,
     clock: Clock = utcnow,
     sleep: Callable[[float], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> PassResult:
-    """Sync one source. API and storage errors are returned in the result, not raised."""
+    """Sync one source. API and storage errors are returned in the result, not raised.
+
+    Setting ``cancel`` stops the pass before its next request; a pass already writing finishes.
+    """
     began = time.monotonic()
     try:
         run_id = start_run(engine, source.key, clock())
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot record the start of a pass: {_db_detail(exc)}") from exc
-    client = ApiClient(source.base_url, source.api_key, settings.http, sleep=sleep)
+    client = ApiClient(source.base_url, source.api_key, settings.http, sleep=sleep, cancel=cancel)
     try:
         snapshot = fetch_snapshot(client, source, settings.page_size, clock=clock)
         counts = apply_pass(
@@ -143,6 +148,7 @@ def sync_all(
     *,
     clock: Clock = utcnow,
     sleep: Callable[[float], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> list[PassResult]:
     """One pass over every configured source, in order; one failing never stops the others.
 

@@ -293,3 +293,21 @@ def test_invalid_records_make_the_snapshot_incomplete(sim, client):
     sim.add_fault(Fault(status=200, body=body))
     snap = fetch_snapshot(client, _source(sim), 10)
     assert snap.invalid == 2 and list(snap.jobs) == ["a"] and not snap.complete
+
+
+def test_a_stop_request_cancels_before_the_next_request_and_cuts_backoff_short(sim):
+    import threading
+
+    from jobsync.errors import Cancelled
+
+    stop = threading.Event()
+    settings = HttpSettings(max_retries=3, backoff_factor=100.0, backoff_jitter=0.0)
+    sim.add_fault(Fault(status=503, times=2))
+    sim.on_request(lambda number, path, body: stop.set())
+    with ApiClient(sim.url, Secret(API_KEY), settings, cancel=stop) as c:
+        with pytest.raises(Cancelled):
+            _list(c)  # the backoff after the 503 ends at once, with no retry
+        assert sim.request_count == 1
+        with pytest.raises(Cancelled):
+            _list(c)  # and no further request is made
+    assert sim.request_count == 1
