@@ -15,6 +15,7 @@ import time
 import zlib
 from collections.abc import Callable
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -77,12 +78,23 @@ class _Retry(Retry):
     sleeper: Callable[[float], None] = staticmethod(_sleep)
     on_retry: Callable[[float], None] | None = None
     retry_after_cap: float = 60.0
+    # A retry is a request like any other: it waits for the rate limiter too.
+    rate_limit: Callable[[str], None] | None = None
+    retry_path: str | None = None
 
     def new(self, **kw: Any) -> Self:
         fresh = super().new(**kw)
         fresh.sleeper = self.sleeper
         fresh.on_retry = self.on_retry
         fresh.retry_after_cap = self.retry_after_cap
+        fresh.rate_limit = self.rate_limit
+        return fresh
+
+    def increment(
+        self, method: str | None = None, url: str | None = None, *args: Any, **kw: Any
+    ) -> Self:
+        fresh = super().increment(method, url, *args, **kw)
+        fresh.retry_path = urlsplit(url).path if url else None
         return fresh
 
     def sleep(self, response: Any = None) -> None:
@@ -95,6 +107,8 @@ class _Retry(Retry):
         if self.on_retry is not None:
             self.on_retry(delay)
         self.sleeper(delay)
+        if self.rate_limit is not None and self.retry_path is not None:
+            self.rate_limit(self.retry_path)
 
 
 class ApiClient:
@@ -109,12 +123,14 @@ class ApiClient:
         sleep: Callable[[float], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         cancel: threading.Event | None = None,
+        rate_limit: Callable[[str], None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.http = http or HttpSettings()
         self.retries = 0
         self._monotonic = monotonic
         self._cancel = cancel
+        self._rate_limit = rate_limit
         self._session = requests.Session()
         # Never consult ~/.netrc or proxy env for credentials; our auth object is the only source.
         self._session.trust_env = False
@@ -149,6 +165,7 @@ class ApiClient:
             retry.sleeper = _cancellable(cancel, sleep)
         retry.on_retry = self._count_retry
         retry.retry_after_cap = self.http.retry_after_cap
+        retry.rate_limit = rate_limit
         adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -173,6 +190,8 @@ class ApiClient:
         """POST ``body`` to ``path`` and return the envelope's ``data`` (raises on any error)."""
         if self._cancel is not None and self._cancel.is_set():
             raise Cancelled(_CANCELLED)
+        if self._rate_limit is not None:
+            self._rate_limit(path)
         status, payload = self._post(path, body)
         return parse_envelope(status, payload)
 

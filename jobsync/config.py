@@ -57,6 +57,10 @@ class HttpSettings:
     backoff_jitter: float = 0.5
     retry_after_cap: float = 60.0
     max_body_bytes: int = 16 * 1024 * 1024
+    # The documented limit: 20 requests per second per API key per endpoint.
+    requests_per_second: float = 20.0
+    # Sources synced at once.
+    max_concurrent_sources: int = 4
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -22,6 +24,7 @@ from jobsync.config import Settings, Source
 from jobsync.errors import JobsyncError, StorageError
 from jobsync.fetch import fetch_snapshot
 from jobsync.locking import sync_lock
+from jobsync.ratelimit import RateLimiters
 from jobsync.redact import redact
 from jobsync.store import PassCounts, abandon_stale_runs, apply_pass, fail_run, start_run
 
@@ -72,6 +75,8 @@ def sync_source(
     clock: Clock = utcnow,
     sleep: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
+    rate_limit: Callable[[str], None] | None = None,
+    write_lock: threading.Lock | None = None,
 ) -> PassResult:
     """Sync one source. API and storage errors are returned in the result, not raised.
 
@@ -82,12 +87,20 @@ def sync_source(
         run_id = start_run(engine, source.key, clock())
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot record the start of a pass: {_db_detail(exc)}") from exc
-    client = ApiClient(source.base_url, source.api_key, settings.http, sleep=sleep, cancel=cancel)
+    client = ApiClient(
+        source.base_url,
+        source.api_key,
+        settings.http,
+        sleep=sleep,
+        cancel=cancel,
+        rate_limit=rate_limit,
+    )
     try:
         snapshot = fetch_snapshot(client, source, settings.page_size, clock=clock)
-        counts = apply_pass(
-            engine, source.key, run_id, snapshot, finished_at=clock(), retries=client.retries
-        )
+        with write_lock or nullcontext():
+            counts = apply_pass(
+                engine, source.key, run_id, snapshot, finished_at=clock(), retries=client.retries
+            )
     except JobsyncError as exc:
         return _failed(engine, source, run_id, exc, client.retries, began, clock)
     except SQLAlchemyError as exc:
@@ -150,14 +163,35 @@ def sync_all(
     sleep: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> list[PassResult]:
-    """One pass over every configured source, in order; one failing never stops the others.
+    """One pass over every configured source; one failing never stops the others.
 
-    Holds the database's sync lock throughout (LockedError if another sync has it).
+    Sources are synced concurrently (``http.max_concurrent_sources`` at a time) and requests
+    that share an API key share one rate limiter. Holds the database's sync lock throughout
+    (LockedError if another sync has it). Results come back in the order of the sources.
     """
+    limiters = RateLimiters(settings.http.requests_per_second)
+    # SQLite has one writer at a time anyway; queueing here keeps a long write from running
+    # another source into its busy timeout.
+    write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+
+    def one(source: Source) -> PassResult:
+        return sync_source(
+            engine,
+            source,
+            settings,
+            clock=clock,
+            sleep=sleep,
+            cancel=cancel,
+            rate_limit=limiters.for_key(source.api_key, source.base_url),
+            write_lock=write_lock,
+        )
+
     with sync_lock(engine):
         abandoned = abandon_stale_runs(engine, clock())
         if abandoned:
             log.warning("marked %d run(s) of a stopped process as abandoned", abandoned)
-        return [
-            sync_source(engine, s, settings, clock=clock, sleep=sleep) for s in settings.sources
-        ]
+        workers = max(1, min(settings.http.max_concurrent_sources, len(settings.sources)))
+        if workers == 1:
+            return [one(source) for source in settings.sources]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jobsync-source") as pool:
+            return list(pool.map(one, settings.sources))
