@@ -17,10 +17,10 @@ from typing import Any
 from sqlalchemy import Connection
 
 from jobsync.errors import StorageError
-from jobsync.history import JobRow
+from jobsync.history import JobRow, StoredJob
 from jobsync.redact import redact
 
-__all__ = ["insert_jobs", "insert_transitions", "load_jobs", "update_jobs"]
+__all__ = ["insert_jobs", "insert_transitions", "load_jobs", "load_vanished", "update_jobs"]
 
 TRANSITION_COLUMNS = (
     "cluster_id",
@@ -103,28 +103,65 @@ def _parse_time(value: Any) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def load_jobs(conn: Connection, cluster_id: str) -> dict[str, JobRow]:
-    """The planner's view of every stored job of one source."""
-    sql = _LOAD_SQL.format(p=_placeholder(conn))
-    result = conn.exec_driver_sql(sql, (cluster_id,))
-    jobs: dict[str, JobRow] = {}
-    for row in result:
-        jobs[row[0]] = JobRow(
-            job_id=row[0],
-            collection_name=row[1],
-            state=row[2],
-            raw_state=row[3],
-            progress=row[4],
-            reason=row[5],
-            listed=bool(row[6]),
-            missed_snapshots=row[7],
-            vanished=bool(row[8]),
-            finished=bool(row[9]),
-            last_seen_at=_parse_time(row[10]),
-            last_seen_started_at=_parse_time(row[11]),
-            missing_since=_parse_time(row[12]),
-        )
-    return jobs
+def load_jobs(conn: Connection, cluster_id: str) -> tuple[dict[str, StoredJob], set[str]]:
+    """The source's jobs that are not vanished, for planning, and the ids of those that are.
+
+    Vanished jobs are most of a long history (finished jobs age out of the list), and only a
+    job that reappears needs more than its id: see ``load_vanished``.
+    """
+    p = _placeholder(conn)
+    rows = _fetchall(conn, _LOAD_SQL.format(p=p) + " AND vanished_at IS NULL", (cluster_id,))
+    vanished = _fetchall(
+        conn,
+        f"SELECT job_id FROM import_job_records WHERE cluster_id = {p} AND vanished_at IS NOT NULL",
+        (cluster_id,),
+    )
+    return {row[0]: _stored(row) for row in rows}, {row[0] for row in vanished}
+
+
+def load_vanished(
+    conn: Connection, cluster_id: str, job_ids: Sequence[str]
+) -> dict[str, StoredJob]:
+    """Full planning rows for vanished jobs that a snapshot lists again."""
+    p = _placeholder(conn)
+    found: dict[str, StoredJob] = {}
+    for start in range(0, len(job_ids), 500):
+        batch = job_ids[start : start + 500]
+        marks = ", ".join([p] * len(batch))
+        sql = _LOAD_SQL.format(p=p) + f" AND job_id IN ({marks})"
+        for row in _fetchall(conn, sql, (cluster_id, *batch)):
+            found[row[0]] = _stored(row)
+    return found
+
+
+def _stored(row: Sequence[Any]) -> StoredJob:
+    return StoredJob(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        bool(row[6]),
+        row[7],
+        bool(row[8]),
+        bool(row[9]),
+        _parse_time(row[10]),
+        _parse_time(row[11]),
+        _parse_time(row[12]),
+    )
+
+
+def _fetchall(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    # fetchall on the driver's cursor: row-by-row fetching through SQLAlchemy costs more than
+    # the rows themselves.
+    with _driver_errors(conn) as driver:
+        cursor = driver.cursor()
+        try:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
 
 
 def insert_jobs(conn: Connection, cluster_id: str, rows: Sequence[JobRow]) -> None:

@@ -14,17 +14,47 @@ No database and no HTTP here, so every rule is testable on plain values:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from jobsync.records import JobRecord, Snapshot
 from jobsync.states import FAILED, TERMINAL_STATES, canonical_state
 
-__all__ = ["JobRow", "PassPlan", "SourceMarks", "plan_pass"]
+__all__ = ["JobRow", "PassPlan", "SourceMarks", "StoredJob", "plan_pass"]
 
 VANISH_AFTER = 2
+
+
+class StoredJob(NamedTuple):
+    """One stored job as loaded for planning (timestamps only where the job is not listed)."""
+
+    job_id: str
+    collection_name: str | None
+    state: str
+    raw_state: str | None
+    progress: int | None
+    reason: str | None
+    listed: bool
+    missed_snapshots: int
+    vanished: bool
+    finished: bool
+    last_seen_at: datetime | None
+    last_seen_started_at: datetime | None
+    missing_since: datetime | None
+
+    def unchanged_by(self, record: JobRecord) -> bool:
+        """True when listing ``record`` changes nothing: the common case, checked cheaply."""
+        return (
+            self.raw_state == record.raw_state
+            and self.listed
+            and not self.missed_snapshots
+            and not self.vanished
+            and self.collection_name == record.collection_name
+            and self.progress == record.progress
+            and self.reason == record.reason
+        )
 
 
 @dataclass(slots=True)
@@ -55,6 +85,10 @@ class JobRow:
     state_since: datetime | None = None
     finished_at: datetime | None = None
 
+    @classmethod
+    def from_stored(cls, stored: StoredJob) -> JobRow:
+        return cls(*stored)
+
 
 @dataclass(frozen=True, slots=True)
 class SourceMarks:
@@ -78,19 +112,23 @@ class PassPlan:
 
 
 def plan_pass(
-    stored: dict[str, JobRow],
+    stored: Mapping[str, StoredJob],
     snapshot: Snapshot,
     marks: SourceMarks,
     run_id: int,
 ) -> PassPlan:
-    """Compare the snapshot with the stored jobs and return what must be written."""
+    """Compare the snapshot with the stored jobs and return what must be written.
+
+    ``stored`` must hold every job of the source that is not vanished, and any vanished job
+    that the snapshot lists.
+    """
     plan = PassPlan()
     for record in snapshot.jobs.values():
-        row = stored.get(record.job_id)
-        if row is None:
+        known = stored.get(record.job_id)
+        if known is None:
             _plan_new(plan, record, snapshot, marks, run_id)
-        else:
-            _plan_listed(plan, row, record, snapshot, marks, run_id)
+        elif not known.unchanged_by(record):
+            _plan_listed(plan, JobRow.from_stored(known), record, snapshot, marks, run_id)
     _plan_unlisted(plan, _unlisted(stored, snapshot), snapshot, marks, run_id)
     return plan
 
@@ -234,9 +272,13 @@ def _plan_listed(
         plan.updates.append(row)
 
 
-def _unlisted(stored: dict[str, JobRow], snapshot: Snapshot) -> Iterable[JobRow]:
+def _unlisted(stored: Mapping[str, StoredJob], snapshot: Snapshot) -> Iterable[JobRow]:
     listed = snapshot.jobs
-    return (row for job_id, row in stored.items() if not row.vanished and job_id not in listed)
+    return (
+        JobRow.from_stored(known)
+        for job_id, known in stored.items()
+        if not known.vanished and job_id not in listed
+    )
 
 
 def _plan_unlisted(

@@ -157,7 +157,11 @@ def apply_pass(
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(lock_key(f"source:{cluster_id}"))))
         marks = _load_marks(conn, cluster_id)
-        plan = plan_pass(bulk.load_jobs(conn, cluster_id), snapshot, marks, run_id)
+        stored, vanished = bulk.load_jobs(conn, cluster_id)
+        back = [job_id for job_id in snapshot.jobs if job_id in vanished]
+        if back:
+            stored.update(bulk.load_vanished(conn, cluster_id, back))
+        plan = plan_pass(stored, snapshot, marks, run_id)
         bulk.insert_jobs(conn, cluster_id, plan.inserts)
         bulk.update_jobs(conn, cluster_id, plan.updates)
         bulk.insert_transitions(conn, cluster_id, plan.transitions)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from jobsync.history import JobRow, SourceMarks, plan_pass
+from jobsync.history import JobRow, SourceMarks, StoredJob, plan_pass
 from jobsync.records import JobRecord, Snapshot
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -24,6 +24,25 @@ def _snapshot(start: int, jobs: dict[str, str], *, complete: bool = True) -> Sna
     return snap
 
 
+def _stored(row: JobRow) -> StoredJob:
+    # What the database would load: timestamps only for jobs the latest pass did not list.
+    return StoredJob(
+        row.job_id,
+        row.collection_name,
+        row.state,
+        row.raw_state,
+        row.progress,
+        row.reason,
+        row.listed,
+        row.missed_snapshots,
+        row.vanished,
+        row.finished,
+        None if row.listed else row.last_seen_at,
+        None if row.listed else row.last_seen_started_at,
+        row.missing_since,
+    )
+
+
 class Store:
     """Applies plans to a dict, as the database would, and keeps the source marks."""
 
@@ -33,7 +52,8 @@ class Store:
         self.transitions: list[dict] = []
 
     def apply(self, snap: Snapshot, run_id: int = 1):
-        plan = plan_pass(dict(self.rows), snap, self.marks, run_id)
+        stored = {job_id: _stored(row) for job_id, row in self.rows.items()}
+        plan = plan_pass(stored, snap, self.marks, run_id)
         for row in plan.inserts + plan.updates:
             self.rows[row.job_id] = row
         self.transitions += plan.transitions
