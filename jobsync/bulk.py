@@ -135,20 +135,11 @@ def load_vanished(
 
 
 def _stored(row: Sequence[Any]) -> StoredJob:
-    return StoredJob(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        bool(row[6]),
-        row[7],
-        bool(row[8]),
-        bool(row[9]),
-        _parse_time(row[10]),
-        _parse_time(row[11]),
-        _parse_time(row[12]),
+    # Booleans may come back as 0/1 from SQLite; the planner only tests their truth.
+    if row[10] is None and row[11] is None and row[12] is None:
+        return StoredJob._make(row)  # a listed job: nothing to parse, the common case
+    return StoredJob._make(
+        (*row[:10], _parse_time(row[10]), _parse_time(row[11]), _parse_time(row[12]))
     )
 
 
