@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
@@ -18,6 +19,7 @@ import click
 from jobsync import __version__
 from jobsync.config import CliValues, Settings, resolve_settings
 from jobsync.errors import ConfigError, JobsyncError
+from jobsync.logs import LOG_FORMATS, JsonFormatter, TextFormatter
 from jobsync.output import FORMATS, escape_control, render
 from jobsync.redact import redact
 
@@ -53,14 +55,21 @@ class JobsyncGroup(click.Group):
             raise _ExitError(redact(str(exc)), exc.exit_code) from None
 
 
-def _configure_logging(debug: bool, quiet: bool = False) -> None:
+def _configure_logging(debug: bool, quiet: bool = False, log_format: str = "text") -> None:
     level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
     logging.getLogger("jobsync").setLevel(level)
+    # urllib3 warns about every retry; jobsync counts retries and reports them per pass, so
+    # those lines are noise unless --debug asks for everything.
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if debug else logging.ERROR)
+    if log_format == "json":
+        # Python's warnings go to stderr on their own; through logging they keep the format,
+        # so a log shipper reading JSON lines never meets a bare line.
+        logging.captureWarnings(True)
 
 
 @click.group(cls=JobsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -115,6 +124,24 @@ def format_option(f: F) -> F:
         show_default=True,
         help="Output format.",
     )(f)
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """Option callback: ``30s``, ``5m``, ``1h``, ``1h30m``, ``0.5s``, ``2d`` -> seconds."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise click.BadParameter(f"{value!r} is not a duration: write e.g. 30s, 5m, 1h or 1h30m")
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise click.BadParameter(f"{value!r} must be longer than zero")
+    return seconds
 
 
 def _settings(**values: Any) -> Settings:
@@ -176,41 +203,41 @@ def db_current(database_url: str | None, config_file: str | None) -> None:
         click.echo(f"{current} (latest is {head}: run `jobsync db upgrade`)")
 
 
-@cli.command()
-@db_option
-@config_option
-@cluster_option
-@click.option(
-    "--base-url",
-    envvar="JOBSYNC_BASE_URL",
-    show_envvar=True,
-    help="API root [default: https://api.cloud.zilliz.com].",
-)
-@click.option(
-    "--api-key-file",
-    envvar="JOBSYNC_API_KEY_FILE",
-    show_envvar=True,
-    type=click.Path(dir_okay=False),
-    help="File holding the API key (mode 600). Or set JOBSYNC_API_KEY.",
-)
-@click.option(
-    "--page-size",
-    envvar="JOBSYNC_PAGE_SIZE",
-    show_envvar=True,
-    type=click.IntRange(1, 100),
-    help="Jobs per page, 1 to 100 [default: 100].",
-)
-def sync(**values: Any) -> None:
-    """Sync every configured source once, then exit (for cron).
+def source_options(f: F) -> F:
+    """Where to sync from and to: the options ``sync`` and ``daemon`` share."""
+    for option in reversed(
+        (
+            db_option,
+            config_option,
+            cluster_option,
+            click.option(
+                "--base-url",
+                envvar="JOBSYNC_BASE_URL",
+                show_envvar=True,
+                help="API root [default: https://api.cloud.zilliz.com].",
+            ),
+            click.option(
+                "--api-key-file",
+                envvar="JOBSYNC_API_KEY_FILE",
+                show_envvar=True,
+                type=click.Path(dir_okay=False),
+                help="File holding the API key (mode 600). Or set JOBSYNC_API_KEY.",
+            ),
+            click.option(
+                "--page-size",
+                envvar="JOBSYNC_PAGE_SIZE",
+                show_envvar=True,
+                type=click.IntRange(1, 100),
+                help="Jobs per page, 1 to 100 [default: 100].",
+            ),
+        )
+    ):
+        f = option(f)
+    return f
 
-    Exit status: 0 all synced, 1 a source failed, 2 usage or config error, 75 locked.
 
-    Example: JOBSYNC_API_KEY=... jobsync sync --cluster-id in01-0123456789abcdef
-    """
-    from jobsync.migrate import ensure_schema
-    from jobsync.store import storage_errors
-    from jobsync.sync import sync_all
-
+def _sync_settings(values: dict[str, Any]) -> Settings:
+    """Settings for a command that syncs: at least one source, and a key for each that needs one."""
     settings = _settings(**values)
     if not settings.sources:
         raise ConfigError(
@@ -222,6 +249,23 @@ def sync(**values: Any) -> None:
             raise ConfigError(
                 f"source {source.name!r} has no API key: set JOBSYNC_API_KEY or use --api-key-file"
             )
+    return settings
+
+
+@cli.command()
+@source_options
+def sync(**values: Any) -> None:
+    """Sync every configured source once, then exit (for cron).
+
+    Exit status: 0 all synced, 1 a source failed, 2 usage or config error, 75 locked.
+
+    Example: JOBSYNC_API_KEY=... jobsync sync --cluster-id in01-0123456789abcdef
+    """
+    from jobsync.migrate import ensure_schema
+    from jobsync.store import storage_errors
+    from jobsync.sync import sync_all
+
+    settings = _sync_settings(values)
     engine = _engine(settings)
     with storage_errors(settings.database_url):
         ensure_schema(engine)
@@ -233,6 +277,107 @@ def sync(**values: Any) -> None:
         else:
             click.echo(f"Error: {escape_control(redact(result.summary()))}", err=True)
     if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@source_options
+@click.option(
+    "--every",
+    metavar="DURATION",
+    callback=_duration,
+    help="Run a pass this often: 30s, 5m, 1h (0.5s works).",
+)
+@click.option(
+    "--cron", "cron_expr", metavar="EXPR", help="Run passes on a crontab schedule in UTC."
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve /metrics and /healthz on this port (0: any free port) [default: off].",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
+)
+@click.option(
+    "--unhealthy-after",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="/healthz says 503 after this many intervals without a successful pass.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    envvar="JOBSYNC_LOG_FORMAT",
+    show_envvar=True,
+    help="json: one JSON object per line, for log shippers.",
+)
+@click.pass_context
+def daemon(
+    ctx: click.Context,
+    /,
+    every: float | None,
+    cron_expr: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    unhealthy_after: int,
+    log_format: str,
+    **values: Any,
+) -> None:
+    """Sync on a schedule until SIGTERM or SIGINT, logging one line per pass per source.
+
+    Exit status: 0 when stopped by a signal, 1 failure at start-up, 2 usage or config error.
+
+    Example: JOBSYNC_API_KEY=... jobsync daemon --every 60s --cluster-id in01-0123456789abcdef
+    """
+    if (every is None) == (cron_expr is None):
+        raise click.UsageError("give exactly one of --every and --cron")
+    # Before the import: importing Alembic and APScheduler logs, in the chosen format too.
+    _configure_logging(bool(ctx.obj and ctx.obj.get("debug")), log_format=log_format)
+    from jobsync import daemon as d
+
+    settings = _sync_settings(values)
+    schedule = d.every(every) if every is not None else d.cron(str(cron_expr))
+    options = d.DaemonOptions(
+        metrics_host=metrics_host, metrics_port=metrics_port, unhealthy_after=unhealthy_after
+    )
+    d.run_daemon(_engine(settings), settings, schedule, options)
+
+
+@cli.command()
+@db_option
+@config_option
+@click.option(
+    "--overdue-after",
+    metavar="DURATION",
+    callback=_duration,
+    default="15m",
+    show_default=True,
+    help="A source is overdue when its last successful pass is older than this.",
+)
+@format_option
+def status(
+    database_url: str | None, config_file: str | None, overdue_after: float, fmt: str
+) -> None:
+    """Show each source's last pass, its outcome and age; exit 1 if any source is overdue.
+
+    Example: jobsync status --overdue-after 15m
+    """
+    from jobsync.status import source_status
+
+    settings = _settings(database_url=database_url, config_file=config_file)
+    configured = [s.key for s in settings.sources]
+    rows = _read(
+        settings,
+        lambda engine: source_status(engine, overdue_after=overdue_after, sources=configured),
+    )
+    if not rows:
+        _fail(f"no sync passes recorded in {redact(settings.database_url)} yet", 1)
+    click.echo(render(rows, fmt))
+    if any(row["overdue"] for row in rows):
         sys.exit(1)
 
 
