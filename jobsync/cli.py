@@ -144,9 +144,11 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     return seconds
 
 
-def _settings(**values: Any) -> Settings:
+def _settings(*, need_keys: bool = False, **values: Any) -> Settings:
     cluster_ids: Sequence[str] = values.pop("cluster_ids", ()) or ()
-    return resolve_settings(CliValues(cluster_ids=tuple(cluster_ids), **values), os.environ)
+    return resolve_settings(
+        CliValues(cluster_ids=tuple(cluster_ids), **values), os.environ, need_keys=need_keys
+    )
 
 
 def _engine(settings: Settings, *, readonly: bool = False) -> Any:
@@ -238,7 +240,7 @@ def source_options(f: F) -> F:
 
 def _sync_settings(values: dict[str, Any]) -> Settings:
     """Settings for a command that syncs: at least one source, and a key for each that needs one."""
-    settings = _settings(**values)
+    settings = _settings(need_keys=True, **values)
     if not settings.sources:
         raise ConfigError(
             "nothing to sync: give --cluster-id, set JOBSYNC_CLUSTER_ID, or list sources in "

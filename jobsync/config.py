@@ -127,9 +127,17 @@ class CliValues:
 
 
 def resolve_settings(
-    cli: CliValues, env: Mapping[str, str], *, cwd: Path | None = None
+    cli: CliValues,
+    env: Mapping[str, str],
+    *,
+    cwd: Path | None = None,
+    need_keys: bool = True,
 ) -> Settings:
-    """Apply option > environment > config file > default, and validate the result."""
+    """Apply option > environment > config file > default, and validate the result.
+
+    ``need_keys=False`` is for commands that only read the database (``jobs``, ``status``):
+    they must work on a host that has the config file but not the API keys.
+    """
     config_path = _config_path(cli.config_file, cwd or Path.cwd())
     file_values = _load_config_file(config_path) if config_path else {}
 
@@ -139,14 +147,14 @@ def resolve_settings(
 
     if cli.cluster_ids:
         base_url = cli.base_url or file_values.get("base_url") or DEFAULT_BASE_URL
-        key = _key_from_cli(cli, env)
+        key = _key_from_cli(cli, env) if need_keys else None
         sources: tuple[Source, ...] = tuple(
             Source(name=cid, cluster_id=cid, base_url=check_base_url(base_url), api_key=key)
             for cid in _unique(cli.cluster_ids)
         )
     elif config_path and file_values.get("sources"):
         sources = tuple(
-            _source_from_table(table, index, config_path, env, cli)
+            _source_from_table(table, index, config_path, env, cli, need_keys)
             for index, table in enumerate(file_values["sources"])
         )
         _check_unique_names(sources, config_path)
@@ -283,7 +291,12 @@ def _check_fields(table: Mapping[str, Any], fields: Mapping[str, type], where: s
 
 
 def _source_from_table(
-    table: Mapping[str, Any], index: int, path: Path, env: Mapping[str, str], cli: CliValues
+    table: Mapping[str, Any],
+    index: int,
+    path: Path,
+    env: Mapping[str, str],
+    cli: CliValues,
+    need_keys: bool,
 ) -> Source:
     label = next(
         (v for v in (table.get("name"), table.get("cluster_id")) if isinstance(v, str) and v),
@@ -316,7 +329,7 @@ def _source_from_table(
         region_id=region_id,
         db_name=table.get("db_name"),
         base_url=base_url,
-        api_key=_source_key(table, where, env),
+        api_key=_source_key(table, where, env) if need_keys else None,
     )
 
 

@@ -147,3 +147,11 @@ def test_a_world_readable_key_file_is_refused(tmp_path):
     os.chmod(key, 0o644)
     with pytest.raises(ConfigError, match="readable by group or others"):
         resolve_settings(CliValues(cluster_ids=("c",), api_key_file=str(key)), {}, cwd=tmp_path)
+
+
+def test_reading_commands_do_not_need_the_keys(tmp_path):
+    path = _write(tmp_path, '[[sources]]\ncluster_id = "in01-x"\napi_key_env = "UNSET_KEY"\n')
+    settings = resolve_settings(CliValues(config_file=str(path)), {}, need_keys=False)
+    assert settings.sources[0].api_key is None
+    with pytest.raises(ConfigError, match="UNSET_KEY is not set"):
+        resolve_settings(CliValues(config_file=str(path)), {})
