@@ -128,7 +128,6 @@ import_job_records = Table(
     # Consecutive complete snapshots that did not list the job, and when the first of them ended.
     Column("missed_snapshots", Integer, nullable=False, default=0),
     Column("missing_since", UTCDateTime),
-    Index("ix_import_job_records_state", "cluster_id", "state"),
 )
 
 import_job_transitions = Table(
@@ -147,7 +146,6 @@ import_job_transitions = Table(
     Column("sync_run_id", ID, ForeignKey("sync_runs.id"), nullable=False),
     Column("reason", Text),
     Index("ix_import_job_transitions_job", "cluster_id", "job_id", "id"),
-    Index("ix_import_job_transitions_observed", "observed_at"),
 )
 
 # The ``import_jobs`` view, for reading only. It lives in its own MetaData so that

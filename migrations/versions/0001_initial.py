@@ -77,7 +77,6 @@ def upgrade() -> None:
         sa.Column("missed_snapshots", sa.Integer, nullable=False, server_default="0"),
         sa.Column("missing_since", TS),
     )
-    op.create_index("ix_import_job_records_state", "import_job_records", ["cluster_id", "state"])
 
     op.create_table(
         "import_job_transitions",
@@ -101,7 +100,6 @@ def upgrade() -> None:
     op.create_index(
         "ix_import_job_transitions_job", "import_job_transitions", ["cluster_id", "job_id", "id"]
     )
-    op.create_index("ix_import_job_transitions_observed", "import_job_transitions", ["observed_at"])
 
 
 def downgrade() -> None:
