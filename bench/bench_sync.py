@@ -16,7 +16,7 @@ so both walk the same pages over the same kind of connection.
     python bench/bench_sync.py [--jobs 10000,100000] [--backends sqlite,postgresql]
                                [--pg-url postgresql://postgres@127.0.0.1:5432/postgres]
                                [--repeat 1] [--floor-runs 3] [--wait-idle SECONDS]
-                               [--json PATH] [--profile DIR]
+                               [--retries 2] [--json PATH] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -259,6 +259,11 @@ def wait_until_idle(max_wait: float) -> float:
         busy = (busy_seconds() - before) / 0.5
         if busy <= IDLE_BUSY_CORES or time.monotonic() >= deadline:
             return round(busy, 2)
+
+
+def _disturbed(row: dict[str, Any]) -> bool:
+    """Did other processes take more than 10% of a step's wall time in CPU (50 ms at least)?"""
+    return bool(row["other_cpu_s"] > max(0.05, 0.1 * row["wall_s"]))
 
 
 def measure(sim: SimulatorProcess, action: Callable[[], T], wait_idle: float) -> tuple[T, Sample]:
@@ -853,11 +858,6 @@ def run_worker(args: argparse.Namespace, jobs: int, backend: str, rep: int) -> l
                     drop_database(admin, db_name)
                 finally:
                     admin.dispose()
-
-
-def _disturbed(row: dict[str, Any]) -> bool:
-    """Did other processes take a noticeable share of the CPU while this step ran?"""
-    return bool(row["other_cpu_s"] > max(0.05, 0.1 * row["wall_s"]))
 
 
 def _within(actual: int, expected: int) -> bool:
