@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 
 from jobsync.errors import StorageError
 from jobsync.history import JobRow, StoredJob
-from jobsync.redact import redact
+from jobsync.redact import error_detail
 
 __all__ = ["insert_jobs", "insert_transitions", "load_jobs", "load_vanished", "update_jobs"]
 
@@ -302,8 +302,7 @@ def _driver_errors(conn: Connection) -> Iterator[Any]:
     try:
         yield conn.connection.driver_connection
     except conn.dialect.loaded_dbapi.Error as exc:
-        detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise StorageError(f"database error: {redact(detail)}") from exc
+        raise StorageError(f"database error: {error_detail(exc)}") from exc
 
 
 def _executemany(conn: Connection, sql: str, tuples: list[tuple[Any, ...]]) -> None:

@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from jobsync import __version__
-from jobsync.config import CliValues, Settings, resolve_settings
+from jobsync.config import CliValues, Settings, resolve_settings, split_ids
 from jobsync.errors import ConfigError, JobsyncError
 from jobsync.logs import LOG_FORMATS, JsonFormatter, TextFormatter
 from jobsync.output import FORMATS, escape_control, render
@@ -411,7 +411,7 @@ def jobs(
         settings,
         lambda engine: list_jobs(
             engine,
-            cluster_ids=_split(cluster_ids),
+            cluster_ids=split_ids(cluster_ids),
             states=states,
             collections=collections,
             limit=limit,
@@ -441,7 +441,7 @@ def history(
 
     settings = _settings(database_url=database_url, config_file=config_file)
     rows = _read(
-        settings, lambda engine: job_history(engine, job_id, cluster_ids=_split(cluster_ids))
+        settings, lambda engine: job_history(engine, job_id, cluster_ids=split_ids(cluster_ids))
     )
     if not rows:
         _fail(f"no job {job_id!r} in {redact(settings.database_url)}", 1)
@@ -459,10 +459,6 @@ def _read(settings: Settings, query: Callable[[Any], list[dict[str, Any]]]) -> l
                 f"{redact(settings.database_url)} has no jobsync schema yet: run `jobsync sync`", 1
             )
         return query(engine)
-
-
-def _split(values: Sequence[str]) -> list[str]:
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -525,7 +521,7 @@ def simulate(
         host=host,
         port=port,
         jobs=jobs_per_cluster,
-        cluster_ids=tuple(_split(cluster_ids)) or ("in01-0123456789abcdef",),
+        cluster_ids=tuple(split_ids(cluster_ids)) or ("in01-0123456789abcdef",),
         api_key=api_key,
         seed=seed,
         interval=interval,

@@ -31,6 +31,7 @@ __all__ = [
     "check_base_url",
     "read_key_file",
     "resolve_settings",
+    "split_ids",
 ]
 
 DEFAULT_DATABASE_URL = "sqlite:///jobsync.db"
@@ -150,7 +151,7 @@ def resolve_settings(
         key = _key_from_cli(cli, env) if need_keys else None
         sources: tuple[Source, ...] = tuple(
             Source(name=cid, cluster_id=cid, base_url=check_base_url(base_url), api_key=key)
-            for cid in _unique(cli.cluster_ids)
+            for cid in split_ids(cli.cluster_ids)
         )
     elif config_path and file_values.get("sources"):
         sources = tuple(
@@ -232,7 +233,8 @@ def _check_page_size(value: object, where: str = "page size") -> int:
     return value
 
 
-def _unique(values: Sequence[str]) -> list[str]:
+def split_ids(values: Sequence[str]) -> list[str]:
+    """Ids from repeated options and comma-separated lists, stripped, first occurrence kept."""
     seen: dict[str, None] = {}
     for value in values:
         for part in value.split(","):

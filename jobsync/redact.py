@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import threading
 
-__all__ = ["Secret", "redact", "redact_url"]
+__all__ = ["Secret", "error_detail", "redact", "redact_url"]
 
 _MASK = "***"
 _registry: set[str] = set()
@@ -70,6 +70,16 @@ def redact(text: str) -> str:
     text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:{_MASK}@", text)
     text = _KEYWORD_SECRET.sub(lambda m: f"{m['name']}{m['sep']}{_MASK}", text)
     return _BEARER.sub(lambda m: f"{m['name']}{_MASK}", text)
+
+
+def error_detail(exc: BaseException) -> str:
+    """The first line of an error's message (its driver error's, when it wraps one), redacted.
+
+    Database errors carry SQL, parameters and sometimes the URL after the first line.
+    """
+    original = getattr(exc, "orig", None) or exc
+    lines = str(original).strip().splitlines()
+    return redact(lines[0] if lines else type(original).__name__)
 
 
 def redact_url(url: str) -> str:

@@ -26,7 +26,7 @@ from jobsync.errors import ConfigError, StorageError
 from jobsync.history import JobRow, SourceMarks, plan_pass
 from jobsync.locking import lock_key
 from jobsync.records import Snapshot
-from jobsync.redact import redact
+from jobsync.redact import error_detail, redact
 from jobsync.schema import sync_runs, sync_sources
 
 __all__ = [
@@ -101,8 +101,7 @@ def storage_errors(url: str) -> Iterator[None]:
     try:
         yield
     except SQLAlchemyError as exc:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StorageError(f"database {redact(url)}: {redact(detail)}") from exc
+        raise StorageError(f"database {redact(url)}: {error_detail(exc)}") from exc
 
 
 def start_run(engine: Engine, cluster_id: str, started_at: datetime) -> int:

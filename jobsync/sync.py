@@ -14,7 +14,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -22,21 +21,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobsync.client import ApiClient
 from jobsync.config import Settings, Source
 from jobsync.errors import JobsyncError, StorageError
-from jobsync.fetch import fetch_snapshot
+from jobsync.fetch import Clock, fetch_snapshot, utcnow
 from jobsync.locking import sync_lock
 from jobsync.ratelimit import RateLimiters
-from jobsync.redact import redact
+from jobsync.redact import error_detail
 from jobsync.store import PassCounts, abandon_stale_runs, apply_pass, fail_run, start_run
 
 __all__ = ["PassResult", "sync_all", "sync_source"]
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -86,7 +79,7 @@ def sync_source(
     try:
         run_id = start_run(engine, source.key, clock())
     except SQLAlchemyError as exc:
-        raise StorageError(f"cannot record the start of a pass: {_db_detail(exc)}") from exc
+        raise StorageError(f"cannot record the start of a pass: {error_detail(exc)}") from exc
     client = ApiClient(
         source.base_url,
         source.api_key,
@@ -104,7 +97,7 @@ def sync_source(
     except JobsyncError as exc:
         return _failed(engine, source, run_id, exc, client.retries, began, clock)
     except SQLAlchemyError as exc:
-        error = StorageError(f"database error: {_db_detail(exc)}")
+        error = StorageError(f"database error: {error_detail(exc)}")
         error.__cause__ = exc
         return _failed(engine, source, run_id, error, client.retries, began, clock)
     except BaseException as exc:
@@ -126,11 +119,6 @@ def sync_source(
     )
     log.debug("%s", result.summary())
     return result
-
-
-def _db_detail(exc: SQLAlchemyError) -> str:
-    original = getattr(exc, "orig", None) or exc
-    return redact(str(original).strip().splitlines()[0] if str(original).strip() else repr(exc))
 
 
 def _failed(
