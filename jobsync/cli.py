@@ -1,75 +1,41 @@
 """The ``jobsync`` command line: parse, make one library call, print.
 
-This is the only module that reads the environment (through click's ``envvar=``) and
-configures logging, and the one place where jobsync's errors become ``Error: ...`` lines
-and exit codes.
+The ``cli*`` modules are the only code that reads the environment (through click's
+``envvar=``) and configures logging; ``cli_common.JobsyncGroup`` is the one place where
+jobsync's errors become ``Error: ...`` lines and exit codes. ``report`` lives in ``cli_report``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import click
 
 from jobsync import __version__
-from jobsync.config import CliValues, Settings, resolve_settings, split_ids
-from jobsync.errors import ConfigError, JobsyncError
-from jobsync.logs import LOG_FORMATS, JsonFormatter, TextFormatter
-from jobsync.output import FORMATS, escape_control, render
+from jobsync.cli_common import (
+    ExitError,
+    F,
+    JobsyncGroup,
+    cluster_option,
+    config_option,
+    configure_logging,
+    db_option,
+    format_option,
+    open_db,
+    parse_duration,
+    settings_from,
+)
+from jobsync.cli_report import report
+from jobsync.config import Settings, split_ids
+from jobsync.errors import ConfigError
+from jobsync.logs import LOG_FORMATS
+from jobsync.output import escape_control, render
 from jobsync.redact import redact
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 log = logging.getLogger("jobsync")
-
-
-class _ExitError(click.ClickException):
-    """A ClickException whose exit code is the JobsyncError's (click fixes it per class)."""
-
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.code = code
-
-    @property
-    def exit_code(self) -> int:  # type: ignore[override]
-        return self.code
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"Error: {escape_control(self.format_message())}", err=True)
-
-
-class JobsyncGroup(click.Group):
-    """Turns every JobsyncError into one ``Error:`` line and its exit code (``--debug``: raise)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except JobsyncError as exc:
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            raise _ExitError(redact(str(exc)), exc.exit_code) from None
-
-
-def _configure_logging(debug: bool, quiet: bool = False, log_format: str = "text") -> None:
-    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.WARNING)
-    logging.getLogger("jobsync").setLevel(level)
-    # urllib3 warns about every retry; jobsync counts retries and reports them per pass, so
-    # those lines are noise unless --debug asks for everything.
-    logging.getLogger("urllib3").setLevel(logging.DEBUG if debug else logging.ERROR)
-    if log_format == "json":
-        # Python's warnings go to stderr on their own; through logging they keep the format,
-        # so a log shipper reading JSON lines never meets a bare line.
-        logging.captureWarnings(True)
 
 
 @click.group(cls=JobsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,82 +45,7 @@ def _configure_logging(debug: bool, quiet: bool = False, log_format: str = "text
 def cli(ctx: click.Context, debug: bool) -> None:
     """Keep a durable, queryable history of Zilliz Cloud and Milvus import jobs."""
     ctx.obj = {"debug": debug}
-    _configure_logging(debug, quiet=True)
-
-
-def db_option(f: F) -> F:
-    return click.option(
-        "--db",
-        "database_url",
-        envvar="JOBSYNC_DATABASE_URL",
-        show_envvar=True,
-        metavar="URL",
-        help="SQLAlchemy database URL [default: sqlite:///jobsync.db].",
-    )(f)
-
-
-def config_option(f: F) -> F:
-    return click.option(
-        "--config",
-        "config_file",
-        envvar="JOBSYNC_CONFIG",
-        show_envvar=True,
-        type=click.Path(dir_okay=False),
-        help="TOML file with sources [default: ./jobsync.toml if present].",
-    )(f)
-
-
-def cluster_option(f: F) -> F:
-    return click.option(
-        "--cluster-id",
-        "cluster_ids",
-        multiple=True,
-        envvar="JOBSYNC_CLUSTER_ID",
-        show_envvar=True,
-        help="Cluster to sync or show (repeatable; comma-separated in the variable).",
-    )(f)
-
-
-def format_option(f: F) -> F:
-    return click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(FORMATS),
-        default="table",
-        show_default=True,
-        help="Output format.",
-    )(f)
-
-
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    """Option callback: ``30s``, ``5m``, ``1h``, ``1h30m``, ``0.5s``, ``2d`` -> seconds."""
-    if value is None:
-        return None
-    text = value.strip().lower()
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise click.BadParameter(f"{value!r} is not a duration: write e.g. 30s, 5m, 1h or 1h30m")
-    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    if seconds <= 0:
-        raise click.BadParameter(f"{value!r} must be longer than zero")
-    return seconds
-
-
-def _settings(*, need_keys: bool = False, **values: Any) -> Settings:
-    cluster_ids: Sequence[str] = values.pop("cluster_ids", ()) or ()
-    return resolve_settings(
-        CliValues(cluster_ids=tuple(cluster_ids), **values), os.environ, need_keys=need_keys
-    )
-
-
-def _engine(settings: Settings, *, readonly: bool = False) -> Any:
-    from jobsync.store import open_engine
-
-    return open_engine(settings.database_url, readonly=readonly)
+    configure_logging(debug, quiet=True)
 
 
 @cli.group(cls=JobsyncGroup)
@@ -173,9 +64,9 @@ def db_upgrade(database_url: str | None, config_file: str | None) -> None:
     from jobsync.migrate import upgrade
     from jobsync.store import storage_errors
 
-    settings = _settings(database_url=database_url, config_file=config_file)
+    settings = settings_from(database_url=database_url, config_file=config_file)
     with storage_errors(settings.database_url):
-        before, after = upgrade(_engine(settings))
+        before, after = upgrade(open_db(settings))
     if before == after:
         click.echo(f"schema already at revision {after}")
     else:
@@ -193,9 +84,9 @@ def db_current(database_url: str | None, config_file: str | None) -> None:
     from jobsync.migrate import current_revision, head_revision
     from jobsync.store import storage_errors
 
-    settings = _settings(database_url=database_url, config_file=config_file)
+    settings = settings_from(database_url=database_url, config_file=config_file)
     with storage_errors(settings.database_url):
-        current = current_revision(_engine(settings, readonly=True))
+        current = current_revision(open_db(settings, readonly=True))
     head = head_revision()
     if current is None:
         click.echo(f"no schema (latest is {head}): run `jobsync db upgrade`")
@@ -238,9 +129,9 @@ def source_options(f: F) -> F:
     return f
 
 
-def _sync_settings(values: dict[str, Any]) -> Settings:
+def _syncsettings_from(values: dict[str, Any]) -> Settings:
     """Settings for a command that syncs: at least one source, and a key for each that needs one."""
-    settings = _settings(need_keys=True, **values)
+    settings = settings_from(need_keys=True, **values)
     if not settings.sources:
         raise ConfigError(
             "nothing to sync: give --cluster-id, set JOBSYNC_CLUSTER_ID, or list sources in "
@@ -267,8 +158,8 @@ def sync(**values: Any) -> None:
     from jobsync.store import storage_errors
     from jobsync.sync import sync_all
 
-    settings = _sync_settings(values)
-    engine = _engine(settings)
+    settings = _syncsettings_from(values)
+    engine = open_db(settings)
     with storage_errors(settings.database_url):
         ensure_schema(engine)
         results = sync_all(engine, settings)
@@ -287,7 +178,7 @@ def sync(**values: Any) -> None:
 @click.option(
     "--every",
     metavar="DURATION",
-    callback=_duration,
+    callback=parse_duration,
     help="Run a pass this often: 30s, 5m, 1h (0.5s works).",
 )
 @click.option(
@@ -338,15 +229,15 @@ def daemon(
     if (every is None) == (cron_expr is None):
         raise click.UsageError("give exactly one of --every and --cron")
     # Before the import: importing Alembic and APScheduler logs, in the chosen format too.
-    _configure_logging(bool(ctx.obj and ctx.obj.get("debug")), log_format=log_format)
+    configure_logging(bool(ctx.obj and ctx.obj.get("debug")), log_format=log_format)
     from jobsync import daemon as d
 
-    settings = _sync_settings(values)
+    settings = _syncsettings_from(values)
     schedule = d.every(every) if every is not None else d.cron(str(cron_expr))
     options = d.DaemonOptions(
         metrics_host=metrics_host, metrics_port=metrics_port, unhealthy_after=unhealthy_after
     )
-    d.run_daemon(_engine(settings), settings, schedule, options)
+    d.run_daemon(open_db(settings), settings, schedule, options)
 
 
 @cli.command()
@@ -355,7 +246,7 @@ def daemon(
 @click.option(
     "--overdue-after",
     metavar="DURATION",
-    callback=_duration,
+    callback=parse_duration,
     default="15m",
     show_default=True,
     help="A source is overdue when its last successful pass is older than this.",
@@ -370,7 +261,7 @@ def status(
     """
     from jobsync.status import source_status
 
-    settings = _settings(database_url=database_url, config_file=config_file)
+    settings = settings_from(database_url=database_url, config_file=config_file)
     configured = [s.key for s in settings.sources]
     rows = _read(
         settings,
@@ -406,7 +297,7 @@ def jobs(
     """
     from jobsync.queries import list_jobs
 
-    settings = _settings(database_url=database_url, config_file=config_file)
+    settings = settings_from(database_url=database_url, config_file=config_file)
     rows = _read(
         settings,
         lambda engine: list_jobs(
@@ -439,7 +330,7 @@ def history(
     """
     from jobsync.queries import job_history
 
-    settings = _settings(database_url=database_url, config_file=config_file)
+    settings = settings_from(database_url=database_url, config_file=config_file)
     rows = _read(
         settings, lambda engine: job_history(engine, job_id, cluster_ids=split_ids(cluster_ids))
     )
@@ -452,7 +343,7 @@ def _read(settings: Settings, query: Callable[[Any], list[dict[str, Any]]]) -> l
     from jobsync.migrate import current_revision
     from jobsync.store import storage_errors
 
-    engine = _engine(settings, readonly=True)
+    engine = open_db(settings, readonly=True)
     with storage_errors(settings.database_url):
         if current_revision(engine) is None:
             _fail(
@@ -462,7 +353,7 @@ def _read(settings: Settings, query: Callable[[Any], list[dict[str, Any]]]) -> l
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    raise _ExitError(message, code)
+    raise ExitError(message, code)
 
 
 @cli.command()
@@ -560,3 +451,6 @@ def demo(db_file: str, jobs_per_cluster: int, rounds: int) -> None:
 
 def main() -> None:
     cli(prog_name="jobsync")
+
+
+cli.add_command(report)

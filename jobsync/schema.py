@@ -28,6 +28,7 @@ from sqlalchemy import (
 
 __all__ = [
     "UTCDateTime",
+    "import_job_progress",
     "import_job_records",
     "import_job_transitions",
     "import_jobs",
@@ -90,6 +91,8 @@ sync_runs = Table(
     Column("snapshot_started_at", UTCDateTime),
     Column("snapshot_finished_at", UTCDateTime),
     Column("error", Text),
+    Column("details_requested", Integer, nullable=False, default=0),
+    Column("details_failed", Integer, nullable=False, default=0),
     Index("ix_sync_runs_cluster_started", "cluster_id", "started_at"),
 )
 
@@ -128,6 +131,13 @@ import_job_records = Table(
     # Consecutive complete snapshots that did not list the job, and when the first of them ended.
     Column("missed_snapshots", Integer, nullable=False, default=0),
     Column("missing_since", UTCDateTime),
+    # From the progress endpoint (revision 0003); NULL until details were fetched.
+    Column("total_rows", BigInteger),
+    Column("imported_rows", BigInteger),
+    Column("file_size", BigInteger),
+    # The API's own completeTime, converted to UTC: tighter than the observed finish window.
+    Column("complete_time", UTCDateTime),
+    Column("details_at", UTCDateTime),
 )
 
 import_job_transitions = Table(
@@ -146,6 +156,26 @@ import_job_transitions = Table(
     Column("sync_run_id", ID, ForeignKey("sync_runs.id"), nullable=False),
     Column("reason", Text),
     Index("ix_import_job_transitions_job", "cluster_id", "job_id", "id"),
+)
+
+import_job_progress = Table(
+    "import_job_progress",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("cluster_id", Text, nullable=False),
+    Column("job_id", Text, nullable=False),
+    # When the progress response arrived; a sample is written only when its figures changed.
+    Column("sampled_at", UTCDateTime, nullable=False),
+    Column("sync_run_id", ID, ForeignKey("sync_runs.id"), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("raw_state", Text),
+    Column("progress", Integer),
+    Column("imported_rows", BigInteger),
+    Column("total_rows", BigInteger),
+    Column("file_size", BigInteger),
+    Column("complete_time", UTCDateTime),
+    Column("reason", Text),
+    Index("ix_import_job_progress_job", "cluster_id", "job_id", "sampled_at"),
 )
 
 # The ``import_jobs`` view, for reading only. It lives in its own MetaData so that
@@ -167,4 +197,9 @@ import_jobs = Table(
     Column("last_seen_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
     Column("vanished_at", UTCDateTime),
+    Column("total_rows", BigInteger),
+    Column("imported_rows", BigInteger),
+    Column("file_size", BigInteger),
+    Column("complete_time", UTCDateTime),
+    Column("details_at", UTCDateTime),
 )
