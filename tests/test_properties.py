@@ -53,7 +53,7 @@ import jobsync.sync
 from jobsync import bulk
 from jobsync.config import HttpSettings
 from jobsync.fetch import MAX_WALKS
-from jobsync.schema import import_job_transitions, import_jobs, sync_runs
+from jobsync.schema import import_job_transitions, import_jobs, metadata, sync_runs
 from jobsync.simulator import LIST_PATH, Fault, Reply, Simulator
 from jobsync.states import TERMINAL_STATES, canonical_state
 from jobsync.sync import PassResult, sync_all
@@ -636,7 +636,8 @@ def _assert_chain(job_id: str, rows: list[Row], model: ModelJob) -> None:
 
 def _reset(engine: Engine) -> None:
     """A fresh start per example, cheaper than a new database."""
-    tables = ("import_job_transitions", "import_job_records", "sync_sources", "sync_runs")
+    # Children before parents, for SQLite's DELETEs; every table, so none is left behind.
+    tables = [t.name for t in reversed(metadata.sorted_tables)]
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY"))
