@@ -96,6 +96,31 @@ def db_current(database_url: str | None, config_file: str | None) -> None:
         click.echo(f"{current} (latest is {head}: run `jobsync db upgrade`)")
 
 
+@db.command("datasette-metadata")
+@db_option
+@config_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="Write the JSON to this file [default: stdout].",
+)
+def db_datasette_metadata(database_url: str | None, config_file: str | None, output: str) -> None:
+    """Write a Datasette metadata.json describing every table, view and column of the SQLite file.
+
+    Example: jobsync db datasette-metadata -o metadata.json && datasette jobsync.db -m metadata.json
+    """
+    import json
+
+    from jobsync.datasette import datasette_database_name, datasette_metadata
+
+    settings = settings_from(database_url=database_url, config_file=config_file)
+    document = datasette_metadata(datasette_database_name(settings.database_url))
+    with click.open_file(output, "w", encoding="utf-8") as out:
+        out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
 def source_options(f: F) -> F:
     """Where to sync from and to: the options ``sync`` and ``daemon`` share."""
     for option in reversed(

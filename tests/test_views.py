@@ -500,6 +500,9 @@ def test_sqlite_and_postgresql_views_give_identical_rows_after_the_same_sync(
     assert {r[2] for r in sqlite_rows["transition_counts"]} >= {"first_seen", "change", "vanished"}
     assert any(r[-1] == 1 for r in sqlite_rows["job_durations"])
     assert any(r[11] is not None for r in sqlite_rows["job_durations"])  # known estimates
+    for row in sqlite_rows["job_durations"]:
+        if None not in row[9:12]:
+            assert row[9] <= row[11] <= row[10], row  # min <= estimated <= max
     assert sqlite_rows["active_jobs"]
     assert any(r[7] is not None for r in sqlite_rows["daily_job_stats"])  # percentiles
 

@@ -1,0 +1,302 @@
+"""What every table, view and column means, and a Datasette ``metadata.json`` built from it.
+
+``SCHEMA`` is the one place these descriptions are written: docs/schema.md repeats them word
+for word (a test compares the two), and :func:`datasette_metadata` hands them to Datasette,
+which shows them above each table and on each column.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from jobsync.errors import ConfigError
+
+__all__ = ["SCHEMA", "Described", "datasette_database_name", "datasette_metadata"]
+
+
+class Described(NamedTuple):
+    """A table or view: ``kind`` (``table`` or ``view``), what it holds, and its columns."""
+
+    kind: str
+    description: str
+    columns: dict[str, str]
+
+
+_CLUSTER = "the cluster id, or the source `name` for self-hosted Milvus"
+_JOB = "the job id as the API gives it (text)"
+_STATE = "canonical state: `Pending`, `Importing`, `Completed`, `Failed` or `Unknown`"
+_COLLECTION = "the job's collection, as the latest pass listed it"
+_DAY = "the UTC date, `YYYY-MM-DD`"
+
+_JOB_FIGURES = {
+    "total_rows": "rows to import, from the progress endpoint; NULL until fetched",
+    "imported_rows": "rows imported so far, from the progress endpoint; NULL until fetched",
+    "file_size": "bytes of the files to import, from the progress endpoint; NULL until fetched",
+    "complete_time": "the API's own `completeTime`, in UTC: the exact finish moment; "
+    "NULL when the API did not give one",
+    "details_at": "when the progress endpoint last answered for the job; NULL if never",
+}
+
+_JOB_COLUMNS = {
+    "cluster_id": _CLUSTER,
+    "job_id": _JOB,
+    "collection_name": "the job's collection",
+    "state": _STATE,
+    "raw_state": "the state string the API sent",
+    "progress": "percent done when the API gives it, else NULL",
+    "reason": "why the job failed, when the API says, else NULL",
+    "first_seen_at": "when a sync first listed the job",
+    "state_since": "when a sync first listed the job in its current state",
+    "last_seen_at": "the end of the last pass whose snapshot listed the job",
+    "finished_at": "when a sync first listed the job as `Completed` or `Failed`, else NULL",
+    "vanished_at": "when the job was judged gone from the API's list, else NULL",
+}
+
+SCHEMA: dict[str, Described] = {
+    "sync_runs": Described(
+        "table",
+        "One row per source per pass: how the pass went and what it found.",
+        {
+            "id": "the run's number, increasing",
+            "cluster_id": "the source: its cluster id, or its `name` for self-hosted Milvus",
+            "started_at": "when the pass began",
+            "finished_at": "when the pass ended; NULL while running",
+            "status": "`running`, `succeeded`, `failed` or `abandoned` (its process died)",
+            "complete": "1/true when the snapshot was verified complete",
+            "pages": "list pages read",
+            "records": "records received, duplicates included",
+            "distinct_jobs": "distinct jobs in the snapshot",
+            "duplicates": "records that repeated a job already seen in the same walk",
+            "invalid_records": "records without a usable job id, skipped",
+            "reported_count": "the total the API reported (`count`); NULL if it sent none",
+            "new_jobs": "jobs seen for the first time",
+            "changed_jobs": "jobs whose canonical state changed",
+            "vanished_jobs": "jobs marked vanished by this pass",
+            "retries": "HTTP requests retried",
+            "rows_written": "database rows the pass wrote",
+            "snapshot_started_at": "when reading the list began",
+            "snapshot_finished_at": "when reading the list ended",
+            "error": "why the pass failed (secrets redacted); NULL if it did not",
+            "details_requested": "progress-endpoint requests made",
+            "details_failed": "progress-endpoint requests that failed",
+        },
+    ),
+    "sync_sources": Described(
+        "table",
+        "One row per source: its latest pass and its latest complete pass.",
+        {
+            "cluster_id": "the source: its cluster id, or its `name` for self-hosted Milvus",
+            "last_run_id": "the latest pass written (`sync_runs.id`)",
+            "last_snapshot_started_at": "when that pass began reading the list",
+            "last_snapshot_at": "when that pass finished reading the list: the `last_seen_at` "
+            "of every job it listed",
+            "last_complete_run_id": "the latest pass whose snapshot was verified complete",
+            "last_complete_started_at": "when that pass began reading the list",
+        },
+    ),
+    "import_job_records": Described(
+        "table",
+        "One row per job ever seen, with what jobsync needs to plan the next pass; read "
+        "`import_jobs` instead.",
+        {
+            **_JOB_COLUMNS,
+            "last_seen_at": "the end of the last pass that listed the job; while `listed`, "
+            "`sync_sources.last_snapshot_at` is newer and `import_jobs` shows that",
+            "last_seen_started_at": "when the last pass that listed the job began: the safe "
+            "start of a change window",
+            "listed": "1/true when the latest pass listed the job",
+            "missed_snapshots": "consecutive complete snapshots that did not list the job",
+            "missing_since": "the end of the first of those snapshots; NULL while listed",
+            **_JOB_FIGURES,
+        },
+    ),
+    "import_job_transitions": Described(
+        "table",
+        "Append-only history: one row per observed change. The change happened in "
+        "(`window_start`, `observed_at`].",
+        {
+            "id": "surrogate key, increasing in the order the changes were recorded",
+            "cluster_id": _CLUSTER,
+            "job_id": _JOB,
+            "kind": "`first_seen`, `change`, `vanished` or `reappeared`",
+            "from_state": "canonical state before; NULL for `first_seen`",
+            "to_state": "canonical state after; NULL for `vanished`",
+            "raw_from_state": "`from_state` as the API sent it",
+            "raw_to_state": "`to_state` as the API sent it",
+            "window_start": "the latest moment the job was known to be in `from_state` (for "
+            "`first_seen`: known not to be listed yet); NULL when unknown",
+            "observed_at": "the moment a sync first saw the new state",
+            "sync_run_id": "the pass that saw it (`sync_runs.id`)",
+            "reason": "the failure reason, on a transition to `Failed`",
+        },
+    ),
+    "import_job_progress": Described(
+        "table",
+        "Append-only samples from the progress endpoint: one row per answer whose figures "
+        "differed from the job's previous ones.",
+        {
+            "id": "surrogate key",
+            "cluster_id": _CLUSTER,
+            "job_id": _JOB,
+            "sampled_at": "when the progress endpoint answered",
+            "sync_run_id": "the pass that asked (`sync_runs.id`)",
+            "state": _STATE,
+            "raw_state": "the state string the endpoint sent",
+            "progress": "percent done",
+            "imported_rows": "rows imported so far",
+            "total_rows": "rows to import",
+            "file_size": "bytes of the files to import",
+            "complete_time": "the API's `completeTime`, in UTC; NULL until done",
+            "reason": "why the job failed, when the endpoint says",
+        },
+    ),
+    "alembic_version": Described(
+        "table",
+        "The schema revision (Alembic's); `jobsync db current` reads it.",
+        {"version_num": "the revision the database is at"},
+    ),
+    "import_jobs": Described(
+        "view",
+        "One row per job ever seen, with its current state and an exact `last_seen_at`.",
+        {**_JOB_COLUMNS, **_JOB_FIGURES},
+    ),
+    "job_state_intervals": Described(
+        "view",
+        "One row per job per entry into a state; a job that returns to a state gets another row.",
+        {
+            "cluster_id": _CLUSTER,
+            "job_id": _JOB,
+            "collection_name": _COLLECTION,
+            "state": _STATE,
+            "entered_window_start": "start of the window in which the job entered the state; "
+            "NULL when unknown",
+            "entered_at": "end of that window: when a sync first saw the job in the state",
+            "left_window_start": "start of the window in which it left the state; NULL while open",
+            "left_at": "end of that window; NULL while open",
+            "min_seconds": "time known to have been spent in the state: `left_window_start - "
+            "entered_at`, or `last_seen_at - entered_at` while open; never below 0",
+            "max_seconds": "longest it can have been in the state: `left_at - "
+            "entered_window_start`; NULL while open or when the entry window start is unknown",
+            "is_open": "1 while the job is still in the state (also after it vanished), else 0",
+        },
+    ),
+    "job_durations": Described(
+        "view",
+        "One row per job: how long it took from creation to `Completed` or `Failed`, as bounds "
+        "and an estimate.",
+        {
+            "cluster_id": _CLUSTER,
+            "job_id": _JOB,
+            "collection_name": _COLLECTION,
+            "final_state": "`Completed` or `Failed`; NULL while unfinished",
+            "created_window_start": "the job was created after this (its `first_seen` window "
+            "start); NULL when unknown, never invented",
+            "created_at": "and by this: when a sync first listed it",
+            "finished_window_start": "the job finished after this (the window start of its "
+            "transition into the final state)",
+            "finished_at": "and by this: when a sync first saw it in the final state",
+            "complete_time": "the API's `completeTime` when known; inside the finish window it "
+            "is the finish moment for all three figures",
+            "min_seconds": "shortest possible duration: finish lower bound - `created_at`; never "
+            "below 0; NULL while unfinished",
+            "max_seconds": "longest possible duration: finish upper bound - "
+            "`created_window_start`; NULL while unfinished or when the start is unknown",
+            "estimated_seconds": "midpoint of the finish window - midpoint of the creation "
+            "window; never below 0; NULL while unfinished or when the start is unknown",
+            "is_finished": "1 when the job is `Completed` or `Failed`, else 0",
+        },
+    ),
+    "daily_job_stats": Described(
+        "view",
+        "Per UTC day, cluster and collection: jobs first seen, jobs finished, failure rate "
+        "and duration percentiles.",
+        {
+            "day": _DAY,
+            "cluster_id": _CLUSTER,
+            "collection_name": _COLLECTION,
+            "jobs_first_seen": "jobs whose `first_seen` was observed that day",
+            "completed": "jobs whose transition to `Completed` was observed that day",
+            "failed": "jobs whose transition to `Failed` was observed that day",
+            "failure_rate": "`failed / (completed + failed)`; NULL when none finished",
+            "p50_seconds": "nearest-rank median of `estimated_seconds` of the jobs finished "
+            "that day with a known estimate; NULL if none",
+            "p90_seconds": "nearest-rank 90th percentile of the same",
+        },
+    ),
+    "transition_counts": Described(
+        "view",
+        "Per UTC day, cluster, kind and pair of states: how many transitions were observed.",
+        {
+            "day": _DAY,
+            "cluster_id": _CLUSTER,
+            "kind": "`first_seen`, `change`, `vanished` or `reappeared`",
+            "from_state": "canonical state before; NULL for `first_seen`",
+            "to_state": "canonical state after; NULL for `vanished`",
+            "transitions": "how many were observed that day",
+        },
+    ),
+    "active_jobs": Described(
+        "view",
+        "Jobs neither finished nor vanished, with how long they have been in their state.",
+        {
+            "cluster_id": _CLUSTER,
+            "job_id": _JOB,
+            "collection_name": "the job's collection",
+            "state": _STATE,
+            "raw_state": "the state string the API sent",
+            "progress": "percent done when the API gives it, else NULL",
+            "imported_rows": _JOB_FIGURES["imported_rows"],
+            "total_rows": _JOB_FIGURES["total_rows"],
+            "state_since": "when a sync first listed the job in its current state",
+            "last_seen_at": "the end of the last pass whose snapshot listed the job",
+            "seconds_in_state": "`last_seen_at - state_since`: known at the last sync; add the "
+            "time since `last_seen_at` for now",
+        },
+    ),
+}
+
+
+def _plain(text: str) -> str:
+    # Datasette shows descriptions as plain text, where Markdown's backticks are just noise.
+    return text.replace("`", "")
+
+
+def datasette_metadata(database: str = "jobsync") -> dict[str, Any]:
+    """A Datasette ``metadata.json`` document for a jobsync SQLite file named ``database``.db."""
+    return {
+        "title": "jobsync: history of Zilliz Cloud and Milvus import jobs",
+        "description": "Every import job jobsync has seen, every state change with the window "
+        "in which it happened, and reporting views. Times are UTC. The true moment of each "
+        "change lies in (window_start, observed_at].",
+        "databases": {
+            database: {
+                "tables": {
+                    name: {
+                        "description": _plain(described.description),
+                        "columns": {
+                            column: _plain(text) for column, text in described.columns.items()
+                        },
+                    }
+                    for name, described in SCHEMA.items()
+                },
+            },
+        },
+    }
+
+
+def datasette_database_name(url: str) -> str:
+    """The name Datasette gives the SQLite file of ``url``: the file name without its suffix."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"not a database URL: {exc}") from None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        raise ConfigError(
+            "Datasette serves SQLite files: give --db sqlite:///path/to/jobsync.db "
+            "(for PostgreSQL, see the README's BI tools section)"
+        )
+    return Path(parsed.database).stem
