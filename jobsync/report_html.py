@@ -143,25 +143,26 @@ def _stacked_days(rows: Sequence[dict[str, Any]]) -> str:
         return _empty("No jobs were first seen in these days.")
     left, top, plot_h, height = 48, 12, 220, 280
     slot = (WIDTH - left - 8) / len(rows)
-    bar_w = max(2.0, slot * 0.7)
+    # Whole pixels everywhere, so that bars are crisp (and their colours exact in a screenshot).
+    bar_w = max(2, round(slot * 0.7))
     ticks = _ticks(max(totals), (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000))
     scale = plot_h / ticks[-1]
     out = _y_grid(ticks, left, top, plot_h, str)
     label_every = max(1, len(rows) // 14)
+    base = top + plot_h
     for i, row in enumerate(rows):
-        x = left + i * slot + (slot - bar_w) / 2
-        y = top + plot_h
+        x = round(left + i * slot + (slot - bar_w) / 2)
+        below = 0
         for state in CANONICAL_STATES:
             n = row[state]
             if not n:
                 continue
-            h = n * scale
-            y -= h
+            y, bottom = round(base - (below + n) * scale), round(base - below * scale)
+            below += n
             tip = f"{row['day']} {state}: {n}"
             out.append(
-                f"<rect class='bar seg' data-state='{state}' x='{x:.1f}' y='{y:.1f}' "
-                f"width='{bar_w:.1f}' height='{h:.1f}' fill='{COLOURS[state]}'>"
-                f"<title>{_e(tip)}</title></rect>"
+                f"<rect class='bar seg' data-state='{state}' x='{x}' y='{y}' width='{bar_w}' "
+                f"height='{bottom - y}' fill='{COLOURS[state]}'><title>{_e(tip)}</title></rect>"
             )
         if i % label_every == 0:
             out.append(
@@ -192,24 +193,25 @@ def _box_plot(durations: Sequence[dict[str, Any]]) -> str:
     for i, collection in enumerate(shown):
         v = values[collection]
         lo, q1, med, q3, hi = (r.nearest_rank(v, p) or 0.0 for p in (0, 25, 50, 75, 100))
-        y = top + i * row_h + row_h / 2
-        x1, x3 = left + q1 * scale, left + q3 * scale
-        box_w = max(6.0, x3 - x1)
+        y = top + i * row_h + row_h // 2
+        x1, x3 = round(left + q1 * scale), round(left + q3 * scale)
+        box_w = max(6, x3 - x1)
         x1 = min(x1, left + plot_w - box_w)
+        x_med = round(left + med * scale)
         tip = (
             f"{collection}: {len(v)} jobs, min {format_seconds(lo)}, p25 "
             f"{format_seconds(q1)}, median {format_seconds(med)}, p75 "
             f"{format_seconds(q3)}, max {format_seconds(hi)}"
         )
         out += [
-            f"<text x='{left - 8}' y='{y + 4:.1f}' text-anchor='end'>{_e(_clip(collection, 28))}"
+            f"<text x='{left - 8}' y='{y + 4}' text-anchor='end'>{_e(_clip(collection, 28))}"
             f" ({len(v)})</text>",
-            f"<line x1='{left + lo * scale:.1f}' x2='{left + hi * scale:.1f}' y1='{y:.1f}' "
-            f"y2='{y:.1f}' stroke='#444'/>",
-            f"<rect class='box' x='{x1:.1f}' y='{y - 9:.1f}' width='{box_w:.1f}' height='18' "
+            f"<line x1='{left + lo * scale:.1f}' x2='{left + hi * scale:.1f}' y1='{y + 0.5}' "
+            f"y2='{y + 0.5}' stroke='#444'/>",
+            f"<rect class='box' x='{x1}' y='{y - 9}' width='{box_w}' height='18' "
             f"fill='{COLOURS['box']}'><title>{_e(tip)}</title></rect>",
-            f"<line x1='{left + med * scale:.1f}' x2='{left + med * scale:.1f}' "
-            f"y1='{y - 9:.1f}' y2='{y + 9:.1f}' stroke='#fff' stroke-width='2'/>",
+            f"<line x1='{x_med}' x2='{x_med}' y1='{y - 9}' y2='{y + 9}' stroke='#fff' "
+            "stroke-width='2'/>",
         ]
     more = len(values) - len(shown)
     note = f"<p class='note'>{more} more collections not shown.</p>" if more > 0 else ""
@@ -225,14 +227,14 @@ def _reason_bars(failures: Sequence[dict[str, Any]]) -> str:
     out = []
     for i, row in enumerate(failures):
         y = top + i * row_h
-        w = max(2.0, row["jobs"] * scale)
+        w = max(2, round(row["jobs"] * scale))
         tip = f"{row['jobs']} jobs; collections: {row['collections']}; e.g. {row['example']}"
         out += [
             f"<text x='{left - 8}' y='{y + 16}' text-anchor='end'>"
             f"{_e(_clip(row['reason'], 52))}<title>{_e(row['reason'])}</title></text>",
-            f"<rect class='bar reason' x='{left}' y='{y + 3}' width='{w:.1f}' height='{row_h - 6}'"
+            f"<rect class='bar reason' x='{left}' y='{y + 3}' width='{w}' height='{row_h - 6}'"
             f" fill='{COLOURS['reason']}'><title>{_e(tip)}</title></rect>",
-            f"<text x='{left + w + 6:.1f}' y='{y + 16}'>{row['jobs']}</text>",
+            f"<text x='{left + w + 6}' y='{y + 16}'>{row['jobs']}</text>",
         ]
     return _svg("failures", top + row_h * len(failures) + 4, out)
 

@@ -230,18 +230,32 @@ def test_the_report_draws_every_chart_in_chromium(synced, tmp_path, monkeypatch)
 
     width, height, rows = decode_png(png)
     assert (width, height) == (1100, 2400)
-    boxes = colour_boxes(rows, width)
-    # Each colour covers roughly the area its data implies; legend swatches are 100 pixels.
-    completed = sum(row["Completed"] for row in data.states_per_day)
-    failed = sum(row["Failed"] for row in data.states_per_day)
-    assert boxes["Completed"][0] > 2000 and boxes["Failed"][0] > 500
-    ratio = (boxes["Completed"][0] - 100) / (boxes["Failed"][0] - 100)
-    assert ratio == pytest.approx(completed / failed, rel=0.15)
-    assert boxes["box"][0] >= 100 * min(len(collections), 12)
-    assert boxes["reason"][0] > 5000
+    painted = colour_boxes(rows, width)
+    drawn = rect_areas(dom)
+    # Every colour covers the area of its bars, in whole pixels: stacked bars exactly (plus a
+    # legend swatch of at most 100 pixels), failure bars exactly, boxes less their median line.
+    for state in ("Completed", "Failed"):
+        assert drawn[state] > 500, drawn
+        assert 0 <= painted[state][0] - drawn[state] <= 100, (state, painted, drawn)
+    assert painted["reason"][0] == drawn["reason"] > 2000
+    boxes = min(len(collections), 12)
+    assert drawn["box"] - 2 * 18 * boxes <= painted["box"][0] <= drawn["box"]
     # The charts stand in their own bands, in page order: days, durations, failure reasons.
-    days_band = (min(boxes[s][1] for s in ("Completed", "Failed")), boxes["Completed"][2])
-    assert days_band[1] < boxes["box"][1] <= boxes["box"][2] < boxes["reason"][1]
+    days_end = max(painted[s][2] for s in ("Completed", "Failed"))
+    assert days_end < painted["box"][1] <= painted["box"][2] < painted["reason"][1]
+
+
+def rect_areas(dom: str) -> dict[str, int]:
+    """Total width x height of the chart rectangles in the DOM, per colour name."""
+    names = {hex_: name for name, hex_ in COLOURS.items()}
+    areas: dict[str, int] = {}
+    for attrs in re.findall(r"<rect ([^>]*)>", dom):
+        values = dict(re.findall(r'([\w-]+)="([^"]*)"', attrs))
+        name = names.get(values.get("fill", ""))
+        if name is not None:
+            area = int(values["width"]) * int(values["height"])
+            areas[name] = areas.get(name, 0) + area
+    return areas
 
 
 def test_the_report_needs_no_network(synced, tmp_path):
