@@ -148,6 +148,27 @@ def source_options(f: F) -> F:
                 type=click.IntRange(1, 100),
                 help="Jobs per page, 1 to 100 [default: 100].",
             ),
+            click.option(
+                "--details/--no-details",
+                default=None,
+                envvar="JOBSYNC_DETAILS",
+                show_envvar=True,
+                help="Fetch progress details of open and finishing jobs [default: on].",
+            ),
+            click.option(
+                "--details-max-per-pass",
+                envvar="JOBSYNC_DETAILS_MAX_PER_PASS",
+                show_envvar=True,
+                type=click.IntRange(1, 10_000),
+                help="Ask about at most this many jobs per source per pass [default: 200].",
+            ),
+            click.option(
+                "--details-concurrency",
+                envvar="JOBSYNC_DETAILS_CONCURRENCY",
+                show_envvar=True,
+                type=click.IntRange(1, 16),
+                help="Progress requests in flight at once per source [default: 4].",
+            ),
         )
     ):
         f = option(f)

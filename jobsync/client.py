@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -186,22 +186,30 @@ class ApiClient:
         self.retries += 1
         log.debug("retrying in %.2fs (retry %d)", delay, self.retries)
 
-    def call(self, path: str, body: dict[str, Any]) -> Any:
-        """POST ``body`` to ``path`` and return the envelope's ``data`` (raises on any error)."""
+    def call(
+        self, path: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> Any:
+        """POST ``body`` to ``path`` and return the envelope's ``data`` (raises on any error).
+
+        ``headers`` are added to this request only (Milvus reads the database from one).
+        """
         if self._cancel is not None and self._cancel.is_set():
             raise Cancelled(_CANCELLED)
         if self._rate_limit is not None:
             self._rate_limit(path)
-        status, payload = self._post(path, body)
+        status, payload = self._post(path, body, headers)
         return parse_envelope(status, payload)
 
-    def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    def _post(
+        self, path: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
         url = f"{self.base_url}{path}"
         started = self._monotonic()
         try:
             response = self._session.post(
                 url,
                 data=json.dumps(body),
+                headers=dict(headers) if headers else None,
                 timeout=(self.http.connect_timeout, self.http.read_timeout),
                 allow_redirects=False,
                 stream=True,

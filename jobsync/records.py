@@ -4,6 +4,11 @@ Variants (see the API reference): records under ``data.records``, ``data.tasks``
 list; ids under ``jobId``, ``jobID`` or ``taskID``; ``count`` as a number, a string, or absent.
 A record we cannot identify is skipped and counted, never guessed at.
 
+The progress endpoint's ``data`` becomes a :class:`JobDetails` (``parse_progress_data``): every
+figure is checked on its own, and one that is missing, hostile or out of range becomes None
+instead of failing the whole answer. ``completeTime`` must carry ``Z`` or an offset: a timestamp
+without one could be in any time zone, so it is dropped (and flagged), never guessed at.
+
 Text policy, the same on SQLite and PostgreSQL: NUL characters and lone UTF-16 surrogates
 (which PostgreSQL and both drivers reject) are replaced with U+FFFD; everything else is kept
 exactly as sent, whatever its length.
@@ -11,13 +16,26 @@ exactly as sent, whatever its length.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from jobsync.errors import ProtocolError
 
-__all__ = ["JobRecord", "ListPage", "Snapshot", "clean_text", "parse_list_data"]
+__all__ = [
+    "DetailCandidates",
+    "JobDetails",
+    "JobRecord",
+    "ListPage",
+    "Snapshot",
+    "clean_text",
+    "parse_complete_time",
+    "parse_count",
+    "parse_list_data",
+    "parse_progress_data",
+]
 
 _ID_KEYS = ("jobId", "jobID", "taskID")
 REPLACEMENT = "\ufffd"
@@ -172,3 +190,108 @@ def clean_text(value: str) -> str:
     except UnicodeEncodeError:
         value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return value
+
+
+# --- the progress endpoint ---------------------------------------------------------------------
+
+# BIGINT's range: a figure beyond it could not be stored anyway.
+MAX_FIGURE = 2**63 - 1
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_RFC3339 = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
+    r"(?:\.(?P<fraction>[0-9]{1,12}))?(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})?"
+)
+# Go's zero time ("0001-01-01T00:00:00Z") and its like mean "not set", not a moment.
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetails:
+    """What the progress endpoint said about one job, stamped with when the answer arrived."""
+
+    job_id: str
+    raw_state: str | None
+    progress: int | None
+    reason: str | None
+    total_rows: int | None
+    imported_rows: int | None
+    file_size: int | None
+    complete_time: datetime | None
+    sampled_at: datetime
+    # completeTime was a timestamp without Z or an offset, and was dropped.
+    ambiguous_time: bool = False
+
+
+@dataclass(frozen=True)
+class DetailCandidates:
+    """What the database knew of a source before a pass, for choosing jobs to fetch details of.
+
+    ``open_jobs``: stored jobs in a non-terminal state, and when their details were last
+    fetched; ``known``: every stored job id, or None when not needed (no complete pass yet).
+    """
+
+    open_jobs: Mapping[str, datetime | None]
+    known: frozenset[str] | None
+    had_complete_pass: bool
+
+
+def parse_progress_data(data: Any, job_id: str, sampled_at: datetime) -> JobDetails:
+    """Parse one progress answer. Raises ProtocolError only when it is unusable as a whole."""
+    if not isinstance(data, dict):
+        raise ProtocolError(f"progress response 'data' is a {type(data).__name__}, not an object")
+    answered = _job_id(data)
+    if answered is not None and answered != job_id:
+        raise ProtocolError("progress response is about another job than the one asked for")
+    complete_time, ambiguous = parse_complete_time(data.get("completeTime"))
+    return JobDetails(
+        job_id=job_id,
+        raw_state=_text(data.get("state")) or None,
+        progress=_progress(data.get("progress")),
+        reason=_text(data.get("reason")) or None,
+        total_rows=parse_count(data.get("totalRows")),
+        imported_rows=parse_count(data.get("importedRows")),
+        file_size=parse_count(data.get("fileSize")),
+        complete_time=complete_time,
+        sampled_at=sampled_at,
+        ambiguous_time=ambiguous,
+    )
+
+
+def parse_count(value: Any) -> int | None:
+    """A non-negative whole number that fits in BIGINT, given as a number or a digit string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        # Bounded before int(): a 5,000-digit string would raise, not just be too big.
+        value = int(text) if _DIGITS.fullmatch(text) else None
+    elif isinstance(value, float):
+        value = int(value) if value.is_integer() and 0 <= value <= MAX_FIGURE else None
+    if isinstance(value, int) and 0 <= value <= MAX_FIGURE:
+        return value
+    return None
+
+
+def parse_complete_time(value: Any) -> tuple[datetime | None, bool]:
+    """``completeTime`` as an aware UTC datetime, and whether it was dropped as ambiguous.
+
+    RFC 3339 with ``Z`` or an offset (Milvus prints the server's local one, e.g. ``+08:00``);
+    "" or anything unparseable is None; a timestamp without an offset is None and flagged.
+    """
+    if not isinstance(value, str):
+        return None, False
+    match = _RFC3339.fullmatch(value.strip())
+    if match is None:
+        return None, False
+    if match["offset"] is None:
+        return None, True
+    # Go prints nanoseconds; Python keeps microseconds.
+    fraction = (match["fraction"] or "")[:6].ljust(6, "0")
+    offset = "+00:00" if match["offset"] in ("Z", "z") else match["offset"]
+    try:
+        moment = datetime.fromisoformat(
+            f"{match['date']}T{match['time']}.{fraction}{offset}"
+        ).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None, False
+    return (moment if moment >= _EARLIEST else None), False

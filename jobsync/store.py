@@ -4,13 +4,15 @@ SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE`` for every write transact
 writers queue instead of failing half-way. PostgreSQL takes a transaction-level advisory lock
 per source first thing in the write transaction, so two writers can never interleave on one
 source. Upserts are the dialect's ``INSERT ... ON CONFLICT``.
+
+Progress details fetched for the pass are written in the same transaction (``jobsync.samples``).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,8 +27,9 @@ from jobsync import bulk
 from jobsync.errors import ConfigError, StorageError
 from jobsync.history import JobRow, SourceMarks, plan_pass
 from jobsync.locking import lock_key
-from jobsync.records import Snapshot
+from jobsync.records import JobDetails, Snapshot
 from jobsync.redact import error_detail, redact
+from jobsync.samples import load_detail_candidates, load_figures, with_details, write_details
 from jobsync.schema import sync_runs, sync_sources
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "abandon_stale_runs",
     "apply_pass",
     "fail_run",
+    "load_detail_candidates",
     "normalise_url",
     "open_engine",
     "start_run",
@@ -151,8 +155,15 @@ def apply_pass(
     *,
     finished_at: datetime,
     retries: int = 0,
+    details: Mapping[str, JobDetails] | None = None,
+    details_requested: int = 0,
+    details_failed: int = 0,
 ) -> PassCounts:
-    """Write one pass (jobs, history, run record, source marks) in a single transaction."""
+    """Write one pass (jobs, history, details, run record, source marks) in one transaction.
+
+    ``details`` are the progress details fetched for some of the snapshot's jobs.
+    """
+    details = details or {}
     with _no_gc(), engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(lock_key(f"source:{cluster_id}"))))
@@ -161,12 +172,14 @@ def apply_pass(
         back = [job_id for job_id in snapshot.jobs if job_id in vanished]
         if back:
             stored.update(bulk.load_vanished(conn, cluster_id, back))
-        plan = plan_pass(stored, snapshot, marks, run_id)
+        previous = load_figures(conn, cluster_id, sorted(details))
+        plan = plan_pass(stored, with_details(snapshot, stored, details), marks, run_id)
         # In key order, B-tree inserts append instead of splitting pages all over the index.
         bulk.insert_jobs(conn, cluster_id, sorted(plan.inserts, key=_job_id))
         bulk.update_jobs(conn, cluster_id, plan.updates)
         bulk.insert_transitions(conn, cluster_id, sorted(plan.transitions, key=_job_id_of))
         rows_written = len(plan.inserts) + len(plan.updates) + len(plan.transitions)
+        rows_written += write_details(conn, cluster_id, run_id, snapshot, details, previous)
         _save_marks(conn, cluster_id, run_id, snapshot)
         counts = PassCounts(
             new_jobs=plan.new_jobs,
@@ -194,6 +207,8 @@ def apply_pass(
                 rows_written=counts.rows_written,
                 snapshot_started_at=snapshot.started_at,
                 snapshot_finished_at=snapshot.finished_at,
+                details_requested=details_requested,
+                details_failed=details_failed,
             )
         )
     return counts

@@ -3,6 +3,8 @@
 This is the only place where fetching and storing meet. All HTTP happens before the write
 transaction opens, so a slow or failing API never holds a database lock; a pass that fails
 leaves nothing behind but its ``sync_runs`` row (status ``failed``, redacted error text).
+Progress details (``jobsync.details``) are fetched between the two, after a short read of what
+the source's stored jobs need; they never fail a pass.
 """
 
 from __future__ import annotations
@@ -13,19 +15,28 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobsync.client import ApiClient
 from jobsync.config import Settings, Source
+from jobsync.details import DetailsOutcome, fetch_details, select_jobs
 from jobsync.errors import JobsyncError, StorageError
 from jobsync.fetch import Clock, fetch_snapshot, utcnow
 from jobsync.locking import sync_lock
 from jobsync.ratelimit import RateLimiters
+from jobsync.records import Snapshot
 from jobsync.redact import error_detail
-from jobsync.store import PassCounts, abandon_stale_runs, apply_pass, fail_run, start_run
+from jobsync.store import (
+    PassCounts,
+    abandon_stale_runs,
+    apply_pass,
+    fail_run,
+    load_detail_candidates,
+    start_run,
+)
 
 __all__ = ["PassResult", "sync_all", "sync_source"]
 
@@ -46,6 +57,8 @@ class PassResult:
     retries: int = 0
     seconds: float = 0.0
     error: JobsyncError | None = None
+    details_requested: int = 0
+    details_failed: int = 0
 
     def summary(self) -> str:
         if not self.ok:
@@ -53,10 +66,14 @@ class PassResult:
         c = self.counts
         assert c is not None
         note = "" if self.complete else " (snapshot incomplete: nothing marked vanished)"
+        details = ""
+        if self.details_requested:
+            failed = f" ({self.details_failed} failed)" if self.details_failed else ""
+            details = f"{self.details_requested} details{failed}, "
         return (
             f"{self.source}: {self.jobs} jobs in {self.pages} pages, {c.new_jobs} new, "
             f"{c.changed_jobs} changed, {c.vanished_jobs} vanished, {self.retries} retries, "
-            f"{self.seconds:.1f}s{note}"
+            f"{details}{self.seconds:.1f}s{note}"
         )
 
 
@@ -88,11 +105,24 @@ def sync_source(
         cancel=cancel,
         rate_limit=rate_limit,
     )
+    details = DetailsOutcome()
     try:
         snapshot = fetch_snapshot(client, source, settings.page_size, clock=clock)
+        if settings.details:
+            details = _fetch_details(
+                engine, source, settings, snapshot, clock, sleep, cancel, rate_limit, write_lock
+            )
         with write_lock or nullcontext():
             counts = apply_pass(
-                engine, source.key, run_id, snapshot, finished_at=clock(), retries=client.retries
+                engine,
+                source.key,
+                run_id,
+                snapshot,
+                finished_at=clock(),
+                retries=client.retries + details.retries,
+                details=details.details,
+                details_requested=details.requested,
+                details_failed=details.failed,
             )
     except JobsyncError as exc:
         return _failed(engine, source, run_id, exc, client.retries, began, clock)
@@ -114,11 +144,51 @@ def sync_source(
         pages=snapshot.pages,
         jobs=snapshot.distinct_jobs,
         counts=counts,
-        retries=client.retries,
+        retries=client.retries + details.retries,
         seconds=time.monotonic() - began,
+        details_requested=details.requested,
+        details_failed=details.failed,
     )
     log.debug("%s", result.summary())
     return result
+
+
+# Fewer retries than the list gets: details are extras, and a pass waits for them.
+DETAIL_RETRIES = 2
+
+
+def _fetch_details(
+    engine: Engine,
+    source: Source,
+    settings: Settings,
+    snapshot: Snapshot,
+    clock: Clock,
+    sleep: Callable[[float], None] | None,
+    cancel: threading.Event | None,
+    rate_limit: Callable[[str], None] | None,
+    write_lock: threading.Lock | None,
+) -> DetailsOutcome:
+    """Choose the jobs worth asking about and fetch their details (all HTTP, no transaction)."""
+    # Under the write lock: on SQLite even a read begins IMMEDIATE, and must not queue behind
+    # another source's long write into the busy timeout.
+    with write_lock or nullcontext():
+        candidates = load_detail_candidates(engine, source.key)
+    wanted = select_jobs(snapshot, candidates, settings.details_max_per_pass)
+    http = replace(settings.http, max_retries=min(settings.http.max_retries, DETAIL_RETRIES))
+
+    def make_client() -> ApiClient:
+        return ApiClient(
+            source.base_url, source.api_key, http, sleep=sleep, cancel=cancel, rate_limit=rate_limit
+        )
+
+    return fetch_details(
+        make_client,
+        source,
+        wanted,
+        concurrency=settings.details_concurrency,
+        clock=clock,
+        cancel=cancel,
+    )
 
 
 def _failed(

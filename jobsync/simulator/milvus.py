@@ -8,7 +8,8 @@ only when non-empty; an empty or non-JSON body is code 1801; with a key configur
 wrong one is **HTTP 401** with code 1800 (no key configured means auth is off); progress lives at
 `/describe` and `/get_progress` (not `getProgress`) with `{"jobId"}`, unknown job code 2100;
 `completeTime` is printed in the server's local offset (+08:00 here) and is "" until done and for
-failed jobs; detail rows use the detail state set (`InProgress` for an importing file); an unknown
+failed jobs; the job's `importedRows`, `totalRows` and `fileSize` (the sum over its files) come
+beside it; detail rows use the detail state set (`InProgress` for an importing file); an unknown
 path is gin's plain-text `404 page not found`. Finished jobs leave the list after 3 hours unless
 the simulator is given another `retention`.
 
@@ -141,6 +142,7 @@ def _describe_data(job: Job) -> dict[str, Any]:
         "progress": job.progress,
         "importedRows": job.imported_rows,
         "totalRows": job.total_rows,
+        "fileSize": job.file_size,
         "reason": job.reason,
         "details": [
             {

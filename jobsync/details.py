@@ -1,0 +1,276 @@
+"""Progress details: which jobs to ask the progress endpoint about, and asking it.
+
+The list shows a job's state and little else. The progress endpoint adds row counts, the file
+size, the failure reason and the API's own ``completeTime``, one job per request, so it is asked
+only where the answer can be new: about jobs listed in a non-terminal state, about jobs that
+finish on this pass (stored non-terminal, listed terminal), and about jobs that started and
+finished between two passes (first listed already terminal, on a source that has had a complete
+pass before). Never about the already finished jobs of a source's very first pass: a first sync
+of 100,000 finished jobs must not make 100,000 requests. A pass asks about at most
+``details_max_per_pass`` jobs: finishing ones first, then new finished ones, then open ones,
+least recently asked first, so that a long list of open jobs is covered over several passes.
+
+Requests go out from a few threads at once, each with its own client, under the same per-key
+rate limiter as the list (the limiter counts per endpoint, so details have their own budget).
+Details are extras: a failing request is logged, counted and skipped, never a failed pass; a
+rejected key, or three server failures in a row, stop the requests for the rest of the pass
+rather than hammer a server that cannot answer; a stop request (SIGTERM) ends them too, and the
+pass goes on to write what it has.
+
+Servers name the endpoint differently: ``/describe`` (what the SDKs call), ``/getProgress``
+(Zilliz Cloud only) and ``/get_progress`` (every Milvus). On HTTP 404 the next name is tried; the
+one that answered is remembered per source for the life of the process.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from jobsync.client import ApiClient
+from jobsync.config import Source
+from jobsync.errors import ApiError, ApiStatusError, AuthError, Cancelled, TransportError
+from jobsync.records import DetailCandidates, JobDetails, Snapshot, parse_progress_data
+from jobsync.redact import redact
+from jobsync.states import TERMINAL_STATES, canonical_state
+
+__all__ = [
+    "PROGRESS_PATHS",
+    "DetailsOutcome",
+    "PathMemory",
+    "fetch_details",
+    "progress_request",
+    "select_jobs",
+]
+
+log = logging.getLogger(__name__)
+
+_JOBS = "/v2/vectordb/jobs/import"
+PROGRESS_PATHS = (f"{_JOBS}/describe", f"{_JOBS}/getProgress", f"{_JOBS}/get_progress")
+# Self-hosted Milvus never had getProgress.
+MILVUS_PROGRESS_PATHS = (PROGRESS_PATHS[0], PROGRESS_PATHS[2])
+# Server failures in a row after which a pass stops asking for details.
+GIVE_UP_AFTER = 3
+# Failed requests logged one by one per pass; the rest are summed up in one line.
+LOGGED_FAILURES = 5
+
+
+def select_jobs(snapshot: Snapshot, candidates: DetailCandidates, limit: int) -> list[str]:
+    """The jobs to ask about, most useful first, at most ``limit`` of them."""
+    finishing: list[str] = []
+    finished_new: list[str] = []
+    still_open: list[str] = []
+    known = candidates.known if candidates.had_complete_pass else None
+    for job_id, record in snapshot.jobs.items():
+        if canonical_state(record.raw_state) not in TERMINAL_STATES:
+            still_open.append(job_id)
+        elif job_id in candidates.open_jobs:
+            finishing.append(job_id)
+        elif known is not None and job_id not in known:
+            finished_new.append(job_id)
+
+    def least_recent(job_id: str) -> tuple[bool, datetime | str, str]:
+        asked = candidates.open_jobs.get(job_id)
+        return (asked is not None, asked if asked is not None else "", job_id)
+
+    finishing.sort(key=least_recent)
+    finished_new.sort()
+    still_open.sort(key=least_recent)
+    return (finishing + finished_new + still_open)[:limit]
+
+
+def progress_request(source: Source, job_id: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Body and extra headers of a progress request about ``job_id`` on ``source``."""
+    body = {**source.list_body(), "jobId": job_id}
+    # Milvus takes the database from a header; newer servers read the body's dbName too.
+    headers = {"DB-Name": source.db_name} if source.kind == "milvus" and source.db_name else {}
+    return body, headers
+
+
+class PathMemory:
+    """Which progress path answered, per API root and source, for the life of the process."""
+
+    def __init__(self) -> None:
+        self._paths: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+
+    def order(self, source: Source) -> tuple[str, ...]:
+        """The paths to try for ``source``, the one that answered last time first."""
+        paths = MILVUS_PROGRESS_PATHS if source.kind == "milvus" else PROGRESS_PATHS
+        with self._lock:
+            known = self._paths.get((source.base_url, source.key))
+        if known is None:
+            return paths
+        return (known, *(p for p in paths if p != known))
+
+    def remember(self, source: Source, path: str) -> None:
+        with self._lock:
+            self._paths[(source.base_url, source.key)] = path
+
+
+KNOWN_PATHS = PathMemory()
+
+
+@dataclass
+class DetailsOutcome:
+    """The details one pass fetched, and how the asking went."""
+
+    details: dict[str, JobDetails] = field(default_factory=dict)
+    requested: int = 0
+    failed: int = 0
+    # completeTime values without an offset, dropped rather than guessed at.
+    ambiguous_times: int = 0
+    retries: int = 0
+    stopped: str | None = None
+
+
+class _Pass:
+    """Shared state of one pass's detail requests (threads report here under one lock)."""
+
+    def __init__(self, source: Source, memory: PathMemory, clock: Callable[[], datetime]) -> None:
+        self.source = source
+        self.memory = memory
+        self.clock = clock
+        self.outcome = DetailsOutcome()
+        self.lock = threading.Lock()
+        self.server_failures = 0
+        self.logged = 0
+
+    @property
+    def stopped(self) -> bool:
+        return self.outcome.stopped is not None
+
+    def stop(self, why: str) -> None:
+        with self.lock:
+            if self.outcome.stopped is None:
+                self.outcome.stopped = why
+                log.warning("%s: no more progress requests this pass: %s", self.source.name, why)
+
+    def succeeded(self, details: JobDetails) -> None:
+        with self.lock:
+            self.outcome.requested += 1
+            self.outcome.details[details.job_id] = details
+            self.outcome.ambiguous_times += details.ambiguous_time
+            self.server_failures = 0
+
+    def failed(self, job_id: str, error: ApiError) -> None:
+        with self.lock:
+            self.outcome.requested += 1
+            self.outcome.failed += 1
+            if isinstance(error, TransportError) or (
+                isinstance(error, ApiStatusError) and error.http_status >= 429
+            ):
+                self.server_failures += 1
+            give_up = self.server_failures >= GIVE_UP_AFTER
+            self.logged += 1
+            if self.logged <= LOGGED_FAILURES:
+                log.warning(
+                    "%s: progress of job %s: %s", self.source.name, job_id, redact(str(error))
+                )
+        if isinstance(error, AuthError):
+            self.stop("the API key was rejected")
+        elif give_up:
+            self.stop(f"{GIVE_UP_AFTER} progress requests in a row failed")
+
+
+def fetch_details(
+    make_client: Callable[[], ApiClient],
+    source: Source,
+    job_ids: Sequence[str],
+    *,
+    concurrency: int,
+    clock: Callable[[], datetime],
+    cancel: threading.Event | None = None,
+    memory: PathMemory = KNOWN_PATHS,
+) -> DetailsOutcome:
+    """Ask the progress endpoint about ``job_ids``; never raises for a failed request."""
+    state = _Pass(source, memory, clock)
+    if not job_ids:
+        return state.outcome
+    workers = max(1, min(concurrency, len(job_ids)))
+    clients: queue.SimpleQueue[ApiClient] = queue.SimpleQueue()
+    made: list[ApiClient] = []
+    for _ in range(workers):
+        made.append(make_client())
+        clients.put(made[-1])
+
+    def one(job_id: str) -> None:
+        if state.stopped or (cancel is not None and cancel.is_set()):
+            return
+        with _borrowed(clients) as client:
+            _fetch_one(client, state, job_id)
+
+    try:
+        # The first request alone: it finds the path, so the others do not all meet the 404s.
+        one(job_ids[0])
+        if workers == 1:
+            for job_id in job_ids[1:]:
+                one(job_id)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="jobsync-details") as pool:
+                list(pool.map(one, job_ids[1:]))
+    finally:
+        for client in made:
+            state.outcome.retries += client.retries
+            client.close()
+    if state.logged > LOGGED_FAILURES:
+        log.warning(
+            "%s: %d more progress requests failed", source.name, state.logged - LOGGED_FAILURES
+        )
+    if state.outcome.ambiguous_times:
+        log.warning(
+            "%s: %d completeTime values had no time zone and were ignored",
+            source.name,
+            state.outcome.ambiguous_times,
+        )
+    return state.outcome
+
+
+@contextmanager
+def _borrowed(clients: queue.SimpleQueue[ApiClient]) -> Iterator[ApiClient]:
+    # A client is used by one thread at a time: ApiClient is not made for concurrent use.
+    client = clients.get()
+    try:
+        yield client
+    finally:
+        clients.put(client)
+
+
+def _fetch_one(client: ApiClient, state: _Pass, job_id: str) -> None:
+    source = state.source
+    body, headers = progress_request(source, job_id)
+    missing: list[str] = []
+    for path in state.memory.order(source):
+        try:
+            data = client.call(path, body, headers)
+            details = parse_progress_data(data, job_id, state.clock())
+        except Cancelled:
+            state.stop("stopped on request")
+            return
+        except ApiStatusError as exc:
+            if exc.http_status == 404 and not isinstance(exc, AuthError):
+                missing.append(path)
+                continue
+            if exc.http_status == 200:
+                # An error envelope (e.g. job not found) still shows the endpoint is there.
+                state.memory.remember(source, path)
+            state.failed(job_id, exc)
+            return
+        except ApiError as exc:
+            state.failed(job_id, exc)
+            return
+        state.memory.remember(source, path)
+        state.succeeded(details)
+        return
+    error = ApiStatusError(
+        f"no progress endpoint answered: {', '.join(missing)} gave HTTP 404", http_status=404
+    )
+    state.failed(job_id, error)
+    state.stop("the server has no progress endpoint")

@@ -1,0 +1,176 @@
+"""The database side of progress details: what choosing jobs needs, and writing what came back.
+
+A job's figures (row counts, file size, ``completeTime``, when details were last fetched) go on
+its row in ``import_job_records``; ``import_job_progress`` gets a sample only when the figures
+differ from the job's previous ones, so a pass where nothing moved writes no samples. Everything
+here runs inside the pass's one transaction, except ``load_detail_candidates``: a short read made
+before the pass fetches details, long before it writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+
+from jobsync.history import StoredJob
+from jobsync.records import DetailCandidates, JobDetails, JobRecord, Snapshot
+from jobsync.schema import import_job_progress, import_job_records, sync_sources
+from jobsync.states import TERMINAL_STATES, canonical_state
+
+__all__ = ["load_detail_candidates", "load_figures", "with_details", "write_details"]
+
+
+def load_detail_candidates(engine: Engine, cluster_id: str) -> DetailCandidates:
+    """One short read, before the pass fetches details (and long before it writes)."""
+    records = import_job_records.c
+    with engine.connect() as conn:
+        had_complete = conn.execute(
+            select(sync_sources.c.last_complete_run_id).where(
+                sync_sources.c.cluster_id == cluster_id
+            )
+        ).scalar()
+        open_jobs = {
+            job_id: asked
+            for job_id, asked in conn.execute(
+                select(records.job_id, records.details_at).where(
+                    records.cluster_id == cluster_id, records.state.not_in(TERMINAL_STATES)
+                )
+            )
+        }
+        known = None
+        if had_complete is not None:
+            known = frozenset(
+                conn.execute(select(records.job_id).where(records.cluster_id == cluster_id))
+                .scalars()
+                .all()
+            )
+    return DetailCandidates(open_jobs, known, had_complete is not None)
+
+
+# What a progress sample records; a new sample is written only when one of them moved.
+_FIGURES = ("progress", "imported_rows", "total_rows", "file_size", "complete_time", "reason")
+
+
+def load_figures(
+    conn: Connection, cluster_id: str, job_ids: list[str]
+) -> dict[str, dict[str, Any]]:
+    """The stored figures of the jobs that have details this pass, as before the pass."""
+    records = import_job_records.c
+    found: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(job_ids), 500):
+        rows = conn.execute(
+            select(
+                records.job_id,
+                records.state,
+                records.details_at,
+                *(records[name] for name in _FIGURES),
+            ).where(
+                records.cluster_id == cluster_id,
+                records.job_id.in_(job_ids[start : start + 500]),
+            )
+        )
+        found.update((row.job_id, dict(row._mapping)) for row in rows)
+    return found
+
+
+def with_details(
+    snapshot: Snapshot, stored: Mapping[str, StoredJob], details: Mapping[str, JobDetails]
+) -> Snapshot:
+    """The snapshot as the planner should see it: progress and reason filled in.
+
+    Details fill in what the list leaves out (the Zilliz list has neither field, and gives
+    reasons nowhere), and their progress is the newer reading. A record that shows neither keeps
+    the stored values while its state is unchanged: the list leaving a field out is not news,
+    and treating it as such would rewrite every detailed job on every pass.
+    """
+    jobs = snapshot.jobs
+    changed: dict[str, JobRecord] = {}
+    for job_id, record in jobs.items():
+        progress, reason = record.progress, record.reason
+        extra = details.get(job_id)
+        if extra is not None:
+            progress = extra.progress if extra.progress is not None else progress
+            reason = reason or extra.reason
+        if progress is None or reason is None:
+            known = stored.get(job_id)
+            if known is not None and known.raw_state == record.raw_state:
+                progress = known.progress if progress is None else progress
+                reason = known.reason if reason is None else reason
+        if progress != record.progress or reason != record.reason:
+            changed[job_id] = replace(record, progress=progress, reason=reason)
+    if not changed:
+        return snapshot
+    return replace(snapshot, jobs={**jobs, **changed})
+
+
+def write_details(
+    conn: Connection,
+    cluster_id: str,
+    run_id: int,
+    snapshot: Snapshot,
+    details: Mapping[str, JobDetails],
+    previous: Mapping[str, Mapping[str, Any]],
+) -> int:
+    """Put the details on their jobs and append the samples that differ; returns rows written."""
+    if not details:
+        return 0
+    updates: list[dict[str, Any]] = []
+    samples: list[dict[str, Any]] = []
+    for job_id in sorted(details):
+        d = details[job_id]
+        listed = snapshot.jobs.get(job_id)
+        raw_state = d.raw_state or (listed.raw_state if listed is not None else None)
+        figures = {name: getattr(d, name) for name in _FIGURES}
+        before = previous.get(job_id)
+        # A figure the API left out (or sent as garbage) keeps its last known value.
+        kept = {
+            name: value if value is not None or before is None else before[name]
+            for name, value in figures.items()
+        }
+        state = canonical_state(raw_state)
+        if (
+            before is None
+            or before["details_at"] is None
+            or before["state"] != state
+            or any(kept[name] != before[name] for name in _FIGURES)
+        ):
+            samples.append(
+                {
+                    "cluster_id": cluster_id,
+                    "job_id": job_id,
+                    "sampled_at": d.sampled_at,
+                    "sync_run_id": run_id,
+                    "state": state,
+                    "raw_state": raw_state,
+                    **figures,
+                }
+            )
+        updates.append(
+            {
+                "b_job_id": job_id,
+                "total_rows": kept["total_rows"],
+                "imported_rows": kept["imported_rows"],
+                "file_size": kept["file_size"],
+                "complete_time": kept["complete_time"],
+                "details_at": d.sampled_at,
+            }
+        )
+    records = import_job_records.c
+    conn.execute(
+        update(import_job_records)
+        .where(records.cluster_id == cluster_id, records.job_id == bindparam("b_job_id"))
+        .values(
+            total_rows=bindparam("total_rows"),
+            imported_rows=bindparam("imported_rows"),
+            file_size=bindparam("file_size"),
+            complete_time=bindparam("complete_time"),
+            details_at=bindparam("details_at"),
+        ),
+        updates,
+    )
+    if samples:
+        conn.execute(insert(import_job_progress), samples)
+    return len(updates) + len(samples)
