@@ -7,11 +7,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from jobsync.config import Settings, Source
+from sqlalchemy import func, select
+
+from jobsync.config import HttpSettings, Settings, Source
 from jobsync.migrate import upgrade
 from jobsync.output import render
 from jobsync.queries import job_history, overview
 from jobsync.redact import Secret
+from jobsync.schema import import_job_progress
 from jobsync.simulator import Simulator, StateChange
 from jobsync.store import open_engine
 from jobsync.sync import sync_all
@@ -78,6 +81,9 @@ def run_demo(
                 Source(name=c, cluster_id=c, base_url=sim.url, api_key=Secret(DEMO_KEY))
                 for c in DEMO_CLUSTERS
             ),
+            details=True,
+            # The bundled simulator has no rate limit; the real API's would make the tour slow.
+            http=HttpSettings(requests_per_second=500.0),
         )
         for round_number in range(1, rounds + 1):
             for result in sync_all(engine, settings, clock=clock):
@@ -94,6 +100,9 @@ def run_demo(
     report += [f"  {state:<10} {n}" for state, n in totals["jobs_by_state"].items()]
     report.append("\nTransitions recorded:")
     report += [f"  {kind:<10} {n}" for kind, n in totals["transitions_by_kind"].items()]
+    with engine.connect() as conn:
+        samples = conn.execute(select(func.count()).select_from(import_job_progress)).scalar()
+    report.append(f"\nProgress samples recorded (import_job_progress): {samples}")
     examples = _example_jobs(changes)
     for cluster_id, job_id in examples:
         report.append(f"\nHistory of job {job_id} ({cluster_id}):")
