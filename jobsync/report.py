@@ -170,7 +170,7 @@ def durations(
         return [
             {
                 **row._mapping,
-                "created_at": _utc(row.created_at),
+                "created_at": None if row.created_at is None else _utc(row.created_at),
                 "finished_at": _utc(row.finished_at),
                 **{c: _seconds(row._mapping[c]) for c in DURATIONS_COLUMNS if "seconds" in c},
             }
@@ -295,11 +295,9 @@ def stuck(
     collections: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Active jobs whose time in their current state, measured to ``now``, exceeds older_than."""
-    return [
-        row
-        for row in active(engine, now=now, cluster_ids=cluster_ids, collections=collections)
-        if row["seconds_in_state"] > older_than
-    ]
+    return active(
+        engine, now=now, cluster_ids=cluster_ids, collections=collections, older_than=older_than
+    )
 
 
 def active(
@@ -308,9 +306,13 @@ def active(
     now: datetime | None = None,
     cluster_ids: Sequence[str] = (),
     collections: Sequence[str] = (),
+    older_than: float | None = None,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Jobs of ``active_jobs``, longest in their state first; seconds_in_state runs to ``now``."""
+    """Jobs of ``active_jobs``, longest in their state first; seconds_in_state runs to ``now``.
+
+    With ``older_than``, only those in their state for longer than that.
+    """
     now = now or datetime.now(UTC)
     a = active_jobs
     query = _filtered(
@@ -321,6 +323,8 @@ def active(
         cluster_ids,
         collections,
     )
+    if older_than is not None:
+        query = query.where(a.c.state_since < now - timedelta(seconds=older_than))
     if limit is not None:
         query = query.limit(limit)
     with engine.connect() as conn:
