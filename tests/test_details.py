@@ -11,9 +11,9 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, func, select
 
 from jobsync.cli import cli
-from jobsync.config import Settings, Source
+from jobsync.config import CliValues, Settings, Source, resolve_settings
 from jobsync.details import PROGRESS_PATHS, select_jobs
-from jobsync.errors import ProtocolError
+from jobsync.errors import ConfigError, ProtocolError
 from jobsync.records import (
     DetailCandidates,
     JobRecord,
@@ -526,3 +526,50 @@ def test_the_run_records_counts_even_when_nothing_was_open(engine, clock):
     assert (run["details_requested"], run["details_failed"]) == (0, 0)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(import_job_progress)).scalar() == 0
+
+
+# -- configuration ---------------------------------------------------------------------------------
+
+
+def test_details_are_on_by_default_and_the_file_and_options_can_change_that(tmp_path):
+    assert resolve_settings(CliValues(), {}, cwd=tmp_path).details is True
+    defaults = resolve_settings(CliValues(), {}, cwd=tmp_path)
+    assert (defaults.details_max_per_pass, defaults.details_concurrency) == (200, 4)
+    config = tmp_path / "jobsync.toml"
+    config.write_text("details = false\ndetails_max_per_pass = 50\ndetails_concurrency = 2\n")
+
+    from_file = resolve_settings(CliValues(), {}, cwd=tmp_path)
+    assert (from_file.details, from_file.details_max_per_pass) == (False, 50)
+    assert from_file.details_concurrency == 2
+    from_options = resolve_settings(
+        CliValues(details=True, details_max_per_pass=7, details_concurrency=1), {}, cwd=tmp_path
+    )
+    assert (from_options.details, from_options.details_max_per_pass) == (True, 7)
+    assert from_options.details_concurrency == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('details = "yes"', "'details' must be bool"),
+        ("details_max_per_pass = 0", "details_max_per_pass must be a whole number from 1"),
+        ("details_max_per_pass = true", "'details_max_per_pass' must be int"),
+        ("details_concurrency = 17", "details_concurrency must be a whole number from 1 to 16"),
+    ],
+)
+def test_bad_detail_settings_in_the_file_are_refused(tmp_path, line, message):
+    (tmp_path / "jobsync.toml").write_text(line + "\n")
+    with pytest.raises(ConfigError, match=message):
+        resolve_settings(CliValues(), {}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("command", ["sync", "daemon"])
+def test_sync_and_daemon_take_the_detail_options(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for bad in (["--details-concurrency", "0"], ["--details-max-per-pass", "10001"]):
+        extra = ["--every", "1m"] if command == "daemon" else []
+        result = runner.invoke(cli, [command, *extra, *bad])
+        assert result.exit_code == 2 and bad[0] in result.output
+    help_text = runner.invoke(cli, [command, "--help"]).output
+    assert "--no-details" in help_text and "JOBSYNC_DETAILS" in help_text

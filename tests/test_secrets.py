@@ -3,6 +3,7 @@ help texts or the database, even with --debug and urllib3's debug logging on."""
 
 from __future__ import annotations
 
+import json
 import traceback
 import uuid
 from pathlib import Path
@@ -15,7 +16,7 @@ from jobsync.cli import cli
 from jobsync.client import ApiClient, BearerAuth
 from jobsync.config import CliValues, resolve_settings
 from jobsync.redact import Secret, redact
-from jobsync.simulator import Simulator
+from jobsync.simulator import DESCRIBE_PATH, Fault, Simulator
 from jobsync.store import open_engine
 from jobsync.sync import PassResult
 from tests.conftest import CLUSTER
@@ -94,6 +95,39 @@ def test_the_api_key_never_leaks_through_the_fault_matrix(
 
     leaked = [text for text in seen if CANARY in text]
     assert leaked == []
+    assert CANARY not in _database_text(db_url)
+
+
+def test_the_api_key_never_leaks_through_progress_requests(
+    canary_sim, db_url, monkeypatch, tmp_path
+):
+    """Failing progress requests are logged as warnings: a server echoing the key is scrubbed."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("jobsync.client.time.sleep", lambda _s: None)
+    runner = CliRunner()
+    env = {"JOBSYNC_API_KEY": CANARY}
+    args = ["sync", "--db", db_url, "--base-url", canary_sim.url, "--cluster-id", CLUSTER]
+    echo = json.dumps({"code": 96026, "message": f"no job for token {CANARY}"}).encode()
+    seen: list[str] = []
+    for fault in (
+        Fault(status=200, body=echo, path=DESCRIBE_PATH),
+        Fault(status=500, body=echo, path=DESCRIBE_PATH),
+        Fault(status=200, body=b"not json " + CANARY.encode(), path=DESCRIBE_PATH),
+        # Last: after a 404 the fallback path is remembered, and /describe is not asked again.
+        Fault(status=404, body=echo, path=DESCRIBE_PATH),
+    ):
+        canary_sim.clear_faults()
+        canary_sim.add_fault(fault)
+        result = runner.invoke(cli, args, env=env)
+        assert result.exit_code == 0, _everything(result)
+        seen.append(_everything(result))
+        debug = runner.invoke(cli, ["--debug", *args], env=env)
+        assert debug.exit_code == 0, _everything(debug)
+        seen.append(_everything(debug))
+        assert fault.fired > 0
+
+    assert any("progress of job" in text for text in seen)  # the warnings were really logged
+    assert [text for text in seen if CANARY in text] == []
     assert CANARY not in _database_text(db_url)
 
 
