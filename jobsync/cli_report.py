@@ -66,15 +66,16 @@ def _show(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
 def _filters(f: F) -> F:
     """--db, --config, --cluster-id, --collection, --format: what every report takes."""
     f = format_option(f)
-    f = click.option(
-        "--collection",
-        "collections",
-        multiple=True,
-        help="Only this collection (repeatable).",
-    )(f)
+    f = _collection_option(f)
     f = cluster_option(f)
     f = config_option(f)
     return db_option(f)
+
+
+def _collection_option(f: F) -> F:
+    return click.option(
+        "--collection", "collections", multiple=True, help="Only this collection (repeatable)."
+    )(f)
 
 
 def _since_option(f: F) -> F:
@@ -287,9 +288,7 @@ def stuck_command(
 @db_option
 @config_option
 @cluster_option
-@click.option(
-    "--collection", "collections", multiple=True, help="Only this collection (repeatable)."
-)
+@_collection_option
 @click.option(
     "-o",
     "--output",

@@ -3,8 +3,8 @@
 Every function takes an ``Engine`` and returns a list of plain dicts (their keys, in order, are
 the report's columns); ``now`` is injectable so that "the last 7 days" and "stuck for 2 hours"
 are testable. Percentiles are nearest-rank and computed here, in Python, so that they are the
-same on SQLite and PostgreSQL. Seconds stay raw floats; :func:`for_people` turns them into
-``1h 02m`` for the table format.
+same on SQLite and PostgreSQL. Seconds stay raw floats (``jobsync.report_text.for_people``
+turns them into ``1h 02m`` for the table format).
 
 The period of ``since`` is ``[now - since, now]``. In :func:`summary` a job *belongs to the
 period* when it was first seen, or finished (its terminal transition was observed), within it;
