@@ -55,6 +55,7 @@ def serve_simulator(
         pass
     finally:
         sim.stop()
+    announce(sim.rate_summary())
 
 
 def run_demo(

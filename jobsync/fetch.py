@@ -6,13 +6,29 @@ every record was usable, the count added up, and the list was verified stable: p
 again at the end and must show the same ``count`` and ids. When it moved, the walk is repeated
 (a bounded number of times); the jobs of every walk are kept, each at its latest observation.
 Only a complete snapshot may be used to conclude that a job is gone.
+
+Stop rules of a walk: stop at the first empty or short page (pages after it are dropped), never
+request more pages than page 1's ``count`` implies plus one, never more than a hard cap, and
+fail when a page repeats the one before it (a server that ignores ``currentPage``).
+
+Pages are read concurrently within those rules (``HttpSettings.page_concurrency`` at a time, all
+under the key's rate limiter): page 1 tells ``count``, page 2 shows that the server honours
+``currentPage``, and from page 3 on up to that many pages are in flight, never past the page
+``count`` says is the last. Past it, and when there is no ``count``, pages are read one at a
+time. Pages are consumed in page order whatever order they arrive in, so a walk yields the same
+pages, and a snapshot holds the same jobs, as reading them one by one would.
+
+One short page 1 is the whole list in one answer of the server: a consistent read that needs no
+second look, so a source with fewer jobs than a page costs one request.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -51,41 +67,90 @@ def iter_pages(
     *,
     clock: Clock = utcnow,
     max_pages: int = MAX_PAGES,
+    concurrency: int | None = None,
 ) -> Iterator[ListPage]:
-    """Yield every page of one walk over the list, stopping by the rules in the module doc."""
-    previous_ids: list[str] | None = None
-    limit = max_pages
-    page_number = 1
-    while True:
-        if page_number > limit:
-            if limit == max_pages:
+    """Yield every page of one walk over the list, in page order, by the rules in the module doc.
+
+    ``concurrency`` pages at most are in flight at once (default: the client's
+    ``http.page_concurrency``); 1 reads one page after the other.
+    """
+    workers = client.http.page_concurrency if concurrency is None else concurrency
+    first = _read_page(client, source, page_size, 1, clock)
+    yield first
+    if first.size < page_size:
+        return
+    limit, ahead = _bounds(first.count, page_size, max_pages)
+    previous_ids = [r.job_id for r in first.records]
+    pending: dict[int, Future[ListPage]] = {}
+    pool: ThreadPoolExecutor | None = None
+    requested = 1
+    try:
+        for number in itertools.count(2):
+            if number > limit:
+                if limit == max_pages:
+                    raise ProtocolError(
+                        f"stopped after the hard cap of {max_pages} pages: the server keeps "
+                        "returning full pages"
+                    )
+                return  # count said we were done, plus the one extra page we allow
+            # Read ahead only from page 3 on (page 2 shows whether the server honours
+            # currentPage, before more than two requests are spent on one that does not), and
+            # only as far as the page that count says is the last: short, or empty when count
+            # is a multiple of the page size. Without a count, pages are read one at a time.
+            last_ahead = min(ahead, number + workers - 1)
+            if workers > 1 and number >= 3 and requested < last_ahead:
+                if pool is None:
+                    pool = ThreadPoolExecutor(workers, thread_name_prefix="jobsync-page")
+                while requested < last_ahead:
+                    requested += 1
+                    pending[requested] = pool.submit(
+                        _read_page, client, source, page_size, requested, clock
+                    )
+            future = pending.pop(number, None)
+            if future is None:
+                page = _read_page(client, source, page_size, number, clock)
+                requested = max(requested, number)
+            else:
+                page = future.result()
+            yield page
+            if page.size < page_size:
+                return  # pages read ahead of this one are dropped, unread
+            ids = [r.job_id for r in page.records]
+            if ids and ids == previous_ids:
                 raise ProtocolError(
-                    f"stopped after the hard cap of {max_pages} pages: the server keeps "
-                    "returning full pages"
+                    f"page {number} repeats page {number - 1}: the server seems to "
+                    "ignore 'currentPage'"
                 )
-            return  # count said we were done, plus the one extra page we allow
-        body = {**source.list_body(), "pageSize": page_size, "currentPage": page_number}
-        data = client.call(LIST_PATH, body)
-        page = parse_list_data(data, clock())
-        yield page
-        if page.count is not None and page_number == 1:
-            needed = math.ceil(page.count / page_size)
-            if needed > max_pages:
-                raise ProtocolError(
-                    f"the server reports {page.count} jobs, more than the hard cap of "
-                    f"{max_pages} pages of {page_size} allows"
-                )
-            limit = needed + 1
-        if page.size < page_size:
-            return
-        ids = [r.job_id for r in page.records]
-        if page_number > 1 and ids and ids == previous_ids:
-            raise ProtocolError(
-                f"page {page_number} repeats page {page_number - 1}: the server seems to "
-                "ignore 'currentPage'"
-            )
-        previous_ids = ids
-        page_number += 1
+            previous_ids = ids
+    finally:
+        if pool is not None:
+            # Pages not started are dropped; those in flight end with their request (or at
+            # once with Cancelled when a stop was asked), so the client outlives them.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_page(
+    client: ApiClient, source: Source, page_size: int, number: int, clock: Clock
+) -> ListPage:
+    body = {**source.list_body(), "pageSize": page_size, "currentPage": number}
+    data = client.call(LIST_PATH, body)
+    # Stamped when the page arrived: a record is an observation at that moment.
+    return parse_list_data(data, clock())
+
+
+def _bounds(count: int | None, page_size: int, max_pages: int) -> tuple[int, int]:
+    """(the last page we may request, the last page we may request before its predecessor
+    came back full), from page 1's ``count``."""
+    if count is None:
+        return max_pages, 0
+    needed = math.ceil(count / page_size)
+    if needed > max_pages:
+        raise ProtocolError(
+            f"the server reports {count} jobs, more than the hard cap of "
+            f"{max_pages} pages of {page_size} allows"
+        )
+    limit = needed + 1
+    return limit, limit if count % page_size == 0 else needed
 
 
 def fetch_snapshot(
@@ -96,13 +161,17 @@ def fetch_snapshot(
     clock: Clock = utcnow,
     max_pages: int = MAX_PAGES,
     max_walks: int = MAX_WALKS,
+    concurrency: int | None = None,
 ) -> Snapshot:
-    """Walk the list (re-walking while it moves) and return the de-duplicated snapshot."""
+    """Walk the list (re-walking while it moves) and return the de-duplicated snapshot.
+
+    ``concurrency``: pages in flight at once (default: the client's ``http.page_concurrency``).
+    """
     if source.kind == "milvus":
         return _fetch_unpaged(client, source, clock)
     snapshot = Snapshot(source_key=source.key, started_at=clock(), finished_at=clock())
     for _ in range(max_walks):
-        walk = _walk(client, source, page_size, snapshot, clock, max_pages)
+        walk = _walk(client, source, page_size, snapshot, clock, max_pages, concurrency)
         snapshot.walks += 1
         snapshot.finished_at = clock()
         if _verified(client, source, page_size, walk, snapshot, clock):
@@ -135,10 +204,14 @@ def _walk(
     snapshot: Snapshot,
     clock: Clock,
     max_pages: int,
+    concurrency: int | None,
 ) -> _Walk:
     walk = _Walk()
     seen_this_walk: set[str] = set()
-    for page in iter_pages(client, source, page_size, clock=clock, max_pages=max_pages):
+    pages = iter_pages(
+        client, source, page_size, clock=clock, max_pages=max_pages, concurrency=concurrency
+    )
+    for page in pages:
         if not walk.pages:
             walk.first_count = page.count
             walk.first_ids = [r.job_id for r in page.records]
@@ -150,7 +223,9 @@ def _walk(
             if record.job_id in seen_this_walk:
                 snapshot.duplicates += 1
             seen_this_walk.add(record.job_id)
-            # A later page (or a later walk) is a newer observation of the same job.
+            # The later page (or walk) wins. Pages read concurrently may have arrived in another
+            # order, but each record is true at its own observed_at; page order keeps the
+            # snapshot deterministic.
             snapshot.jobs[record.job_id] = record
     snapshot.reported_count = walk.first_count
     walk.ended_cleanly = True
@@ -175,7 +250,9 @@ def _verified(
     if not walk.ended_cleanly:
         return False
     if len(walk.pages) <= 1 or walk.pages[0].size < page_size:
-        # One page is one atomic answer from the server: nothing could move between pages.
+        # One page is one answer of the server, a consistent read: nothing could move between
+        # pages, so reading it again would tell us nothing (and would double the requests of
+        # every source with fewer jobs than a page).
         return True
     body = {**source.list_body(), "pageSize": page_size, "currentPage": 1}
     again = parse_list_data(client.call(LIST_PATH, body), clock())

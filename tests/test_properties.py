@@ -322,12 +322,11 @@ class SyncMachine(RuleBasedStateMachine):
 
     @rule(k=st.integers(1, 12))
     def sync_with_a_page_failing(self, k: int) -> None:
-        """Request k and the next ones, as many as the retries, get 503: a source whose
-        request meets them all fails; with one source, any request that meets one does."""
+        """Page k gets 503, as many times as there are tries: a source whose page k meets them
+        all fails; with one source, a pass that reads page k does. (By page, not by request
+        number: pages are read concurrently, so request numbers do not follow pages.)"""
         listed = self._listed()
-        fault = self.s.add_fault(
-            Fault(status=503, on_requests=range(k, k + MAX_RETRIES + 1), path=LIST_PATH)
-        )
+        fault = self.s.add_fault(Fault(status=503, page=k, times=MAX_RETRIES + 1, path=LIST_PATH))
         try:
             results = self._pass()
         finally:

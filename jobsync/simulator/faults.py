@@ -1,7 +1,7 @@
 """Injected misbehaviour: faults that replace or distort one reply, and quirks of a broken server.
 
-A `Fault` acts on single requests chosen by number, path and budget. It fires before the API
-checks anything, as a proxy or load balancer in front of the real service would: a faulted
+A `Fault` acts on single requests chosen by number, path, list page and budget. It fires before
+the API checks anything, as a proxy or load balancer in front of the real service would: a faulted
 request is not authenticated or validated. Which reply a firing fault sends is decided in order:
 
 1. `body` set: exactly those bytes, with `status` and `content_type` (malformed JSON, HTML, ...).
@@ -25,8 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-from .wire import JSON_TYPE, Reply, envelope, http_error
+from .wire import JSON_TYPE, LIST_PATH, Reply, envelope, http_error
 
 
 @dataclass(eq=False)
@@ -34,8 +35,10 @@ class Fault:
     """One injected failure; see the module docstring for how its fields combine.
 
     `on_requests` holds 1-based API request numbers (list and progress requests, counted since
-    `start()` or `reset_counters()`); None fires on every request. `fired` counts firings, so a
-    test can assert how often the fault was used.
+    `start()` or `reset_counters()`); None fires on every request. `page` fires only on list
+    requests for that `currentPage`: a client that reads pages concurrently numbers its requests
+    in no fixed order, but a page is a page. `fired` counts firings, so a test can assert how
+    often the fault was used.
     """
 
     status: int = 503
@@ -49,12 +52,17 @@ class Fault:
     trickle: float | None = None
     content_type: str = JSON_TYPE
     transform: Callable[[Reply], Reply] | None = None
+    page: int | None = None
     fired: int = field(default=0, compare=False)
 
-    def matches(self, number: int, path: str) -> bool:
+    def matches(self, number: int, path: str, body: Mapping[str, Any] | None = None) -> bool:
         if self.times is not None and self.fired >= self.times:
             return False
         if self.path is not None and self.path != path:
+            return False
+        if self.page is not None and (
+            path != LIST_PATH or body is None or body.get("currentPage", 1) != self.page
+        ):
             return False
         return self.on_requests is None or number in self.on_requests
 
@@ -96,10 +104,10 @@ class FaultBook:
     def clear(self) -> None:
         self._faults.clear()
 
-    def take(self, number: int, path: str) -> Fault | None:
+    def take(self, number: int, path: str, body: Mapping[str, Any] | None = None) -> Fault | None:
         """The fault that fires for this request (its budget spent), or None."""
         for fault in self._faults:
-            if fault.matches(number, path):
+            if fault.matches(number, path, body):
                 fault.fired += 1
                 return fault
         return None

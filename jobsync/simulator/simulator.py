@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 from .faults import Fault, FaultBook, Quirks
 from .milvus import MILVUS_RETENTION, MilvusApi
 from .model import RequestRecord, SimJob, StateChange
+from .rates import PeakRate, bearer_token
 from .server import HttpServerThread, Planned
 from .wire import ApiRequest, Reply, http_error
 from .world import World
@@ -56,7 +57,11 @@ class Simulator:
     (state -> weight). All randomness comes from `random.Random(seed)`. `clock` returns an aware
     UTC datetime and dates every job, change and request. `retention` drops finished jobs from
     the list that long after they finish (None: never; in Milvus mode None means 3 hours).
-    `latency` seconds are slept (with `sleep`) before every reply.
+    `latency` seconds are slept (with `sleep`) before every reply, outside the lock, so
+    concurrent requests are slow together, as over a real network.
+
+    It does not throttle, but it measures: `peak_rate()` is the most requests that started within
+    any one second (per API key with `peak_rates()`), timed by `monotonic`.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class Simulator:
         ignore_current_page: bool = False,
         count_override: int | None = None,
         max_request_records: int | None = 100_000,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(cluster_ids, str):
             raise TypeError("cluster_ids must be a sequence of ids, not one string")
@@ -109,6 +115,8 @@ class Simulator:
         self._requests: deque[RequestRecord] = deque(maxlen=max_request_records)
         self._request_count = 0
         self._api_request_count = 0
+        self._monotonic = monotonic
+        self._rates = PeakRate()
         self._http: HttpServerThread | None = None
         self._url: str | None = None
         self._progression: tuple[threading.Thread, threading.Event] | None = None
@@ -241,11 +249,35 @@ class Simulator:
             return list(self._requests)
 
     def reset_counters(self) -> None:
-        """Zero the request count and the API request numbers faults count; forget the records."""
+        """Zero the request count, the API request numbers faults count and the peak rates;
+        forget the records."""
         with self._lock:
             self._request_count = 0
             self._api_request_count = 0
             self._requests.clear()
+            self._rates.reset()
+
+    def peak_rate(self) -> int:
+        """The most requests (of any kind, with any key) that started within one second."""
+        with self._lock:
+            return self._rates.peak
+
+    def peak_rates(self) -> dict[str | None, int]:
+        """The same per API key (the Bearer token; None for requests without one)."""
+        with self._lock:
+            return self._rates.peaks()
+
+    def rate_summary(self) -> str:
+        """One line for people: requests served and the peak rates (keys are not shown)."""
+        with self._lock:
+            peaks = sorted(self._rates.peaks().values(), reverse=True)
+            total = self._rates.total
+            peak = self._rates.peak
+        per_key = f"; busiest key {peaks[0]}/s" if len(peaks) > 1 else ""
+        return (
+            f"{total} requests served, at most {peak} started within one second{per_key} "
+            "(the API allows 20 per second per key and endpoint)"
+        )
 
     def add_fault(self, fault: Fault) -> Fault:
         with self._lock:
@@ -295,6 +327,8 @@ class Simulator:
         fault: Fault | None = None
         number: int | None = None
         with self._lock:
+            # Timed under the lock, so the times reach the counter in order.
+            self._rates.record(bearer_token(request.authorization), self._monotonic())
             self._request_count += 1
             now = self._clock()
             if path not in self._api.paths:
@@ -306,7 +340,7 @@ class Simulator:
                 number = self._api_request_count
                 for callback in list(self._callbacks):
                     callback(number, path, request.body)
-                fault = self._faults.take(number, path)
+                fault = self._faults.take(number, path, request.body)
                 if fault is None:
                     reply = self._api.handle(request, now)
                 else:
