@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from jobsync import bulk
 from jobsync.errors import ConfigError, StorageError
-from jobsync.history import JobRow, SourceMarks, plan_pass
+from jobsync.history import SourceMarks, plan_pass
 from jobsync.locking import lock_key
 from jobsync.records import Snapshot
 from jobsync.redact import error_detail, redact
@@ -157,16 +157,12 @@ def apply_pass(
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(lock_key(f"source:{cluster_id}"))))
         marks = _load_marks(conn, cluster_id)
-        stored, vanished = bulk.load_jobs(conn, cluster_id)
-        back = [job_id for job_id in snapshot.jobs if job_id in vanished]
-        if back:
-            stored.update(bulk.load_vanished(conn, cluster_id, back))
-        plan = plan_pass(stored, snapshot, marks, run_id)
-        # In key order, B-tree inserts append instead of splitting pages all over the index.
-        bulk.insert_jobs(conn, cluster_id, sorted(plan.inserts, key=_job_id))
+        stored, quiet = bulk.load_for_pass(conn, cluster_id, snapshot)
+        plan = plan_pass(stored, snapshot, marks, run_id, quiet)
+        bulk.insert_new_jobs(conn, cluster_id, plan)
         bulk.update_jobs(conn, cluster_id, plan.updates)
         bulk.insert_transitions(conn, cluster_id, sorted(plan.transitions, key=_job_id_of))
-        rows_written = len(plan.inserts) + len(plan.updates) + len(plan.transitions)
+        rows_written = plan.rows_written
         _save_marks(conn, cluster_id, run_id, snapshot)
         counts = PassCounts(
             new_jobs=plan.new_jobs,
@@ -197,10 +193,6 @@ def apply_pass(
             )
         )
     return counts
-
-
-def _job_id(row: JobRow) -> str:
-    return row.job_id
 
 
 def _job_id_of(transition: dict[str, Any]) -> str:
