@@ -81,8 +81,8 @@ SCHEMA: dict[str, Described] = {
             "snapshot_started_at": "when reading the list began",
             "snapshot_finished_at": "when reading the list ended",
             "error": "why the pass failed (secrets redacted); NULL if it did not",
-            "details_requested": "progress-endpoint requests made",
-            "details_failed": "progress-endpoint requests that failed",
+            "details_requested": "jobs the pass asked the progress endpoint about",
+            "details_failed": "of those, the ones whose progress request failed (after its retries)",
         },
     ),
     "sync_sources": Described(
