@@ -551,3 +551,20 @@ def test_the_view_tables_declare_the_columns_the_database_has(engine):
     insp = inspect(engine)
     for view in REPORTING_VIEWS:
         assert [c["name"] for c in insp.get_columns(view.name)] == [c.name for c in view.c]
+
+
+def test_import_jobs_can_be_dropped_without_touching_the_views(fixed):
+    # A later revision may recreate import_jobs: PostgreSQL must not refuse because of these.
+    with fixed.connect() as conn:
+        trans = conn.begin()
+        conn.execute(text("DROP VIEW import_jobs"))
+        assert len(conn.execute(select(job_durations)).all()) == 23
+        assert len(conn.execute(select(active_jobs)).all()) == 2
+        trans.rollback()
+    assert "import_jobs" in inspect(fixed).get_view_names()
+
+
+def test_the_public_names_of_jobsync_views():
+    import jobsync.views
+
+    assert sorted(jobsync.views.__all__) == sorted([*VIEW_NAMES, "REPORTING_VIEWS"])
