@@ -82,7 +82,7 @@ SCHEMA: dict[str, Described] = {
             "snapshot_finished_at": "when reading the list ended",
             "error": "why the pass failed (secrets redacted); NULL if it did not",
             "details_requested": "jobs the pass asked the progress endpoint about",
-            "details_failed": "of those, the ones whose progress request failed (after its retries)",
+            "details_failed": "of those, the ones whose request failed (after its retries)",
         },
     ),
     "sync_sources": Described(
