@@ -22,7 +22,17 @@ from typing import Any, NamedTuple
 from jobsync.records import JobRecord, Snapshot
 from jobsync.states import FAILED, TERMINAL_STATES, canonical_state
 
-__all__ = ["JobRow", "PassPlan", "SourceMarks", "StoredJob", "plan_pass"]
+__all__ = [
+    "JobRow",
+    "NewJob",
+    "PassPlan",
+    "QuietKey",
+    "SourceMarks",
+    "StoredJob",
+    "plan_pass",
+    "quiet_key",
+    "rows_to_load",
+]
 
 VANISH_AFTER = 2
 
@@ -55,6 +65,34 @@ class StoredJob(NamedTuple):
             and self.progress == record.progress
             and self.reason == record.reason
         )
+
+
+class QuietKey(NamedTuple):
+    """What is loaded of a *quiet* job: one the latest pass listed, with nothing pending (not
+    missed, not vanished). Listing it again with an equal key changes nothing, so a re-sync
+    loads only this much of most jobs."""
+
+    job_id: str
+    raw_state: str | None
+    collection_name: str | None
+    progress: int | None
+    reason: str | None
+
+
+def quiet_key(record: JobRecord) -> tuple[Any, ...]:
+    # A plain tuple: it compares equal to the QuietKey of the same values.
+    return (record.job_id, record.raw_state, record.collection_name, record.progress, record.reason)
+
+
+def rows_to_load(quiet: Mapping[str, QuietKey], snapshot: Snapshot) -> list[str]:
+    """The quiet jobs that this snapshot changes or no longer lists: they need full rows."""
+    jobs = snapshot.jobs
+    changed = [
+        job_id
+        for job_id, record in jobs.items()
+        if (key := quiet.get(job_id)) is not None and key != quiet_key(record)
+    ]
+    return changed + list(quiet.keys() - jobs.keys())
 
 
 @dataclass(slots=True)
@@ -90,6 +128,27 @@ class JobRow:
         return cls(*stored)
 
 
+class NewJob(NamedTuple):
+    """A job this pass lists for the first time: its row and its ``first_seen`` transition.
+
+    Everything else about a new job is the same for all of them (see ``PassPlan``), so the
+    planner keeps one small tuple per job and the writer expands it in SQL: on a first sync of
+    100,000 jobs, building a full row object and a transition per job cost more than writing.
+    """
+
+    job_id: str
+    collection_name: str | None
+    state: str
+    raw_state: str | None
+    progress: int | None
+    reason: str | None
+    observed_at: datetime
+    # observed_at when the job is already finished, else None.
+    finished_at: datetime | None
+    # The reason recorded on the transition: only a failure keeps one.
+    failure_reason: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class SourceMarks:
     """What ``sync_sources`` remembers about the source's previous passes."""
@@ -101,14 +160,73 @@ class SourceMarks:
 
 @dataclass
 class PassPlan:
-    """Rows to write for one pass: new jobs, jobs that changed, and their transitions."""
+    """Rows to write for one pass: new jobs, jobs that changed, and their transitions.
 
-    inserts: list[JobRow] = field(default_factory=list)
+    A new job's row takes ``last_seen_at``/``last_seen_started_at`` from the snapshot and its
+    ``first_seen`` transition starts at ``first_seen_window``; ``new_rows()`` and ``history()``
+    spell those rows out in full.
+    """
+
+    run_id: int
+    first_seen_window: datetime | None
+    seen_started_at: datetime
+    seen_at: datetime
+    new: list[NewJob] = field(default_factory=list)
     updates: list[JobRow] = field(default_factory=list)
+    # Transitions of jobs already stored; new jobs' first_seen ones are implied by ``new``.
     transitions: list[dict[str, Any]] = field(default_factory=list)
-    new_jobs: int = 0
     changed_jobs: int = 0
     vanished_jobs: int = 0
+
+    @property
+    def new_jobs(self) -> int:
+        return len(self.new)
+
+    @property
+    def rows_written(self) -> int:
+        return 2 * len(self.new) + len(self.updates) + len(self.transitions)
+
+    def new_rows(self) -> list[JobRow]:
+        """The new jobs' rows, as the writer stores them."""
+        return [
+            JobRow(
+                job_id=job.job_id,
+                collection_name=job.collection_name,
+                state=job.state,
+                raw_state=job.raw_state,
+                progress=job.progress,
+                reason=job.reason,
+                listed=True,
+                missed_snapshots=0,
+                vanished=False,
+                finished=job.finished_at is not None,
+                first_seen_at=job.observed_at,
+                state_since=job.observed_at,
+                last_seen_at=self.seen_at,
+                last_seen_started_at=self.seen_started_at,
+                finished_at=job.finished_at,
+            )
+            for job in self.new
+        ]
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every transition of the pass, the new jobs' ``first_seen`` ones first."""
+        first_seen = [
+            _transition(
+                "first_seen",
+                job.job_id,
+                self.run_id,
+                from_state=None,
+                to_state=job.state,
+                raw_from=None,
+                raw_to=job.raw_state,
+                window_start=self.first_seen_window,
+                observed_at=job.observed_at,
+                reason=job.failure_reason,
+            )
+            for job in self.new
+        ]
+        return first_seen + self.transitions
 
 
 def plan_pass(
@@ -116,17 +234,27 @@ def plan_pass(
     snapshot: Snapshot,
     marks: SourceMarks,
     run_id: int,
+    quiet: Mapping[str, QuietKey] | None = None,
 ) -> PassPlan:
     """Compare the snapshot with the stored jobs and return what must be written.
 
     ``stored`` must hold every job of the source that is not vanished, and any vanished job
-    that the snapshot lists.
+    that the snapshot lists; except that jobs in ``quiet`` need a full row in ``stored`` only
+    when ``rows_to_load`` names them (the rest are unchanged by this snapshot).
     """
-    plan = PassPlan()
-    for record in snapshot.jobs.values():
-        known = stored.get(record.job_id)
+    quiet = quiet or {}
+    plan = PassPlan(
+        run_id=run_id,
+        first_seen_window=marks.last_complete_started_at,
+        seen_started_at=snapshot.started_at,
+        seen_at=snapshot.finished_at,
+    )
+    new = plan.new.append
+    for job_id, record in snapshot.jobs.items():
+        known = stored.get(job_id)
         if known is None:
-            _plan_new(plan, record, snapshot, marks, run_id)
+            if job_id not in quiet:
+                new(_new_job(record))
         elif not known.unchanged_by(record):
             _plan_listed(plan, JobRow.from_stored(known), record, snapshot, marks, run_id)
     _plan_unlisted(plan, _unlisted(stored, snapshot), snapshot, marks, run_id)
@@ -179,45 +307,21 @@ def _listed_transition(
     )
 
 
-def _plan_new(
-    plan: PassPlan, record: JobRecord, snapshot: Snapshot, marks: SourceMarks, run_id: int
-) -> None:
+def _new_job(record: JobRecord) -> NewJob:
+    # A job first seen already finished finished when it was seen, as far as we know.
     state = canonical_state(record.raw_state)
-    seen = record.observed_at
-    plan.inserts.append(
-        JobRow(
-            job_id=record.job_id,
-            collection_name=record.collection_name,
-            state=state,
-            raw_state=record.raw_state,
-            progress=record.progress,
-            reason=record.reason,
-            listed=True,
-            missed_snapshots=0,
-            vanished=False,
-            finished=state in TERMINAL_STATES,
-            first_seen_at=seen,
-            state_since=seen,
-            last_seen_at=snapshot.finished_at,
-            last_seen_started_at=snapshot.started_at,
-            finished_at=seen if state in TERMINAL_STATES else None,
-        )
+    terminal = state in TERMINAL_STATES
+    return NewJob(
+        record.job_id,
+        record.collection_name,
+        state,
+        record.raw_state,
+        record.progress,
+        record.reason,
+        record.observed_at,
+        record.observed_at if terminal else None,
+        record.reason if state == FAILED else None,
     )
-    plan.transitions.append(
-        _transition(
-            "first_seen",
-            record.job_id,
-            run_id,
-            from_state=None,
-            to_state=state,
-            raw_from=None,
-            raw_to=record.raw_state,
-            window_start=marks.last_complete_started_at,
-            observed_at=seen,
-            reason=record.reason if state == FAILED else None,
-        )
-    )
-    plan.new_jobs += 1
 
 
 def _plan_listed(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from jobsync.history import JobRow, SourceMarks, StoredJob, plan_pass
+from jobsync.history import JobRow, SourceMarks, StoredJob, plan_pass, rows_to_load
 from jobsync.records import JobRecord, Snapshot
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -52,11 +52,25 @@ class Store:
         self.transitions: list[dict] = []
 
     def apply(self, snap: Snapshot, run_id: int = 1):
-        stored = {job_id: _stored(row) for job_id, row in self.rows.items()}
+        stored = {job_id: _stored(row) for job_id, row in self.rows.items() if not row.vanished}
+        stored.update({j: _stored(self.rows[j]) for j in snap.jobs if j in self.rows})
         plan = plan_pass(stored, snap, self.marks, run_id)
-        for row in plan.inserts + plan.updates:
+        # What the database loads instead: keys of quiet jobs, full rows of the rest and of the
+        # quiet jobs this snapshot changes or drops. Every test checks both plan the same.
+        quiet = {
+            job_id: (job_id, row.raw_state, row.collection_name, row.progress, row.reason)
+            for job_id, row in self.rows.items()
+            if row.listed
+            and not row.missed_snapshots
+            and not row.vanished
+            and row.missing_since is None
+        }
+        lean = {job_id: row for job_id, row in stored.items() if job_id not in quiet}
+        lean.update({job_id: stored[job_id] for job_id in rows_to_load(quiet, snap)})
+        assert plan_pass(lean, snap, self.marks, run_id, quiet) == plan
+        for row in plan.new_rows() + plan.updates:
             self.rows[row.job_id] = row
-        self.transitions += plan.transitions
+        self.transitions += plan.history()
         self.marks = SourceMarks(
             last_snapshot_started_at=snap.started_at,
             last_snapshot_at=snap.finished_at,
@@ -71,7 +85,7 @@ def test_first_pass_jobs_have_an_unknown_first_seen_window():
     store = Store()
     plan = store.apply(_snapshot(0, {"a": "Pending", "b": "Completed"}))
     assert plan.new_jobs == 2
-    assert [t["window_start"] for t in plan.transitions] == [None, None]
+    assert [t["window_start"] for t in plan.history()] == [None, None]
     assert store.rows["b"].finished_at == store.rows["b"].first_seen_at
 
 
@@ -79,14 +93,15 @@ def test_an_unchanged_pass_plans_nothing():
     store = Store()
     store.apply(_snapshot(0, {"a": "Pending"}))
     plan = store.apply(_snapshot(10, {"a": "Pending"}))
-    assert plan.inserts == plan.updates == plan.transitions == []
+    assert plan.new == plan.updates == plan.history() == []
+    assert plan.rows_written == 0
 
 
 def test_a_change_window_starts_when_the_previous_pass_began():
     store = Store()
     store.apply(_snapshot(0, {"a": "Pending"}))
     plan = store.apply(_snapshot(10, {"a": "Importing"}))
-    (t,) = plan.transitions
+    (t,) = plan.history()
     assert (t["kind"], t["from_state"], t["to_state"]) == ("change", "Pending", "Importing")
     assert t["window_start"] == _at(0) and t["observed_at"] == _at(10) + timedelta(seconds=30)
 
@@ -95,7 +110,7 @@ def test_a_raw_spelling_change_updates_the_row_without_history():
     store = Store()
     store.apply(_snapshot(0, {"a": "InProgress"}))
     plan = store.apply(_snapshot(10, {"a": "Importing"}))
-    assert plan.transitions == [] and len(plan.updates) == 1
+    assert plan.history() == [] and len(plan.updates) == 1
     assert store.rows["a"].raw_state == "Importing"
 
 
@@ -106,7 +121,7 @@ def test_vanish_needs_two_complete_snapshots_and_ignores_incomplete_ones():
     store.apply(_snapshot(20, {"b": "Pending"}, complete=False))
     assert not store.rows["a"].vanished
     plan = store.apply(_snapshot(30, {"b": "Pending"}))
-    (t,) = plan.transitions
+    (t,) = plan.history()
     assert (t["kind"], t["from_state"], t["to_state"]) == ("vanished", "Completed", None)
     # Last listed by the pass that began at 0; first missed by the one that ended at 11.
     assert (t["window_start"], t["observed_at"]) == (_at(0), _at(11))
@@ -119,11 +134,11 @@ def test_a_vanished_job_that_comes_back_reappears_once():
     store.apply(_snapshot(10, {}))
     store.apply(_snapshot(20, {}))
     plan = store.apply(_snapshot(30, {"a": "Completed"}))
-    (t,) = plan.transitions
+    (t,) = plan.history()
     assert (t["kind"], t["from_state"], t["to_state"]) == ("reappeared", "Importing", "Completed")
     assert t["window_start"] == _at(20)
     assert not store.rows["a"].vanished and store.rows["a"].state == "Completed"
-    assert store.apply(_snapshot(40, {"a": "Completed"})).transitions == []
+    assert store.apply(_snapshot(40, {"a": "Completed"})).history() == []
 
 
 def test_a_change_after_a_gap_in_listing_uses_the_last_listing_for_its_window():
@@ -131,6 +146,6 @@ def test_a_change_after_a_gap_in_listing_uses_the_last_listing_for_its_window():
     store.apply(_snapshot(0, {"a": "Pending", "b": "Pending"}))
     store.apply(_snapshot(10, {"b": "Pending"}, complete=False))  # a skipped, not gone
     plan = store.apply(_snapshot(20, {"a": "Failed", "b": "Pending"}))
-    (t,) = plan.transitions
+    (t,) = plan.history()
     assert t["window_start"] == _at(0)
     assert store.rows["a"].listed and store.rows["a"].missed_snapshots == 0

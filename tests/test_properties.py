@@ -342,7 +342,7 @@ class SyncMachine(RuleBasedStateMachine):
                 assert "503" in str(result.error)
                 assert self._runs()[result.run_id] == "failed"
 
-    @rule(where=st.sampled_from(["insert_jobs", "update_jobs", "insert_transitions", "commit"]))
+    @rule(where=st.sampled_from(["insert_new_jobs", "update_jobs", "insert_transitions", "commit"]))
     def sync_killed(self, where: str) -> None:
         """Every source's pass dies inside its write transaction after ``where`` ran (nothing
         is committed), or just after its commit; nothing records the death: a run that did not

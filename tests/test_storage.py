@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import insert, inspect, select
 
-from jobsync.migrate import current_revision, ensure_schema, head_revision, upgrade
+from jobsync.migrate import (
+    HEAD_REVISION,
+    current_revision,
+    ensure_schema,
+    head_revision,
+    upgrade,
+)
 from jobsync.schema import import_job_records, import_job_transitions, metadata, sync_runs
 from jobsync.store import open_engine
 from jobsync.sync import sync_source
@@ -25,6 +33,31 @@ def test_migrated_schema_matches_the_tables_the_code_uses(engine):
 def test_upgrade_is_idempotent_and_reports_head(engine):
     assert upgrade(engine) == (head_revision(), head_revision())
     assert current_revision(engine) == head_revision()
+
+
+def test_the_head_constant_names_the_latest_revision_on_disk():
+    # ensure_schema trusts HEAD_REVISION to skip importing Alembic: a new revision must bump it.
+    assert head_revision() == HEAD_REVISION
+
+
+def test_a_current_schema_is_checked_without_importing_alembic(tmp_path):
+    db = tmp_path / "current.db"
+    script = (
+        "import sys\n"
+        "from jobsync.store import open_engine\n"
+        "from jobsync.migrate import ensure_schema\n"
+        f"engine = open_engine({f'sqlite:///{db}'!r})\n"
+        "ensure_schema(engine)\n"  # a fresh file: creates the schema, with Alembic
+        "print('alembic' in sys.modules)\n"
+        "del sys.modules['alembic']\n"
+        "[sys.modules.pop(m) for m in list(sys.modules) if m.startswith('alembic.')]\n"
+        "ensure_schema(engine)\n"
+        "print('alembic' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["True", "False"]
 
 
 def test_ensure_schema_creates_a_fresh_database(db_url):
