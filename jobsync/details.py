@@ -24,6 +24,7 @@ one that answered is remembered per source for the life of the process.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import queue
 import threading
@@ -75,15 +76,18 @@ def select_jobs(snapshot: Snapshot, candidates: DetailCandidates, limit: int) ->
             finishing.append(job_id)
         elif known is not None and job_id not in known:
             finished_new.append(job_id)
+    asked = candidates.open_jobs
 
-    def least_recent(job_id: str) -> tuple[bool, datetime | str, str]:
-        asked = candidates.open_jobs.get(job_id)
-        return (asked is not None, asked if asked is not None else "", job_id)
+    def least_recent(job_id: str) -> tuple[float, str]:
+        # Never asked (new, or stored before details existed) comes first.
+        when = asked.get(job_id)
+        return (float("-inf") if when is None else when, job_id)
 
-    finishing.sort(key=least_recent)
-    finished_new.sort()
-    still_open.sort(key=least_recent)
-    return (finishing + finished_new + still_open)[:limit]
+    chosen = sorted(finishing, key=least_recent)[:limit]
+    chosen += sorted(finished_new)[: limit - len(chosen)]
+    # nsmallest: a long list of open jobs is not sorted whole for the few that fit.
+    chosen += heapq.nsmallest(limit - len(chosen), still_open, key=least_recent)
+    return chosen
 
 
 def progress_request(source: Source, job_id: str) -> tuple[dict[str, Any], dict[str, str]]:

@@ -227,10 +227,11 @@ class DetailCandidates:
     """What the database knew of a source before a pass, for choosing jobs to fetch details of.
 
     ``open_jobs``: stored jobs in a non-terminal state, and when their details were last
-    fetched; ``known``: every stored job id, or None when not needed (no complete pass yet).
+    fetched (seconds since some epoch, None if never); ``known``: every stored job id, or None
+    when not needed (no complete pass yet).
     """
 
-    open_jobs: Mapping[str, datetime | None]
+    open_jobs: Mapping[str, float | None]
     known: frozenset[str] | None
     had_complete_pass: bool
 

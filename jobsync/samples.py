@@ -23,30 +23,33 @@ from jobsync.states import TERMINAL_STATES, canonical_state
 __all__ = ["load_detail_candidates", "load_figures", "with_details", "write_details"]
 
 
+# One scan of the source's jobs; the time of the last fetch as a number, so that ordering it
+# needs no per-row conversion (a source can have 100,000 jobs, most of them finished).
+_CANDIDATES_SQL = {
+    "sqlite": "SELECT job_id, state, julianday(details_at) * 86400.0 "
+    "FROM import_job_records WHERE cluster_id = ?",
+    "postgresql": "SELECT job_id, state, EXTRACT(EPOCH FROM details_at)::float8 "
+    "FROM import_job_records WHERE cluster_id = %s",
+}
+
+
 def load_detail_candidates(engine: Engine, cluster_id: str) -> DetailCandidates:
     """One short read, before the pass fetches details (and long before it writes)."""
-    records = import_job_records.c
     with engine.connect() as conn:
         had_complete = conn.execute(
             select(sync_sources.c.last_complete_run_id).where(
                 sync_sources.c.cluster_id == cluster_id
             )
         ).scalar()
-        open_jobs = {
-            job_id: asked
-            for job_id, asked in conn.execute(
-                select(records.job_id, records.details_at).where(
-                    records.cluster_id == cluster_id, records.state.not_in(TERMINAL_STATES)
-                )
-            )
-        }
-        known = None
-        if had_complete is not None:
-            known = frozenset(
-                conn.execute(select(records.job_id).where(records.cluster_id == cluster_id))
-                .scalars()
-                .all()
-            )
+        # The driver's cursor: through SQLAlchemy's rows this read cost three times as much.
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(_CANDIDATES_SQL[conn.dialect.name], (cluster_id,))
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+    open_jobs = {job_id: asked for job_id, state, asked in rows if state not in TERMINAL_STATES}
+    known = frozenset(row[0] for row in rows) if had_complete is not None else None
     return DetailCandidates(open_jobs, known, had_complete is not None)
 
 
@@ -88,19 +91,30 @@ def with_details(
     """
     jobs = snapshot.jobs
     changed: dict[str, JobRecord] = {}
+    # This loop sees every listed job on every pass: lookups bound once, details looked up
+    # only when there are any.
+    stored_get, details_get = stored.get, details.get if details else None
     for job_id, record in jobs.items():
         progress, reason = record.progress, record.reason
-        extra = details.get(job_id)
+        extra = details_get(job_id) if details_get is not None else None
         if extra is not None:
             progress = extra.progress if extra.progress is not None else progress
             reason = reason or extra.reason
         if progress is None or reason is None:
-            known = stored.get(job_id)
+            known = stored_get(job_id)
             if known is not None and known.raw_state == record.raw_state:
                 progress = known.progress if progress is None else progress
                 reason = known.reason if reason is None else reason
         if progress != record.progress or reason != record.reason:
-            changed[job_id] = replace(record, progress=progress, reason=reason)
+            # The constructor, not dataclasses.replace: this can run for most of 100,000 jobs.
+            changed[job_id] = JobRecord(
+                job_id,
+                record.collection_name,
+                record.raw_state,
+                progress,
+                reason,
+                record.observed_at,
+            )
     if not changed:
         return snapshot
     return replace(snapshot, jobs={**jobs, **changed})

@@ -410,12 +410,7 @@ def test_selection_order_finishing_then_new_finished_then_open_by_age():
          "fin": "Completed", "new-fin": "Failed", "old-fin": "Completed"}
     )  # fmt: skip
     candidates = DetailCandidates(
-        open_jobs={
-            "open-old": T0,
-            "open-new": T0 + timedelta(hours=1),
-            "open-never": None,
-            "fin": T0,
-        },
+        open_jobs={"open-old": 100.0, "open-new": 3700.0, "open-never": None, "fin": 100.0},
         known=frozenset({"open-old", "open-new", "open-never", "fin", "old-fin"}),
         had_complete_pass=True,
     )
