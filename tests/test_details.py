@@ -3,6 +3,7 @@ databases; the parser's edge cases without HTTP."""
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -362,6 +363,39 @@ def test_bad_progress_answers_are_counted_and_the_rest_still_stored(
     else:
         assert result.details_requested == len(open_ids)
         assert len(_samples(engine)) == len(open_ids) - 1
+
+
+def test_hostile_figures_over_http_become_null_and_a_naive_time_is_ignored(engine, zsim, caplog):
+    hostile = {
+        "code": 0,
+        "data": {
+            "state": "Importing",
+            "progress": "50",
+            "totalRows": "1000",
+            "importedRows": "-3",
+            "fileSize": 1e30,
+            "completeTime": "2024-04-01 14:17:55",
+            "reason": "",
+        },
+    }
+    zsim.add_fault(
+        Fault(status=200, body=json.dumps(hostile).encode(), path=DESCRIBE, on_requests={2})
+    )
+
+    with caplog.at_level("WARNING", logger="jobsync"):
+        result = _sync(engine, zsim)
+
+    assert result.ok and result.details_failed == 0
+    (asked,) = [r.body["jobId"] for r in zsim.requests if r.number == 2]
+    sample = next(s for s in _samples(engine) if s["job_id"] == asked)
+    assert (sample["progress"], sample["total_rows"]) == (50, 1000)
+    assert (sample["imported_rows"], sample["file_size"], sample["complete_time"]) == (
+        None,
+        None,
+        None,
+    )
+    assert _job(engine, asked)["total_rows"] == 1000
+    assert "completeTime values had no time zone" in caplog.text
 
 
 def test_no_details_makes_no_progress_requests(db_url, zsim, monkeypatch, tmp_path):
