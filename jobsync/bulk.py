@@ -11,7 +11,7 @@ SQLite as JSON expanded by the database and to PostgreSQL through COPY (see
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from jobsync.errors import StorageError
-from jobsync.history import JobRow, NewJob, PassPlan, QuietKey, StoredJob
+from jobsync.history import JobRow, PassPlan, StoredJob, new_job, triage
+from jobsync.records import JobRecord
 from jobsync.redact import error_detail
 
 __all__ = ["insert_new_jobs", "insert_transitions", "load_for_pass", "load_rows", "update_jobs"]
@@ -90,7 +91,7 @@ SELECT job_id, collection_name, state, raw_state, progress, reason, listed, miss
        missing_since
 FROM import_job_records WHERE cluster_id = {p}
 """
-# A quiet job: listed by the latest pass, nothing pending (see history.QuietKey).
+# A quiet job: listed by the latest pass, nothing pending (see history.triage).
 _QUIET = "vanished_at IS NULL AND listed AND missed_snapshots = 0 AND missing_since IS NULL"
 # state_since and finished_at are written only when the pass decided on them (see JobRow).
 _UPDATE_SQL = """
@@ -122,6 +123,7 @@ SELECT ?1, j.value ->> 0, 'first_seen', NULL, j.value ->> 2, NULL, j.value ->> 3
 FROM json_each(?4) AS j
 """,
 )
+STREAM_CHUNK = 10_000
 # Bounds the JSON text held at once (about 100 bytes a job) on very large first syncs.
 NEW_JOBS_CHUNK = 20_000
 
@@ -158,42 +160,37 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def load_for_pass(
-    conn: Connection, cluster_id: str, listed: Collection[str]
-) -> tuple[dict[str, StoredJob], dict[str, QuietKey]]:
-    """What ``plan_pass`` needs of the source's stored jobs, before ``rows_to_load``.
+    conn: Connection, cluster_id: str, jobs: Mapping[str, JobRecord], detailed: Container[str]
+) -> tuple[dict[str, StoredJob], list[str]]:
+    """Full rows of the stored jobs this snapshot may change, and the listed jobs not stored.
 
-    Most jobs are quiet (listed last time, nothing pending): of those only a five-value key is
-    read here, and full rows later only for the few a snapshot changes or no longer lists (see
-    ``load_rows``). Vanished jobs (most of a long history: finished jobs age out of the list)
-    are read only when the snapshot lists one again (``listed``).
+    One streamed read of every stored, non-vanished job (see ``history.triage``), then full
+    rows for the few it picks and for vanished jobs listed again. Vanished jobs are most of a
+    long history (finished jobs age out of the list), so only their ids are read.
     """
     p = _placeholder(conn)
-    make = QuietKey._make
-    quiet = {
-        row[0]: make(row)
-        for row in _fetchall(
+    found = triage(
+        _stream(
             conn,
-            "SELECT job_id, raw_state, collection_name, progress, reason "
-            f"FROM import_job_records WHERE cluster_id = {p} AND {_QUIET}",
+            "SELECT job_id, raw_state, collection_name, progress, reason, "
+            f"CASE WHEN {_QUIET} THEN 1 ELSE 0 END "
+            f"FROM import_job_records WHERE cluster_id = {p} AND vanished_at IS NULL",
             (cluster_id,),
-        )
-    }
-    stored = {
-        row[0]: _stored(row)
-        for row in _fetchall(
-            conn,
-            _LOAD_SQL.format(p=p) + f" AND vanished_at IS NULL AND NOT ({_QUIET})",
-            (cluster_id,),
-        )
-    }
-    vanished = _fetchall(
-        conn,
-        f"SELECT job_id FROM import_job_records WHERE cluster_id = {p} AND vanished_at IS NOT NULL",
-        (cluster_id,),
+        ),
+        jobs,
+        detailed,
     )
-    back = [row[0] for row in vanished if row[0] in listed]
-    stored.update(load_rows(conn, cluster_id, back))
-    return stored, quiet
+    back = [
+        row[0]
+        for row in _stream(
+            conn,
+            "SELECT job_id FROM import_job_records "
+            f"WHERE cluster_id = {p} AND vanished_at IS NOT NULL",
+            (cluster_id,),
+        )
+        if row[0] in jobs
+    ]
+    return load_rows(conn, cluster_id, found.load + back), found.unknown
 
 
 def load_rows(conn: Connection, cluster_id: str, job_ids: Sequence[str]) -> dict[str, StoredJob]:
@@ -216,6 +213,27 @@ def _stored(row: Sequence[Any]) -> StoredJob:
     return StoredJob._make(
         (*row[:10], _parse_time(row[10]), _parse_time(row[11]), _parse_time(row[12]))
     )
+
+
+def _stream(conn: Connection, sql: str, params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+    """Rows a chunk at a time: a million of them never sit in memory at once.
+
+    On PostgreSQL through a server-side cursor (libpq would otherwise buffer the whole result).
+    """
+    with _driver_errors(conn) as driver:
+        if conn.dialect.name == "postgresql":
+            with driver.cursor(name="jobsync_scan") as cursor:
+                cursor.itersize = STREAM_CHUNK
+                cursor.execute(sql, params)
+                yield from cursor
+            return
+        cursor = driver.cursor()
+        try:
+            cursor.execute(sql, params)
+            while chunk := cursor.fetchmany(STREAM_CHUNK):
+                yield from chunk
+        finally:
+            cursor.close()
 
 
 def _fetchall(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
@@ -246,8 +264,7 @@ def insert_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan) -> None:
     if not plan.new:
         return
     # Key order: B-tree inserts append instead of splitting pages all over the index.
-    # (Tuples sort by job_id, which is unique, so nothing else is ever compared.)
-    jobs = sorted(plan.new)
+    jobs = sorted(plan.new, key=_job_id)
     if conn.dialect.name == "postgresql":
         _copy_new_jobs(conn, cluster_id, plan, jobs)
     else:
@@ -255,7 +272,7 @@ def insert_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan) -> None:
 
 
 def _insert_new_jobs_sqlite(
-    conn: Connection, cluster_id: str, plan: PassPlan, jobs: list[NewJob]
+    conn: Connection, cluster_id: str, plan: PassPlan, jobs: list[JobRecord]
 ) -> None:
     t = _Times(conn.dialect.name)
     rows_sql, history_sql = _NEW_SQLITE
@@ -276,7 +293,7 @@ def _insert_new_jobs_sqlite(
                             t(j.finished_at),
                             j.failure_reason,
                         )
-                        for j in jobs[start : start + NEW_JOBS_CHUNK]
+                        for j in map(new_job, jobs[start : start + NEW_JOBS_CHUNK])
                     ],
                     ensure_ascii=False,
                     check_circular=False,
@@ -291,7 +308,9 @@ def _insert_new_jobs_sqlite(
             cursor.close()
 
 
-def _copy_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan, jobs: list[NewJob]) -> None:
+def _copy_new_jobs(
+    conn: Connection, cluster_id: str, plan: PassPlan, jobs: list[JobRecord]
+) -> None:
     seen_at, seen_started_at = plan.seen_at, plan.seen_started_at
     _copy(
         conn,
@@ -316,7 +335,7 @@ def _copy_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan, jobs: list
                 0,
                 None,
             )
-            for j in jobs
+            for j in map(new_job, jobs)
         ),
     )
     window, run_id = plan.first_seen_window, plan.run_id
@@ -338,7 +357,7 @@ def _copy_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan, jobs: list
                 run_id,
                 j.failure_reason,
             )
-            for j in jobs
+            for j in map(new_job, jobs)
         ),
     )
 
@@ -437,3 +456,7 @@ def _copy(
         write: Callable[[tuple[Any, ...]], None] = copy.write_row
         for row in tuples:
             write(row)
+
+
+def _job_id(record: JobRecord) -> str:
+    return record.job_id

@@ -14,7 +14,7 @@ No database and no HTTP here, so every rule is testable on plain values:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -26,12 +26,12 @@ __all__ = [
     "JobRow",
     "NewJob",
     "PassPlan",
-    "QuietKey",
     "SourceMarks",
     "StoredJob",
+    "Triage",
+    "new_job",
     "plan_pass",
-    "quiet_key",
-    "rows_to_load",
+    "triage",
 ]
 
 VANISH_AFTER = 2
@@ -67,32 +67,70 @@ class StoredJob(NamedTuple):
         )
 
 
-class QuietKey(NamedTuple):
-    """What is loaded of a *quiet* job: one the latest pass listed, with nothing pending (not
-    missed, not vanished). Listing it again with an equal key changes nothing, so a re-sync
-    loads only this much of most jobs."""
+class Triage(NamedTuple):
+    """Which stored jobs a snapshot may change, from one streamed read of all of them."""
 
-    job_id: str
-    raw_state: str | None
-    collection_name: str | None
-    progress: int | None
-    reason: str | None
+    # Stored jobs that need full rows: changed, not quiet, detailed, or no longer listed.
+    load: list[str]
+    # Listed jobs the database does not hold (unless vanished): new, or reappearing.
+    unknown: list[str]
 
 
-def quiet_key(record: JobRecord) -> tuple[Any, ...]:
-    # A plain tuple: it compares equal to the QuietKey of the same values.
-    return (record.job_id, record.raw_state, record.collection_name, record.progress, record.reason)
+def triage(
+    rows: Iterable[tuple[Any, ...]], jobs: Mapping[str, JobRecord], detailed: Container[str]
+) -> Triage:
+    """Compare every stored, non-vanished job with the snapshot without loading it in full.
+
+    ``rows`` are ``(job_id, raw_state, collection_name, progress, reason, quiet)``, streamed
+    from the database; *quiet* means listed by the latest pass with nothing pending (not
+    missed, not vanished). Listing a quiet job again with the same state spelling and
+    collection, and progress and reason equal or left out (the list leaving a field out keeps
+    the stored value), changes nothing: on a re-sync that is nearly every job, and they cost
+    one comparison each instead of a row object. Jobs with details are always loaded, since
+    their details may change them.
+    """
+    load: list[str] = []
+    want = load.append
+    get = jobs.get
+    # The snapshot's own key objects (a set of references, no new strings); built on the first
+    # row, so that a first sync into an empty database never makes it.
+    unseen: set[str] | None = None
+    for job_id, raw_state, collection_name, progress, reason, quiet in rows:
+        record = get(job_id)
+        if record is None:
+            want(job_id)  # no longer listed
+            continue
+        if unseen is None:
+            unseen = set(jobs)
+        unseen.discard(job_id)
+        if not (
+            quiet
+            and record.raw_state == raw_state
+            and record.collection_name == collection_name
+            and (record.progress is None or record.progress == progress)
+            and (record.reason is None or record.reason == reason)
+            and job_id not in detailed
+        ):
+            want(job_id)
+    return Triage(load, list(jobs) if unseen is None else list(unseen))
 
 
-def rows_to_load(quiet: Mapping[str, QuietKey], snapshot: Snapshot) -> list[str]:
-    """The quiet jobs that this snapshot changes or no longer lists: they need full rows."""
-    jobs = snapshot.jobs
-    changed = [
-        job_id
-        for job_id, record in jobs.items()
-        if (key := quiet.get(job_id)) is not None and key != quiet_key(record)
-    ]
-    return changed + list(quiet.keys() - jobs.keys())
+def new_job(record: JobRecord) -> NewJob:
+    """The row values of a job this pass lists for the first time."""
+    # A job first seen already finished finished when it was seen, as far as we know.
+    state = canonical_state(record.raw_state)
+    terminal = state in TERMINAL_STATES
+    return NewJob(
+        record.job_id,
+        record.collection_name,
+        state,
+        record.raw_state,
+        record.progress,
+        record.reason,
+        record.observed_at,
+        record.observed_at if terminal else None,
+        record.reason if state == FAILED else None,
+    )
 
 
 @dataclass(slots=True)
@@ -171,7 +209,9 @@ class PassPlan:
     first_seen_window: datetime | None
     seen_started_at: datetime
     seen_at: datetime
-    new: list[NewJob] = field(default_factory=list)
+    # Records, not rows: a first sync of a million jobs must not hold a second copy of them.
+    # ``new_job`` expands each when it is written.
+    new: list[JobRecord] = field(default_factory=list)
     updates: list[JobRow] = field(default_factory=list)
     # Transitions of jobs already stored; new jobs' first_seen ones are implied by ``new``.
     transitions: list[dict[str, Any]] = field(default_factory=list)
@@ -206,7 +246,7 @@ class PassPlan:
                 last_seen_started_at=self.seen_started_at,
                 finished_at=job.finished_at,
             )
-            for job in self.new
+            for job in map(new_job, self.new)
         ]
 
     def history(self) -> list[dict[str, Any]]:
@@ -224,7 +264,7 @@ class PassPlan:
                 observed_at=job.observed_at,
                 reason=job.failure_reason,
             )
-            for job in self.new
+            for job in map(new_job, self.new)
         ]
         return first_seen + self.transitions
 
@@ -234,15 +274,13 @@ def plan_pass(
     snapshot: Snapshot,
     marks: SourceMarks,
     run_id: int,
-    quiet: Mapping[str, QuietKey] | None = None,
 ) -> PassPlan:
     """Compare the snapshot with the stored jobs and return what must be written.
 
     ``stored`` must hold every job of the source that is not vanished, and any vanished job
-    that the snapshot lists; except that jobs in ``quiet`` need a full row in ``stored`` only
-    when ``rows_to_load`` names them (the rest are unchanged by this snapshot).
+    that the snapshot lists. Or, after ``triage``: the jobs it says to load, with a snapshot
+    narrowed to the listed jobs among those and its ``unknown`` ones (the rest are unchanged).
     """
-    quiet = quiet or {}
     plan = PassPlan(
         run_id=run_id,
         first_seen_window=marks.last_complete_started_at,
@@ -253,8 +291,7 @@ def plan_pass(
     for job_id, record in snapshot.jobs.items():
         known = stored.get(job_id)
         if known is None:
-            if job_id not in quiet:
-                new(_new_job(record))
+            new(record)
         elif not known.unchanged_by(record):
             _plan_listed(plan, JobRow.from_stored(known), record, snapshot, marks, run_id)
     _plan_unlisted(plan, _unlisted(stored, snapshot), snapshot, marks, run_id)
@@ -304,23 +341,6 @@ def _listed_transition(
         window_start=window_start,
         observed_at=record.observed_at,
         reason=record.reason if state == FAILED else None,
-    )
-
-
-def _new_job(record: JobRecord) -> NewJob:
-    # A job first seen already finished finished when it was seen, as far as we know.
-    state = canonical_state(record.raw_state)
-    terminal = state in TERMINAL_STATES
-    return NewJob(
-        record.job_id,
-        record.collection_name,
-        state,
-        record.raw_state,
-        record.progress,
-        record.reason,
-        record.observed_at,
-        record.observed_at if terminal else None,
-        record.reason if state == FAILED else None,
     )
 
 

@@ -14,9 +14,10 @@ import gc
 import logging
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, cast
+from itertools import chain
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, insert, select, update
 from sqlalchemy.engine import make_url
@@ -24,7 +25,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from jobsync import bulk
 from jobsync.errors import ConfigError, StorageError
-from jobsync.history import SourceMarks, StoredJob, plan_pass, rows_to_load
+from jobsync.history import SourceMarks, plan_pass
 from jobsync.locking import lock_key
 from jobsync.records import JobDetails, Snapshot
 from jobsync.redact import error_detail, redact
@@ -167,13 +168,14 @@ def apply_pass(
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(lock_key(f"source:{cluster_id}"))))
         marks = _load_marks(conn, cluster_id)
-        stored, quiet = bulk.load_for_pass(conn, cluster_id, snapshot.jobs)
+        stored, unknown = bulk.load_for_pass(conn, cluster_id, snapshot.jobs, details)
         previous = load_figures(conn, cluster_id, sorted(details))
-        # Details fill in what the list leaves out, so they decide which quiet jobs changed.
-        known = cast(Mapping[str, StoredJob], {**quiet, **stored})
-        planned = with_details(snapshot, known, details)
-        stored.update(bulk.load_rows(conn, cluster_id, rows_to_load(quiet, planned)))
-        plan = plan_pass(stored, planned, marks, run_id, quiet)
+        plan = plan_pass(
+            stored,
+            with_details(_narrowed(snapshot, stored, unknown), stored, details),
+            marks,
+            run_id,
+        )
         bulk.insert_new_jobs(conn, cluster_id, plan)
         bulk.update_jobs(conn, cluster_id, plan.updates)
         bulk.insert_transitions(conn, cluster_id, sorted(plan.transitions, key=_job_id_of))
@@ -211,6 +213,15 @@ def apply_pass(
             )
         )
     return counts
+
+
+def _narrowed(snapshot: Snapshot, stored: Mapping[str, Any], unknown: list[str]) -> Snapshot:
+    """The snapshot with only the jobs that may need writing (see ``history.triage``)."""
+    listed = snapshot.jobs
+    if len(unknown) == len(listed):
+        return snapshot  # nothing stored yet: every job is new
+    jobs = {job_id: listed[job_id] for job_id in chain(unknown, stored) if job_id in listed}
+    return replace(snapshot, jobs=jobs)
 
 
 def _job_id_of(transition: dict[str, Any]) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from jobsync.history import JobRow, SourceMarks, StoredJob, plan_pass, rows_to_load
+from jobsync.history import JobRow, SourceMarks, StoredJob, plan_pass, triage
 from jobsync.records import JobRecord, Snapshot
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -55,19 +56,29 @@ class Store:
         stored = {job_id: _stored(row) for job_id, row in self.rows.items() if not row.vanished}
         stored.update({j: _stored(self.rows[j]) for j in snap.jobs if j in self.rows})
         plan = plan_pass(stored, snap, self.marks, run_id)
-        # What the database loads instead: keys of quiet jobs, full rows of the rest and of the
-        # quiet jobs this snapshot changes or drops. Every test checks both plan the same.
-        quiet = {
-            job_id: (job_id, row.raw_state, row.collection_name, row.progress, row.reason)
+        # What the database does instead: one streamed comparison (triage), full rows only
+        # of what it picks, and a snapshot narrowed to the jobs that may need writing. Every
+        # test checks that both plan the same.
+        rows = [
+            (
+                job_id,
+                row.raw_state,
+                row.collection_name,
+                row.progress,
+                row.reason,
+                row.listed and not row.missed_snapshots and row.missing_since is None,
+            )
             for job_id, row in self.rows.items()
-            if row.listed
-            and not row.missed_snapshots
-            and not row.vanished
-            and row.missing_since is None
-        }
-        lean = {job_id: row for job_id, row in stored.items() if job_id not in quiet}
-        lean.update({job_id: stored[job_id] for job_id in rows_to_load(quiet, snap)})
-        assert plan_pass(lean, snap, self.marks, run_id, quiet) == plan
+            if not row.vanished
+        ]
+        found = triage(rows, snap.jobs, detailed=())
+        lean = {j: stored[j] for j in found.load + found.unknown if j in stored}
+        narrowed = {j: snap.jobs[j] for j in found.unknown + list(lean) if j in snap.jobs}
+        lean_plan = plan_pass(lean, replace(snap, jobs=narrowed), self.marks, run_id)
+        for part in ("new", "updates", "transitions"):
+            lean_rows, full_rows = getattr(lean_plan, part), getattr(plan, part)
+            assert sorted(lean_rows, key=repr) == sorted(full_rows, key=repr), part
+        assert lean_plan.rows_written == plan.rows_written
         for row in plan.new_rows() + plan.updates:
             self.rows[row.job_id] = row
         self.transitions += plan.history()
