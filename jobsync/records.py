@@ -20,6 +20,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from sys import intern
 from typing import Any
 
 from jobsync.errors import ProtocolError
@@ -137,12 +138,18 @@ def _record(item: Any, observed_at: datetime) -> JobRecord | None:
         return None
     return JobRecord(
         job_id=job_id,
-        collection_name=_text(item.get("collectionName")),
-        raw_state=_text(item.get("state")),
+        # Shared strings: a million jobs name a handful of collections and states, and a copy
+        # of each per job was a third of a snapshot's memory.
+        collection_name=_shared(_text(item.get("collectionName"))),
+        raw_state=_shared(_text(item.get("state"))),
         progress=_progress(item.get("progress")),
         reason=_text(item.get("reason")) or None,
         observed_at=observed_at,
     )
+
+
+def _shared(value: str | None) -> str | None:
+    return None if value is None else intern(value)
 
 
 def _job_id(item: dict[str, Any]) -> str | None:
