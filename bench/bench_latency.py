@@ -110,8 +110,10 @@ def simulator(scenario: Scenario, latency: float) -> Iterator[tuple[str, Connect
     )
     process.start()
     try:
-        if not ours.poll(120):
-            raise RuntimeError("the simulator did not start")
+        deadline = time.monotonic() + 120
+        while not ours.poll(0.5):
+            if not process.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the simulator did not start (exit code {process.exitcode})")
         yield ours.recv(), ours
     finally:
         with suppress(OSError):
