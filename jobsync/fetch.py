@@ -149,7 +149,8 @@ def _bounds(count: int | None, page_size: int, max_pages: int) -> tuple[int, int
             f"the server reports {count} jobs, more than the hard cap of "
             f"{max_pages} pages of {page_size} allows"
         )
-    limit = needed + 1
+    # One page more than count implies (the list may have grown), but never past the cap.
+    limit = min(needed + 1, max_pages)
     return limit, limit if count % page_size == 0 else needed
 
 

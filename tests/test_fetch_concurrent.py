@@ -354,3 +354,12 @@ def test_the_simulator_reports_peak_rates_per_key_on_its_injected_clock():
         assert "8 requests served, at most 6 started within one second" in sim.rate_summary()
         sim.reset_counters()
         assert sim.peak_rate() == 0
+
+
+def test_no_page_past_the_hard_cap_even_when_count_allows_one_more(sim):
+    # 50 jobs in pages of 10 fill exactly 5 pages; with a cap of 5 pages, page 6 (the one
+    # more that count allows) is not asked for: the cap wins, and says so.
+    with _client(sim, 4) as client, pytest.raises(ProtocolError, match="hard cap of 5 pages"):
+        list(iter_pages(client, _source(sim), 10, clock=clock, max_pages=5))
+    assert sim.request_count == 5
+    assert max(r.body["currentPage"] for r in sim.requests if r.body) == 5
