@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -363,3 +364,37 @@ def test_no_page_past_the_hard_cap_even_when_count_allows_one_more(sim):
         list(iter_pages(client, _source(sim), 10, clock=clock, max_pages=5))
     assert sim.request_count == 5
     assert max(r.body["currentPage"] for r in sim.requests if r.body) == 5
+
+
+def test_jobsync_simulate_reports_its_peak_rate_when_it_stops():
+    from jobsync.demo import serve_simulator
+
+    lines: list[str] = []
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=serve_simulator,
+        kwargs={
+            "host": "127.0.0.1",
+            "port": 0,
+            "jobs": 3,
+            "cluster_ids": (CLUSTER,),
+            "api_key": API_KEY,
+            "seed": 0,
+            "interval": 60.0,
+            "announce": lines.append,
+            "stop": stop,
+        },
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(lines) < 2 and time.monotonic() < deadline:
+            stop.wait(0.01)  # polling with a deadline for the URL line
+        with ApiClient(lines[0], Secret(API_KEY), HTTP) as client:
+            for _ in range(3):
+                client.call(LIST, {"clusterId": CLUSTER})
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert lines[-1].startswith("3 requests served, at most 3 started within one second")
