@@ -112,7 +112,12 @@ class _Retry(Retry):
 
 
 class ApiClient:
-    """A session against one API root. Thread-safe for sequential use only (one per source)."""
+    """A session against one API root, one per source.
+
+    ``call`` may run from several threads at once (list pages and progress requests are read
+    concurrently): requests' Session and urllib3's pool are safe for that, and the retry
+    counter is guarded.
+    """
 
     def __init__(
         self,
@@ -128,6 +133,7 @@ class ApiClient:
         self.base_url = base_url.rstrip("/")
         self.http = http or HttpSettings()
         self.retries = 0
+        self._retries_lock = threading.Lock()
         self._monotonic = monotonic
         self._cancel = cancel
         self._rate_limit = rate_limit
@@ -183,8 +189,10 @@ class ApiClient:
         self._session.close()
 
     def _count_retry(self, delay: float) -> None:
-        self.retries += 1
-        log.debug("retrying in %.2fs (retry %d)", delay, self.retries)
+        with self._retries_lock:
+            self.retries += 1
+            count = self.retries
+        log.debug("retrying in %.2fs (retry %d)", delay, count)
 
     def call(
         self, path: str, body: dict[str, Any], headers: Mapping[str, str] | None = None

@@ -52,6 +52,7 @@ from jobsync.errors import ConfigError, JobsyncError, LockedError
 from jobsync.logs import fields
 from jobsync.metrics import DaemonMetrics, Health, MetricsServer, jobs_by_state
 from jobsync.migrate import ensure_schema
+from jobsync.ratelimit import RateLimiters
 from jobsync.store import storage_errors
 from jobsync.sync import PassResult, sync_all
 
@@ -141,6 +142,9 @@ class _Daemon:
         self._metrics = DaemonMetrics(names, self._health)
         self._stop = threading.Event()  # a stop was requested
         self._cancel = threading.Event()  # handed to sync_all: ends a pass that is fetching
+        # One pacer for the daemon's life: a pass starting just after another stays within the
+        # rate limit together with the end of the previous one.
+        self._limiters = RateLimiters(settings.http.requests_per_second)
         self._signal_name = "stop requested"
         self._idle = threading.Condition(threading.RLock())
         self._running = 0  # passes in flight (0 or 1: max_instances=1)
@@ -277,7 +281,9 @@ class _Daemon:
     def _sync_once(self) -> None:
         try:
             with storage_errors(self._settings.database_url):
-                results = sync_all(self._engine, self._settings, cancel=self._cancel)
+                results = sync_all(
+                    self._engine, self._settings, cancel=self._cancel, limiters=self._limiters
+                )
         except LockedError as exc:
             log.warning(
                 "skipping this pass: %s",

@@ -220,14 +220,16 @@ def sync_all(
     clock: Clock = utcnow,
     sleep: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
+    limiters: RateLimiters | None = None,
 ) -> list[PassResult]:
     """One pass over every configured source; one failing never stops the others.
 
     Sources are synced concurrently (``http.max_concurrent_sources`` at a time) and requests
     that share an API key share one rate limiter. Holds the database's sync lock throughout
     (LockedError if another sync has it). Results come back in the order of the sources.
+    A long-lived caller passes its own ``limiters``, so that back-to-back passes share them.
     """
-    limiters = RateLimiters(settings.http.requests_per_second)
+    limiters = limiters or RateLimiters(settings.http.requests_per_second)
     # SQLite has one writer at a time anyway; queueing here keeps a long write from running
     # another source into its busy timeout.
     write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
@@ -240,7 +242,8 @@ def sync_all(
             clock=clock,
             sleep=sleep,
             cancel=cancel,
-            rate_limit=limiters.for_key(source.api_key, source.base_url),
+            # With cancel, a request waiting for its slot is not sent after a stop.
+            rate_limit=limiters.for_key(source.api_key, source.base_url, cancel),
             write_lock=write_lock,
         )
 
