@@ -54,7 +54,10 @@ def utcnow() -> datetime:
 
 @dataclass
 class _Walk:
-    pages: list[ListPage] = field(default_factory=list)
+    # Counts, not the pages: a walk over a million jobs must not keep its 10,000 pages.
+    pages: int = 0
+    first_size: int = 0
+    invalid: int = 0
     first_count: int | None = None
     first_ids: list[str] = field(default_factory=list)
     ended_cleanly: bool = False
@@ -208,36 +211,42 @@ def _walk(
     concurrency: int | None,
 ) -> _Walk:
     walk = _Walk()
-    seen_this_walk: set[str] = set()
+    jobs = snapshot.jobs
+    # On the first walk the snapshot holds exactly this walk's jobs, so it tells duplicates by
+    # itself; a set of a million ids is kept only for a re-walk.
+    seen_this_walk: set[str] | None = set() if jobs else None
     pages = iter_pages(
         client, source, page_size, clock=clock, max_pages=max_pages, concurrency=concurrency
     )
     for page in pages:
         if not walk.pages:
             walk.first_count = page.count
+            walk.first_size = page.size
             walk.first_ids = [r.job_id for r in page.records]
-        walk.pages.append(page)
+        walk.pages += 1
+        walk.invalid += page.invalid
         snapshot.pages += 1
         snapshot.records += page.size
         snapshot.invalid += page.invalid
         for record in page.records:
-            if record.job_id in seen_this_walk:
-                snapshot.duplicates += 1
-            seen_this_walk.add(record.job_id)
+            job_id = record.job_id
+            if seen_this_walk is None:
+                if job_id in jobs:
+                    snapshot.duplicates += 1
+            else:
+                if job_id in seen_this_walk:
+                    snapshot.duplicates += 1
+                seen_this_walk.add(job_id)
             # The later page (or walk) wins. Pages read concurrently may have arrived in another
             # order, but each record is true at its own observed_at; page order keeps the
             # snapshot deterministic.
-            snapshot.jobs[record.job_id] = record
+            jobs[job_id] = record
     snapshot.reported_count = walk.first_count
     walk.ended_cleanly = True
-    walk_distinct = len(seen_this_walk)
-    if walk.first_count is not None and walk_distinct + _invalid_in(walk) != walk.first_count:
+    walk_distinct = len(jobs if seen_this_walk is None else seen_this_walk)
+    if walk.first_count is not None and walk_distinct + walk.invalid != walk.first_count:
         walk.ended_cleanly = False
     return walk
-
-
-def _invalid_in(walk: _Walk) -> int:
-    return sum(p.invalid for p in walk.pages)
 
 
 def _verified(
@@ -250,7 +259,7 @@ def _verified(
 ) -> bool:
     if not walk.ended_cleanly:
         return False
-    if len(walk.pages) <= 1 or walk.pages[0].size < page_size:
+    if walk.pages <= 1 or walk.first_size < page_size:
         # One page is one answer of the server, a consistent read: nothing could move between
         # pages, so reading it again would tell us nothing (and would double the requests of
         # every source with fewer jobs than a page).
