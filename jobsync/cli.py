@@ -2,7 +2,8 @@
 
 The ``cli*`` modules are the only code that reads the environment (through click's
 ``envvar=``) and configures logging; ``cli_common.JobsyncGroup`` is the one place where
-jobsync's errors become ``Error: ...`` lines and exit codes. ``report`` lives in ``cli_report``.
+jobsync's errors become ``Error: ...`` lines and exit codes. ``report`` lives in ``cli_report``,
+``simulate`` and ``demo`` in ``cli_demo``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from jobsync.cli_common import (
     parse_duration,
     settings_from,
 )
+from jobsync.cli_demo import demo, simulate
 from jobsync.cli_report import report
 from jobsync.config import Settings, split_ids
 from jobsync.errors import ConfigError
@@ -402,101 +404,10 @@ def _fail(message: str, code: int) -> NoReturn:
     raise ExitError(message, code)
 
 
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option(
-    "--port",
-    default=19531,
-    show_default=True,
-    type=click.IntRange(0, 65535),
-    help="Port (0: any free port).",
-)
-@click.option(
-    "--jobs",
-    "jobs_per_cluster",
-    default=200,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Initial jobs per cluster.",
-)
-@click.option(
-    "--cluster-id",
-    "cluster_ids",
-    multiple=True,
-    help="Simulated cluster (repeatable) [default: in01-0123456789abcdef].",
-)
-@click.option(
-    "--api-key",
-    default="test-key",
-    show_default=True,
-    help="The key the simulator accepts (a test value, not a real key).",
-)
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-@click.option(
-    "--interval",
-    default=2.0,
-    show_default=True,
-    type=click.FloatRange(min=0.05),
-    help="Seconds between simulated progress steps.",
-)
-def simulate(
-    host: str,
-    port: int,
-    jobs_per_cluster: int,
-    cluster_ids: Sequence[str],
-    api_key: str,
-    seed: int,
-    interval: float,
-) -> None:
-    """Serve a local simulated Zilliz import-job API whose jobs keep progressing.
-
-    Example: jobsync simulate --port 19531 --jobs 500
-    """
-    from jobsync.demo import serve_simulator
-
-    serve_simulator(
-        host=host,
-        port=port,
-        jobs=jobs_per_cluster,
-        cluster_ids=tuple(split_ids(cluster_ids)) or ("in01-0123456789abcdef",),
-        api_key=api_key,
-        seed=seed,
-        interval=interval,
-        announce=click.echo,
-    )
-
-
-@cli.command()
-@click.option(
-    "--db-file",
-    default="jobsync-demo.db",
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="SQLite file to (re)create.",
-)
-@click.option(
-    "--jobs",
-    "jobs_per_cluster",
-    default=300,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Simulated jobs per cluster.",
-)
-@click.option(
-    "--rounds", default=4, show_default=True, type=click.IntRange(min=1), help="Sync passes to run."
-)
-def demo(db_file: str, jobs_per_cluster: int, rounds: int) -> None:
-    """Simulate an API, sync it a few rounds into a local SQLite file, and print a summary.
-
-    Example: jobsync demo
-    """
-    from jobsync.demo import run_demo
-
-    click.echo(run_demo(db_file, jobs=jobs_per_cluster, rounds=rounds, progress=click.echo))
-
-
 def main() -> None:
     cli(prog_name="jobsync")
 
 
 cli.add_command(report)
+cli.add_command(simulate)
+cli.add_command(demo)
