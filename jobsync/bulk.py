@@ -1,4 +1,4 @@
-"""Loading and writing job rows in bulk, at driver speed, on SQLite and PostgreSQL.
+"""Writing job rows in bulk, at driver speed, on SQLite and PostgreSQL (reading: ``scan``).
 
 A pass can touch 100,000 rows. Through SQLAlchemy's per-value type processing that costs more
 than fetching the pages did, so this module speaks to the driver directly with plain tuples:
@@ -11,7 +11,7 @@ SQLite as JSON expanded by the database and to PostgreSQL through COPY (see
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -19,11 +19,17 @@ from typing import Any
 from sqlalchemy import Connection
 
 from jobsync.errors import StorageError
-from jobsync.history import JobRow, PassPlan, StoredJob, new_job, triage
+from jobsync.history import JobRow, PassPlan, new_job
 from jobsync.records import JobRecord
 from jobsync.redact import error_detail
 
-__all__ = ["insert_new_jobs", "insert_transitions", "load_for_pass", "load_rows", "update_jobs"]
+__all__ = [
+    "driver_errors",
+    "insert_new_jobs",
+    "insert_transitions",
+    "placeholder",
+    "update_jobs",
+]
 
 TRANSITION_COLUMNS = (
     "cluster_id",
@@ -83,16 +89,6 @@ _COPY_TYPES = {
     "missed_snapshots": "int4",
     "missing_since": "timestamptz",
 }
-_LOAD_SQL = """
-SELECT job_id, collection_name, state, raw_state, progress, reason, listed, missed_snapshots,
-       vanished_at IS NOT NULL, finished_at IS NOT NULL,
-       CASE WHEN listed THEN NULL ELSE last_seen_at END,
-       CASE WHEN listed THEN NULL ELSE last_seen_started_at END,
-       missing_since
-FROM import_job_records WHERE cluster_id = {p}
-"""
-# A quiet job: listed by the latest pass, nothing pending (see history.triage).
-_QUIET = "vanished_at IS NULL AND listed AND missed_snapshots = 0 AND missing_since IS NULL"
 # state_since and finished_at are written only when the pass decided on them (see JobRow).
 _UPDATE_SQL = """
 UPDATE import_job_records SET
@@ -123,12 +119,11 @@ SELECT ?1, j.value ->> 0, 'first_seen', NULL, j.value ->> 2, NULL, j.value ->> 3
 FROM json_each(?4) AS j
 """,
 )
-STREAM_CHUNK = 10_000
 # Bounds the JSON text held at once (about 100 bytes a job) on very large first syncs.
 NEW_JOBS_CHUNK = 20_000
 
 
-def _placeholder(conn: Connection) -> str:
+def placeholder(conn: Connection) -> str:
     return "%s" if conn.dialect.name == "postgresql" else "?"
 
 
@@ -148,104 +143,6 @@ class _Times:
             cached = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
             self._cache[value] = cached
         return cached
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if not isinstance(moment, datetime):
-        raise TypeError(f"expected a timestamp, got {type(value).__name__}")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def load_for_pass(
-    conn: Connection, cluster_id: str, jobs: Mapping[str, JobRecord], detailed: Container[str]
-) -> tuple[dict[str, StoredJob], list[str]]:
-    """Full rows of the stored jobs this snapshot may change, and the listed jobs not stored.
-
-    One streamed read of every stored, non-vanished job (see ``history.triage``), then full
-    rows for the few it picks and for vanished jobs listed again. Vanished jobs are most of a
-    long history (finished jobs age out of the list), so only their ids are read.
-    """
-    p = _placeholder(conn)
-    found = triage(
-        _stream(
-            conn,
-            "SELECT job_id, raw_state, collection_name, progress, reason, "
-            f"CASE WHEN {_QUIET} THEN 1 ELSE 0 END "
-            f"FROM import_job_records WHERE cluster_id = {p} AND vanished_at IS NULL",
-            (cluster_id,),
-        ),
-        jobs,
-        detailed,
-    )
-    back = [
-        row[0]
-        for row in _stream(
-            conn,
-            "SELECT job_id FROM import_job_records "
-            f"WHERE cluster_id = {p} AND vanished_at IS NOT NULL",
-            (cluster_id,),
-        )
-        if row[0] in jobs
-    ]
-    return load_rows(conn, cluster_id, found.load + back), found.unknown
-
-
-def load_rows(conn: Connection, cluster_id: str, job_ids: Sequence[str]) -> dict[str, StoredJob]:
-    """Full planning rows of the given jobs."""
-    p = _placeholder(conn)
-    found: dict[str, StoredJob] = {}
-    for start in range(0, len(job_ids), 500):
-        batch = job_ids[start : start + 500]
-        marks = ", ".join([p] * len(batch))
-        sql = _LOAD_SQL.format(p=p) + f" AND job_id IN ({marks})"
-        for row in _fetchall(conn, sql, (cluster_id, *batch)):
-            found[row[0]] = _stored(row)
-    return found
-
-
-def _stored(row: Sequence[Any]) -> StoredJob:
-    # Booleans may come back as 0/1 from SQLite; the planner only tests their truth.
-    if row[10] is None and row[11] is None and row[12] is None:
-        return StoredJob._make(row)  # a listed job: nothing to parse, the common case
-    return StoredJob._make(
-        (*row[:10], _parse_time(row[10]), _parse_time(row[11]), _parse_time(row[12]))
-    )
-
-
-def _stream(conn: Connection, sql: str, params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
-    """Rows a chunk at a time: a million of them never sit in memory at once.
-
-    On PostgreSQL through a server-side cursor (libpq would otherwise buffer the whole result).
-    """
-    with _driver_errors(conn) as driver:
-        if conn.dialect.name == "postgresql":
-            with driver.cursor(name="jobsync_scan") as cursor:
-                cursor.itersize = STREAM_CHUNK
-                cursor.execute(sql, params)
-                yield from cursor
-            return
-        cursor = driver.cursor()
-        try:
-            cursor.execute(sql, params)
-            while chunk := cursor.fetchmany(STREAM_CHUNK):
-                yield from chunk
-        finally:
-            cursor.close()
-
-
-def _fetchall(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
-    # fetchall on the driver's cursor: row-by-row fetching through SQLAlchemy costs more than
-    # the rows themselves.
-    with _driver_errors(conn) as driver:
-        cursor = driver.cursor()
-        try:
-            cursor.execute(sql, params)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
 
 
 def insert_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan) -> None:
@@ -277,7 +174,7 @@ def _insert_new_jobs_sqlite(
 ) -> None:
     t = _Times(conn.dialect.name)
     rows_sql, history_sql = _NEW_SQLITE
-    with _driver_errors(conn) as driver:
+    with driver_errors(conn) as driver:
         cursor = driver.cursor()
         try:
             for start in range(0, len(jobs), NEW_JOBS_CHUNK):
@@ -388,7 +285,7 @@ def update_jobs(conn: Connection, cluster_id: str, rows: Sequence[JobRow]) -> No
         )
         for r in rows
     ]
-    _executemany(conn, _UPDATE_SQL.format(p=_placeholder(conn)), tuples)
+    _executemany(conn, _UPDATE_SQL.format(p=placeholder(conn)), tuples)
 
 
 def insert_transitions(
@@ -428,7 +325,7 @@ def insert_transitions(
 
 
 @contextmanager
-def _driver_errors(conn: Connection) -> Iterator[Any]:
+def driver_errors(conn: Connection) -> Iterator[Any]:
     """The driver's own connection, with its errors turned into StorageError."""
     try:
         yield conn.connection.driver_connection
@@ -437,7 +334,7 @@ def _driver_errors(conn: Connection) -> Iterator[Any]:
 
 
 def _executemany(conn: Connection, sql: str, tuples: list[tuple[Any, ...]]) -> None:
-    with _driver_errors(conn) as driver:
+    with driver_errors(conn) as driver:
         cursor = driver.cursor()
         try:
             cursor.executemany(sql, tuples)
@@ -449,7 +346,7 @@ def _copy(
     conn: Connection, table: str, columns: Sequence[str], tuples: Iterable[tuple[Any, ...]]
 ) -> None:
     with (
-        _driver_errors(conn) as driver,
+        driver_errors(conn) as driver,
         driver.cursor() as cursor,
         cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy,
     ):

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event, func, in
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from jobsync import bulk
+from jobsync import bulk, scan
 from jobsync.errors import ConfigError, StorageError
 from jobsync.history import SourceMarks, plan_pass
 from jobsync.locking import lock_key
@@ -168,7 +168,7 @@ def apply_pass(
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(lock_key(f"source:{cluster_id}"))))
         marks = _load_marks(conn, cluster_id)
-        stored, unknown = bulk.load_for_pass(conn, cluster_id, snapshot.jobs, details)
+        stored, unknown = scan.load_for_pass(conn, cluster_id, snapshot.jobs, details)
         previous = load_figures(conn, cluster_id, sorted(details))
         plan = plan_pass(
             stored,

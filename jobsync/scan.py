@@ -1,0 +1,129 @@
+"""Reading a source's stored jobs for a pass, at driver speed, a chunk at a time.
+
+``load_for_pass`` streams every stored job once and compares it with the snapshot in place
+(``history.triage``); full rows (``StoredJob``) are read only for the few a pass may change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from jobsync.bulk import driver_errors, placeholder
+from jobsync.history import StoredJob, triage
+from jobsync.records import JobRecord
+
+__all__ = ["load_for_pass", "load_rows"]
+
+_LOAD_SQL = """
+SELECT job_id, collection_name, state, raw_state, progress, reason, listed, missed_snapshots,
+       vanished_at IS NOT NULL, finished_at IS NOT NULL,
+       CASE WHEN listed THEN NULL ELSE last_seen_at END,
+       CASE WHEN listed THEN NULL ELSE last_seen_started_at END,
+       missing_since
+FROM import_job_records WHERE cluster_id = {p}
+"""
+# A quiet job: listed by the latest pass, nothing pending (see history.triage).
+_QUIET = "vanished_at IS NULL AND listed AND missed_snapshots = 0 AND missing_since IS NULL"
+STREAM_CHUNK = 10_000
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if not isinstance(moment, datetime):
+        raise TypeError(f"expected a timestamp, got {type(value).__name__}")
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def load_for_pass(
+    conn: Connection, cluster_id: str, jobs: Mapping[str, JobRecord], detailed: Container[str]
+) -> tuple[dict[str, StoredJob], list[str]]:
+    """Full rows of the stored jobs this snapshot may change, and the listed jobs not stored.
+
+    One streamed read of every stored, non-vanished job (see ``history.triage``), then full
+    rows for the few it picks and for vanished jobs listed again. Vanished jobs are most of a
+    long history (finished jobs age out of the list), so only their ids are read.
+    """
+    p = placeholder(conn)
+    found = triage(
+        _stream(
+            conn,
+            "SELECT job_id, raw_state, collection_name, progress, reason, "
+            f"CASE WHEN {_QUIET} THEN 1 ELSE 0 END "
+            f"FROM import_job_records WHERE cluster_id = {p} AND vanished_at IS NULL",
+            (cluster_id,),
+        ),
+        jobs,
+        detailed,
+    )
+    back = [
+        row[0]
+        for row in _stream(
+            conn,
+            "SELECT job_id FROM import_job_records "
+            f"WHERE cluster_id = {p} AND vanished_at IS NOT NULL",
+            (cluster_id,),
+        )
+        if row[0] in jobs
+    ]
+    return load_rows(conn, cluster_id, found.load + back), found.unknown
+
+
+def load_rows(conn: Connection, cluster_id: str, job_ids: Sequence[str]) -> dict[str, StoredJob]:
+    """Full planning rows of the given jobs."""
+    p = placeholder(conn)
+    found: dict[str, StoredJob] = {}
+    for start in range(0, len(job_ids), 500):
+        batch = job_ids[start : start + 500]
+        marks = ", ".join([p] * len(batch))
+        sql = _LOAD_SQL.format(p=p) + f" AND job_id IN ({marks})"
+        for row in _fetchall(conn, sql, (cluster_id, *batch)):
+            found[row[0]] = _stored(row)
+    return found
+
+
+def _stored(row: Sequence[Any]) -> StoredJob:
+    # Booleans may come back as 0/1 from SQLite; the planner only tests their truth.
+    if row[10] is None and row[11] is None and row[12] is None:
+        return StoredJob._make(row)  # a listed job: nothing to parse, the common case
+    return StoredJob._make(
+        (*row[:10], _parse_time(row[10]), _parse_time(row[11]), _parse_time(row[12]))
+    )
+
+
+def _stream(conn: Connection, sql: str, params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+    """Rows a chunk at a time: a million of them never sit in memory at once.
+
+    On PostgreSQL through a server-side cursor (libpq would otherwise buffer the whole result).
+    """
+    with driver_errors(conn) as driver:
+        if conn.dialect.name == "postgresql":
+            with driver.cursor(name="jobsync_scan") as cursor:
+                cursor.itersize = STREAM_CHUNK
+                cursor.execute(sql, params)
+                yield from cursor
+            return
+        cursor = driver.cursor()
+        try:
+            cursor.execute(sql, params)
+            while chunk := cursor.fetchmany(STREAM_CHUNK):
+                yield from chunk
+        finally:
+            cursor.close()
+
+
+def _fetchall(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    # fetchall on the driver's cursor: row-by-row fetching through SQLAlchemy costs more than
+    # the rows themselves.
+    with driver_errors(conn) as driver:
+        cursor = driver.cursor()
+        try:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
