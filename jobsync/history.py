@@ -117,7 +117,7 @@ def triage(
 
 def new_job(record: JobRecord) -> NewJob:
     """The row values of a job this pass lists for the first time."""
-    # A job first seen already finished finished when it was seen, as far as we know.
+    # A job first seen already finished is taken to have finished when it was seen.
     state = canonical_state(record.raw_state)
     terminal = state in TERMINAL_STATES
     return NewJob(
