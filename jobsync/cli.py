@@ -388,15 +388,12 @@ def history(
 
 
 def _read(settings: Settings, query: Callable[[Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    from jobsync.migrate import current_revision
+    from jobsync.migrate import require_current_schema
     from jobsync.store import storage_errors
 
     engine = open_db(settings, readonly=True)
     with storage_errors(settings.database_url):
-        if current_revision(engine) is None:
-            _fail(
-                f"{redact(settings.database_url)} has no jobsync schema yet: run `jobsync sync`", 1
-            )
+        require_current_schema(engine)
         return query(engine)
 
 

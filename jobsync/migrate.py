@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 from jobsync.errors import SchemaError
 from jobsync.locking import lock_key
+from jobsync.redact import redact
 
 __all__ = [
     "HEAD_REVISION",
@@ -25,6 +26,7 @@ __all__ = [
     "ensure_schema",
     "head_revision",
     "migrations_dir",
+    "require_current_schema",
     "upgrade",
 ]
 
@@ -97,6 +99,25 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         command.upgrade(_config(conn), revision)
         after = _revision(conn)
     return before, after or head_revision()
+
+
+def require_current_schema(engine: Engine, reader: str = "jobsync") -> None:
+    """For reading: refuse, in one line, a database without the schema or at another revision.
+
+    ``reader`` names what needs it, for the message ("reports need 0004").
+    """
+    current = current_revision(engine)
+    if current == HEAD_REVISION:
+        return
+    where = redact(engine.url.render_as_string(hide_password=True))
+    if current is None:
+        raise SchemaError(f"{where} has no jobsync schema yet: run `jobsync sync` first")
+    head = head_revision()
+    if current != head:
+        raise SchemaError(
+            f"{where} is at schema revision {current}, {reader} needs {head}: "
+            "run `jobsync db upgrade`"
+        )
 
 
 def ensure_schema(engine: Engine) -> None:

@@ -20,8 +20,6 @@ from typing import Any
 
 from sqlalchemy import Engine, Select, and_, or_, select
 
-from jobsync.errors import SchemaError
-from jobsync.redact import redact
 from jobsync.report_text import normalise_reason
 from jobsync.schema import import_job_transitions, import_jobs
 from jobsync.states import CANONICAL_STATES, COMPLETED, FAILED
@@ -66,17 +64,9 @@ STUCK_COLUMNS = (
 
 def require_reporting_schema(engine: Engine) -> None:
     """Refuse, with one clear line, a database without the schema or behind it (no views yet)."""
-    from jobsync.migrate import current_revision, head_revision
+    from jobsync.migrate import require_current_schema
 
-    where = redact(engine.url.render_as_string(hide_password=True))
-    current, head = current_revision(engine), head_revision()
-    if current is None:
-        raise SchemaError(f"{where} has no jobsync schema yet: run `jobsync sync` first")
-    if current != head:
-        raise SchemaError(
-            f"{where} is at schema revision {current}, reports need {head}: "
-            "run `jobsync db upgrade`"
-        )
+    require_current_schema(engine, reader="reports")
 
 
 def summary(

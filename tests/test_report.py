@@ -543,12 +543,15 @@ def test_a_database_without_schema_is_one_clear_line(db_url, run):
     assert "Traceback" not in result.output
 
 
-def test_a_schema_behind_head_names_jobsync_db_upgrade(db_url, run):
+@pytest.mark.parametrize(
+    "command", [["report", "stuck"], ["jobs"], ["history", "1"]], ids=lambda c: " ".join(c)
+)
+def test_a_schema_behind_head_names_jobsync_db_upgrade(db_url, run, command):
     engine = open_engine(db_url)
     upgrade(engine, "0003")
     engine.dispose()
 
-    result = CliRunner().invoke(cli, ["report", "stuck", "--db", db_url])
+    result = CliRunner().invoke(cli, [*command, "--db", db_url])
 
     assert result.exit_code == 1
     assert result.output.count("\n") == 1
