@@ -26,7 +26,6 @@ database per test, emptied for every example.
 
 from __future__ import annotations
 
-import bisect
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -203,7 +202,7 @@ class SyncMachine(RuleBasedStateMachine):
         self.models: dict[str, Model] = {}
         # Committed passes per cluster: (run id, jobs listed, complete).
         self.snapshots: dict[str, list[tuple[int, frozenset[str], bool]]] = defaultdict(list)
-        self.hidden: dict[str, tuple[str, Any]] = {}  # job_id -> (cluster, the simulator's job)
+        self.hidden: dict[str, str] = {}  # job_id -> its cluster, while hide_jobs keeps it off
         self.appeared: dict[str, list[datetime]] = defaultdict(list)  # created or re-listed
         self.disappeared: dict[str, list[datetime]] = defaultdict(list)  # removed or hidden
         self.stale_runs: set[int] = set()  # left 'running' by a killed pass
@@ -280,17 +279,12 @@ class SyncMachine(RuleBasedStateMachine):
 
     @rule(cluster=clusters, picks=picks)
     def hide_jobs(self, cluster: int, picks: list[int]) -> None:
-        """Jobs drop from the list for a while (the simulator has no public call for this)."""
+        """Jobs drop from the list for a while."""
         name = self._cluster(cluster)
         ids = self._pick(name, picks)
-        with self.s._lock:
-            world = self.s._world.clusters[name]
-            gone = datetime.now(UTC)
-            for job_id in ids:
-                index = world.index_of(job_id)
-                assert index is not None
-                self.hidden[job_id] = (name, world.jobs.pop(index))
+        gone = self.s.hide_jobs(name, ids)
         for job_id in ids:
+            self.hidden[job_id] = name
             self.disappeared[job_id].append(gone)
 
     @precondition(lambda self: bool(self.hidden))
@@ -298,13 +292,9 @@ class SyncMachine(RuleBasedStateMachine):
     def relist_jobs(self, pick: int, everything: bool) -> None:
         ids = sorted(self.hidden)
         ids = ids if everything else [ids[pick % len(ids)]]
-        with self.s._lock:
-            back = datetime.now(UTC)
-            for job_id in ids:
-                name, job = self.hidden.pop(job_id)
-                world = self.s._world.clusters[name]
-                bisect.insort(world.jobs, job, key=lambda j: j.job_id)
+        back = self.s.relist_jobs(ids)
         for job_id in ids:
+            del self.hidden[job_id]
             self.appeared[job_id].append(back)
 
     def _pick(self, cluster: str, picks: list[int]) -> list[str]:

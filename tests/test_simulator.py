@@ -502,6 +502,21 @@ def test_remove_jobs_drops_them_from_list_and_progress(api, sim):
     assert api.progress(victims[0])["code"] == 96026
 
 
+def test_hidden_jobs_leave_the_list_and_come_back_unchanged(api, sim):
+    before = {j.job_id: j for j in sim.jobs()}
+    hidden = ids_of(sim.jobs()[3:6])
+    sim.hide_jobs(CLUSTER, hidden)
+    listed = [r["jobId"] for r in api.list(1, 100)["data"]["records"]]
+    assert len(listed) == 22 and not set(hidden) & set(listed)
+
+    sim.relist_jobs(hidden[:1])
+    assert len(sim.jobs()) == 23
+    sim.relist_jobs()
+    after = {j.job_id: j for j in sim.jobs()}
+    assert after == before  # same jobs, same states, same list order
+    assert ids_of(sim.jobs()) == list(before)
+
+
 def test_retention_drops_finished_jobs_once_they_are_that_old(make_sim, clock):
     sim = make_sim(
         jobs=10, clock=clock, retention=timedelta(hours=1), initial_states={"Pending": 1}

@@ -26,7 +26,7 @@ from .model import RequestRecord, SimJob, StateChange
 from .rates import PeakRate, bearer_token
 from .server import HttpServerThread, Planned
 from .wire import ApiRequest, Reply, http_error
-from .world import World
+from .world import Job, World
 from .zilliz import ZillizApi
 
 DEFAULT_CLUSTER_ID = "in01-sim0000000000000"
@@ -94,6 +94,7 @@ class Simulator:
         self._clock = clock or _utc_now
         self._sleep = sleep
         self._lock = threading.RLock()
+        self._hidden: dict[str, list[Job]] = {}  # per cluster: jobs hide_jobs took off the list
         self._world = World(
             tuple(cluster_ids),
             jobs,
@@ -225,6 +226,27 @@ class Simulator:
         """Drop jobs from the list, as retention would; returns how many were there."""
         with self._lock:
             return self._world.remove_jobs(cluster_id, job_ids, self._clock())
+
+    def hide_jobs(self, cluster_id: str, job_ids: Iterable[str]) -> datetime:
+        """Drop jobs from the list for a while (``relist_jobs`` brings them back unchanged), as
+        an API that briefly leaves jobs out would; returns the simulator's time of it."""
+        with self._lock:
+            now = self._clock()
+            self._hidden.setdefault(cluster_id, []).extend(
+                self._world.take_jobs(cluster_id, job_ids, now)
+            )
+            return now
+
+    def relist_jobs(self, job_ids: Iterable[str] | None = None) -> datetime:
+        """List hidden jobs again (default: all of them); returns the simulator's time of it."""
+        wanted = None if job_ids is None else set(job_ids)
+        with self._lock:
+            now = self._clock()
+            for cluster_id, hidden in self._hidden.items():
+                back = [j for j in hidden if wanted is None or j.job_id in wanted]
+                self._world.put_jobs(cluster_id, back, now)
+                hidden[:] = [j for j in hidden if j not in back]
+            return now
 
     def jobs(self, cluster_id: str | None = None) -> list[SimJob]:
         """Copies of the listed jobs, in list order (newest first)."""

@@ -280,14 +280,24 @@ class World:
         return added
 
     def remove_jobs(self, cluster_id: str, job_ids: Iterable[str], now: datetime) -> int:
+        return len(self.take_jobs(cluster_id, job_ids, now))
+
+    def take_jobs(self, cluster_id: str, job_ids: Iterable[str], now: datetime) -> list[Job]:
+        """Remove jobs from the list and return them (the ones that were there)."""
         cluster = self.cluster(cluster_id, now)
-        removed = 0
+        taken: list[Job] = []
         for job_id in set(job_ids):
             i = cluster.index_of(job_id)
             if i is not None:
-                del cluster.jobs[i]
-                removed += 1
-        return removed
+                taken.append(cluster.jobs.pop(i))
+        return taken
+
+    def put_jobs(self, cluster_id: str, jobs: Iterable[Job], now: datetime) -> None:
+        """List jobs again, in their place by id, as they were when taken."""
+        cluster = self.cluster(cluster_id, now)
+        for job in jobs:
+            if cluster.index_of(job.job_id) is None:
+                bisect.insort(cluster.jobs, job, key=_job_id)
 
     # -- internals ----------------------------------------------------------------------------
 
