@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import chain
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, insert, select, update
@@ -24,7 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from jobsync import bulk, scan
-from jobsync.errors import ConfigError, StorageError
+from jobsync.errors import ConfigError, SchemaError, StorageError
 from jobsync.history import SourceMarks, plan_pass
 from jobsync.locking import lock_key
 from jobsync.records import JobDetails, Snapshot
@@ -64,6 +65,13 @@ def open_engine(url: str, *, readonly: bool = False) -> Engine:
     except ArgumentError:
         raise ConfigError(f"database URL {redact(url)!r} is not a valid SQLAlchemy URL") from None
     if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if readonly and path and path != ":memory:" and not Path(path).exists():
+            # SQLite would create an empty file; a reader must not leave one behind.
+            raise SchemaError(
+                f"{redact(url)} has no jobsync schema yet (there is no such file): "
+                "run `jobsync sync` first"
+            )
         engine = create_engine(parsed)
         _configure_sqlite(engine, readonly=readonly)
     elif parsed.get_backend_name() == "postgresql":

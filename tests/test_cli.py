@@ -205,3 +205,19 @@ def test_errors_are_one_line_without_traceback(run, tmp_path):
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and result.output.startswith("Error:")
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["jobs"], ["history", "1"], ["status"], ["report", "summary"], ["report", "html", "-o", "-"]],
+    ids=lambda c: " ".join(c),
+)
+def test_reading_a_missing_sqlite_file_is_one_line_and_creates_nothing(tmp_path, command):
+    missing = tmp_path / "typo.db"
+
+    result = CliRunner().invoke(cli, [*command, "--db", f"sqlite:///{missing}"])
+
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert "no such file" in result.output and "`jobsync sync`" in result.output
+    assert not missing.exists()
