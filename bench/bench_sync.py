@@ -1045,10 +1045,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Benchmark jobsync sync passes against the simulator (see bench/README.md)."
     )
     parser.add_argument(
-        "--jobs", type=_int_list, default=[10_000, 100_000, 1_000_000], metavar="N,N"
+        "--jobs",
+        type=_int_list,
+        default=[10_000, 100_000, 1_000_000],
+        metavar="N,N",
+        help="simulated job counts, comma-separated (default: 10000,100000,1000000)",
     )
     parser.add_argument(
-        "--backends", type=_backend_list, default=["sqlite", "postgresql"], metavar="NAME,NAME"
+        "--backends",
+        type=_backend_list,
+        default=["sqlite", "postgresql"],
+        metavar="NAME,NAME",
+        help="sqlite and/or postgresql (default: both)",
     )
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="server to create databases on")
     parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; medians shown")
