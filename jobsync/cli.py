@@ -84,11 +84,13 @@ def db_current(database_url: str | None, config_file: str | None) -> None:
     Example: jobsync db current --db sqlite:///jobsync.db
     """
     from jobsync.migrate import current_revision, head_revision
-    from jobsync.store import storage_errors
+    from jobsync.store import missing_sqlite_file, storage_errors
 
     settings = settings_from(database_url=database_url, config_file=config_file)
-    with storage_errors(settings.database_url):
-        current = current_revision(open_db(settings, readonly=True))
+    current = None
+    if not missing_sqlite_file(settings.database_url):
+        with storage_errors(settings.database_url):
+            current = current_revision(open_db(settings, readonly=True))
     head = head_revision()
     if current is None:
         click.echo(f"no schema (latest is {head}): run `jobsync db upgrade`")

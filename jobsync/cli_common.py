@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from jobsync.config import CliValues, Settings, resolve_settings
-from jobsync.errors import JobsyncError
+from jobsync.errors import JobsyncError, SchemaError
 from jobsync.logs import JsonFormatter, TextFormatter
 from jobsync.output import FORMATS, escape_control
 from jobsync.redact import redact
@@ -140,6 +140,13 @@ def settings_from(*, need_keys: bool = False, **values: Any) -> Settings:
 
 
 def open_db(settings: Settings, *, readonly: bool = False) -> Any:
-    from jobsync.store import open_engine
+    """The engine for a command; a reading command refuses a SQLite file that is not there
+    (connecting would leave an empty one behind, under a name that was probably a typo)."""
+    from jobsync.store import missing_sqlite_file, open_engine
 
+    if readonly and missing_sqlite_file(settings.database_url):
+        raise SchemaError(
+            f"{redact(settings.database_url)} has no jobsync schema yet "
+            "(there is no such file): run `jobsync sync` first"
+        )
     return open_engine(settings.database_url, readonly=readonly)

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from jobsync import bulk, scan
-from jobsync.errors import ConfigError, SchemaError, StorageError
+from jobsync.errors import ConfigError, StorageError
 from jobsync.history import SourceMarks, plan_pass
 from jobsync.locking import lock_key
 from jobsync.records import JobDetails, Snapshot
@@ -65,13 +65,6 @@ def open_engine(url: str, *, readonly: bool = False) -> Engine:
     except ArgumentError:
         raise ConfigError(f"database URL {redact(url)!r} is not a valid SQLAlchemy URL") from None
     if parsed.get_backend_name() == "sqlite":
-        path = parsed.database
-        if readonly and path and path != ":memory:" and not Path(path).exists():
-            # SQLite would create an empty file; a reader must not leave one behind.
-            raise SchemaError(
-                f"{redact(url)} has no jobsync schema yet (there is no such file): "
-                "run `jobsync sync` first"
-            )
         engine = create_engine(parsed)
         _configure_sqlite(engine, readonly=readonly)
     elif parsed.get_backend_name() == "postgresql":
@@ -85,6 +78,21 @@ def open_engine(url: str, *, readonly: bool = False) -> Engine:
             f"database URL {redact(url)!r}: jobsync supports sqlite:// and postgresql:// only"
         )
     return engine
+
+
+def missing_sqlite_file(url: str) -> bool:
+    """True for a SQLite URL whose file does not exist (connecting would create it empty)."""
+    try:
+        parsed = make_url(normalise_url(url))
+    except ArgumentError:
+        return False
+    path = parsed.database
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and bool(path)
+        and path != ":memory:"
+        and not Path(str(path)).exists()
+    )
 
 
 def _configure_sqlite(engine: Engine, *, readonly: bool) -> None:
