@@ -250,3 +250,35 @@ def test_jobs_skipped_by_a_shifting_list_are_never_taken_for_gone(engine, sim):
             ).where(sync_runs.c.id.in_([r.run_id for r in results]))
         ).all()
     assert all(distinct != reported for _dup, distinct, reported in runs)
+
+
+HOSTILE_STATES = [
+    "rocket 🚀 汉字 ünïcødé",
+    "line\u2028separator\u2029and\x1b[31m escape\ttab\nnewline",
+    'json-like {"a": [1, null]} \\ back\\slash "quoted"',
+    "123",
+    "null",
+    "nul\x00and lone \ud800 surrogate",
+    "x" * 5000,
+]
+
+
+def test_hostile_text_round_trips_through_the_new_job_writer(engine, sim):
+    """New jobs go through JSON (SQLite) or COPY (PostgreSQL): what is stored must be exactly
+    what the text policy keeps, or the next pass would see every such job as changed."""
+    jobs = sim.jobs(CLUSTER)
+    for job, state in zip(jobs, HOSTILE_STATES, strict=False):
+        sim.set_state(CLUSTER, job.job_id, state)
+    first = _sync(engine, sim)
+    assert first.ok, first.error
+
+    stored = _jobs(engine)
+    for job, state in zip(jobs, HOSTILE_STATES, strict=False):
+        expected = state.replace("\x00", "\ufffd").replace("\ud800", "\ufffd")
+        assert stored[job.job_id]["raw_state"] == expected
+    raw_to = {t["job_id"]: t["raw_to_state"] for t in _transitions(engine)}
+    assert raw_to[jobs[0].job_id] == HOSTILE_STATES[0]
+
+    again = _sync(engine, sim)
+    assert again.ok and again.counts is not None
+    assert (again.counts.changed_jobs, again.counts.rows_written) == (0, 2)
