@@ -167,6 +167,14 @@ def source_options(f: F) -> F:
                 help="Ask about at most this many jobs per source per pass [default: 200].",
             ),
             click.option(
+                "--details-max-per-run",
+                envvar="JOBSYNC_DETAILS_MAX_PER_RUN",
+                show_envvar=True,
+                type=click.IntRange(1, 100_000),
+                help="Ask about at most this many jobs in one run, shared evenly by the "
+                "sources (at least one each) [default: 400].",
+            ),
+            click.option(
                 "--details-concurrency",
                 envvar="JOBSYNC_DETAILS_CONCURRENCY",
                 show_envvar=True,

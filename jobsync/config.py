@@ -45,6 +45,8 @@ MAX_PAGE_SIZE = 100
 MAX_PAGE_CONCURRENCY = 16
 DEFAULT_DETAILS_MAX_PER_PASS = 200
 MAX_DETAILS_PER_PASS = 10_000
+DEFAULT_DETAILS_MAX_PER_RUN = 400
+MAX_DETAILS_PER_RUN = 100_000
 DEFAULT_DETAILS_CONCURRENCY = 4
 MAX_DETAILS_CONCURRENCY = 16
 
@@ -120,7 +122,15 @@ class Settings:
     # tests that count requests make only the list requests they ask for.
     details: bool = False
     details_max_per_pass: int = DEFAULT_DETAILS_MAX_PER_PASS
+    # Shared by all sources of one run (``sync_all``), so that many sources do not multiply
+    # the progress requests: each source gets an even share, at least one job.
+    details_max_per_run: int = DEFAULT_DETAILS_MAX_PER_RUN
     details_concurrency: int = DEFAULT_DETAILS_CONCURRENCY
+
+    def details_cap(self) -> int:
+        """Jobs each source may ask about in one run: its own cap, within its share of the run's."""
+        share = self.details_max_per_run // max(1, len(self.sources))
+        return max(1, min(self.details_max_per_pass, share))
 
     def __repr__(self) -> str:
         from jobsync.redact import redact_url
@@ -144,6 +154,7 @@ class CliValues:
     config_file: str | None = None
     details: bool | None = None
     details_max_per_pass: int | None = None
+    details_max_per_run: int | None = None
     details_concurrency: int | None = None
 
 
@@ -188,6 +199,12 @@ def resolve_settings(
         DEFAULT_DETAILS_MAX_PER_PASS,
         MAX_DETAILS_PER_PASS,
     )
+    max_per_run = _check_range(
+        _first(cli.details_max_per_run, file_values.get("details_max_per_run")),
+        "details_max_per_run",
+        DEFAULT_DETAILS_MAX_PER_RUN,
+        MAX_DETAILS_PER_RUN,
+    )
     concurrency = _check_range(
         _first(cli.details_concurrency, file_values.get("details_concurrency")),
         "details_concurrency",
@@ -204,6 +221,7 @@ def resolve_settings(
         config_file=config_path,
         details=bool(details),
         details_max_per_pass=max_per_pass,
+        details_max_per_run=max_per_run,
         details_concurrency=concurrency,
     )
 
@@ -310,6 +328,7 @@ _TOP_LEVEL_FIELDS = {
     "page_concurrency": int,
     "details": bool,
     "details_max_per_pass": int,
+    "details_max_per_run": int,
     "details_concurrency": int,
 }
 _SOURCE_FIELDS = {
@@ -342,6 +361,7 @@ def _load_config_file(path: Path) -> dict[str, Any]:
         )
     for name, most in (
         ("details_max_per_pass", MAX_DETAILS_PER_PASS),
+        ("details_max_per_run", MAX_DETAILS_PER_RUN),
         ("details_concurrency", MAX_DETAILS_CONCURRENCY),
     ):
         if name in data:

@@ -173,7 +173,7 @@ def _fetch_details(
     # another source's long write into the busy timeout.
     with write_lock or nullcontext():
         candidates = load_detail_candidates(engine, source.key)
-    wanted = select_jobs(snapshot, candidates, settings.details_max_per_pass)
+    wanted = select_jobs(snapshot, candidates, settings.details_cap())
     http = replace(settings.http, max_retries=min(settings.http.max_retries, DETAIL_RETRIES))
 
     def make_client() -> ApiClient:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,7 +27,7 @@ from jobsync.records import (
 from jobsync.redact import Secret
 from jobsync.schema import import_job_progress, import_job_transitions, import_jobs, sync_runs
 from jobsync.simulator import Fault, Simulator
-from jobsync.sync import sync_source
+from jobsync.sync import sync_all, sync_source
 from tests.conftest import API_KEY, CLUSTER, settings_for
 
 DESCRIBE, GET_PROGRESS, GET_PROGRESS_SNAKE = PROGRESS_PATHS
@@ -217,6 +218,24 @@ def test_the_cap_takes_finishing_jobs_first_then_the_least_recently_asked(engine
         # Finishing first, then the two never asked about, then the one asked longest ago.
         assert third[:3] == [finishing, *never]
         assert third[3] in set(first) - {finishing}
+
+
+def test_a_run_of_many_sources_shares_one_budget_of_progress_requests(engine, clock):
+    clusters = tuple(f"in01-{i:016x}" for i in range(6))
+    with Simulator(
+        cluster_ids=clusters, jobs=5, api_key=API_KEY, clock=clock, initial_states={"Pending": 1}
+    ) as sim:
+        url = engine.url.render_as_string(hide_password=False)
+        settings = settings_for(sim, url, details=True, details_max_per_run=13)
+        assert settings.details_cap() == 2  # 13 // 6 sources, within the per-pass 200
+
+        results = sync_all(engine, settings, sleep=lambda _s: None, clock=sim._clock)
+
+        assert all(r.ok for r in results)
+        assert [r.details_requested for r in results] == [2] * 6
+        assert len(_progress_requests(sim)) == 12
+        # More sources than the budget: still one job each, so none is starved.
+        assert replace(settings, details_max_per_run=3).details_cap() == 1
 
 
 # -- completeTime and reason ----------------------------------------------------------------------
@@ -564,17 +583,25 @@ def test_details_are_on_by_default_and_the_file_and_options_can_change_that(tmp_
     assert resolve_settings(CliValues(), {}, cwd=tmp_path).details is True
     defaults = resolve_settings(CliValues(), {}, cwd=tmp_path)
     assert (defaults.details_max_per_pass, defaults.details_concurrency) == (200, 4)
+    assert defaults.details_max_per_run == 400
     config = tmp_path / "jobsync.toml"
-    config.write_text("details = false\ndetails_max_per_pass = 50\ndetails_concurrency = 2\n")
+    config.write_text(
+        "details = false\ndetails_max_per_pass = 50\ndetails_concurrency = 2\n"
+        "details_max_per_run = 90\n"
+    )
 
     from_file = resolve_settings(CliValues(), {}, cwd=tmp_path)
     assert (from_file.details, from_file.details_max_per_pass) == (False, 50)
-    assert from_file.details_concurrency == 2
+    assert (from_file.details_concurrency, from_file.details_max_per_run) == (2, 90)
     from_options = resolve_settings(
-        CliValues(details=True, details_max_per_pass=7, details_concurrency=1), {}, cwd=tmp_path
+        CliValues(
+            details=True, details_max_per_pass=7, details_concurrency=1, details_max_per_run=30
+        ),
+        {},
+        cwd=tmp_path,
     )
     assert (from_options.details, from_options.details_max_per_pass) == (True, 7)
-    assert from_options.details_concurrency == 1
+    assert (from_options.details_concurrency, from_options.details_max_per_run) == (1, 30)
 
 
 @pytest.mark.parametrize(
@@ -584,6 +611,7 @@ def test_details_are_on_by_default_and_the_file_and_options_can_change_that(tmp_
         ("details_max_per_pass = 0", "details_max_per_pass must be a whole number from 1"),
         ("details_max_per_pass = true", "'details_max_per_pass' must be int"),
         ("details_concurrency = 17", "details_concurrency must be a whole number from 1 to 16"),
+        ("details_max_per_run = 0", "details_max_per_run must be a whole number from 1"),
     ],
 )
 def test_bad_detail_settings_in_the_file_are_refused(tmp_path, line, message):
@@ -596,7 +624,11 @@ def test_bad_detail_settings_in_the_file_are_refused(tmp_path, line, message):
 def test_sync_and_daemon_take_the_detail_options(command, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()
-    for bad in (["--details-concurrency", "0"], ["--details-max-per-pass", "10001"]):
+    for bad in (
+        ["--details-concurrency", "0"],
+        ["--details-max-per-pass", "10001"],
+        ["--details-max-per-run", "0"],
+    ):
         extra = ["--every", "1m"] if command == "daemon" else []
         result = runner.invoke(cli, [command, *extra, *bad])
         assert result.exit_code == 2 and bad[0] in result.output
