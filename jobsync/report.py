@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, Select, and_, or_, select
 
 from jobsync.report_text import normalise_reason
-from jobsync.schema import import_job_transitions, import_jobs
+from jobsync.schema import import_job_transitions, import_jobs, utc_from_db
 from jobsync.states import CANONICAL_STATES, COMPLETED, FAILED
 from jobsync.views import active_jobs, daily_job_stats, job_durations
 
@@ -428,8 +428,7 @@ def _group_order(item: tuple[tuple[str, str | None], Any]) -> tuple[str, bool, s
 
 def _utc(moment: Any) -> datetime:
     # The views declare UTC columns, but a computed column can come back as text on SQLite.
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    if not isinstance(moment, datetime):
-        raise TypeError(f"expected a datetime from the database, got {type(moment).__name__}")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    value = utc_from_db(moment)
+    if value is None:
+        raise TypeError("expected a datetime from the database, got None")
+    return value

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from collections.abc import Container, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -15,6 +14,7 @@ from sqlalchemy import Connection
 from jobsync.bulk import driver_errors, placeholder
 from jobsync.history import StoredJob, triage
 from jobsync.records import JobRecord
+from jobsync.schema import utc_from_db
 
 __all__ = ["load_for_pass", "load_rows"]
 
@@ -29,15 +29,6 @@ FROM import_job_records WHERE cluster_id = {p}
 # A quiet job: listed by the latest pass, nothing pending (see history.triage).
 _QUIET = "vanished_at IS NULL AND listed AND missed_snapshots = 0 AND missing_since IS NULL"
 STREAM_CHUNK = 10_000
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if not isinstance(moment, datetime):
-        raise TypeError(f"expected a timestamp, got {type(value).__name__}")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def load_for_pass(
@@ -92,7 +83,7 @@ def _stored(row: Sequence[Any]) -> StoredJob:
     if row[10] is None and row[11] is None and row[12] is None:
         return StoredJob._make(row)  # a listed job: nothing to parse, the common case
     return StoredJob._make(
-        (*row[:10], _parse_time(row[10]), _parse_time(row[11]), _parse_time(row[12]))
+        (*row[:10], utc_from_db(row[10]), utc_from_db(row[11]), utc_from_db(row[12]))
     )
 
 

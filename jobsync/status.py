@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from jobsync.schema import sync_runs
+from jobsync.schema import sync_runs, utc_from_db
 
 __all__ = ["COLUMNS", "format_age", "source_status"]
 
@@ -57,19 +57,20 @@ def source_status(
     with engine.connect() as conn:
         runs = {row.cluster_id: row for row in conn.execute(last_runs)}
         succeeded: dict[str, datetime | None] = {
-            cluster_id: _utc(moment) for cluster_id, moment in conn.execute(last_success).all()
+            cluster_id: utc_from_db(moment)
+            for cluster_id, moment in conn.execute(last_success).all()
         }
     rows = []
     for source in sorted(set(runs) | set(sources)):
         run = runs.get(source)
-        ended = _utc(run.finished_at or run.started_at) if run is not None else None
+        ended = utc_from_db(run.finished_at or run.started_at) if run is not None else None
         age = (now - ended).total_seconds() if ended is not None else None
         success = succeeded.get(source)
         rows.append(
             {
                 "source": source,
                 "last_status": run.status if run is not None else None,
-                "last_started_at": _utc(run.started_at) if run is not None else None,
+                "last_started_at": utc_from_db(run.started_at) if run is not None else None,
                 "age": format_age(age) if age is not None else None,
                 "age_seconds": int(age) if age is not None else None,
                 "last_success_at": success,
@@ -93,14 +94,3 @@ def format_age(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs:02d}s"
     return f"{secs}s"
-
-
-def _utc(moment: Any) -> datetime | None:
-    # max() over a UTCDateTime column comes back untyped on SQLite (text); parse it the same way.
-    if moment is None:
-        return None
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    if not isinstance(moment, datetime):
-        raise TypeError(f"expected a datetime from the database, got {type(moment).__name__}")
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
