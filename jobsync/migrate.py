@@ -112,21 +112,13 @@ def require_current_schema(engine: Engine, reader: str = "jobsync") -> None:
     where = redact(engine.url.render_as_string(hide_password=True))
     if current is None:
         raise SchemaError(f"{where} has no jobsync schema yet: run `jobsync sync` first")
-    head = head_revision()
-    if current != head:
-        raise SchemaError(
-            f"{where} is at schema revision {current}, {reader} needs {head}: "
-            "run `jobsync db upgrade`"
-        )
+    _refuse_revision(current, f"{where} is at schema revision {current}, {reader} needs")
 
 
 def ensure_schema(engine: Engine) -> None:
     """Create the schema in an empty database; refuse one whose schema is behind or foreign."""
     current = current_revision(engine)
     if current == HEAD_REVISION:
-        return
-    head = head_revision()
-    if current == head:
         return
     if current is None:
         tables = set(inspect(engine).get_table_names())
@@ -137,16 +129,22 @@ def ensure_schema(engine: Engine) -> None:
             )
         upgrade(engine)
         return
+    _refuse_revision(
+        current, f"the database schema is at revision {current} but this jobsync needs"
+    )
+
+
+def _refuse_revision(current: str, needs: str) -> None:
+    """Raise for a revision other than the head: newer than this jobsync knows, or behind."""
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(_config())
-    known = {rev.revision for rev in script.walk_revisions()}
-    if current not in known:
+    head = script.get_current_head()
+    if current == head:
+        return  # HEAD_REVISION is stale; tests/test_storage.py keeps it from landing so
+    if current not in {rev.revision for rev in script.walk_revisions()}:
         raise SchemaError(
             f"the database schema is at revision {current}, which this version of jobsync "
             "does not know (it was written by a newer jobsync): upgrade jobsync"
         )
-    raise SchemaError(
-        f"the database schema is at revision {current} but this jobsync needs {head}: "
-        "run `jobsync db upgrade` first"
-    )
+    raise SchemaError(f"{needs} {head}: run `jobsync db upgrade` first")

@@ -6,15 +6,18 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import insert, inspect, select, text
 
+from jobsync.errors import SchemaError
 from jobsync.migrate import (
     HEAD_REVISION,
     current_revision,
     ensure_schema,
     head_revision,
+    require_current_schema,
     upgrade,
 )
 from jobsync.schema import import_job_records, import_job_transitions, metadata, sync_runs
@@ -58,6 +61,15 @@ def test_a_current_schema_is_checked_without_importing_alembic(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout.split()
     assert out == ["True", "False"]
+
+
+def test_a_schema_from_a_newer_jobsync_is_refused_for_writing_and_reading(engine):
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+
+    for check in (ensure_schema, require_current_schema):
+        with pytest.raises(SchemaError, match=r"revision 9999.*newer jobsync\): upgrade jobsync"):
+            check(engine)
 
 
 def test_ensure_schema_creates_a_fresh_database(db_url):
