@@ -52,16 +52,20 @@ def load_for_pass(
         jobs,
         detailed,
     )
-    back = [
-        row[0]
-        for row in _stream(
-            conn,
-            "SELECT job_id FROM import_job_records "
-            f"WHERE cluster_id = {p} AND vanished_at IS NOT NULL",
-            (cluster_id,),
-        )
-        if row[0] in jobs
-    ]
+    # A listed job that is stored but vanished is never among the rows triage read, so it is
+    # one of the unknown ones: no unknown jobs (a re-sync without new jobs), no vanished read.
+    back: list[str] = []
+    if found.unknown:
+        back = [
+            row[0]
+            for row in _stream(
+                conn,
+                "SELECT job_id FROM import_job_records "
+                f"WHERE cluster_id = {p} AND vanished_at IS NOT NULL",
+                (cluster_id,),
+            )
+            if row[0] in jobs
+        ]
     return load_rows(conn, cluster_id, found.load + back), found.unknown
 
 
