@@ -56,7 +56,6 @@ def utcnow() -> datetime:
 class _Walk:
     # Counts, not the pages: a walk over a million jobs must not keep its 10,000 pages.
     pages: int = 0
-    first_size: int = 0
     invalid: int = 0
     first_count: int | None = None
     first_ids: list[str] = field(default_factory=list)
@@ -70,14 +69,13 @@ def iter_pages(
     *,
     clock: Clock = utcnow,
     max_pages: int = MAX_PAGES,
-    concurrency: int | None = None,
 ) -> Iterator[ListPage]:
     """Yield every page of one walk over the list, in page order, by the rules in the module doc.
 
-    ``concurrency`` pages at most are in flight at once (default: the client's
-    ``http.page_concurrency``); 1 reads one page after the other.
+    The client's ``http.page_concurrency`` pages at most are in flight at once; 1 reads one
+    page after the other.
     """
-    workers = client.http.page_concurrency if concurrency is None else concurrency
+    workers = client.http.page_concurrency
     first = _read_page(client, source, page_size, 1, clock)
     yield first
     if first.size < page_size:
@@ -165,17 +163,13 @@ def fetch_snapshot(
     clock: Clock = utcnow,
     max_pages: int = MAX_PAGES,
     max_walks: int = MAX_WALKS,
-    concurrency: int | None = None,
 ) -> Snapshot:
-    """Walk the list (re-walking while it moves) and return the de-duplicated snapshot.
-
-    ``concurrency``: pages in flight at once (default: the client's ``http.page_concurrency``).
-    """
+    """Walk the list (re-walking while it moves) and return the de-duplicated snapshot."""
     if source.kind == "milvus":
         return _fetch_unpaged(client, source, clock)
     snapshot = Snapshot(source_key=source.key, started_at=clock(), finished_at=clock())
     for _ in range(max_walks):
-        walk = _walk(client, source, page_size, snapshot, clock, max_pages, concurrency)
+        walk = _walk(client, source, page_size, snapshot, clock, max_pages)
         snapshot.walks += 1
         snapshot.finished_at = clock()
         if _verified(client, source, page_size, walk, snapshot, clock):
@@ -190,13 +184,8 @@ def _fetch_unpaged(client: ApiClient, source: Source, clock: Clock) -> Snapshot:
     snapshot = Snapshot(source_key=source.key, started_at=clock(), finished_at=clock())
     page = parse_list_data(client.call(LIST_PATH, source.list_body()), clock())
     snapshot.finished_at = clock()
-    snapshot.pages = snapshot.walks = 1
-    snapshot.records = page.size
-    snapshot.invalid = page.invalid
-    for record in page.records:
-        if record.job_id in snapshot.jobs:
-            snapshot.duplicates += 1
-        snapshot.jobs[record.job_id] = record
+    snapshot.walks = 1
+    _take_page(snapshot, page, None)
     snapshot.complete = page.invalid == 0
     return snapshot
 
@@ -208,45 +197,47 @@ def _walk(
     snapshot: Snapshot,
     clock: Clock,
     max_pages: int,
-    concurrency: int | None,
 ) -> _Walk:
     walk = _Walk()
     jobs = snapshot.jobs
     # On the first walk the snapshot holds exactly this walk's jobs, so it tells duplicates by
     # itself; a set of a million ids is kept only for a re-walk.
     seen_this_walk: set[str] | None = set() if jobs else None
-    pages = iter_pages(
-        client, source, page_size, clock=clock, max_pages=max_pages, concurrency=concurrency
-    )
-    for page in pages:
+    for page in iter_pages(client, source, page_size, clock=clock, max_pages=max_pages):
         if not walk.pages:
             walk.first_count = page.count
-            walk.first_size = page.size
             walk.first_ids = [r.job_id for r in page.records]
         walk.pages += 1
         walk.invalid += page.invalid
-        snapshot.pages += 1
-        snapshot.records += page.size
-        snapshot.invalid += page.invalid
-        for record in page.records:
-            job_id = record.job_id
-            if seen_this_walk is None:
-                if job_id in jobs:
-                    snapshot.duplicates += 1
-            else:
-                if job_id in seen_this_walk:
-                    snapshot.duplicates += 1
-                seen_this_walk.add(job_id)
-            # The later page (or walk) wins. Pages read concurrently may have arrived in another
-            # order, but each record is true at its own observed_at; page order keeps the
-            # snapshot deterministic.
-            jobs[job_id] = record
+        _take_page(snapshot, page, seen_this_walk)
     snapshot.reported_count = walk.first_count
     walk.ended_cleanly = True
     walk_distinct = len(jobs if seen_this_walk is None else seen_this_walk)
     if walk.first_count is not None and walk_distinct + walk.invalid != walk.first_count:
         walk.ended_cleanly = False
     return walk
+
+
+def _take_page(snapshot: Snapshot, page: ListPage, seen: set[str] | None) -> None:
+    """Count a page into the snapshot and add its jobs; ``seen``: the ids of this walk so far,
+    or None when the snapshot holds exactly those (it began empty)."""
+    jobs = snapshot.jobs
+    snapshot.pages += 1
+    snapshot.records += page.size
+    snapshot.invalid += page.invalid
+    for record in page.records:
+        job_id = record.job_id
+        if seen is None:
+            if job_id in jobs:
+                snapshot.duplicates += 1
+        else:
+            if job_id in seen:
+                snapshot.duplicates += 1
+            seen.add(job_id)
+        # The later page (or walk) wins. Pages read concurrently may have arrived in another
+        # order, but each record is true at its own observed_at; page order keeps the snapshot
+        # deterministic.
+        jobs[job_id] = record
 
 
 def _verified(
@@ -259,7 +250,8 @@ def _verified(
 ) -> bool:
     if not walk.ended_cleanly:
         return False
-    if walk.pages <= 1 or walk.first_size < page_size:
+    # iter_pages stops after a short page 1, so one page covers that case too.
+    if walk.pages <= 1:
         # One page is one answer of the server, a consistent read: nothing could move between
         # pages, so reading it again would tell us nothing (and would double the requests of
         # every source with fewer jobs than a page).
