@@ -119,7 +119,7 @@ SELECT ?1, j.value ->> 0, 'first_seen', NULL, j.value ->> 2, NULL, j.value ->> 3
 FROM json_each(?4) AS j
 """,
 )
-# Bounds the JSON text held at once (about 100 bytes a job) on very large first syncs.
+# Bounds what a first sync expands at once (on SQLite also the JSON text, ~100 bytes a job).
 NEW_JOBS_CHUNK = 20_000
 
 
@@ -210,54 +210,58 @@ def _copy_new_jobs(
     conn: Connection, cluster_id: str, plan: PassPlan, jobs: list[JobRecord]
 ) -> None:
     seen_at, seen_started_at = plan.seen_at, plan.seen_started_at
-    _copy(
-        conn,
-        "import_job_records",
-        JOB_COLUMNS,
-        (
-            (
-                cluster_id,
-                j.job_id,
-                j.collection_name,
-                j.state,
-                j.raw_state,
-                j.progress,
-                j.reason,
-                j.observed_at,
-                j.observed_at,
-                seen_at,
-                seen_started_at,
-                j.finished_at,
-                None,
-                True,
-                0,
-                None,
-            )
-            for j in map(new_job, jobs)
-        ),
-    )
     window, run_id = plan.first_seen_window, plan.run_id
-    _copy(
-        conn,
-        "import_job_transitions",
-        TRANSITION_COLUMNS,
-        (
+    # A chunk at a time, as on SQLite: each job is expanded once for both tables, and a
+    # million of them are never expanded at once.
+    for start in range(0, len(jobs), NEW_JOBS_CHUNK):
+        expanded = list(map(new_job, jobs[start : start + NEW_JOBS_CHUNK]))
+        _copy(
+            conn,
+            "import_job_records",
+            JOB_COLUMNS,
             (
-                cluster_id,
-                j.job_id,
-                "first_seen",
-                None,
-                j.state,
-                None,
-                j.raw_state,
-                window,
-                j.observed_at,
-                run_id,
-                j.failure_reason,
-            )
-            for j in map(new_job, jobs)
-        ),
-    )
+                (
+                    cluster_id,
+                    j.job_id,
+                    j.collection_name,
+                    j.state,
+                    j.raw_state,
+                    j.progress,
+                    j.reason,
+                    j.observed_at,
+                    j.observed_at,
+                    seen_at,
+                    seen_started_at,
+                    j.finished_at,
+                    None,
+                    True,
+                    0,
+                    None,
+                )
+                for j in expanded
+            ),
+        )
+        _copy(
+            conn,
+            "import_job_transitions",
+            TRANSITION_COLUMNS,
+            (
+                (
+                    cluster_id,
+                    j.job_id,
+                    "first_seen",
+                    None,
+                    j.state,
+                    None,
+                    j.raw_state,
+                    window,
+                    j.observed_at,
+                    run_id,
+                    j.failure_reason,
+                )
+                for j in expanded
+            ),
+        )
 
 
 def update_jobs(conn: Connection, cluster_id: str, rows: Sequence[JobRow]) -> None:
