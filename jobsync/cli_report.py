@@ -26,9 +26,9 @@ from jobsync.cli_common import (
     parse_duration,
     settings_from,
 )
+from jobsync.clock import utcnow
 from jobsync.config import split_ids
 from jobsync.errors import ConfigError
-from jobsync.fetch import utcnow
 from jobsync.output import render
 
 T = TypeVar("T")

@@ -27,12 +27,12 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from jobsync.client import ApiClient
+from jobsync.clock import Clock, utcnow
 from jobsync.config import Source
 from jobsync.errors import ProtocolError
 from jobsync.records import ListPage, Snapshot, parse_list_data
@@ -44,12 +44,6 @@ log = logging.getLogger(__name__)
 LIST_PATH = "/v2/vectordb/jobs/import/list"
 MAX_PAGES = 20_000
 MAX_WALKS = 3
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

@@ -21,10 +21,11 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from jobsync.client import ApiClient
+from jobsync.clock import Clock, utcnow
 from jobsync.config import Settings, Source
 from jobsync.details import DetailsOutcome, fetch_details, select_jobs
 from jobsync.errors import JobsyncError, StorageError
-from jobsync.fetch import Clock, fetch_snapshot, utcnow
+from jobsync.fetch import fetch_snapshot
 from jobsync.locking import sync_lock
 from jobsync.ratelimit import RateLimiters
 from jobsync.records import Snapshot

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -221,3 +223,10 @@ def test_reading_a_missing_sqlite_file_is_one_line_and_creates_nothing(tmp_path,
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1
     assert "no such file" in result.output and "`jobsync sync`" in result.output
     assert not missing.exists()
+
+
+def test_starting_the_cli_imports_no_http_client():
+    # Commands that only read the database should not pay for requests and urllib3.
+    script = "import sys, jobsync.cli; print(sorted({'requests', 'urllib3'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
