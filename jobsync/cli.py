@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import click
@@ -27,6 +27,7 @@ from jobsync.cli_common import (
     format_option,
     open_db,
     parse_duration,
+    read_db,
     settings_from,
 )
 from jobsync.cli_demo import demo, simulate
@@ -321,7 +322,7 @@ def status(
 
     settings = settings_from(database_url=database_url, config_file=config_file)
     configured = [s.key for s in settings.sources]
-    rows = _read(
+    rows = read_db(
         settings,
         lambda engine: source_status(engine, overdue_after=overdue_after, sources=configured),
     )
@@ -356,7 +357,7 @@ def jobs(
     from jobsync.queries import list_jobs
 
     settings = settings_from(database_url=database_url, config_file=config_file)
-    rows = _read(
+    rows = read_db(
         settings,
         lambda engine: list_jobs(
             engine,
@@ -389,22 +390,12 @@ def history(
     from jobsync.queries import job_history
 
     settings = settings_from(database_url=database_url, config_file=config_file)
-    rows = _read(
+    rows = read_db(
         settings, lambda engine: job_history(engine, job_id, cluster_ids=split_ids(cluster_ids))
     )
     if not rows:
         _fail(f"no job {job_id!r} in {redact(settings.database_url)}", 1)
     click.echo(render(rows, fmt))
-
-
-def _read(settings: Settings, query: Callable[[Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    from jobsync.migrate import require_current_schema
-    from jobsync.store import storage_errors
-
-    engine = open_db(settings, readonly=True)
-    with storage_errors(settings.database_url):
-        require_current_schema(engine)
-        return query(engine)
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -22,6 +22,7 @@ from jobsync.output import FORMATS, escape_control
 from jobsync.redact import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 log = logging.getLogger("jobsync")
 
@@ -150,3 +151,20 @@ def open_db(settings: Settings, *, readonly: bool = False) -> Any:
             "(there is no such file): run `jobsync sync` first"
         )
     return open_engine(settings.database_url, readonly=readonly)
+
+
+def read_db(settings: Settings, query: Callable[[Any], T], *, needs: str = "jobsync needs") -> T:
+    """Open the database read-only, refuse a missing or other schema, run one query.
+
+    ``needs`` says who needs the schema, for the refusal ("reports need 0004").
+    """
+    from jobsync.migrate import require_current_schema
+    from jobsync.store import storage_errors
+
+    engine = open_db(settings, readonly=True)
+    try:
+        with storage_errors(settings.database_url):
+            require_current_schema(engine, needs=needs)
+            return query(engine)
+    finally:
+        engine.dispose()

@@ -22,8 +22,8 @@ from jobsync.cli_common import (
     config_option,
     db_option,
     format_option,
-    open_db,
     parse_duration,
+    read_db,
     settings_from,
 )
 from jobsync.clock import utcnow
@@ -41,17 +41,8 @@ STUCK_EXIT = 3
 
 def _read(database_url: str | None, config_file: str | None, query: Callable[[Any], T]) -> T:
     """Open the database read-only, check its schema, run one report."""
-    from jobsync.report import require_reporting_schema
-    from jobsync.store import storage_errors
-
     settings = settings_from(database_url=database_url, config_file=config_file)
-    engine = open_db(settings, readonly=True)
-    try:
-        with storage_errors(settings.database_url):
-            require_reporting_schema(engine)
-            return query(engine)
-    finally:
-        engine.dispose()
+    return read_db(settings, query, needs="reports need")
 
 
 def _show(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:

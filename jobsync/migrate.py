@@ -101,10 +101,10 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     return before, after or head_revision()
 
 
-def require_current_schema(engine: Engine, reader: str = "jobsync") -> None:
+def require_current_schema(engine: Engine, needs: str = "jobsync needs") -> None:
     """For reading: refuse, in one line, a database without the schema or at another revision.
 
-    ``reader`` names what needs it, for the message ("reports need 0004").
+    ``needs`` says who needs the schema, for the message ("reports need 0004").
     """
     current = current_revision(engine)
     if current == HEAD_REVISION:
@@ -112,7 +112,7 @@ def require_current_schema(engine: Engine, reader: str = "jobsync") -> None:
     where = redact(engine.url.render_as_string(hide_password=True))
     if current is None:
         raise SchemaError(f"{where} has no jobsync schema yet: run `jobsync sync` first")
-    _refuse_revision(current, f"{where} is at schema revision {current}, {reader} needs")
+    _refuse_revision(current, f"{where} is at schema revision {current}, {needs}")
 
 
 def ensure_schema(engine: Engine) -> None:

@@ -35,7 +35,6 @@ __all__ = [
     "durations",
     "failures",
     "nearest_rank",
-    "require_reporting_schema",
     "states_per_day",
     "stuck",
     "summary",
@@ -60,13 +59,6 @@ STUCK_COLUMNS = (
     "last_seen_at", "seconds_in_state",
 )
 # fmt: on
-
-
-def require_reporting_schema(engine: Engine) -> None:
-    """Refuse, with one clear line, a database without the schema or behind it (no views yet)."""
-    from jobsync.migrate import require_current_schema
-
-    require_current_schema(engine, reader="reports")
 
 
 def summary(
