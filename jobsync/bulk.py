@@ -25,6 +25,7 @@ from jobsync.redact import error_detail
 
 __all__ = [
     "driver_errors",
+    "fetchall",
     "insert_new_jobs",
     "insert_transitions",
     "placeholder",
@@ -335,6 +336,18 @@ def driver_errors(conn: Connection) -> Iterator[Any]:
         yield conn.connection.driver_connection
     except conn.dialect.loaded_dbapi.Error as exc:
         raise StorageError(f"database error: {error_detail(exc)}") from exc
+
+
+def fetchall(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """All rows of one query, through the driver's cursor: row-by-row fetching through
+    SQLAlchemy costs more than the rows themselves."""
+    with driver_errors(conn) as driver:
+        cursor = driver.cursor()
+        try:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
 
 
 def _executemany(conn: Connection, sql: str, tuples: list[tuple[Any, ...]]) -> None:

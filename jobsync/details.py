@@ -68,7 +68,7 @@ def select_jobs(snapshot: Snapshot, candidates: DetailCandidates, limit: int) ->
     finishing: list[str] = []
     finished_new: list[str] = []
     still_open: list[str] = []
-    known = candidates.known if candidates.had_complete_pass else None
+    known = candidates.known
     for job_id, record in snapshot.jobs.items():
         if canonical_state(record.raw_state) not in TERMINAL_STATES:
             still_open.append(job_id)

@@ -235,12 +235,11 @@ class DetailCandidates:
 
     ``open_jobs``: stored jobs in a non-terminal state, and when their details were last
     fetched (seconds since some epoch, None if never); ``known``: every stored job id, or None
-    when not needed (no complete pass yet).
+    when not needed (no complete pass yet: every job is new then).
     """
 
     open_jobs: Mapping[str, float | None]
     known: frozenset[str] | None
-    had_complete_pass: bool
 
 
 def parse_progress_data(data: Any, job_id: str, sampled_at: datetime) -> JobDetails:

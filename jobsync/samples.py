@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
+from jobsync.bulk import fetchall, placeholder
 from jobsync.history import StoredJob
 from jobsync.records import DetailCandidates, JobDetails, JobRecord, Snapshot
 from jobsync.schema import import_job_progress, import_job_records, sync_sources
@@ -23,13 +24,11 @@ from jobsync.states import TERMINAL_STATES, canonical_state
 __all__ = ["load_detail_candidates", "load_figures", "with_details", "write_details"]
 
 
-# One scan of the source's jobs; the time of the last fetch as a number, so that ordering it
-# needs no per-row conversion (a source can have 100,000 jobs, most of them finished).
-_CANDIDATES_SQL = {
-    "sqlite": "SELECT job_id, state, julianday(details_at) * 86400.0 "
-    "FROM import_job_records WHERE cluster_id = ?",
-    "postgresql": "SELECT job_id, state, EXTRACT(EPOCH FROM details_at)::float8 "
-    "FROM import_job_records WHERE cluster_id = %s",
+# The time of the last fetch as a number, so that ordering it needs no per-row conversion (a
+# source can have 100,000 jobs, most of them finished).
+_ASKED_AT = {
+    "sqlite": "julianday(details_at) * 86400.0",
+    "postgresql": "EXTRACT(EPOCH FROM details_at)::float8",
 }
 
 
@@ -42,15 +41,15 @@ def load_detail_candidates(engine: Engine, cluster_id: str) -> DetailCandidates:
             )
         ).scalar()
         # The driver's cursor: through SQLAlchemy's rows this read cost three times as much.
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(_CANDIDATES_SQL[conn.dialect.name], (cluster_id,))
-            rows = cursor.fetchall()
-        finally:
-            cursor.close()
+        rows = fetchall(
+            conn,
+            f"SELECT job_id, state, {_ASKED_AT[conn.dialect.name]} "
+            f"FROM import_job_records WHERE cluster_id = {placeholder(conn)}",
+            (cluster_id,),
+        )
     open_jobs = {job_id: asked for job_id, state, asked in rows if state not in TERMINAL_STATES}
     known = frozenset(row[0] for row in rows) if had_complete is not None else None
-    return DetailCandidates(open_jobs, known, had_complete is not None)
+    return DetailCandidates(open_jobs, known)
 
 
 # What a progress sample records; a new sample is written only when one of them moved.

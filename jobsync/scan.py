@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from jobsync.bulk import driver_errors, placeholder
+from jobsync.bulk import driver_errors, fetchall, placeholder
 from jobsync.history import StoredJob, triage
 from jobsync.records import JobRecord
 from jobsync.schema import utc_from_db
@@ -77,7 +77,7 @@ def load_rows(conn: Connection, cluster_id: str, job_ids: Sequence[str]) -> dict
         batch = job_ids[start : start + 500]
         marks = ", ".join([p] * len(batch))
         sql = _LOAD_SQL.format(p=p) + f" AND job_id IN ({marks})"
-        for row in _fetchall(conn, sql, (cluster_id, *batch)):
+        for row in fetchall(conn, sql, (cluster_id, *batch)):
             found[row[0]] = _stored(row)
     return found
 
@@ -108,17 +108,5 @@ def _stream(conn: Connection, sql: str, params: tuple[Any, ...]) -> Iterator[tup
             cursor.execute(sql, params)
             while chunk := cursor.fetchmany(STREAM_CHUNK):
                 yield from chunk
-        finally:
-            cursor.close()
-
-
-def _fetchall(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[Any]:
-    # fetchall on the driver's cursor: row-by-row fetching through SQLAlchemy costs more than
-    # the rows themselves.
-    with driver_errors(conn) as driver:
-        cursor = driver.cursor()
-        try:
-            cursor.execute(sql, params)
-            return list(cursor.fetchall())
         finally:
             cursor.close()

@@ -465,14 +465,13 @@ def test_selection_order_finishing_then_new_finished_then_open_by_age():
     candidates = DetailCandidates(
         open_jobs={"open-old": 100.0, "open-new": 3700.0, "open-never": None, "fin": 100.0},
         known=frozenset({"open-old", "open-new", "open-never", "fin", "old-fin"}),
-        had_complete_pass=True,
     )
 
     assert select_jobs(snapshot, candidates, 100) == [
         "fin", "new-fin", "open-never", "open-old", "open-new"
     ]  # fmt: skip
     assert select_jobs(snapshot, candidates, 2) == ["fin", "new-fin"]
-    first_pass = DetailCandidates(open_jobs={}, known=None, had_complete_pass=False)
+    first_pass = DetailCandidates(open_jobs={}, known=None)
     assert select_jobs(snapshot, first_pass, 100) == ["open-never", "open-new", "open-old"]
 
 
