@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import heapq
 import logging
-import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -185,7 +183,7 @@ class _Pass:
 
 
 def fetch_details(
-    make_client: Callable[[], ApiClient],
+    client: ApiClient,
     source: Source,
     job_ids: Sequence[str],
     *,
@@ -194,22 +192,20 @@ def fetch_details(
     cancel: threading.Event | None = None,
     memory: PathMemory = KNOWN_PATHS,
 ) -> DetailsOutcome:
-    """Ask the progress endpoint about ``job_ids``; never raises for a failed request."""
+    """Ask the progress endpoint about ``job_ids``; never raises for a failed request.
+
+    ``client`` serves all ``concurrency`` threads at once, as it does the list's pages.
+    """
     state = _Pass(source, memory, clock)
     if not job_ids:
         return state.outcome
     workers = max(1, min(concurrency, len(job_ids)))
-    clients: queue.SimpleQueue[ApiClient] = queue.SimpleQueue()
-    made: list[ApiClient] = []
-    for _ in range(workers):
-        made.append(make_client())
-        clients.put(made[-1])
+    retries_before = client.retries
 
     def one(job_id: str) -> None:
         if state.stopped or (cancel is not None and cancel.is_set()):
             return
-        with _borrowed(clients) as client:
-            _fetch_one(client, state, job_id)
+        _fetch_one(client, state, job_id)
 
     try:
         # The first request alone: it finds the path, so the others do not all meet the 404s.
@@ -221,9 +217,7 @@ def fetch_details(
             with ThreadPoolExecutor(workers, thread_name_prefix="jobsync-details") as pool:
                 list(pool.map(one, job_ids[1:]))
     finally:
-        for client in made:
-            state.outcome.retries += client.retries
-            client.close()
+        state.outcome.retries += client.retries - retries_before
     if state.logged > LOGGED_FAILURES:
         log.warning(
             "%s: %d more progress requests failed", source.name, state.logged - LOGGED_FAILURES
@@ -235,16 +229,6 @@ def fetch_details(
             state.outcome.ambiguous_times,
         )
     return state.outcome
-
-
-@contextmanager
-def _borrowed(clients: queue.SimpleQueue[ApiClient]) -> Iterator[ApiClient]:
-    # A client is used by one thread at a time: ApiClient is not made for concurrent use.
-    client = clients.get()
-    try:
-        yield client
-    finally:
-        clients.put(client)
 
 
 def _fetch_one(client: ApiClient, state: _Pass, job_id: str) -> None:

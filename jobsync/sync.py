@@ -177,19 +177,19 @@ def _fetch_details(
     wanted = select_jobs(snapshot, candidates, settings.details_cap())
     http = replace(settings.http, max_retries=min(settings.http.max_retries, DETAIL_RETRIES))
 
-    def make_client() -> ApiClient:
-        return ApiClient(
-            source.base_url, source.api_key, http, sleep=sleep, cancel=cancel, rate_limit=rate_limit
+    if not wanted:
+        return DetailsOutcome()
+    with ApiClient(
+        source.base_url, source.api_key, http, sleep=sleep, cancel=cancel, rate_limit=rate_limit
+    ) as client:
+        return fetch_details(
+            client,
+            source,
+            wanted,
+            concurrency=settings.details_concurrency,
+            clock=clock,
+            cancel=cancel,
         )
-
-    return fetch_details(
-        make_client,
-        source,
-        wanted,
-        concurrency=settings.details_concurrency,
-        clock=clock,
-        cancel=cancel,
-    )
 
 
 def _failed(
