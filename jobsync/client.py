@@ -23,6 +23,7 @@ from urllib3.util.retry import Retry
 
 from jobsync.config import HttpSettings
 from jobsync.errors import ApiStatusError, AuthError, Cancelled, ProtocolError, TransportError
+from jobsync.ratelimit import pause
 from jobsync.redact import Secret, redact
 
 __all__ = ["ApiClient", "BearerAuth", "parse_envelope"]
@@ -33,7 +34,6 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 SUCCESS_CODES = frozenset({0, 200})
 AUTH_CODES = frozenset({80001, 80002, 21119, 1800})
 MESSAGE_LIMIT = 300
-_CANCELLED = "stopped on request before the pass finished; nothing was written"
 _USER_AGENT = "jobsync/0.1 (+https://github.com/jobsync/jobsync)"
 
 
@@ -62,12 +62,7 @@ def _cancellable(
     """A backoff that a stop request cuts short, ending the request with Cancelled."""
 
     def wait(seconds: float) -> None:
-        if sleep is None:
-            cancel.wait(seconds)
-        else:
-            sleep(seconds)
-        if cancel.is_set():
-            raise Cancelled(_CANCELLED)
+        pause(seconds, cancel, sleep)
 
     return wait
 
@@ -202,7 +197,7 @@ class ApiClient:
         ``headers`` are added to this request only (Milvus reads the database from one).
         """
         if self._cancel is not None and self._cancel.is_set():
-            raise Cancelled(_CANCELLED)
+            raise Cancelled()
         if self._rate_limit is not None:
             self._rate_limit(path)
         status, payload = self._post(path, body, headers)

@@ -90,3 +90,8 @@ class LockedError(StorageError):
 
 class Cancelled(JobsyncError):
     """A stop was requested (SIGTERM, SIGINT) while a pass was fetching; nothing was written."""
+
+    def __init__(
+        self, message: str = "stopped on request before the pass finished; nothing was written"
+    ) -> None:
+        super().__init__(message)

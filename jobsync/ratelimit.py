@@ -15,9 +15,8 @@ from collections.abc import Callable
 from jobsync.errors import Cancelled
 from jobsync.redact import Secret
 
-__all__ = ["RateLimiter", "RateLimiters"]
+__all__ = ["RateLimiter", "RateLimiters", "pause"]
 
-_CANCELLED = "stopped on request before the pass finished; nothing was written"
 # Bound at import, as a default argument would be: tests that replace time.sleep to count the
 # client's backoffs must not count the pacing too.
 _real_sleep = time.sleep
@@ -66,7 +65,7 @@ class RateLimiter:
         unused, which only ever makes the pacing more conservative.
         """
         if cancel is not None and cancel.is_set():
-            raise Cancelled(_CANCELLED)
+            raise Cancelled()
         with self._lock:
             now = self._clock()
             slot = max(now, self._next)
@@ -83,14 +82,21 @@ class RateLimiter:
                 slot = sent[0] + self.window
 
     def _wait(self, seconds: float, cancel: threading.Event | None) -> None:
-        if self._sleep is not None:
-            self._sleep(seconds)
-        elif cancel is not None:
-            cancel.wait(seconds)
-        else:
-            _real_sleep(seconds)
-        if cancel is not None and cancel.is_set():
-            raise Cancelled(_CANCELLED)
+        pause(seconds, cancel, self._sleep)
+
+
+def pause(
+    seconds: float, cancel: threading.Event | None, sleep: Callable[[float], None] | None
+) -> None:
+    """Wait (with ``sleep`` if given, else until ``cancel`` is set); Cancelled if a stop came."""
+    if sleep is not None:
+        sleep(seconds)
+    elif cancel is not None:
+        cancel.wait(seconds)
+    else:
+        _real_sleep(seconds)
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
 
 
 class RateLimiters:
