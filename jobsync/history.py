@@ -54,18 +54,6 @@ class StoredJob(NamedTuple):
     last_seen_started_at: datetime | None
     missing_since: datetime | None
 
-    def unchanged_by(self, record: JobRecord) -> bool:
-        """True when listing ``record`` changes nothing: the common case, checked cheaply."""
-        return (
-            self.raw_state == record.raw_state
-            and self.listed
-            and not self.missed_snapshots
-            and not self.vanished
-            and self.collection_name == record.collection_name
-            and self.progress == record.progress
-            and self.reason == record.reason
-        )
-
 
 class Triage(NamedTuple):
     """Which stored jobs a snapshot may change, from one streamed read of all of them."""
@@ -292,7 +280,9 @@ def plan_pass(
         known = stored.get(job_id)
         if known is None:
             new(record)
-        elif not known.unchanged_by(record):
+        else:
+            # Writes only what differs: an unchanged job (triage has already skipped most)
+            # adds no row and no transition.
             _plan_listed(plan, JobRow.from_stored(known), record, snapshot, marks, run_id)
     _plan_unlisted(plan, _unlisted(stored, snapshot), snapshot, marks, run_id)
     return plan
