@@ -24,8 +24,6 @@ from jobsync.redact import redact
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
-log = logging.getLogger("jobsync")
-
 
 class ExitError(click.ClickException):
     """A ClickException whose exit code is the JobsyncError's (click fixes it per class)."""

@@ -37,6 +37,7 @@ __all__ = [
     "nearest_rank",
     "states_per_day",
     "stuck",
+    "stuck_since",
     "summary",
     "trend",
 ]
@@ -282,6 +283,11 @@ def stuck(
     )
 
 
+def stuck_since(now: datetime, older_than: float) -> datetime:
+    """A job in its state since before this is stuck: the one rule of every stuck report."""
+    return now - timedelta(seconds=older_than)
+
+
 def active(
     engine: Engine,
     *,
@@ -289,7 +295,6 @@ def active(
     cluster_ids: Sequence[str] = (),
     collections: Sequence[str] = (),
     older_than: float | None = None,
-    limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Jobs of ``active_jobs``, longest in their state first; seconds_in_state runs to ``now``.
 
@@ -306,9 +311,7 @@ def active(
         collections,
     )
     if older_than is not None:
-        query = query.where(a.c.state_since < now - timedelta(seconds=older_than))
-    if limit is not None:
-        query = query.limit(limit)
+        query = query.where(a.c.state_since < stuck_since(now, older_than))
     with engine.connect() as conn:
         rows = []
         for row in conn.execute(query):

@@ -75,6 +75,7 @@ def gather(engine: Engine, options: Options) -> ReportData:
         "collections": options.collections,
     }
     active = r.active(engine, **scope)
+    stuck_since = r.stuck_since(now, options.older_than)
     return ReportData(
         options=options,
         now=now,
@@ -83,7 +84,7 @@ def gather(engine: Engine, options: Options) -> ReportData:
         durations=r.durations(engine, since=options.since, **scope),
         failures=r.failures(engine, since=options.since, **scope),
         active=active,
-        stuck=[row for row in active if row["seconds_in_state"] > options.older_than],
+        stuck=[row for row in active if row["state_since"] < stuck_since],
     )
 
 
@@ -147,7 +148,7 @@ def _stacked_days(rows: Sequence[dict[str, Any]]) -> str:
     bar_w = max(2, round(slot * 0.7))
     ticks = _ticks(max(totals), (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000))
     scale = plot_h / ticks[-1]
-    out = _y_grid(ticks, left, top, plot_h, str)
+    out = _y_grid(ticks, left, top, plot_h)
     label_every = max(1, len(rows) // 14)
     base = top + plot_h
     for i, row in enumerate(rows):
@@ -246,13 +247,13 @@ def _svg(name: str, height: int, body: list[str]) -> str:
     )
 
 
-def _y_grid(ticks: list[float], left: int, top: int, plot_h: int, label: Any) -> list[str]:
+def _y_grid(ticks: list[float], left: int, top: int, plot_h: int) -> list[str]:
     out = []
     for t in ticks:
         y = top + plot_h - plot_h * t / ticks[-1]
         out.append(
             f"<line x1='{left}' x2='{WIDTH - 8}' y1='{y:.1f}' y2='{y:.1f}' class='grid'/>"
-            f"<text x='{left - 6}' y='{y + 4:.1f}' text-anchor='end'>{_e(label(int(t)))}</text>"
+            f"<text x='{left - 6}' y='{y + 4:.1f}' text-anchor='end'>{_e(str(int(t)))}</text>"
         )
     return out
 
