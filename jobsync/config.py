@@ -354,12 +354,8 @@ def _load_config_file(path: Path) -> dict[str, Any]:
     _check_fields(data, _TOP_LEVEL_FIELDS, f"config file {path}")
     if "page_size" in data:
         _check_page_size(data["page_size"], f"config file {path}: page_size")
-    if "page_concurrency" in data and not 1 <= data["page_concurrency"] <= MAX_PAGE_CONCURRENCY:
-        raise ConfigError(
-            f"config file {path}: page_concurrency {data['page_concurrency']} is out of range: "
-            f"1 to {MAX_PAGE_CONCURRENCY} pages at once"
-        )
     for name, most in (
+        ("page_concurrency", MAX_PAGE_CONCURRENCY),
         ("details_max_per_pass", MAX_DETAILS_PER_PASS),
         ("details_max_per_run", MAX_DETAILS_PER_RUN),
         ("details_concurrency", MAX_DETAILS_CONCURRENCY),

@@ -16,18 +16,7 @@ from sqlalchemy import Engine, func, select
 
 from jobsync.schema import sync_runs, utc_from_db
 
-__all__ = ["COLUMNS", "format_age", "source_status"]
-
-COLUMNS = (
-    "source",
-    "last_status",
-    "last_started_at",
-    "age",
-    "age_seconds",
-    "last_success_at",
-    "overdue",
-    "error",
-)
+__all__ = ["format_age", "source_status"]
 
 
 def source_status(
@@ -37,7 +26,8 @@ def source_status(
     sources: Sequence[str] = (),
     now: datetime | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per source (those in ``sync_runs``, plus ``sources``), in COLUMNS order.
+    """One row per source (those in ``sync_runs``, plus ``sources``): source, last_status,
+    last_started_at, age, age_seconds, last_success_at, overdue, error.
 
     ``age`` is measured from the end of the last pass (its start while it is still running);
     ``overdue`` is true when the last succeeded pass finished more than ``overdue_after``
