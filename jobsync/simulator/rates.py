@@ -61,11 +61,3 @@ class PeakRate:
     def reset(self) -> None:
         self._all = _Window()
         self._by_key.clear()
-
-
-def bearer_token(authorization: str | None) -> str | None:
-    """The token of a ``Bearer`` header (what the rate limit is per), else the header itself."""
-    if authorization is None:
-        return None
-    scheme, _, token = authorization.strip().partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else authorization

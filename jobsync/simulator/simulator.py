@@ -23,9 +23,9 @@ from typing import Any, Literal, Protocol
 from .faults import Fault, FaultBook, Quirks
 from .milvus import MILVUS_RETENTION, MilvusApi
 from .model import RequestRecord, SimJob, StateChange
-from .rates import PeakRate, bearer_token
+from .rates import PeakRate
 from .server import HttpServerThread, Planned
-from .wire import ApiRequest, Reply, http_error
+from .wire import ApiRequest, Reply, bearer_token, http_error
 from .world import Job, World
 from .zilliz import ZillizApi
 
@@ -350,7 +350,10 @@ class Simulator:
         number: int | None = None
         with self._lock:
             # Timed under the lock, so the times reach the counter in order.
-            self._rates.record(bearer_token(request.authorization), self._monotonic())
+            # Per key: the token of a Bearer header, else the header itself (or None).
+            token = bearer_token(request.authorization)
+            key = request.authorization if token is None else token
+            self._rates.record(key, self._monotonic())
             self._request_count += 1
             now = self._clock()
             if path not in self._api.paths:

@@ -100,17 +100,21 @@ def http_error(status: int, message: str | None = None) -> Reply:
     return envelope(status, message or phrase, status)
 
 
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of a `Bearer <token>` Authorization header, else None."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
 def bearer_matches(authorization: str | None, api_key: str | None) -> bool:
     """Whether an Authorization header carries `Bearer <api_key>`; any request passes if no key."""
     if api_key is None:
         return True
-    if authorization is None:
-        return False
-    scheme, _, token = authorization.strip().partition(" ")
+    token = bearer_token(authorization)
     # Constant-time: the simulator stands in for a real auth check, so it behaves like one.
-    return scheme.lower() == "bearer" and hmac.compare_digest(
-        token.strip().encode(), api_key.encode()
-    )
+    return token is not None and hmac.compare_digest(token.encode(), api_key.encode())
 
 
 def is_int(value: object) -> bool:
