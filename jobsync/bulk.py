@@ -3,14 +3,13 @@
 A pass can touch 100,000 rows. Through SQLAlchemy's per-value type processing that costs more
 than fetching the pages did, so this module speaks to the driver directly with plain tuples:
 timestamps are converted once per distinct value (a page's jobs share one). New jobs go to
-SQLite as JSON expanded by the database and to PostgreSQL through COPY (see
+SQLite as multi-row VALUES and to PostgreSQL through COPY (see
 ``insert_new_jobs``); changes are written with ``executemany``; upserts are
 ``INSERT ... ON CONFLICT``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -100,27 +99,37 @@ UPDATE import_job_records SET
 WHERE cluster_id = {p} AND job_id = {p}
 """
 
-# New jobs, one JSON array per job: [job_id, collection_name, state, raw_state, progress, reason,
-# observed_at, finished_at, failure_reason]. The rest of the row is the same for every new job.
-_NEW_ROW_COLUMNS = ", ".join(JOB_COLUMNS)
-_NEW_SQLITE = (
-    f"""
-INSERT INTO import_job_records ({_NEW_ROW_COLUMNS})
-SELECT ?1, j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
-       j.value ->> 5, j.value ->> 6, j.value ->> 6, ?2, ?3, j.value ->> 7, NULL, 1, 0, NULL
-FROM json_each(?4) AS j
-WHERE true  -- SQLite needs a WHERE before ON CONFLICT in INSERT ... SELECT
-ON CONFLICT (cluster_id, job_id) DO UPDATE SET
-    {", ".join(f"{c} = excluded.{c}" for c in JOB_COLUMNS[2:])}
-""",
-    f"""
-INSERT INTO import_job_transitions ({", ".join(TRANSITION_COLUMNS)})
-SELECT ?1, j.value ->> 0, 'first_seen', NULL, j.value ->> 2, NULL, j.value ->> 3, ?2,
-       j.value ->> 6, ?3, j.value ->> 8
-FROM json_each(?4) AS j
-""",
-)
-# Bounds what a first sync expands at once (on SQLite also the JSON text, ~100 bytes a job).
+# New jobs on SQLite: multi-row VALUES, NEW_ROWS_PER_STATEMENT rows per statement and the same
+# parameters for both tables. ?1-?5 are the pass's own values (cluster, seen_at, seen_started_at,
+# first_seen window, run id); then 9 per job, job_id last so that each statement's highest
+# parameter number is the last one bound (the sqlite3 module insists on an exact count).
+_PASS_PARAMS = 5
+_JOB_PARAMS = 9  # collection, state, raw_state, progress, reason, observed_at, finished_at,
+# failure_reason, job_id
+# 50 rows x 9 stays under the 999 parameters of SQLite builds before 3.32; longer statements
+# measured no faster (and a thousand rows, slower).
+NEW_ROWS_PER_STATEMENT = 50
+
+
+def _new_job_values(b: int) -> tuple[str, str]:
+    """One job's VALUES tuple in each table, for the job whose parameters start after ?b."""
+    c, st, raw, prog, reason, obs, fin, failure, job = (f"?{b + k}" for k in range(1, 10))
+    row = f"(?1,{job},{c},{st},{raw},{prog},{reason},{obs},{obs},?2,?3,{fin},NULL,1,0,NULL)"
+    history = f"(?1,{job},'first_seen',NULL,{st},NULL,{raw},?4,{obs},?5,{failure})"
+    return row, history
+
+
+def _new_jobs_sqlite_sql(rows: int) -> tuple[str, str]:
+    values = [_new_job_values(_PASS_PARAMS + _JOB_PARAMS * k) for k in range(rows)]
+    return (
+        f"INSERT INTO import_job_records ({', '.join(JOB_COLUMNS)}) VALUES "
+        + ",".join(v[0] for v in values),
+        f"INSERT INTO import_job_transitions ({', '.join(TRANSITION_COLUMNS)}) VALUES "
+        + ",".join(v[1] for v in values),
+    )
+
+
+# Bounds how many new jobs are expanded at once on PostgreSQL.
 NEW_JOBS_CHUNK = 20_000
 
 
@@ -151,13 +160,17 @@ def insert_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan) -> None:
 
     The rest of a new job's row is the same for all of them, so little travels per job:
 
-    - SQLite: one JSON array per chunk, expanded into both tables by ``json_each`` in an
-      ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``, instead of 16 + 11 values bound per job;
+    - SQLite: multi-row ``INSERT ... VALUES`` of 50 jobs, 9 values bound per job for both
+      tables, instead of 16 + 11 per job through ``executemany`` (0.7-1.0 s of SQLite's time
+      per 100,000 jobs, against 1.6-2.1 s for the JSON array expanded by ``json_each`` that
+      it replaced: every ``->>`` re-parsed the job's JSON);
     - PostgreSQL: binary COPY straight into both tables, which the server consumes while the
-      client is still encoding. There is no ON CONFLICT here: these jobs were loaded as absent
-      under the source's transaction lock, so none can exist; if one did, COPY would fail the
-      pass and leave the stored history as it was. (An upsert through a staging table cost
-      twice as much on the server.)
+      client is still encoding. (An upsert through a staging table cost twice as much on the
+      server.)
+
+    There is no ON CONFLICT: these jobs were loaded as absent under the source's write lock
+    (``BEGIN IMMEDIATE``; the advisory lock on PostgreSQL), so none can exist; if one did, the
+    insert would fail the pass and leave the stored history as it was.
     """
     if not plan.new:
         return
@@ -174,35 +187,43 @@ def _insert_new_jobs_sqlite(
     conn: Connection, cluster_id: str, plan: PassPlan, jobs: list[JobRecord]
 ) -> None:
     t = _Times(conn.dialect.name)
-    rows_sql, history_sql = _NEW_SQLITE
+    head = (
+        cluster_id,
+        t(plan.seen_at),
+        t(plan.seen_started_at),
+        t(plan.first_seen_window),
+        plan.run_id,
+    )
+    full = _new_jobs_sqlite_sql(NEW_ROWS_PER_STATEMENT)
+    observed_at: datetime | None = None
+    observed_text: object = None
     with driver_errors(conn) as driver:
         cursor = driver.cursor()
         try:
-            for start in range(0, len(jobs), NEW_JOBS_CHUNK):
-                doc = json.dumps(
-                    [
-                        (
-                            j.job_id,
-                            j.collection_name,
-                            j.state,
-                            j.raw_state,
-                            j.progress,
-                            j.reason,
-                            t(j.observed_at),
-                            t(j.finished_at),
-                            j.failure_reason,
-                        )
-                        for j in map(new_job, jobs[start : start + NEW_JOBS_CHUNK])
-                    ],
-                    ensure_ascii=False,
-                    check_circular=False,
+            for start in range(0, len(jobs), NEW_ROWS_PER_STATEMENT):
+                chunk = jobs[start : start + NEW_ROWS_PER_STATEMENT]
+                params = list(head)
+                for j in map(new_job, chunk):
+                    if j.observed_at is not observed_at:  # a page's jobs share one
+                        observed_at, observed_text = j.observed_at, t(j.observed_at)
+                    params += (
+                        j.collection_name,
+                        j.state,
+                        j.raw_state,
+                        j.progress,
+                        j.reason,
+                        observed_text,
+                        None if j.finished_at is None else observed_text,
+                        j.failure_reason,
+                        j.job_id,
+                    )
+                rows_sql, history_sql = (
+                    full
+                    if len(chunk) == NEW_ROWS_PER_STATEMENT
+                    else _new_jobs_sqlite_sql(len(chunk))
                 )
-                cursor.execute(
-                    rows_sql, (cluster_id, t(plan.seen_at), t(plan.seen_started_at), doc)
-                )
-                cursor.execute(
-                    history_sql, (cluster_id, t(plan.first_seen_window), plan.run_id, doc)
-                )
+                cursor.execute(rows_sql, params)
+                cursor.execute(history_sql, params)
         finally:
             cursor.close()
 

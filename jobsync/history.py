@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from jobsync.records import JobRecord, Snapshot
@@ -105,9 +106,8 @@ def triage(
 
 def new_job(record: JobRecord) -> NewJob:
     """The row values of a job this pass lists for the first time."""
-    # A job first seen already finished is taken to have finished when it was seen.
-    state = canonical_state(record.raw_state)
-    terminal = state in TERMINAL_STATES
+    state, terminal, failed = _first_seen_state(record.raw_state)
+    observed_at = record.observed_at
     return NewJob(
         record.job_id,
         record.collection_name,
@@ -115,10 +115,19 @@ def new_job(record: JobRecord) -> NewJob:
         record.raw_state,
         record.progress,
         record.reason,
-        record.observed_at,
-        record.observed_at if terminal else None,
-        record.reason if state == FAILED else None,
+        observed_at,
+        observed_at if terminal else None,
+        record.reason if failed else None,
     )
+
+
+@lru_cache(maxsize=256)
+def _first_seen_state(raw_state: str | None) -> tuple[str, bool, bool]:
+    """Canonical state, finished?, failed? A first sync asks this of every job, and the API
+    knows a handful of states."""
+    # A job first seen already finished is taken to have finished when it was seen.
+    state = canonical_state(raw_state)
+    return state, state in TERMINAL_STATES, state == FAILED
 
 
 @dataclass(slots=True)
