@@ -284,6 +284,9 @@ def plan_pass(
         seen_started_at=snapshot.started_at,
         seen_at=snapshot.finished_at,
     )
+    if not stored:  # a first sync: every listed job is new, and nothing else can change
+        plan.new.extend(snapshot.jobs.values())
+        return plan
     new = plan.new.append
     for job_id, record in snapshot.jobs.items():
         known = stored.get(job_id)

@@ -9,8 +9,9 @@ before the pass fetches details, long before it writes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
@@ -90,10 +91,14 @@ def with_details(
     """
     jobs = snapshot.jobs
     changed: dict[str, JobRecord] = {}
-    # This loop sees every listed job on every pass: lookups bound once, details looked up
-    # only when there are any.
+    # Only a detailed or a stored job can change here, and after triage ``stored`` holds the
+    # few a pass may change: a first sync or a re-sync need not walk a million listed jobs.
+    candidates: Iterable[str] = jobs
+    if len(stored) + len(details) < len(jobs):
+        candidates = [j for j in dict.fromkeys(chain(details, stored)) if j in jobs]
     stored_get, details_get = stored.get, details.get if details else None
-    for job_id, record in jobs.items():
+    for job_id in candidates:
+        record = jobs[job_id]
         progress, reason = record.progress, record.reason
         extra = details_get(job_id) if details_get is not None else None
         if extra is not None:

@@ -94,10 +94,11 @@ class _Handler(BaseHTTPRequestHandler):
             if trickle is None:
                 self.wfile.write(reply.body)
                 return
+            # Pause, then send: the last pause is over before the client can hold the whole body.
             for i in range(len(reply.body)):
+                self.server.responder.pace(trickle)
                 self.wfile.write(reply.body[i : i + 1])
                 self.wfile.flush()
-                self.server.responder.pace(trickle)
         except ConnectionError:  # the client hung up, e.g. its deadline cut a trickle short
             self.close_connection = True
 
