@@ -188,6 +188,98 @@ class SimulatorProcess:
         self.close()
 
 
+# -- a sync in a process of its own ----------------------------------------------------------------
+#
+# cron starts every `jobsync sync` afresh, so a pass's peak RSS is its own: in the worker, a
+# re-sync would also carry the heap the first sync left behind (freed, but kept by the
+# allocator). The child imports and connects before it is told to go (start-up is timed by
+# nothing here; `jobsync sync` adds about 0.3 s of it), then reports its own CPU and peak RSS.
+
+
+def _serve_sync(
+    conn: multiprocessing.connection.Connection, url: str, sim_url: str, page_size: int
+) -> None:
+    source = jobsync.Source(
+        name=CLUSTER, cluster_id=CLUSTER, base_url=sim_url, api_key=jobsync.Secret(KEY)
+    )
+    settings = jobsync.Settings(database_url=url, sources=(source,), page_size=page_size)
+    engine = jobsync.open_engine(url)
+    try:
+        conn.send("ready")
+        if conn.recv() != "go":
+            return
+        gc.collect()
+        _reset_peak_rss()
+        rss_before = _current_rss_mb()
+        cpu_before = time.process_time()
+        wall_before = time.perf_counter()
+        result = jobsync.sync_source(engine, source, settings)
+        wall = time.perf_counter() - wall_before
+        cpu = time.process_time() - cpu_before
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        conn.send((_result_fields(result), wall, cpu, peak, rss_before))
+        # Connected until the benchmark has read what needs the pass's connections: the
+        # server CPU of its backends, SQLite's WAL (deleted when the last connection closes).
+        conn.recv()
+    finally:
+        engine.dispose()
+        conn.close()
+
+
+def _result_fields(result: jobsync.PassResult) -> dict[str, Any]:
+    counts = result.counts
+    return {
+        "ok": result.ok,
+        "error": None if result.error is None else str(result.error),
+        "run_id": result.run_id,
+        "pages": result.pages,
+        "jobs_seen": result.jobs,
+        "complete": result.complete,
+        "new_jobs": counts.new_jobs if counts else 0,
+        "changed_jobs": counts.changed_jobs if counts else 0,
+        "vanished_jobs": counts.vanished_jobs if counts else 0,
+    }
+
+
+class SyncProcess:
+    """One sync pass in a spawned interpreter, started (and connected) before it is timed."""
+
+    def __init__(self, url: str, sim_url: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_conn = context.Pipe()
+        self._process = context.Process(
+            target=_serve_sync, args=(child_conn, url, sim_url, PAGE_SIZE), daemon=True
+        )
+        self._process.start()
+        child_conn.close()
+        if not self._conn.poll(SIM_START_TIMEOUT) or self._conn.recv() != "ready":
+            self.close()
+            raise RuntimeError("the sync process did not start")
+        # Filled in by run(): what the child measured of itself.
+        self.cpu_s = self.peak_rss_mb = self.rss_before_mb = float("nan")
+
+    def run(self) -> dict[str, Any]:
+        self._conn.send("go")
+        try:
+            fields, _wall, self.cpu_s, self.peak_rss_mb, self.rss_before_mb = self._conn.recv()
+        except EOFError:
+            raise RuntimeError(
+                f"the sync process exited (status {self._process.exitcode})"
+            ) from None
+        return dict(fields)
+
+    def close(self) -> None:
+        if self._conn.closed:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self._conn.send("stop")
+        self._process.join(30)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
+
+
 # -- measuring one step --------------------------------------------------------------------------
 
 
@@ -510,6 +602,8 @@ class Scenario:
     floor_runs: int
     wait_idle: float
     retries: int
+    # Each sync in a process of its own, as cron starts `jobsync sync` (else in the worker).
+    fresh_sync: bool = True
 
 
 Wrap = Callable[[str, Callable[[], T]], Callable[[], T]]
@@ -640,7 +734,14 @@ def run_scenario(scenario: Scenario) -> list[dict[str, Any]]:
                         sim, source, floor_step, scenario.floor_runs, scenario.wait_idle
                     )
                     sync_row = _sync_step(
-                        sim, target, source, settings, sync_step, profiler.wrap, scenario.wait_idle
+                        sim,
+                        target,
+                        source,
+                        settings,
+                        sync_step,
+                        profiler.wrap,
+                        scenario.wait_idle,
+                        fresh=scenario.fresh_sync,
                     )
                     sync_row["sim_changed_jobs"] = changed
                     sync_row["expected_rows"] = 2 * changed + 2
@@ -730,39 +831,49 @@ def _sync_step(
     step: str,
     wrap: Wrap[jobsync.PassResult],
     wait_idle: float,
+    *,
+    fresh: bool,
 ) -> dict[str, Any]:
     # A fresh engine per pass, as a cron-started `jobsync sync` has: connecting is part of a pass.
+    target.before()
     engine = jobsync.open_engine(target.url)
+    child = SyncProcess(target.url, source.base_url) if fresh else None
     try:
-        target.before()
-        result, sample = measure(
-            sim, wrap(step, lambda: jobsync.sync_source(engine, source, settings)), wait_idle
-        )
+        if child is not None:
+            result, sample = measure(sim, child.run, wait_idle)
+            # The child's own figures; this process only waited.
+            sample.cpu_s, sample.peak_rss_mb = child.cpu_s, child.peak_rss_mb
+            sample.rss_before_mb = child.rss_before_mb
+        else:
+            passed, sample = measure(
+                sim, wrap(step, lambda: jobsync.sync_source(engine, source, settings)), wait_idle
+            )
+            result = _result_fields(passed)
         sample.db_cpu_s = target.backend_cpu()
         sample.other_cpu_s = (
             sample.machine_cpu_s - sample.cpu_s - sample.sim_cpu_s - sample.db_cpu_s
         )
-        if not result.ok:
-            raise RuntimeError(f"{step}: the pass failed: {result.error}")
+        if not result["ok"]:
+            raise RuntimeError(f"{step}: the pass failed: {result['error']}")
         with engine.connect() as conn:
             rows_written = conn.execute(
-                select(sync_runs.c.rows_written).where(sync_runs.c.id == result.run_id)
+                select(sync_runs.c.rows_written).where(sync_runs.c.id == result["run_id"])
             ).scalar_one()
+        if child is not None and target.name == "postgresql":
+            child.close()  # its backends publish their statistics as they end
         written = target.after(engine)
     finally:
+        if child is not None:
+            child.close()
         engine.dispose()
-    counts = result.counts
-    assert counts is not None
+    for internal in ("ok", "error", "run_id"):
+        del result[internal]
     return {
         "step": step,
         **vars(sample),
-        "pages": result.pages,
-        "jobs_seen": result.jobs,
-        "complete": result.complete,
+        **result,
         "rows_written": int(rows_written),
-        "new_jobs": counts.new_jobs,
-        "changed_jobs": counts.changed_jobs,
-        "vanished_jobs": counts.vanished_jobs,
+        "sync_process": "fresh" if fresh else "same",
         **written,
     }
 
@@ -807,6 +918,7 @@ def worker_main(spec_json: str) -> int:
         floor_runs=spec["floor_runs"],
         wait_idle=spec["wait_idle"],
         retries=spec["retries"],
+        fresh_sync=spec["fresh_sync"],
     )
     version = code_version()  # read at start, the code we imported
     try:
@@ -840,6 +952,8 @@ def run_worker(args: argparse.Namespace, jobs: int, backend: str, rep: int) -> l
         "floor_runs": args.floor_runs,
         "wait_idle": args.wait_idle,
         "retries": args.retries,
+        # A profile is taken in the worker, where the sampler runs.
+        "fresh_sync": args.sync_process == "fresh" and not args.profile,
     }
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     try:
@@ -1081,6 +1195,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         metavar="SECONDS",
         help="before each measurement, wait up to this long for other load to stop",
+    )
+    parser.add_argument(
+        "--sync-process",
+        choices=("fresh", "same"),
+        default="fresh",
+        help="run each sync in a new process, as cron does (default), or all steps in one, "
+        "as the daemon does (--profile implies same)",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one scenario
     args = parser.parse_args(argv)
