@@ -66,13 +66,13 @@ def select_jobs(snapshot: Snapshot, candidates: DetailCandidates, limit: int) ->
     finishing: list[str] = []
     finished_new: list[str] = []
     still_open: list[str] = []
-    known = candidates.known
+    unstored = candidates.unstored
     for job_id, record in snapshot.jobs.items():
         if canonical_state(record.raw_state) not in TERMINAL_STATES:
             still_open.append(job_id)
         elif job_id in candidates.open_jobs:
             finishing.append(job_id)
-        elif known is not None and job_id not in known:
+        elif unstored is not None and job_id in unstored:
             finished_new.append(job_id)
     asked = candidates.open_jobs
 

@@ -17,7 +17,7 @@ exactly as sent, whatever its length.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from sys import intern
@@ -234,12 +234,12 @@ class DetailCandidates:
     """What the database knew of a source before a pass, for choosing jobs to fetch details of.
 
     ``open_jobs``: stored jobs in a non-terminal state, and when their details were last
-    fetched (seconds since some epoch, None if never); ``known``: every stored job id, or None
-    when not needed (no complete pass yet: every job is new then).
+    fetched (seconds since some epoch, None if never); ``unstored``: the listed jobs that are
+    not stored, or None when not needed (no complete pass yet: every job is new then).
     """
 
     open_jobs: Mapping[str, float | None]
-    known: frozenset[str] | None
+    unstored: Container[str] | None
 
 
 def parse_progress_data(data: Any, job_id: str, sampled_at: datetime) -> JobDetails:

@@ -16,9 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
-from jobsync.bulk import fetchall, placeholder
+from jobsync.bulk import placeholder
 from jobsync.history import StoredJob
 from jobsync.records import DetailCandidates, JobDetails, JobRecord, Snapshot
+from jobsync.scan import stream
 from jobsync.schema import import_job_progress, import_job_records, sync_sources
 from jobsync.states import TERMINAL_STATES, canonical_state
 
@@ -33,24 +34,41 @@ _ASKED_AT = {
 }
 
 
-def load_detail_candidates(engine: Engine, cluster_id: str) -> DetailCandidates:
-    """One short read, before the pass fetches details (and long before it writes)."""
+_TERMINAL = sorted(TERMINAL_STATES)
+
+
+def load_detail_candidates(
+    engine: Engine, cluster_id: str, listed: Mapping[str, JobRecord]
+) -> DetailCandidates:
+    """One short read, before the pass fetches details (and long before it writes).
+
+    Nothing is held per stored job: open jobs are kept only when listed (under the snapshot's
+    own id string), and the ids of the rest are compared with the snapshot's as they stream by.
+    """
     with engine.connect() as conn:
+        p = placeholder(conn)
         had_complete = conn.execute(
             select(sync_sources.c.last_complete_run_id).where(
                 sync_sources.c.cluster_id == cluster_id
             )
         ).scalar()
-        # The driver's cursor: through SQLAlchemy's rows this read cost three times as much.
-        rows = fetchall(
-            conn,
-            f"SELECT job_id, state, {_ASKED_AT[conn.dialect.name]} "
-            f"FROM import_job_records WHERE cluster_id = {placeholder(conn)}",
-            (cluster_id,),
+        open_jobs: dict[str, float | None] = {}
+        sql = (
+            f"SELECT job_id, {_ASKED_AT[conn.dialect.name]} FROM import_job_records "
+            f"WHERE cluster_id = {p} AND state NOT IN ({', '.join([p] * len(_TERMINAL))})"
         )
-    open_jobs = {job_id: asked for job_id, state, asked in rows if state not in TERMINAL_STATES}
-    known = frozenset(row[0] for row in rows) if had_complete is not None else None
-    return DetailCandidates(open_jobs, known)
+        for job_id, asked in stream(conn, sql, (cluster_id, *_TERMINAL)):
+            record = listed.get(job_id)
+            if record is not None:  # one that is not listed is never asked about
+                open_jobs[record.job_id] = asked
+        unstored: set[str] | None = None
+        if had_complete is not None:
+            # The snapshot's own key objects: a set of references, no new strings.
+            unstored = set(listed)
+            sql = f"SELECT job_id FROM import_job_records WHERE cluster_id = {p}"
+            for (job_id,) in stream(conn, sql, (cluster_id,)):
+                unstored.discard(job_id)
+    return DetailCandidates(open_jobs, unstored)
 
 
 # What a progress sample records; a new sample is written only when one of them moved.

@@ -16,7 +16,7 @@ from jobsync.history import StoredJob, triage
 from jobsync.records import JobRecord
 from jobsync.schema import utc_from_db
 
-__all__ = ["load_for_pass", "load_rows"]
+__all__ = ["load_for_pass", "load_rows", "stream"]
 
 _LOAD_SQL = """
 SELECT job_id, collection_name, state, raw_state, progress, reason, listed, missed_snapshots,
@@ -42,7 +42,7 @@ def load_for_pass(
     """
     p = placeholder(conn)
     found = triage(
-        _stream(
+        stream(
             conn,
             "SELECT job_id, raw_state, collection_name, progress, reason, "
             f"CASE WHEN {_QUIET} THEN 1 ELSE 0 END "
@@ -58,7 +58,7 @@ def load_for_pass(
     if found.unknown:
         back = [
             row[0]
-            for row in _stream(
+            for row in stream(
                 conn,
                 "SELECT job_id FROM import_job_records "
                 f"WHERE cluster_id = {p} AND vanished_at IS NOT NULL",
@@ -91,7 +91,7 @@ def _stored(row: Sequence[Any]) -> StoredJob:
     )
 
 
-def _stream(conn: Connection, sql: str, params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+def stream(conn: Connection, sql: str, params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
     """Rows a chunk at a time: a million of them never sit in memory at once.
 
     On PostgreSQL through a server-side cursor (libpq would otherwise buffer the whole result).

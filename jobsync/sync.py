@@ -173,7 +173,7 @@ def _fetch_details(
     # Under the write lock: on SQLite even a read begins IMMEDIATE, and must not queue behind
     # another source's long write into the busy timeout.
     with write_lock or nullcontext():
-        candidates = load_detail_candidates(engine, source.key)
+        candidates = load_detail_candidates(engine, source.key, snapshot.jobs)
     wanted = select_jobs(snapshot, candidates, settings.details_cap())
     http = replace(settings.http, max_retries=min(settings.http.max_retries, DETAIL_RETRIES))
 

@@ -464,14 +464,14 @@ def test_selection_order_finishing_then_new_finished_then_open_by_age():
     )  # fmt: skip
     candidates = DetailCandidates(
         open_jobs={"open-old": 100.0, "open-new": 3700.0, "open-never": None, "fin": 100.0},
-        known=frozenset({"open-old", "open-new", "open-never", "fin", "old-fin"}),
+        unstored=frozenset({"new-fin"}),
     )
 
     assert select_jobs(snapshot, candidates, 100) == [
         "fin", "new-fin", "open-never", "open-old", "open-new"
     ]  # fmt: skip
     assert select_jobs(snapshot, candidates, 2) == ["fin", "new-fin"]
-    first_pass = DetailCandidates(open_jobs={}, known=None)
+    first_pass = DetailCandidates(open_jobs={}, unstored=None)
     assert select_jobs(snapshot, first_pass, 100) == ["open-never", "open-new", "open-old"]
 
 
