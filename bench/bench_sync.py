@@ -52,7 +52,6 @@ from sqlalchemy import Engine, create_engine, select, text
 import jobsync
 from jobsync.client import ApiClient
 from jobsync.fetch import fetch_snapshot
-from jobsync.records import Snapshot
 from jobsync.schema import sync_runs
 from jobsync.store import normalise_url
 
@@ -216,7 +215,7 @@ def _serve_sync(
         result = jobsync.sync_source(engine, source, settings)
         wall = time.perf_counter() - wall_before
         cpu = time.process_time() - cpu_before
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = _peak_rss_mb()
         conn.send((_result_fields(result), wall, cpu, peak, rss_before))
         # Connected until the benchmark has read what needs the pass's connections: the
         # server CPU of its backends, SQLite's WAL (deleted when the last connection closes).
@@ -312,12 +311,28 @@ def busy_seconds() -> float:
 
 
 def _reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark (Linux >= 4.0), so ru_maxrss covers one step."""
+    """Reset the kernel's RSS high-water mark (Linux >= 4.0), so VmHWM covers one step."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         return False
     return True
+
+
+def _peak_rss_mb() -> float:
+    """This process's RSS high-water mark: VmHWM, which the reset above clears.
+
+    Not ru_maxrss: that also keeps the peak of the image a process had before exec, and a
+    spawned child is forked from the worker first, so it would report the worker's size.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _current_rss_mb() -> float:
@@ -380,8 +395,7 @@ def measure(sim: SimulatorProcess, action: Callable[[], T], wait_idle: float) ->
     wall = time.perf_counter() - wall_before
     cpu = time.process_time() - cpu_before
     machine = busy_seconds() - machine_before
-    # ru_maxrss is in KiB on Linux.
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     sim_cpu = sim.cpu() - sim_cpu_before
     return value, Sample(wall, cpu, sim_cpu, machine, peak, rss_before, busy_before)
 
@@ -797,29 +811,34 @@ def _floor_step(
     from run to run; a single unlucky floor would flatter or condemn the sync after it.
     """
 
-    def floor() -> Snapshot:
+    def floor() -> tuple[bool, int, int]:
         # The same client, settings and page size as sync_source uses, minus the database.
         with ApiClient(source.base_url, source.api_key) as client:
-            return fetch_snapshot(client, source, PAGE_SIZE)
+            snapshot = fetch_snapshot(client, source, PAGE_SIZE)
+        # Only its figures are kept: three snapshots of a million jobs would also sit in the
+        # heap of every later step (and of the sync processes forked from it).
+        return snapshot.complete, snapshot.pages, len(snapshot.jobs)
 
-    measured: list[tuple[Sample, Snapshot]] = []
+    measured: list[tuple[Sample, tuple[bool, int, int]]] = []
     for _ in range(3 * runs):
-        snapshot, sample = measure(sim, floor, wait_idle)
-        if not snapshot.complete:
+        figures, sample = measure(sim, floor, wait_idle)
+        if not figures[0]:
             raise RuntimeError(f"{step}: the floor's snapshot is incomplete; the ratio would lie")
         sample.other_cpu_s = sample.machine_cpu_s - sample.cpu_s - sample.sim_cpu_s
-        measured.append((sample, snapshot))
+        measured.append((sample, figures))
         quiet = [m for m in measured if not _disturbed(vars(m[0]))]
         if len(quiet) == runs:
             break
     usable = quiet if len(quiet) == runs else measured
-    sample, snapshot = sorted(usable, key=lambda m: m[0].wall_s)[(len(usable) - 1) // 2]
+    sample, (_, pages, jobs_seen) = sorted(usable, key=lambda m: m[0].wall_s)[
+        (len(usable) - 1) // 2
+    ]
     return {
         "step": step,
         **vars(sample),
         "floor_runs_wall_s": [m[0].wall_s for m in measured],
-        "pages": snapshot.pages,
-        "jobs_seen": len(snapshot.jobs),
+        "pages": pages,
+        "jobs_seen": jobs_seen,
     }
 
 
@@ -1105,7 +1124,8 @@ def format_table(summary: list[dict[str, Any]]) -> str:
 
 
 NOTES = """\
-wall s / cpu s: elapsed and CPU seconds of the benchmark process (SQLite runs inside it).
+wall s / cpu s: elapsed and CPU seconds of the process that ran the step: its own for a sync
+  (--sync-process fresh), else the worker; SQLite runs inside it.
 sim cpu s: the simulator process. db cpu s: PostgreSQL's backend(s) for the pass plus its WAL
   writer, checkpointer and background writer. other cpu s: the rest of the machine's busy CPU
   in that time, i.e. other processes, ~0 on a quiet machine; a pair disturbed by more than 10%
@@ -1116,7 +1136,7 @@ target: x-floor targets bind at 100,000 (<=1.6 first, <=1.3 re-sync 1%) and 1,00
   (<=1.4, <=1.15); '(pass)'/'(fail)' shows how other sizes
   would fare. rows: rows_written of the run vs 2 x (jobs the simulator changed) + 2, within 1%;
   binding for re-syncs, a sanity check for the first sync.
-peak RSS MiB: high-water RSS of the benchmark process during the step ({rss_scope});
+peak RSS MiB: high-water RSS (VmHWM) of that process during the step ({rss_scope});
   the verdict binds at 1,000,000 jobs: at most 300 MB (286 MiB).
 DB bytes: SQLite: bytes the step appended to the WAL; PostgreSQL: growth of pg_database_size.
   PG tup ins/upd: tup_inserted / tup_updated deltas of the database in pg_stat_database.
