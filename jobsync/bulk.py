@@ -104,8 +104,9 @@ WHERE cluster_id = {p} AND job_id = {p}
 # first_seen window, run id); then 9 per job, job_id last so that each statement's highest
 # parameter number is the last one bound (the sqlite3 module insists on an exact count).
 _PASS_PARAMS = 5
-_JOB_PARAMS = 9  # collection, state, raw_state, progress, reason, observed_at, finished_at,
-# failure_reason, job_id
+# Per job: collection, state, raw_state, progress, reason, observed_at, finished_at,
+# failure_reason, job_id.
+_JOB_PARAMS = 9
 # 50 rows x 9 stays under the 999 parameters of SQLite builds before 3.32; longer statements
 # measured no faster (and a thousand rows, slower).
 NEW_ROWS_PER_STATEMENT = 50
@@ -113,7 +114,9 @@ NEW_ROWS_PER_STATEMENT = 50
 
 def _new_job_values(b: int) -> tuple[str, str]:
     """One job's VALUES tuple in each table, for the job whose parameters start after ?b."""
-    c, st, raw, prog, reason, obs, fin, failure, job = (f"?{b + k}" for k in range(1, 10))
+    c, st, raw, prog, reason, obs, fin, failure, job = (
+        f"?{b + k}" for k in range(1, _JOB_PARAMS + 1)
+    )
     row = f"(?1,{job},{c},{st},{raw},{prog},{reason},{obs},{obs},?2,?3,{fin},NULL,1,0,NULL)"
     history = f"(?1,{job},'first_seen',NULL,{st},NULL,{raw},?4,{obs},?5,{failure})"
     return row, history
@@ -213,7 +216,7 @@ def _insert_new_jobs_sqlite(
                         j.progress,
                         j.reason,
                         observed_text,
-                        None if j.finished_at is None else observed_text,
+                        t(j.finished_at),
                         j.failure_reason,
                         j.job_id,
                     )
@@ -233,7 +236,7 @@ def _copy_new_jobs(
 ) -> None:
     seen_at, seen_started_at = plan.seen_at, plan.seen_started_at
     window, run_id = plan.first_seen_window, plan.run_id
-    # A chunk at a time, as on SQLite: each job is expanded once for both tables, and a
+    # A chunk at a time: each job is expanded once for both tables, and a
     # million of them are never expanded at once.
     for start in range(0, len(jobs), NEW_JOBS_CHUNK):
         expanded = list(map(new_job, jobs[start : start + NEW_JOBS_CHUNK]))

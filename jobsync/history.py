@@ -284,7 +284,9 @@ def plan_pass(
         seen_started_at=snapshot.started_at,
         seen_at=snapshot.finished_at,
     )
-    if not stored:  # a first sync: every listed job is new, and nothing else can change
+    if not stored:
+        # Nothing stored (a first sync) or nothing loaded by triage: the snapshot holds only
+        # new jobs, and no stored job can change.
         plan.new.extend(snapshot.jobs.values())
         return plan
     new = plan.new.append

@@ -233,7 +233,7 @@ class JobDetails:
 class DetailCandidates:
     """What the database knew of a source before a pass, for choosing jobs to fetch details of.
 
-    ``open_jobs``: stored jobs in a non-terminal state, and when their details were last
+    ``open_jobs``: listed jobs stored in a non-terminal state, and when their details were last
     fetched (seconds since some epoch, None if never); ``unstored``: the listed jobs that are
     not stored, or None when not needed (no complete pass yet: every job is new then).
     """

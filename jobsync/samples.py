@@ -40,10 +40,11 @@ _TERMINAL = sorted(TERMINAL_STATES)
 def load_detail_candidates(
     engine: Engine, cluster_id: str, listed: Mapping[str, JobRecord]
 ) -> DetailCandidates:
-    """One short read, before the pass fetches details (and long before it writes).
+    """One streamed read, before the pass fetches details (and long before it writes).
 
     Nothing is held per stored job: open jobs are kept only when listed (under the snapshot's
     own id string), and the ids of the rest are compared with the snapshot's as they stream by.
+    Before a source's first complete pass every listed job is new, and only open jobs are read.
     """
     with engine.connect() as conn:
         p = placeholder(conn)
@@ -52,22 +53,25 @@ def load_detail_candidates(
                 sync_sources.c.cluster_id == cluster_id
             )
         ).scalar()
-        open_jobs: dict[str, float | None] = {}
+        is_open = f"state NOT IN ({', '.join([p] * len(_TERMINAL))})"
         sql = (
-            f"SELECT job_id, {_ASKED_AT[conn.dialect.name]} FROM import_job_records "
-            f"WHERE cluster_id = {p} AND state NOT IN ({', '.join([p] * len(_TERMINAL))})"
+            f"SELECT job_id, CASE WHEN {is_open} THEN 1 ELSE 0 END, "
+            f"{_ASKED_AT[conn.dialect.name]} FROM import_job_records WHERE cluster_id = {p}"
         )
-        for job_id, asked in stream(conn, sql, (cluster_id, *_TERMINAL)):
-            record = listed.get(job_id)
-            if record is not None:  # one that is not listed is never asked about
-                open_jobs[record.job_id] = asked
-        unstored: set[str] | None = None
-        if had_complete is not None:
-            # The snapshot's own key objects: a set of references, no new strings.
-            unstored = set(listed)
-            sql = f"SELECT job_id FROM import_job_records WHERE cluster_id = {p}"
-            for (job_id,) in stream(conn, sql, (cluster_id,)):
+        params: tuple[str, ...] = (*_TERMINAL, cluster_id)
+        # The snapshot's own key objects: a set of references, no new strings.
+        unstored: set[str] | None = set(listed) if had_complete is not None else None
+        if unstored is None:
+            sql += f" AND {is_open}"
+            params += tuple(_TERMINAL)
+        open_jobs: dict[str, float | None] = {}
+        for job_id, open_, asked in stream(conn, sql, params):
+            if unstored is not None:
                 unstored.discard(job_id)
+            if open_:
+                record = listed.get(job_id)
+                if record is not None:  # one that is not listed is never asked about
+                    open_jobs[record.job_id] = asked
     return DetailCandidates(open_jobs, unstored)
 
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Container, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ FROM import_job_records WHERE cluster_id = {p}
 # A quiet job: listed by the latest pass, nothing pending (see history.triage).
 _QUIET = "vanished_at IS NULL AND listed AND missed_snapshots = 0 AND missing_since IS NULL"
 STREAM_CHUNK = 10_000
+_CURSORS = itertools.count()
 
 
 def load_for_pass(
@@ -94,11 +96,12 @@ def _stored(row: Sequence[Any]) -> StoredJob:
 def stream(conn: Connection, sql: str, params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
     """Rows a chunk at a time: a million of them never sit in memory at once.
 
-    On PostgreSQL through a server-side cursor (libpq would otherwise buffer the whole result).
+    On PostgreSQL through a server-side cursor (libpq would otherwise buffer the whole result),
+    named afresh each time so that two streams can be open on one connection.
     """
     with driver_errors(conn) as driver:
         if conn.dialect.name == "postgresql":
-            with driver.cursor(name="jobsync_scan") as cursor:
+            with driver.cursor(name=f"jobsync_scan_{next(_CURSORS)}") as cursor:
                 cursor.itersize = STREAM_CHUNK
                 cursor.execute(sql, params)
                 yield from cursor
