@@ -335,6 +335,19 @@ def test_the_peak_rate_counts_the_most_requests_started_in_any_one_second():
     assert rate.peak == 0 and rate.peaks() == {}
 
 
+def test_the_peak_rate_per_endpoint_is_what_the_documented_limit_counts():
+    # 16 a second to the list and 16 to the progress path with one key: 32 for the key, 16 for
+    # each (key, endpoint), which is what the API limits. (Binary fractions: exact sums.)
+    rate = PeakRate()
+    for i in range(32):
+        rate.record("k", i * 0.0625, "/list")
+        rate.record("k", i * 0.0625 + 0.03125, "/progress")
+    assert rate.peaks() == {"k": 32}
+    assert rate.endpoint_peaks() == {("k", "/list"): 16, ("k", "/progress"): 16}
+    rate.reset()
+    assert rate.endpoint_peaks() == {}
+
+
 def test_the_simulator_reports_peak_rates_per_key_on_its_injected_clock():
     now = [0.0]
     with Simulator(
@@ -351,6 +364,7 @@ def test_the_simulator_reports_peak_rates_per_key_on_its_injected_clock():
                 with pytest.raises(Exception, match="rejected"):
                     bad.call(LIST, {"clusterId": CLUSTER})  # both at 1.5
         assert sim.peak_rates() == {API_KEY: 4, "wrong": 2}
+        assert sim.endpoint_peak_rates() == {(API_KEY, LIST): 4, ("wrong", LIST): 2}
         assert sim.peak_rate() == 6  # 0.6, 0.9, 1.2, 1.5 and the two rejected at 1.5
         assert "8 requests served, at most 6 started within one second" in sim.rate_summary()
         sim.reset_counters()

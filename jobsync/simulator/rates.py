@@ -28,7 +28,8 @@ class _Window:
 
 
 class PeakRate:
-    """Peak requests per sliding ``window`` seconds, over all requests and per API key.
+    """Peak requests per sliding ``window`` seconds: over all requests, per API key, and per API
+    key and endpoint (what the documented limit is about).
 
     Not thread-safe: the simulator records under its lock. Times must not decrease.
     """
@@ -39,11 +40,14 @@ class PeakRate:
         self.window = window
         self._all = _Window()
         self._by_key: dict[str | None, _Window] = {}
+        self._by_endpoint: dict[tuple[str | None, str], _Window] = {}
 
-    def record(self, key: str | None, at: float) -> None:
-        """One request, made with ``key`` (None: no key), started at ``at`` seconds."""
+    def record(self, key: str | None, at: float, endpoint: str = "") -> None:
+        """One request to ``endpoint`` (its path), made with ``key`` (None: no key), started at
+        ``at`` seconds."""
         self._all.add(at, self.window)
         self._by_key.setdefault(key, _Window()).add(at, self.window)
+        self._by_endpoint.setdefault((key, endpoint), _Window()).add(at, self.window)
 
     @property
     def peak(self) -> int:
@@ -58,6 +62,11 @@ class PeakRate:
         """The peak of each key seen (None: requests without a key)."""
         return {key: w.peak for key, w in self._by_key.items()}
 
+    def endpoint_peaks(self) -> dict[tuple[str | None, str], int]:
+        """The peak of each (key, endpoint) seen."""
+        return {pair: w.peak for pair, w in self._by_endpoint.items()}
+
     def reset(self) -> None:
         self._all = _Window()
         self._by_key.clear()
+        self._by_endpoint.clear()

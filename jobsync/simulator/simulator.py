@@ -289,6 +289,11 @@ class Simulator:
         with self._lock:
             return self._rates.peaks()
 
+    def endpoint_peak_rates(self) -> dict[tuple[str | None, str], int]:
+        """The same per API key and path: the documented limit is per user and endpoint."""
+        with self._lock:
+            return self._rates.endpoint_peaks()
+
     def rate_summary(self) -> str:
         """One line for people: requests served and the peak rates (keys are not shown)."""
         with self._lock:
@@ -353,7 +358,7 @@ class Simulator:
             # Per key: the token of a Bearer header, else the header itself (or None).
             token = bearer_token(request.authorization)
             key = request.authorization if token is None else token
-            self._rates.record(key, self._monotonic())
+            self._rates.record(key, self._monotonic(), path)
             self._request_count += 1
             now = self._clock()
             if path not in self._api.paths:
