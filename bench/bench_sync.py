@@ -11,12 +11,14 @@ starts the simulator in a process of its own and measures, in order:
     re-sync 0%      sync_source() with nothing to write
 
 Each sync is compared with the floor measured just before it, against the same simulator state,
-so both walk the same pages over the same kind of connection.
+so both walk the same pages over the same kind of connection. Each sync runs in a process of its
+own, as cron starts `jobsync sync` (--sync-process same: in the worker, as the daemon runs them).
 
     python bench/bench_sync.py [--jobs 10000,100000,1000000] [--backends sqlite,postgresql]
                                [--pg-url postgresql://postgres@127.0.0.1:5432/postgres]
                                [--repeat 1] [--floor-runs 3] [--wait-idle SECONDS]
                                [--retries 2] [--json PATH] [--profile DIR]
+                               [--sync-process fresh|same] [--timeout SECONDS]
 """
 
 from __future__ import annotations
@@ -191,25 +193,33 @@ class SimulatorProcess:
 #
 # cron starts every `jobsync sync` afresh, so a pass's peak RSS is its own: in the worker, a
 # re-sync would also carry the heap the first sync left behind (freed, but kept by the
-# allocator). The child imports and connects before it is told to go (start-up is timed by
-# nothing here; `jobsync sync` adds about 0.3 s of it), then reports its own CPU and peak RSS.
+# allocator). The child imports jobsync and builds its engine before it is told to go (start-up
+# is timed by nothing here; `jobsync sync` adds about 0.3 s of it; connecting is lazy, so it is
+# part of the pass, as in the worker), then reports its own CPU and peak RSS.
+
+# A pass of a million jobs takes about a minute here; this only keeps a hung child from
+# holding the scenario until its timeout.
+SYNC_REPLY_TIMEOUT = 1800.0
 
 
-def _serve_sync(
-    conn: multiprocessing.connection.Connection, url: str, sim_url: str, page_size: int
-) -> None:
+def bench_source(url: str, sim_url: str) -> tuple[jobsync.Source, jobsync.Settings]:
+    """The source and settings every sync and floor of a scenario uses (worker and child)."""
     source = jobsync.Source(
         name=CLUSTER, cluster_id=CLUSTER, base_url=sim_url, api_key=jobsync.Secret(KEY)
     )
-    settings = jobsync.Settings(database_url=url, sources=(source,), page_size=page_size)
+    return source, jobsync.Settings(database_url=url, sources=(source,), page_size=PAGE_SIZE)
+
+
+def _serve_sync(conn: multiprocessing.connection.Connection, url: str, sim_url: str) -> None:
+    source, settings = bench_source(url, sim_url)
     engine = jobsync.open_engine(url)
     try:
-        conn.send("ready")
-        if conn.recv() != "go":
-            return
         gc.collect()
         _reset_peak_rss()
         rss_before = _current_rss_mb()
+        conn.send("ready")
+        if conn.recv() != "go":
+            return
         cpu_before = time.process_time()
         wall_before = time.perf_counter()
         result = jobsync.sync_source(engine, source, settings)
@@ -247,24 +257,35 @@ class SyncProcess:
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(
-            target=_serve_sync, args=(child_conn, url, sim_url, PAGE_SIZE), daemon=True
+            target=_serve_sync, args=(child_conn, url, sim_url), daemon=True
         )
         self._process.start()
-        child_conn.close()
-        if not self._conn.poll(SIM_START_TIMEOUT) or self._conn.recv() != "ready":
-            self.close()
-            raise RuntimeError("the sync process did not start")
+        child_conn.close()  # so that recv() sees EOF if the child dies
         # Filled in by run(): what the child measured of itself.
         self.cpu_s = self.peak_rss_mb = self.rss_before_mb = float("nan")
-
-    def run(self) -> dict[str, Any]:
-        self._conn.send("go")
         try:
-            fields, _wall, self.cpu_s, self.peak_rss_mb, self.rss_before_mb = self._conn.recv()
+            if self._receive(SIM_START_TIMEOUT) != "ready":
+                raise RuntimeError("the sync process did not start")
+        except BaseException:
+            self.close()
+            raise
+
+    def _receive(self, timeout: float) -> Any:
+        if not self._conn.poll(timeout):
+            raise TimeoutError(f"the sync process did not answer within {timeout:g}s")
+        try:
+            return self._conn.recv()
         except EOFError:
+            self._process.join(5)
             raise RuntimeError(
                 f"the sync process exited (status {self._process.exitcode})"
             ) from None
+
+    def run(self) -> dict[str, Any]:
+        self._conn.send("go")
+        fields, _wall, self.cpu_s, self.peak_rss_mb, self.rss_before_mb = self._receive(
+            SYNC_REPLY_TIMEOUT
+        )
         return dict(fields)
 
     def close(self) -> None:
@@ -723,12 +744,7 @@ def run_scenario(scenario: Scenario) -> list[dict[str, Any]]:
     try:
         log(f"{tag} building {scenario.jobs:,} simulated jobs in a separate process")
         with SimulatorProcess(scenario.jobs, scenario.seed) as sim:
-            source = jobsync.Source(
-                name=CLUSTER, cluster_id=CLUSTER, base_url=sim.url, api_key=jobsync.Secret(KEY)
-            )
-            settings = jobsync.Settings(
-                database_url=target.url, sources=(source,), page_size=PAGE_SIZE
-            )
+            source, settings = bench_source(target.url, sim.url)
             _upgrade(target.url)
             for floor_step, sync_step in PAIRS:
                 attempts = scenario.retries + 1
@@ -856,8 +872,10 @@ def _sync_step(
     # A fresh engine per pass, as a cron-started `jobsync sync` has: connecting is part of a pass.
     target.before()
     engine = jobsync.open_engine(target.url)
-    child = SyncProcess(target.url, source.base_url) if fresh else None
+    child = None
     try:
+        if fresh:
+            child = SyncProcess(target.url, source.base_url)
         if child is not None:
             result, sample = measure(sim, child.run, wait_idle)
             # The child's own figures; this process only waited.
