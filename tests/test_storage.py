@@ -9,9 +9,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import insert, inspect, select, text
+from sqlalchemy import func, insert, inspect, select, text
 
-from jobsync.errors import SchemaError
+from jobsync.bulk import insert_new_jobs
+from jobsync.errors import SchemaError, StorageError
+from jobsync.history import PassPlan
 from jobsync.migrate import (
     HEAD_REVISION,
     current_revision,
@@ -20,8 +22,9 @@ from jobsync.migrate import (
     require_current_schema,
     upgrade,
 )
+from jobsync.records import JobRecord, Snapshot
 from jobsync.schema import import_job_records, import_job_transitions, metadata, sync_runs
-from jobsync.store import open_engine
+from jobsync.store import apply_pass, open_engine, start_run
 from jobsync.sync import sync_source
 from tests.conftest import CLUSTER, settings_for
 
@@ -178,3 +181,60 @@ def test_sqlite_and_postgresql_record_the_same_history(sim, tmp_path, postgres_u
     assert any(t[1] == "vanished" for t in sqlite_result[1])
     for eng in engines:
         eng.dispose()
+
+
+def _listed(count: int, observed_at: datetime) -> Snapshot:
+    snapshot = Snapshot(source_key="c", started_at=observed_at, finished_at=observed_at)
+    states = ("Pending", "ImportRunning", "Completed", "Failed")
+    for i in range(count):
+        state = states[i % 4]
+        reason = "bad file" if state == "Failed" else None
+        snapshot.jobs[f"j{i:04d}"] = JobRecord(f"j{i:04d}", "coll", state, 10, reason, observed_at)
+    snapshot.complete = True
+    return snapshot
+
+
+@pytest.mark.parametrize("count", [1, 49, 50, 51, 123])
+def test_new_jobs_are_written_whole_across_statement_boundaries(engine, count):
+    """New jobs go to SQLite 50 to a statement: a count on either side of that still writes
+    every job and its first_seen transition, with the values the planner derives."""
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    run_id = start_run(engine, "c", now)
+    counts = apply_pass(engine, "c", run_id, _listed(count, now), finished_at=now)
+    assert counts.new_jobs == count and counts.rows_written == 2 * count + 2
+    records, history = import_job_records.c, import_job_transitions.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(records.job_id, records.state, records.finished_at).order_by(records.job_id)
+        ).all()
+        kinds = conn.execute(
+            select(history.job_id, history.kind, history.to_state, history.reason)
+            .where(history.sync_run_id == run_id)
+            .order_by(history.job_id)
+        ).all()
+    assert [r.job_id for r in rows] == [f"j{i:04d}" for i in range(count)]
+    assert [k.job_id for k in kinds] == [r.job_id for r in rows]
+    assert {k.kind for k in kinds} == {"first_seen"}
+    for row, kind in zip(rows, kinds, strict=True):
+        assert kind.to_state == row.state
+        assert (row.finished_at is not None) == (row.state in ("Completed", "Failed"))
+        assert kind.reason == ("bad file" if row.state == "Failed" else None)
+
+
+def test_a_new_job_that_is_already_stored_fails_the_write_and_changes_nothing(engine):
+    """Under the pass's write lock a job planned as new cannot exist; if one did, the insert
+    fails instead of overwriting it, and the transaction leaves everything as it was."""
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    apply_pass(engine, "c", start_run(engine, "c", now), _listed(3, now), finished_at=now)
+    plan = PassPlan(
+        run_id=start_run(engine, "c", now),
+        first_seen_window=None,
+        seen_started_at=now,
+        seen_at=now,
+        new=list(_listed(3, now).jobs.values())[1:2],
+    )
+    with pytest.raises(StorageError), engine.begin() as conn:
+        insert_new_jobs(conn, "c", plan)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(import_job_records)).scalar() == 3
+        assert conn.execute(select(func.count()).select_from(import_job_transitions)).scalar() == 3
