@@ -129,6 +129,22 @@ def _serve_simulator(conn: multiprocessing.connection.Connection, jobs: int, see
         conn.close()
 
 
+def receive_from(
+    conn: multiprocessing.connection.Connection,
+    process: multiprocessing.process.BaseProcess,
+    timeout: float,
+    name: str,
+) -> Any:
+    """A child's next message; TimeoutError if it is silent, RuntimeError if it has died."""
+    if not conn.poll(timeout):
+        raise TimeoutError(f"{name} did not answer within {timeout:g}s")
+    try:
+        return conn.recv()
+    except EOFError:
+        process.join(5)
+        raise RuntimeError(f"{name} exited (status {process.exitcode})") from None
+
+
 class SimulatorProcess:
     """Runs the simulator in a spawned process; always torn down on exit, even on errors."""
 
@@ -147,14 +163,7 @@ class SimulatorProcess:
             raise
 
     def _receive(self, timeout: float) -> Any:
-        if not self._conn.poll(timeout):
-            raise TimeoutError(f"the simulator did not answer within {timeout:g}s")
-        try:
-            reply = self._conn.recv()
-        except EOFError:
-            raise RuntimeError(
-                f"the simulator process exited (status {self._process.exitcode})"
-            ) from None
+        reply = receive_from(self._conn, self._process, timeout, "the simulator")
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -271,15 +280,7 @@ class SyncProcess:
             raise
 
     def _receive(self, timeout: float) -> Any:
-        if not self._conn.poll(timeout):
-            raise TimeoutError(f"the sync process did not answer within {timeout:g}s")
-        try:
-            return self._conn.recv()
-        except EOFError:
-            self._process.join(5)
-            raise RuntimeError(
-                f"the sync process exited (status {self._process.exitcode})"
-            ) from None
+        return receive_from(self._conn, self._process, timeout, "the sync process")
 
     def run(self) -> dict[str, Any]:
         self._conn.send("go")
