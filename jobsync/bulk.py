@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import Connection
@@ -178,7 +179,7 @@ def insert_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan) -> None:
     if not plan.new:
         return
     # Key order: B-tree inserts append instead of splitting pages all over the index.
-    plan.new.sort(key=_job_id)  # in place: no second list of a million references
+    plan.new.sort(key=attrgetter("job_id"))  # in place: no second list of a million references
     jobs = plan.new
     if conn.dialect.name == "postgresql":
         _copy_new_jobs(conn, cluster_id, plan, jobs)
@@ -198,8 +199,6 @@ def _insert_new_jobs_sqlite(
         plan.run_id,
     )
     full = _new_jobs_sqlite_sql(NEW_ROWS_PER_STATEMENT)
-    observed_at: datetime | None = None
-    observed_text: object = None
     with driver_errors(conn) as driver:
         cursor = driver.cursor()
         try:
@@ -207,15 +206,13 @@ def _insert_new_jobs_sqlite(
                 chunk = jobs[start : start + NEW_ROWS_PER_STATEMENT]
                 params = list(head)
                 for j in map(new_job, chunk):
-                    if j.observed_at is not observed_at:  # a page's jobs share one
-                        observed_at, observed_text = j.observed_at, t(j.observed_at)
                     params += (
                         j.collection_name,
                         j.state,
                         j.raw_state,
                         j.progress,
                         j.reason,
-                        observed_text,
+                        t(j.observed_at),
                         t(j.finished_at),
                         j.failure_reason,
                         j.job_id,
@@ -395,7 +392,3 @@ def _copy(
         write: Callable[[tuple[Any, ...]], None] = copy.write_row
         for row in tuples:
             write(row)
-
-
-def _job_id(record: JobRecord) -> str:
-    return record.job_id

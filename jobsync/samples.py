@@ -3,13 +3,13 @@
 A job's figures (row counts, file size, ``completeTime``, when details were last fetched) go on
 its row in ``import_job_records``; ``import_job_progress`` gets a sample only when the figures
 differ from the job's previous ones, so a pass where nothing moved writes no samples. Everything
-here runs inside the pass's one transaction, except ``load_detail_candidates``: a short read made
+here runs inside the pass's one transaction, except ``load_detail_candidates``: a read made
 before the pass fetches details, long before it writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from itertools import chain
 from typing import Any
@@ -115,32 +115,22 @@ def with_details(
     changed: dict[str, JobRecord] = {}
     # Only a detailed or a stored job can change here, and after triage ``stored`` holds the
     # few a pass may change: a first sync or a re-sync need not walk a million listed jobs.
-    candidates: Iterable[str] = jobs
-    if len(stored) + len(details) < len(jobs):
-        candidates = [j for j in dict.fromkeys(chain(details, stored)) if j in jobs]
-    stored_get, details_get = stored.get, details.get if details else None
-    for job_id in candidates:
-        record = jobs[job_id]
+    for job_id in dict.fromkeys(chain(details, stored)):
+        record = jobs.get(job_id)
+        if record is None:
+            continue
         progress, reason = record.progress, record.reason
-        extra = details_get(job_id) if details_get is not None else None
+        extra = details.get(job_id)
         if extra is not None:
             progress = extra.progress if extra.progress is not None else progress
             reason = reason or extra.reason
         if progress is None or reason is None:
-            known = stored_get(job_id)
+            known = stored.get(job_id)
             if known is not None and known.raw_state == record.raw_state:
                 progress = known.progress if progress is None else progress
                 reason = known.reason if reason is None else reason
         if progress != record.progress or reason != record.reason:
-            # The constructor, not dataclasses.replace: this can run for most of 100,000 jobs.
-            changed[job_id] = JobRecord(
-                job_id,
-                record.collection_name,
-                record.raw_state,
-                progress,
-                reason,
-                record.observed_at,
-            )
+            changed[job_id] = replace(record, progress=progress, reason=reason)
     if not changed:
         return snapshot
     return replace(snapshot, jobs={**jobs, **changed})

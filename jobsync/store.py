@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +195,9 @@ def apply_pass(
         )
         bulk.insert_new_jobs(conn, cluster_id, plan)
         bulk.update_jobs(conn, cluster_id, plan.updates)
-        bulk.insert_transitions(conn, cluster_id, sorted(plan.transitions, key=_job_id_of))
+        bulk.insert_transitions(
+            conn, cluster_id, sorted(plan.transitions, key=itemgetter("job_id"))
+        )
         rows_written = plan.rows_written
         rows_written += write_details(conn, cluster_id, run_id, snapshot, details, previous)
         _save_marks(conn, cluster_id, run_id, snapshot)
@@ -238,10 +241,6 @@ def _narrowed(snapshot: Snapshot, stored: Mapping[str, Any], unknown: list[str])
         return snapshot  # nothing stored yet: every job is new
     jobs = {job_id: listed[job_id] for job_id in chain(unknown, stored) if job_id in listed}
     return replace(snapshot, jobs=jobs)
-
-
-def _job_id_of(transition: dict[str, Any]) -> str:
-    return str(transition["job_id"])
 
 
 @contextmanager
