@@ -22,6 +22,7 @@ from jobsync.errors import StorageError
 from jobsync.history import JobRow, PassPlan, new_job
 from jobsync.records import JobRecord
 from jobsync.redact import error_detail
+from jobsync.states import FAILED
 
 __all__ = [
     "driver_errors",
@@ -100,37 +101,38 @@ UPDATE import_job_records SET
 WHERE cluster_id = {p} AND job_id = {p}
 """
 
-# New jobs on SQLite: multi-row VALUES, NEW_ROWS_PER_STATEMENT rows per statement and the same
-# parameters for both tables. ?1-?5 are the pass's own values (cluster, seen_at, seen_started_at,
-# first_seen window, run id); then 9 per job, job_id last so that each statement's highest
-# parameter number is the last one bound (the sqlite3 module insists on an exact count).
-_PASS_PARAMS = 5
-# Per job: collection, state, raw_state, progress, reason, observed_at, finished_at,
-# failure_reason, job_id.
-_JOB_PARAMS = 9
-# 50 rows x 9 stays under the 999 parameters of SQLite builds before 3.32; longer statements
+# New jobs on SQLite: multi-row VALUES, NEW_ROWS_PER_STATEMENT rows per statement. ?1-?3 are
+# the pass's own values (cluster, seen_at, seen_started_at); then 8 per job, job_id last so that
+# each statement's highest parameter number is the last one bound (the sqlite3 module insists
+# on an exact count).
+_PASS_PARAMS = 3
+# Per job: collection, state, raw_state, progress, reason, observed_at, finished_at, job_id.
+_JOB_PARAMS = 8
+# 50 rows x 8 stays under the 999 parameters of SQLite builds before 3.32; longer statements
 # measured no faster (and a thousand rows, slower).
 NEW_ROWS_PER_STATEMENT = 50
 
 
-def _new_job_values(b: int) -> tuple[str, str]:
-    """One job's VALUES tuple in each table, for the job whose parameters start after ?b."""
-    c, st, raw, prog, reason, obs, fin, failure, job = (
-        f"?{b + k}" for k in range(1, _JOB_PARAMS + 1)
-    )
-    row = f"(?1,{job},{c},{st},{raw},{prog},{reason},{obs},{obs},?2,?3,{fin},NULL,1,0,NULL)"
-    history = f"(?1,{job},'first_seen',NULL,{st},NULL,{raw},?4,{obs},?5,{failure})"
-    return row, history
+def _new_job_values(b: int) -> str:
+    """One job's VALUES tuple, for the job whose parameters start after ?b."""
+    c, st, raw, prog, reason, obs, fin, job = (f"?{b + k}" for k in range(1, _JOB_PARAMS + 1))
+    return f"(?1,{job},{c},{st},{raw},{prog},{reason},{obs},{obs},?2,?3,{fin},NULL,1,0,NULL)"
 
 
-def _new_jobs_sqlite_sql(rows: int) -> tuple[str, str]:
-    values = [_new_job_values(_PASS_PARAMS + _JOB_PARAMS * k) for k in range(rows)]
-    return (
-        f"INSERT INTO import_job_records ({', '.join(JOB_COLUMNS)}) VALUES "
-        + ",".join(v[0] for v in values),
-        f"INSERT INTO import_job_transitions ({', '.join(TRANSITION_COLUMNS)}) VALUES "
-        + ",".join(v[1] for v in values),
-    )
+def _new_jobs_sqlite_sql(rows: int) -> str:
+    values = (_new_job_values(_PASS_PARAMS + _JOB_PARAMS * k) for k in range(rows))
+    return f"INSERT INTO import_job_records ({', '.join(JOB_COLUMNS)}) VALUES " + ",".join(values)
+
+
+# Their first_seen transitions, copied inside SQLite from the rows just written: SQLite gives new
+# rows rowids above the highest before them (the count is checked), and rowid order is job id
+# order, as they were inserted.
+_FIRST_SEEN_FROM_NEW_ROWS = f"""
+INSERT INTO import_job_transitions ({", ".join(TRANSITION_COLUMNS)})
+SELECT cluster_id, job_id, 'first_seen', NULL, state, NULL, raw_state, :window, first_seen_at,
+       :run_id, CASE WHEN state = :failed THEN reason END
+FROM import_job_records WHERE rowid > :after ORDER BY rowid
+"""
 
 
 # Bounds how many new jobs are expanded at once on PostgreSQL.
@@ -164,10 +166,10 @@ def insert_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan) -> None:
 
     The rest of a new job's row is the same for all of them, so little travels per job:
 
-    - SQLite: multi-row ``INSERT ... VALUES`` of 50 jobs, 9 values bound per job for both
-      tables, instead of 16 + 11 per job through ``executemany`` (0.7-1.0 s of SQLite's time
-      per 100,000 jobs, against 1.6-2.1 s for the JSON array expanded by ``json_each`` that
-      it replaced: every ``->>`` re-parsed the job's JSON);
+    - SQLite: multi-row ``INSERT ... VALUES`` of 50 jobs, 8 values bound per job, instead of
+      16 per job through ``executemany``; then one ``INSERT ... SELECT`` copies their
+      ``first_seen`` transitions from those rows without leaving SQLite. (A JSON array expanded
+      by ``json_each`` cost twice as much: every ``->>`` re-parsed the job's JSON.)
     - PostgreSQL: binary COPY straight into both tables, which the server consumes while the
       client is still encoding. (An upsert through a staging table cost twice as much on the
       server.)
@@ -191,17 +193,13 @@ def _insert_new_jobs_sqlite(
     conn: Connection, cluster_id: str, plan: PassPlan, jobs: list[JobRecord]
 ) -> None:
     t = _Times(conn.dialect.name)
-    head = (
-        cluster_id,
-        t(plan.seen_at),
-        t(plan.seen_started_at),
-        t(plan.first_seen_window),
-        plan.run_id,
-    )
+    head = (cluster_id, t(plan.seen_at), t(plan.seen_started_at))
     full = _new_jobs_sqlite_sql(NEW_ROWS_PER_STATEMENT)
     with driver_errors(conn) as driver:
         cursor = driver.cursor()
         try:
+            cursor.execute("SELECT coalesce(max(rowid), 0) FROM import_job_records")
+            (after,) = cursor.fetchone()
             for start in range(0, len(jobs), NEW_ROWS_PER_STATEMENT):
                 chunk = jobs[start : start + NEW_ROWS_PER_STATEMENT]
                 params = list(head)
@@ -214,16 +212,28 @@ def _insert_new_jobs_sqlite(
                         j.reason,
                         t(j.observed_at),
                         t(j.finished_at),
-                        j.failure_reason,
                         j.job_id,
                     )
-                rows_sql, history_sql = (
+                sql = (
                     full
                     if len(chunk) == NEW_ROWS_PER_STATEMENT
                     else _new_jobs_sqlite_sql(len(chunk))
                 )
-                cursor.execute(rows_sql, params)
-                cursor.execute(history_sql, params)
+                cursor.execute(sql, params)
+            cursor.execute(
+                _FIRST_SEEN_FROM_NEW_ROWS,
+                {
+                    "window": t(plan.first_seen_window),
+                    "run_id": plan.run_id,
+                    "failed": FAILED,
+                    "after": after,
+                },
+            )
+            if cursor.rowcount != len(jobs):
+                raise StorageError(
+                    f"wrote {len(jobs)} new jobs but found {cursor.rowcount} of them to record "
+                    "as first seen"
+                )
         finally:
             cursor.close()
 
