@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 
 from jobsync.errors import StorageError
 from jobsync.history import JobRow, PassPlan, new_job
+from jobsync.keycheck import checked_once
 from jobsync.records import JobRecord
 from jobsync.redact import error_detail
 from jobsync.states import FAILED
@@ -171,8 +172,8 @@ def insert_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan) -> None:
       ``first_seen`` transitions from those rows without leaving SQLite. (A JSON array expanded
       by ``json_each`` cost twice as much: every ``->>`` re-parsed the job's JSON.)
     - PostgreSQL: binary COPY straight into both tables, which the server consumes while the
-      client is still encoding. (An upsert through a staging table cost twice as much on the
-      server.)
+      client is still encoding (an upsert through a staging table cost twice as much on the
+      server); a large load checks the history's foreign key once (``jobsync.keycheck``).
 
     There is no ON CONFLICT: these jobs were loaded as absent under the source's write lock
     (``BEGIN IMMEDIATE``; the advisory lock on PostgreSQL), so none can exist; if one did, the
@@ -184,7 +185,8 @@ def insert_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan) -> None:
     plan.new.sort(key=attrgetter("job_id"))  # in place: no second list of a million references
     jobs = plan.new
     if conn.dialect.name == "postgresql":
-        _copy_new_jobs(conn, cluster_id, plan, jobs)
+        with checked_once(conn, len(jobs)):
+            _copy_new_jobs(conn, cluster_id, plan, jobs)
     else:
         _insert_new_jobs_sqlite(conn, cluster_id, plan, jobs)
 
