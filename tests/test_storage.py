@@ -238,3 +238,26 @@ def test_a_new_job_that_is_already_stored_fails_the_write_and_changes_nothing(en
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(import_job_records)).scalar() == 3
         assert conn.execute(select(func.count()).select_from(import_job_transitions)).scalar() == 3
+
+
+def test_sqlite_first_seen_rows_are_all_found_or_the_pass_fails(tmp_path):
+    """SQLite copies first_seen history from the rows a pass just wrote, found as the rowids
+    above the highest before them. Once a table holds the largest rowid, SQLite picks new ones
+    at random: the copy then misses some, and the pass must fail rather than lose them."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'rowids.db'}")
+    upgrade(engine)
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO import_job_records (rowid, cluster_id, job_id, state, first_seen_at, "
+            "state_since, last_seen_at, last_seen_started_at, listed) "
+            "VALUES (9223372036854775807, 'other', 'x', 'Pending', ?, ?, ?, ?, 0)",
+            ("2026-01-01 00:00:00.000000",) * 4,
+        )
+    run_id = start_run(engine, "c", now)
+    with pytest.raises(StorageError, match="first seen"):
+        apply_pass(engine, "c", run_id, _listed(60, now), finished_at=now)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(import_job_records)).scalar() == 1
+        assert conn.execute(select(func.count()).select_from(import_job_transitions)).scalar() == 0
+    engine.dispose()
