@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from jobsync.errors import StorageError
-from jobsync.history import JobRow, PassPlan, new_job
+from jobsync.history import JobRow, PassPlan, first_seen_state, new_job
 from jobsync.keycheck import checked_once
 from jobsync.records import JobRecord
 from jobsync.redact import error_detail
@@ -205,16 +205,20 @@ def _insert_new_jobs_sqlite(
             for start in range(0, len(jobs), NEW_ROWS_PER_STATEMENT):
                 chunk = jobs[start : start + NEW_ROWS_PER_STATEMENT]
                 params = list(head)
-                for j in map(new_job, chunk):
+                # new_job's values, without building a NewJob per job (half this loop's time
+                # at a million jobs): finished when first seen finished.
+                for r in chunk:
+                    state, finished, _failed = first_seen_state(r.raw_state)
+                    seen = t(r.observed_at)
                     params += (
-                        j.collection_name,
-                        j.state,
-                        j.raw_state,
-                        j.progress,
-                        j.reason,
-                        t(j.observed_at),
-                        t(j.finished_at),
-                        j.job_id,
+                        r.collection_name,
+                        state,
+                        r.raw_state,
+                        r.progress,
+                        r.reason,
+                        seen,
+                        seen if finished else None,
+                        r.job_id,
                     )
                 sql = (
                     full

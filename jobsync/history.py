@@ -30,6 +30,7 @@ __all__ = [
     "SourceMarks",
     "StoredJob",
     "Triage",
+    "first_seen_state",
     "new_job",
     "plan_pass",
     "triage",
@@ -106,7 +107,7 @@ def triage(
 
 def new_job(record: JobRecord) -> NewJob:
     """The row values of a job this pass lists for the first time."""
-    state, terminal, failed = _first_seen_state(record.raw_state)
+    state, terminal, failed = first_seen_state(record.raw_state)
     observed_at = record.observed_at
     return NewJob(
         record.job_id,
@@ -122,7 +123,7 @@ def new_job(record: JobRecord) -> NewJob:
 
 
 @lru_cache(maxsize=256)
-def _first_seen_state(raw_state: str | None) -> tuple[str, bool, bool]:
+def first_seen_state(raw_state: str | None) -> tuple[str, bool, bool]:
     """Canonical state, finished?, failed? A first sync asks this of every job, and the API
     knows a handful of states."""
     # A job first seen already finished is taken to have finished when it was seen.
