@@ -20,7 +20,7 @@ from sqlalchemy import Connection
 
 from jobsync.errors import StorageError
 from jobsync.history import JobRow, PassPlan, first_seen_state, new_job
-from jobsync.keycheck import checked_once
+from jobsync.pgload import large_load
 from jobsync.records import JobRecord
 from jobsync.redact import error_detail
 from jobsync.states import FAILED
@@ -173,7 +173,8 @@ def insert_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan) -> None:
       by ``json_each`` cost twice as much: every ``->>`` re-parsed the job's JSON.)
     - PostgreSQL: binary COPY straight into both tables, which the server consumes while the
       client is still encoding (an upsert through a staging table cost twice as much on the
-      server); a large load checks the history's foreign key once (``jobsync.keycheck``).
+      server); a large load checks the history's foreign key and builds the job-id indexes
+      once, after it (``jobsync.pgload``).
 
     There is no ON CONFLICT: these jobs were loaded as absent under the source's write lock
     (``BEGIN IMMEDIATE``; the advisory lock on PostgreSQL), so none can exist; if one did, the
@@ -185,7 +186,7 @@ def insert_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan) -> None:
     plan.new.sort(key=attrgetter("job_id"))  # in place: no second list of a million references
     jobs = plan.new
     if conn.dialect.name == "postgresql":
-        with checked_once(conn, len(jobs)):
+        with large_load(conn, len(jobs)):
             _copy_new_jobs(conn, cluster_id, plan, jobs)
     else:
         _insert_new_jobs_sqlite(conn, cluster_id, plan, jobs)

@@ -1,0 +1,192 @@
+"""A large load on PostgreSQL checks the history's foreign key and builds the job-id indexes
+once, after it (``jobsync.pgload``): they all come back as they were and still hold, and the
+bulk path is taken only when it is safe and pays."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, func, insert, inspect, select
+from sqlalchemy.exc import IntegrityError
+
+from jobsync import pgload
+from jobsync.bulk import insert_new_jobs
+from jobsync.errors import StorageError
+from jobsync.history import PassPlan
+from jobsync.migrate import upgrade
+from jobsync.records import JobRecord, Snapshot
+from jobsync.schema import import_job_records, import_job_transitions, sync_runs
+from jobsync.store import apply_pass, open_engine, start_run
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def small_bulk(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Loads of 20 jobs count as large, so that the tests stay small."""
+    monkeypatch.setattr(pgload, "BULK_MIN_ROWS", 20)
+    return 20
+
+
+def _listed(count: int, prefix: str = "j") -> Snapshot:
+    snapshot = Snapshot(source_key="c", started_at=NOW, finished_at=NOW, complete=True)
+    for i in range(count):
+        job_id = f"{prefix}{i:04d}"
+        snapshot.jobs[job_id] = JobRecord(job_id, "coll", "Completed", 100, None, NOW)
+    return snapshot
+
+
+def _schema(engine: Engine) -> dict[str, Any]:
+    """Keys and indexes of the two job tables, as the database reports them."""
+    found = inspect(engine)
+    return {
+        table: (
+            found.get_pk_constraint(table),
+            found.get_foreign_keys(table),
+            found.get_indexes(table),
+        )
+        for table in ("import_job_records", "import_job_transitions")
+    }
+
+
+def _orphan(engine: Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            insert(import_job_transitions).values(
+                cluster_id="c", job_id="x", kind="first_seen", observed_at=NOW, sync_run_id=999_999
+            )
+        )
+
+
+def _count(engine: Engine, table: Any) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def test_a_large_load_leaves_keys_and_indexes_as_they_were(engine, small_bulk):
+    before = _schema(engine)
+    assert before["import_job_transitions"][1][0]["referred_table"] == "sync_runs"
+    counts = apply_pass(engine, "c", start_run(engine, "c", NOW), _listed(123), finished_at=NOW)
+    assert counts.new_jobs == 123
+    assert _schema(engine) == before
+    with pytest.raises(IntegrityError):
+        _orphan(engine)
+    assert _count(engine, import_job_transitions) == 123
+
+
+def test_a_large_load_of_a_job_already_stored_fails_and_changes_nothing(engine, small_bulk):
+    """With the primary key dropped for the load, adding it back is what refuses the job."""
+    apply_pass(engine, "c", start_run(engine, "c", NOW), _listed(30), finished_at=NOW)
+    before = _schema(engine)
+    plan = PassPlan(
+        run_id=start_run(engine, "c", NOW),
+        first_seen_window=None,
+        seen_started_at=NOW,
+        seen_at=NOW,
+        new=[*_listed(30, prefix="k").jobs.values(), _listed(1).jobs["j0000"]],
+    )
+    with pytest.raises(StorageError), engine.begin() as conn:
+        insert_new_jobs(conn, "c", plan)
+    assert _count(engine, import_job_records) == 30
+    assert _count(engine, import_job_transitions) == 30
+    assert _schema(engine) == before
+
+
+@pytest.fixture
+def pg_engine(postgres_url: str) -> Iterator[Engine]:
+    engine = open_engine(postgres_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+class _Undo(Exception):
+    """Raised to leave a transaction, which rolls it back."""
+
+
+def _inside_load(engine: Engine, rows: int, look: Callable[[Connection], Any] = inspect) -> Any:
+    """Whether a load of ``rows`` jobs takes the bulk path, and ``look`` at the database while
+    it is under way; then roll it all back."""
+    seen: list[Any] = []
+    with contextlib.suppress(_Undo), engine.begin() as conn:
+        # Waiting for a lock would be a bug here: fail instead of hanging.
+        conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+        with pgload.large_load(conn, rows) as bulk:
+            seen += [bulk, look(conn)]
+            raise _Undo
+    return seen
+
+
+def _bulk(engine: Engine, rows: int) -> bool:
+    return bool(_inside_load(engine, rows)[0])
+
+
+def _load(engine: Engine, count: int, prefix: str) -> None:
+    apply_pass(engine, "c", start_run(engine, "c", NOW), _listed(count, prefix), finished_at=NOW)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ANALYZE import_job_records")
+        conn.exec_driver_sql("ANALYZE import_job_transitions")
+
+
+@pytest.mark.postgres
+def test_the_bulk_path_is_taken_only_for_a_load_large_against_the_tables(pg_engine, small_bulk):
+    assert not _bulk(pg_engine, small_bulk - 1)
+    assert _bulk(pg_engine, small_bulk)
+    _load(pg_engine, 400, "a")
+    # The key pays from 1/16 of the history's rows; nothing pays below.
+    assert not _bulk(pg_engine, 24)
+    assert _bulk(pg_engine, 25)
+    _load(pg_engine, 400, "b")  # 800 rows: 40 new would still drop the key...
+    bulk, (keys, indexes) = _inside_load(
+        pg_engine,
+        60,
+        lambda conn: (
+            inspect(conn).get_foreign_keys("import_job_transitions"),
+            inspect(conn).get_indexes("import_job_transitions"),
+        ),
+    )
+    assert bulk
+    assert keys == []  # ...but the indexes are rebuilt only when the load doubles the table
+    assert [i["name"] for i in indexes] == ["ix_import_job_transitions_job"]
+
+
+@pytest.mark.postgres
+def test_a_load_that_finds_the_tables_in_use_loads_row_by_row_without_waiting(
+    pg_engine, postgres_url, small_bulk
+):
+    before = _schema(pg_engine)
+    reader = open_engine(postgres_url)
+    try:
+        with reader.connect() as conn, conn.begin():
+            conn.execute(select(func.count()).select_from(sync_runs)).scalar()  # a share lock
+            assert not _bulk(pg_engine, 100)
+            counts = apply_pass(
+                pg_engine, "c", start_run(pg_engine, "c", NOW), _listed(100), finished_at=NOW
+            )
+            assert counts.new_jobs == 100
+    finally:
+        reader.dispose()
+    assert _schema(pg_engine) == before
+
+
+@pytest.mark.postgres
+def test_a_load_that_fails_half_way_leaves_keys_and_indexes_in_place(pg_engine, small_bulk):
+    before = _schema(pg_engine)
+    bulk, seen = _inside_load(
+        pg_engine,
+        100,
+        lambda conn: (
+            inspect(conn).get_foreign_keys("import_job_transitions"),
+            inspect(conn).get_indexes("import_job_transitions"),
+            inspect(conn).get_pk_constraint("import_job_records")["constrained_columns"],
+        ),
+    )
+    assert bulk
+    assert seen == ([], [], [])  # all dropped for the load...
+    assert _schema(pg_engine) == before  # ...and the rollback brought them back
+    with pytest.raises(IntegrityError):
+        _orphan(pg_engine)
