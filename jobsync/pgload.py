@@ -12,20 +12,23 @@ does that inside the pass's own transaction, only where it is safe and pays:
 - the foreign key is dropped when the new history rows are at least 1/``KEY_TABLE_SHARE`` of
   those already stored (adding it back checks the whole table in one join, about 0.2 s per
   million rows here, against 4-8 s per million for the trigger);
-- the indexes, ``ix_import_job_transitions_job`` and the primary key of
-  ``import_job_records``, are rebuilt when the load at least doubles their table (a rebuild
-  sorts the whole table: 0.85 s per million rows, against 2.4 s per million added row by row);
-- the tables can all be locked at once without waiting (``NOWAIT``). The exclusive lock is
-  taken only when no other transaction holds any lock on them, so it cannot deadlock with
-  another pass; otherwise the pass loads row by row as usual.
+- the index ``ix_import_job_transitions_job`` and the primary key of ``import_job_records``
+  are rebuilt when the load at least doubles their table (a rebuild sorts the whole table:
+  0.85 s per million rows, against 2.4 s per million added row by row). A table whose size
+  the planner does not know yet (never analyzed) counts as large unless it has no pages;
+- the tables concerned can all be locked at once without waiting (``NOWAIT``), and the role
+  may alter them. The exclusive lock is taken only when no other transaction holds any lock
+  on them, so it cannot deadlock with another pass; otherwise the pass loads row by row.
 
-Until the pass commits, the lock keeps every other reader and writer of those tables waiting
-(dashboards and other sources' passes wait those seconds, instead of reading a half-written
-pass). A pass that fails, or a process that dies, rolls it all back, since PostgreSQL's DDL is
-transactional: the key and the indexes come back as they were, same names and definitions.
-A job that is already stored still fails the pass: the primary key, added back, refuses it.
-SQLite checks a key with one index lookup and appends ordered keys cheaply, so it loads row
-by row.
+Until the pass commits, the lock keeps every other reader and writer of those tables waiting:
+dashboards, other sources' passes and the daemon's metrics wait those seconds instead of
+reading a half-written pass (a hot standby replays the lock, so its readers wait too). A pass
+that fails, or a process that dies, rolls it all back, since PostgreSQL's DDL is
+transactional. The key and the indexes come back with the names and definitions jobsync's
+migrations gave them (storage parameters or a tablespace set on them by hand would not be
+kept). A job that is already stored still fails the pass: the primary key, added back,
+refuses it. SQLite checks a key with one index lookup and appends ordered keys cheaply, so it
+loads row by row.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from jobsync.errors import StorageError
 from jobsync.redact import error_detail
@@ -49,92 +52,99 @@ BULK_MIN_ROWS = 10_000
 # Checking a row in the join costs about 1/25 of the trigger's check; 16 leaves a margin.
 KEY_TABLE_SHARE = 16
 
-_TABLES = ("import_job_records", "import_job_transitions")
-# The planner's row estimate of each table (-1 before its first ANALYZE).
+HISTORY, RECORDS = "import_job_transitions", "import_job_records"
+# The planner's row estimate of each table; -1 until its first VACUUM or ANALYZE, when only
+# a table without pages is known to be empty.
 _ROWS = """
-SELECT relname, greatest(reltuples, 0) FROM pg_class
+SELECT relname,
+       CASE WHEN reltuples >= 0 THEN reltuples
+            WHEN pg_relation_size(oid) = 0 THEN 0
+            ELSE 'Infinity'::float8 END
+FROM pg_class
 WHERE oid IN ('import_job_records'::regclass, 'import_job_transitions'::regclass)
 """
-# What a large load drops and re-creates: (table, constraint or index, SQL that re-creates it).
+# Each query: (name, definition) of what a large load drops and creates again.
 _HISTORY_KEYS = """
 SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
 WHERE conrelid = 'import_job_transitions'::regclass AND contype = 'f'
   AND confrelid = 'sync_runs'::regclass
 ORDER BY conname
 """
+_HISTORY_INDEX = """
+SELECT c.relname, pg_get_indexdef(i.indexrelid)
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE i.indrelid = 'import_job_transitions'::regclass AND i.indisvalid
+  AND c.relname = 'ix_import_job_transitions_job'
+"""
 _RECORDS_KEY = """
 SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
 WHERE conrelid = 'import_job_records'::regclass AND contype = 'p'
 """
-# Indexes that no constraint owns (the history's primary key on a sequence appends cheaply).
-_HISTORY_INDEXES = """
-SELECT c.relname, pg_get_indexdef(i.indexrelid)
-FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-LEFT JOIN pg_constraint k ON k.conindid = i.indexrelid
-WHERE i.indrelid = 'import_job_transitions'::regclass AND k.oid IS NULL
-ORDER BY c.relname
-"""
-_LOCK = (
-    "LOCK TABLE sync_runs, import_job_records, import_job_transitions "
-    "IN ACCESS EXCLUSIVE MODE NOWAIT"
-)
-# SQLSTATE lock_not_available: NOWAIT found a lock held.
-_LOCK_NOT_AVAILABLE = "55P03"
+# SQLSTATEs that send a load back to row by row: lock_not_available (NOWAIT found a lock
+# held), insufficient_privilege (a role that may write the tables but not alter them).
+_ROW_BY_ROW = {"55P03", "42501"}
 
 
 @contextmanager
 def large_load(conn: Connection, new_rows: int) -> Iterator[bool]:
-    """Around inserting ``new_rows`` jobs and as many history rows: yields whether anything
-    was dropped to be re-created after them (see the module docstring for when)."""
+    """Around inserting ``new_rows`` jobs and as many history rows: yields whether the key
+    and indexes were dropped, to be created again after them (see the module docstring)."""
     if conn.dialect.name != "postgresql" or new_rows < BULK_MIN_ROWS:
         yield False
         return
-    rows = {name: int(n) for name, n in conn.exec_driver_sql(_ROWS).all()}
-    quote = conn.dialect.identifier_preparer.quote
-    drop: list[str] = []
-    create: list[str] = []
-    if new_rows * KEY_TABLE_SHARE >= rows["import_job_transitions"]:
-        for name, definition in conn.exec_driver_sql(_HISTORY_KEYS).all():
-            drop.append(f"ALTER TABLE import_job_transitions DROP CONSTRAINT {quote(name)}")
-            create.append(
-                f"ALTER TABLE import_job_transitions ADD CONSTRAINT {quote(name)} {definition}"
-            )
-    if new_rows >= rows["import_job_transitions"]:
-        for name, definition in conn.exec_driver_sql(_HISTORY_INDEXES).all():
-            drop.append(f"DROP INDEX {quote(name)}")
-            create.append(definition)
-    if new_rows >= rows["import_job_records"]:
-        for name, definition in conn.exec_driver_sql(_RECORDS_KEY).all():
-            drop.append(f"ALTER TABLE import_job_records DROP CONSTRAINT {quote(name)}")
-            create.append(
-                f"ALTER TABLE import_job_records ADD CONSTRAINT {quote(name)} {definition}"
-            )
-    if not drop:
-        yield False
-        return
-    if not _lock_without_waiting(conn):
-        log.info("another transaction is using the job tables: loading row by row")
-        yield False
-        return
-    for statement in drop:
-        conn.exec_driver_sql(statement)
-    yield True
+    ddl = conn.execution_options(no_parameters=True)  # definitions may hold a literal '%'
+    try:
+        create = _drop_for_load(ddl, new_rows)
+    except SQLAlchemyError as exc:
+        raise StorageError(f"database error: {error_detail(exc)}") from exc
+    yield bool(create)
     try:
         for statement in create:
-            conn.exec_driver_sql(statement)
+            ddl.exec_driver_sql(statement)
     except SQLAlchemyError as exc:
-        # A duplicate job, say: the same error the row-by-row load would have raised.
+        # A job stored twice, say: the primary key cannot be created again.
         raise StorageError(f"database error: {error_detail(exc)}") from exc
 
 
-def _lock_without_waiting(conn: Connection) -> bool:
+def _drop_for_load(conn: Connection, new_rows: int) -> list[str]:
+    """Drop what this load should build once; returns the statements that create it again
+    (none: load row by row)."""
+    rows = {name: float(n) for name, n in conn.exec_driver_sql(_ROWS).all()}
+    history, records = rows[HISTORY], rows[RECORDS]
+    plan = [
+        (query, table, kind)
+        for query, table, kind, worth in (
+            (_HISTORY_KEYS, HISTORY, "foreign key", new_rows * KEY_TABLE_SHARE >= history),
+            (_HISTORY_INDEX, HISTORY, "index", new_rows >= history),
+            (_RECORDS_KEY, RECORDS, "primary key", new_rows >= records),
+        )
+        if worth
+    ]
+    if not plan:
+        return []
+    tables = {table for _query, table, _kind in plan}
+    if any(kind == "foreign key" for _query, _table, kind in plan):
+        tables.add("sync_runs")  # dropping a foreign key alters the table it references too
+    quote = conn.dialect.identifier_preparer.quote
     savepoint = conn.begin_nested()
     try:
-        conn.exec_driver_sql(_LOCK)
-    except OperationalError as exc:
+        conn.exec_driver_sql(
+            f"LOCK TABLE {', '.join(sorted(tables))} IN ACCESS EXCLUSIVE MODE NOWAIT"
+        )
+        create: list[str] = []
+        for query, table, kind in plan:  # read under the lock: nothing can change them now
+            for name, definition in conn.exec_driver_sql(query).all():
+                if kind == "index":
+                    conn.exec_driver_sql(f"DROP INDEX {quote(name)}")
+                    create.append(definition)
+                else:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} DROP CONSTRAINT {quote(name)}")
+                    create.append(f"ALTER TABLE {table} ADD CONSTRAINT {quote(name)} {definition}")
+    except DBAPIError as exc:
         savepoint.rollback()
-        if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+        if getattr(exc.orig, "sqlstate", None) not in _ROW_BY_ROW:
             raise
-        return False
+        log.info("loading %d jobs row by row: %s", new_rows, error_detail(exc))
+        return []
     savepoint.commit()
-    return True
+    return create

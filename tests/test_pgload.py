@@ -5,12 +5,15 @@ bulk path is taken only when it is safe and pays."""
 from __future__ import annotations
 
 import contextlib
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, func, insert, inspect, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from jobsync import pgload
@@ -78,24 +81,6 @@ def test_a_large_load_leaves_keys_and_indexes_as_they_were(engine, small_bulk):
     assert _count(engine, import_job_transitions) == 123
 
 
-def test_a_large_load_of_a_job_already_stored_fails_and_changes_nothing(engine, small_bulk):
-    """With the primary key dropped for the load, adding it back is what refuses the job."""
-    apply_pass(engine, "c", start_run(engine, "c", NOW), _listed(30), finished_at=NOW)
-    before = _schema(engine)
-    plan = PassPlan(
-        run_id=start_run(engine, "c", NOW),
-        first_seen_window=None,
-        seen_started_at=NOW,
-        seen_at=NOW,
-        new=[*_listed(30, prefix="k").jobs.values(), _listed(1).jobs["j0000"]],
-    )
-    with pytest.raises(StorageError), engine.begin() as conn:
-        insert_new_jobs(conn, "c", plan)
-    assert _count(engine, import_job_records) == 30
-    assert _count(engine, import_job_transitions) == 30
-    assert _schema(engine) == before
-
-
 @pytest.fixture
 def pg_engine(postgres_url: str) -> Iterator[Engine]:
     engine = open_engine(postgres_url)
@@ -113,8 +98,6 @@ def _inside_load(engine: Engine, rows: int, look: Callable[[Connection], Any] = 
     it is under way; then roll it all back."""
     seen: list[Any] = []
     with contextlib.suppress(_Undo), engine.begin() as conn:
-        # Waiting for a lock would be a bug here: fail instead of hanging.
-        conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
         with pgload.large_load(conn, rows) as bulk:
             seen += [bulk, look(conn)]
             raise _Undo
@@ -159,18 +142,58 @@ def test_a_load_that_finds_the_tables_in_use_loads_row_by_row_without_waiting(
     pg_engine, postgres_url, small_bulk
 ):
     before = _schema(pg_engine)
+    outcome: list[Any] = []
+
+    def load() -> None:
+        outcome.append(_bulk(pg_engine, 100))
+        run_id = start_run(pg_engine, "c", NOW)
+        outcome.append(apply_pass(pg_engine, "c", run_id, _listed(100), finished_at=NOW))
+
     reader = open_engine(postgres_url)
     try:
         with reader.connect() as conn, conn.begin():
             conn.execute(select(func.count()).select_from(sync_runs)).scalar()  # a share lock
-            assert not _bulk(pg_engine, 100)
-            counts = apply_pass(
-                pg_engine, "c", start_run(pg_engine, "c", NOW), _listed(100), finished_at=NOW
-            )
-            assert counts.new_jobs == 100
+            worker = threading.Thread(target=load)
+            worker.start()
+            # A load that waited for the lock would wait for this reader, i.e. forever.
+            worker.join(timeout=60)
+            waited = worker.is_alive()
     finally:
         reader.dispose()
+        worker.join()
+    assert not waited, "the load waited for the reader's lock"
+    assert outcome[0] is False
+    assert outcome[1].new_jobs == 100
     assert _schema(pg_engine) == before
+
+
+@pytest.mark.postgres
+def test_a_table_never_analyzed_counts_as_large_unless_it_has_no_pages(pg_engine, small_bulk):
+    assert _bulk(pg_engine, small_bulk)  # freshly migrated: no pages, so empty
+    apply_pass(pg_engine, "c", start_run(pg_engine, "c", NOW), _listed(5), finished_at=NOW)
+    assert not _bulk(pg_engine, 1000)  # a few rows, but the planner does not know how many
+
+
+@pytest.mark.postgres
+def test_a_role_that_may_write_but_not_alter_the_tables_loads_row_by_row(
+    pg_engine, postgres_url, small_bulk
+):
+    role = f"jobsync_writer_{uuid.uuid4().hex[:8]}"
+    with pg_engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        conn.exec_driver_sql(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+        conn.exec_driver_sql(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    writer = open_engine(make_url(postgres_url).set(username=role).render_as_string(False))
+    try:
+        assert not _bulk(writer, 100)
+        counts = apply_pass(writer, "c", start_run(writer, "c", NOW), _listed(100), finished_at=NOW)
+        assert counts.new_jobs == 100
+    finally:
+        writer.dispose()
+        with pg_engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+    assert _count(pg_engine, import_job_transitions) == 100
 
 
 @pytest.mark.postgres
@@ -190,3 +213,23 @@ def test_a_load_that_fails_half_way_leaves_keys_and_indexes_in_place(pg_engine, 
     assert _schema(pg_engine) == before  # ...and the rollback brought them back
     with pytest.raises(IntegrityError):
         _orphan(pg_engine)
+
+
+@pytest.mark.postgres
+def test_a_large_load_of_a_job_already_stored_fails_and_changes_nothing(pg_engine, small_bulk):
+    """With the primary key dropped for the load, adding it back is what refuses the job."""
+    engine = pg_engine
+    _load(engine, 30, "j")
+    before = _schema(engine)
+    plan = PassPlan(
+        run_id=start_run(engine, "c", NOW),
+        first_seen_window=None,
+        seen_started_at=NOW,
+        seen_at=NOW,
+        new=[*_listed(30, prefix="k").jobs.values(), _listed(1).jobs["j0000"]],
+    )
+    with pytest.raises(StorageError, match="could not create unique index"), engine.begin() as conn:
+        insert_new_jobs(conn, "c", plan)
+    assert _count(engine, import_job_records) == 30
+    assert _count(engine, import_job_transitions) == 30
+    assert _schema(engine) == before
