@@ -54,6 +54,7 @@ from sqlalchemy import Engine, create_engine, select, text
 import jobsync
 from jobsync.client import ApiClient
 from jobsync.fetch import fetch_snapshot
+from jobsync.memory import keep_large_blocks_unmapped
 from jobsync.schema import sync_runs
 from jobsync.store import normalise_url
 
@@ -959,6 +960,9 @@ def worker_main(spec_json: str) -> int:
         fresh_sync=spec["fresh_sync"],
     )
     version = code_version()  # read at start, the code we imported
+    if not scenario.fresh_sync:
+        # The worker runs every pass, as the daemon does: with the daemon's allocator setting.
+        keep_large_blocks_unmapped()
     try:
         rows = [{**row, **version} for row in run_scenario(scenario)]
     except sqlalchemy.exc.OperationalError as exc:

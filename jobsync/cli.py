@@ -290,6 +290,9 @@ def daemon(
     # Before the import: importing Alembic and APScheduler logs, in the chosen format too.
     configure_logging(bool(ctx.obj and ctx.obj.get("debug")), log_format=log_format)
     from jobsync import daemon as d
+    from jobsync.memory import keep_large_blocks_unmapped
+
+    keep_large_blocks_unmapped()  # one process runs every pass: see jobsync.memory
 
     settings = _syncsettings_from(values)
     schedule = d.every(every) if every is not None else d.cron(str(cron_expr))
