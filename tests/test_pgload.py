@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +20,6 @@ from jobsync import pgload
 from jobsync.bulk import insert_new_jobs
 from jobsync.errors import StorageError
 from jobsync.history import PassPlan
-from jobsync.migrate import upgrade
 from jobsync.records import JobRecord, Snapshot
 from jobsync.schema import import_job_records, import_job_transitions, sync_runs
 from jobsync.store import apply_pass, open_engine, start_run
@@ -81,12 +80,10 @@ def test_a_large_load_leaves_keys_and_indexes_as_they_were(engine, small_bulk):
     assert _count(engine, import_job_transitions) == 123
 
 
-@pytest.fixture
-def pg_engine(postgres_url: str) -> Iterator[Engine]:
-    engine = open_engine(postgres_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+# The shared ``engine`` fixture, on PostgreSQL alone: what these tests check is PostgreSQL's.
+postgres_only = pytest.mark.parametrize(
+    "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 
 
 class _Undo(Exception):
@@ -115,17 +112,17 @@ def _load(engine: Engine, count: int, prefix: str) -> None:
         conn.exec_driver_sql("ANALYZE import_job_transitions")
 
 
-@pytest.mark.postgres
-def test_the_bulk_path_is_taken_only_for_a_load_large_against_the_tables(pg_engine, small_bulk):
-    assert not _bulk(pg_engine, small_bulk - 1)
-    assert _bulk(pg_engine, small_bulk)
-    _load(pg_engine, 400, "a")
+@postgres_only
+def test_the_bulk_path_is_taken_only_for_a_load_large_against_the_tables(engine, small_bulk):
+    assert not _bulk(engine, small_bulk - 1)
+    assert _bulk(engine, small_bulk)
+    _load(engine, 400, "a")
     # The key pays from 1/16 of the history's rows; nothing pays below.
-    assert not _bulk(pg_engine, 24)
-    assert _bulk(pg_engine, 25)
-    _load(pg_engine, 400, "b")  # 800 rows: 40 new would still drop the key...
+    assert not _bulk(engine, 24)
+    assert _bulk(engine, 25)
+    _load(engine, 400, "b")  # 800 rows: 40 new would still drop the key...
     bulk, (keys, indexes) = _inside_load(
-        pg_engine,
+        engine,
         60,
         lambda conn: (
             inspect(conn).get_foreign_keys("import_job_transitions"),
@@ -137,17 +134,17 @@ def test_the_bulk_path_is_taken_only_for_a_load_large_against_the_tables(pg_engi
     assert [i["name"] for i in indexes] == ["ix_import_job_transitions_job"]
 
 
-@pytest.mark.postgres
+@postgres_only
 def test_a_load_that_finds_the_tables_in_use_loads_row_by_row_without_waiting(
-    pg_engine, postgres_url, small_bulk
+    engine, postgres_url, small_bulk
 ):
-    before = _schema(pg_engine)
+    before = _schema(engine)
     outcome: list[Any] = []
 
     def load() -> None:
-        outcome.append(_bulk(pg_engine, 100))
-        run_id = start_run(pg_engine, "c", NOW)
-        outcome.append(apply_pass(pg_engine, "c", run_id, _listed(100), finished_at=NOW))
+        outcome.append(_bulk(engine, 100))
+        run_id = start_run(engine, "c", NOW)
+        outcome.append(apply_pass(engine, "c", run_id, _listed(100), finished_at=NOW))
 
     reader = open_engine(postgres_url)
     try:
@@ -164,22 +161,22 @@ def test_a_load_that_finds_the_tables_in_use_loads_row_by_row_without_waiting(
     assert not waited, "the load waited for the reader's lock"
     assert outcome[0] is False
     assert outcome[1].new_jobs == 100
-    assert _schema(pg_engine) == before
+    assert _schema(engine) == before
 
 
-@pytest.mark.postgres
-def test_a_table_never_analyzed_counts_as_large_unless_it_has_no_pages(pg_engine, small_bulk):
-    assert _bulk(pg_engine, small_bulk)  # freshly migrated: no pages, so empty
-    apply_pass(pg_engine, "c", start_run(pg_engine, "c", NOW), _listed(5), finished_at=NOW)
-    assert not _bulk(pg_engine, 1000)  # a few rows, but the planner does not know how many
+@postgres_only
+def test_a_table_never_analyzed_counts_as_large_unless_it_has_no_pages(engine, small_bulk):
+    assert _bulk(engine, small_bulk)  # freshly migrated: no pages, so empty
+    apply_pass(engine, "c", start_run(engine, "c", NOW), _listed(5), finished_at=NOW)
+    assert not _bulk(engine, 1000)  # a few rows, but the planner does not know how many
 
 
-@pytest.mark.postgres
+@postgres_only
 def test_a_role_that_may_write_but_not_alter_the_tables_loads_row_by_row(
-    pg_engine, postgres_url, small_bulk
+    engine, postgres_url, small_bulk
 ):
     role = f"jobsync_writer_{uuid.uuid4().hex[:8]}"
-    with pg_engine.begin() as conn:
+    with engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
         conn.exec_driver_sql(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
         conn.exec_driver_sql(f"GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}")
@@ -190,17 +187,17 @@ def test_a_role_that_may_write_but_not_alter_the_tables_loads_row_by_row(
         assert counts.new_jobs == 100
     finally:
         writer.dispose()
-        with pg_engine.begin() as conn:
+        with engine.begin() as conn:
             conn.exec_driver_sql(f"DROP OWNED BY {role}")
             conn.exec_driver_sql(f"DROP ROLE {role}")
-    assert _count(pg_engine, import_job_transitions) == 100
+    assert _count(engine, import_job_transitions) == 100
 
 
-@pytest.mark.postgres
-def test_a_load_that_fails_half_way_leaves_keys_and_indexes_in_place(pg_engine, small_bulk):
-    before = _schema(pg_engine)
+@postgres_only
+def test_a_load_that_fails_half_way_leaves_keys_and_indexes_in_place(engine, small_bulk):
+    before = _schema(engine)
     bulk, seen = _inside_load(
-        pg_engine,
+        engine,
         100,
         lambda conn: (
             inspect(conn).get_foreign_keys("import_job_transitions"),
@@ -210,15 +207,14 @@ def test_a_load_that_fails_half_way_leaves_keys_and_indexes_in_place(pg_engine, 
     )
     assert bulk
     assert seen == ([], [], [])  # all dropped for the load...
-    assert _schema(pg_engine) == before  # ...and the rollback brought them back
+    assert _schema(engine) == before  # ...and the rollback brought them back
     with pytest.raises(IntegrityError):
-        _orphan(pg_engine)
+        _orphan(engine)
 
 
-@pytest.mark.postgres
-def test_a_large_load_of_a_job_already_stored_fails_and_changes_nothing(pg_engine, small_bulk):
+@postgres_only
+def test_a_large_load_of_a_job_already_stored_fails_and_changes_nothing(engine, small_bulk):
     """With the primary key dropped for the load, adding it back is what refuses the job."""
-    engine = pg_engine
     _load(engine, 30, "j")
     before = _schema(engine)
     plan = PassPlan(
