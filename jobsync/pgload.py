@@ -80,6 +80,8 @@ _RECORDS_KEY = """
 SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
 WHERE conrelid = 'import_job_records'::regclass AND contype = 'p'
 """
+# A definition may hold a literal '%', which psycopg would read as a placeholder.
+_VERBATIM = {"no_parameters": True}
 # SQLSTATEs that send a load back to row by row: lock_not_available (NOWAIT found a lock
 # held), insufficient_privilege (a role that may write the tables but not alter them).
 _ROW_BY_ROW = {"55P03", "42501"}
@@ -92,15 +94,14 @@ def large_load(conn: Connection, new_rows: int) -> Iterator[bool]:
     if conn.dialect.name != "postgresql" or new_rows < BULK_MIN_ROWS:
         yield False
         return
-    ddl = conn.execution_options(no_parameters=True)  # definitions may hold a literal '%'
     try:
-        create = _drop_for_load(ddl, new_rows)
+        create = _drop_for_load(conn, new_rows)
     except SQLAlchemyError as exc:
         raise StorageError(f"database error: {error_detail(exc)}") from exc
     yield bool(create)
     try:
         for statement in create:
-            ddl.exec_driver_sql(statement)
+            conn.exec_driver_sql(statement, execution_options=_VERBATIM)
     except SQLAlchemyError as exc:
         # A job stored twice, say: the primary key cannot be created again.
         raise StorageError(f"database error: {error_detail(exc)}") from exc
