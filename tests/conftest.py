@@ -11,14 +11,16 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, Table, create_engine, func, select, text
 
 from jobsync import redact
 from jobsync.config import Settings, Source
 from jobsync.migrate import upgrade
+from jobsync.records import JobRecord, Snapshot
 from jobsync.redact import Secret
 from jobsync.simulator import Simulator
 from jobsync.store import normalise_url, open_engine
@@ -123,6 +125,26 @@ def settings_for(sim: Simulator, db_url: str, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def count_rows(engine: Engine, table: Table, *where: object) -> int:
+    """Rows of ``table`` (matching ``where``), read in a connection of its own."""
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
+
+
+def listed_snapshot(count: int, observed_at: datetime, prefix: str = "j") -> Snapshot:
+    """A complete snapshot of ``count`` jobs, ``<prefix>0000`` on, cycling through the four
+    kinds of state (a failed one with a reason), all seen at ``observed_at``."""
+    snapshot = Snapshot(source_key="c", started_at=observed_at, finished_at=observed_at)
+    states = ("Pending", "ImportRunning", "Completed", "Failed")
+    for i in range(count):
+        state = states[i % 4]
+        reason = "bad file" if state == "Failed" else None
+        job_id = f"{prefix}{i:04d}"
+        snapshot.jobs[job_id] = JobRecord(job_id, "coll", state, 10, reason, observed_at)
+    snapshot.complete = True
+    return snapshot
 
 
 @pytest.fixture(autouse=True)

@@ -20,9 +20,10 @@ from jobsync import pgload
 from jobsync.bulk import insert_new_jobs
 from jobsync.errors import StorageError
 from jobsync.history import PassPlan
-from jobsync.records import JobRecord, Snapshot
+from jobsync.records import Snapshot
 from jobsync.schema import import_job_records, import_job_transitions, sync_runs
 from jobsync.store import apply_pass, open_engine, start_run
+from tests.conftest import count_rows, listed_snapshot
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -35,11 +36,7 @@ def small_bulk(monkeypatch: pytest.MonkeyPatch) -> int:
 
 
 def _listed(count: int, prefix: str = "j") -> Snapshot:
-    snapshot = Snapshot(source_key="c", started_at=NOW, finished_at=NOW, complete=True)
-    for i in range(count):
-        job_id = f"{prefix}{i:04d}"
-        snapshot.jobs[job_id] = JobRecord(job_id, "coll", "Completed", 100, None, NOW)
-    return snapshot
+    return listed_snapshot(count, NOW, prefix)
 
 
 def _schema(engine: Engine) -> dict[str, Any]:
@@ -64,11 +61,6 @@ def _orphan(engine: Engine) -> None:
         )
 
 
-def _count(engine: Engine, table: Any) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
-
-
 def test_a_large_load_leaves_keys_and_indexes_as_they_were(engine, small_bulk):
     before = _schema(engine)
     assert before["import_job_transitions"][1][0]["referred_table"] == "sync_runs"
@@ -77,7 +69,7 @@ def test_a_large_load_leaves_keys_and_indexes_as_they_were(engine, small_bulk):
     assert _schema(engine) == before
     with pytest.raises(IntegrityError):
         _orphan(engine)
-    assert _count(engine, import_job_transitions) == 123
+    assert count_rows(engine, import_job_transitions) == 123
 
 
 # The shared ``engine`` fixture, on PostgreSQL alone: what these tests check is PostgreSQL's.
@@ -190,7 +182,7 @@ def test_a_role_that_may_write_but_not_alter_the_tables_loads_row_by_row(
         with engine.begin() as conn:
             conn.exec_driver_sql(f"DROP OWNED BY {role}")
             conn.exec_driver_sql(f"DROP ROLE {role}")
-    assert _count(engine, import_job_transitions) == 100
+    assert count_rows(engine, import_job_transitions) == 100
 
 
 @postgres_only
@@ -226,6 +218,6 @@ def test_a_large_load_of_a_job_already_stored_fails_and_changes_nothing(engine, 
     )
     with pytest.raises(StorageError, match="could not create unique index"), engine.begin() as conn:
         insert_new_jobs(conn, "c", plan)
-    assert _count(engine, import_job_records) == 30
-    assert _count(engine, import_job_transitions) == 30
+    assert count_rows(engine, import_job_records) == 30
+    assert count_rows(engine, import_job_transitions) == 30
     assert _schema(engine) == before

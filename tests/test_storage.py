@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, insert, inspect, select, text
+from sqlalchemy import insert, inspect, select, text
 
 from jobsync.bulk import insert_new_jobs
 from jobsync.errors import SchemaError, StorageError
@@ -22,11 +22,10 @@ from jobsync.migrate import (
     require_current_schema,
     upgrade,
 )
-from jobsync.records import JobRecord, Snapshot
 from jobsync.schema import import_job_records, import_job_transitions, metadata, sync_runs
 from jobsync.store import apply_pass, open_engine, start_run
 from jobsync.sync import sync_source
-from tests.conftest import CLUSTER, settings_for
+from tests.conftest import CLUSTER, count_rows, listed_snapshot, settings_for
 
 
 def test_migrated_schema_matches_the_tables_the_code_uses(engine):
@@ -183,24 +182,13 @@ def test_sqlite_and_postgresql_record_the_same_history(sim, tmp_path, postgres_u
         eng.dispose()
 
 
-def _listed(count: int, observed_at: datetime) -> Snapshot:
-    snapshot = Snapshot(source_key="c", started_at=observed_at, finished_at=observed_at)
-    states = ("Pending", "ImportRunning", "Completed", "Failed")
-    for i in range(count):
-        state = states[i % 4]
-        reason = "bad file" if state == "Failed" else None
-        snapshot.jobs[f"j{i:04d}"] = JobRecord(f"j{i:04d}", "coll", state, 10, reason, observed_at)
-    snapshot.complete = True
-    return snapshot
-
-
 @pytest.mark.parametrize("count", [1, 49, 50, 51, 123])
 def test_new_jobs_are_written_whole_across_statement_boundaries(engine, count):
     """New jobs go to SQLite 50 to a statement: a count on either side of that still writes
     every job and its first_seen transition, with the values the planner derives."""
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     run_id = start_run(engine, "c", now)
-    counts = apply_pass(engine, "c", run_id, _listed(count, now), finished_at=now)
+    counts = apply_pass(engine, "c", run_id, listed_snapshot(count, now), finished_at=now)
     assert counts.new_jobs == count and counts.rows_written == 2 * count + 2
     records, history = import_job_records.c, import_job_transitions.c
     with engine.connect() as conn:
@@ -225,19 +213,18 @@ def test_a_new_job_that_is_already_stored_fails_the_write_and_changes_nothing(en
     """Under the pass's write lock a job planned as new cannot exist; if one did, the insert
     fails instead of overwriting it, and the transaction leaves everything as it was."""
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    apply_pass(engine, "c", start_run(engine, "c", now), _listed(3, now), finished_at=now)
+    apply_pass(engine, "c", start_run(engine, "c", now), listed_snapshot(3, now), finished_at=now)
     plan = PassPlan(
         run_id=start_run(engine, "c", now),
         first_seen_window=None,
         seen_started_at=now,
         seen_at=now,
-        new=list(_listed(3, now).jobs.values())[1:2],
+        new=list(listed_snapshot(3, now).jobs.values())[1:2],
     )
     with pytest.raises(StorageError), engine.begin() as conn:
         insert_new_jobs(conn, "c", plan)
-    with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(import_job_records)).scalar() == 3
-        assert conn.execute(select(func.count()).select_from(import_job_transitions)).scalar() == 3
+    assert count_rows(engine, import_job_records) == 3
+    assert count_rows(engine, import_job_transitions) == 3
 
 
 def test_sqlite_first_seen_rows_are_all_found_or_the_pass_fails(tmp_path):
@@ -256,8 +243,7 @@ def test_sqlite_first_seen_rows_are_all_found_or_the_pass_fails(tmp_path):
         )
     run_id = start_run(engine, "c", now)
     with pytest.raises(StorageError, match="first seen"):
-        apply_pass(engine, "c", run_id, _listed(60, now), finished_at=now)
-    with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(import_job_records)).scalar() == 1
-        assert conn.execute(select(func.count()).select_from(import_job_transitions)).scalar() == 0
+        apply_pass(engine, "c", run_id, listed_snapshot(60, now), finished_at=now)
+    assert count_rows(engine, import_job_records) == 1
+    assert count_rows(engine, import_job_transitions) == 0
     engine.dispose()

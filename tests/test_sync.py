@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from jobsync.schema import import_job_records, import_job_transitions, import_jobs, sync_runs
 from jobsync.simulator import Fault, Simulator
 from jobsync.sync import sync_source
-from tests.conftest import API_KEY, CLUSTER, settings_for
+from tests.conftest import API_KEY, CLUSTER, count_rows, settings_for
 
 LIST = "/v2/vectordb/jobs/import/list"
 
@@ -18,11 +18,6 @@ LIST = "/v2/vectordb/jobs/import/list"
 def _sync(engine: Engine, sim: Simulator, **overrides: object):
     settings = settings_for(sim, str(engine.url.render_as_string(hide_password=False)), **overrides)
     return sync_source(engine, settings.sources[0], settings, sleep=lambda _s: None)
-
-
-def _count(engine: Engine, table, *where) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
 
 
 def _jobs(engine: Engine) -> dict[str, dict]:
@@ -78,10 +73,10 @@ def test_resync_records_one_change_per_changed_job_inside_its_window(engine, big
     for change in changes:
         assert jobs[change.job_id]["raw_state"] == change.to_state
 
-    rows_before = _count(engine, import_job_transitions)
+    rows_before = count_rows(engine, import_job_transitions)
     third = _sync(engine, big_sim)
     assert third.ok
-    assert _count(engine, import_job_transitions) == rows_before
+    assert count_rows(engine, import_job_transitions) == rows_before
     assert (third.counts.new_jobs, third.counts.changed_jobs) == (0, 0)
 
 
@@ -135,7 +130,7 @@ def test_a_rejected_key_fails_at_once_with_one_request(engine, sim):
     assert not result.ok
     assert "API key was rejected" in str(result.error)
     assert sim.request_count == 1
-    assert _count(engine, import_job_records) == 0
+    assert count_rows(engine, import_job_records) == 0
 
 
 def test_states_are_mapped_to_canonical_names_and_raw_names_kept(engine, sim):
