@@ -63,26 +63,21 @@ LOGGED_FAILURES = 5
 
 def select_jobs(snapshot: Snapshot, candidates: DetailCandidates, limit: int) -> list[str]:
     """The jobs to ask about, most useful first, at most ``limit`` of them."""
-    finishing: list[str] = []
-    finished_new: list[str] = []
-    still_open: list[str] = []
-    unstored = candidates.unstored
-    for job_id, record in snapshot.jobs.items():
-        if canonical_state(record.raw_state) not in TERMINAL_STATES:
-            still_open.append(job_id)
-        elif job_id in candidates.open_jobs:
-            finishing.append(job_id)
-        elif unstored is not None and job_id in unstored:
-            finished_new.append(job_id)
-    asked = candidates.open_jobs
+    asked = candidates.asked
 
     def least_recent(job_id: str) -> tuple[float, str]:
         # Never asked (new, or stored before details existed) comes first.
-        when = asked.get(job_id)
-        return (float("-inf") if when is None else when, job_id)
+        return (asked.get(job_id, float("-inf")), job_id)
 
-    chosen = sorted(finishing, key=least_recent)[:limit]
-    chosen += sorted(finished_new)[: limit - len(chosen)]
+    chosen = sorted(candidates.finishing, key=least_recent)[:limit]
+    chosen += sorted(candidates.finished_new)[: limit - len(chosen)]
+    if len(chosen) >= limit:
+        return chosen
+    still_open = (
+        job_id
+        for job_id, record in snapshot.jobs.items()
+        if canonical_state(record.raw_state) not in TERMINAL_STATES
+    )
     # nsmallest: a long list of open jobs is not sorted whole for the few that fit.
     chosen += heapq.nsmallest(limit - len(chosen), still_open, key=least_recent)
     return chosen

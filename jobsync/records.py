@@ -17,7 +17,7 @@ exactly as sent, whatever its length.
 from __future__ import annotations
 
 import re
-from collections.abc import Container, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from sys import intern
@@ -233,13 +233,19 @@ class JobDetails:
 class DetailCandidates:
     """What the database knew of a source before a pass, for choosing jobs to fetch details of.
 
-    ``open_jobs``: listed jobs stored in a non-terminal state, and when their details were last
-    fetched (seconds since some epoch, None if never); ``unstored``: the listed jobs that are
-    not stored, or None when not needed (no complete pass yet: every job is new then).
+    Nothing here grows with the number of stored jobs, only with the jobs that changed:
+
+    - ``finishing``: listed in a terminal state, stored in a non-terminal one;
+    - ``asked``: when details were last fetched (seconds since some epoch) of the listed jobs
+      stored in a non-terminal state that were ever asked about (the others: never);
+    - ``finished_new``: listed in a terminal state and not stored, in job id order, at most as
+      many as a pass may ask about; empty before a source's first complete pass (every job is
+      new then).
     """
 
-    open_jobs: Mapping[str, float | None]
-    unstored: Container[str] | None
+    finishing: Sequence[str] = ()
+    asked: Mapping[str, float] = field(default_factory=dict)
+    finished_new: Sequence[str] = ()
 
 
 def parse_progress_data(data: Any, job_id: str, sampled_at: datetime) -> JobDetails:

@@ -38,14 +38,19 @@ _TERMINAL = sorted(TERMINAL_STATES)
 
 
 def load_detail_candidates(
-    engine: Engine, cluster_id: str, listed: Mapping[str, JobRecord]
+    engine: Engine, cluster_id: str, listed: Mapping[str, JobRecord], limit: int
 ) -> DetailCandidates:
-    """One streamed read, before the pass fetches details (and long before it writes).
+    """A read made before the pass fetches details (and long before it writes).
 
-    Nothing is held per stored job: open jobs are kept only when listed (under the snapshot's
-    own id string), and the ids of the rest are compared with the snapshot's as they stream by.
-    Before a source's first complete pass every listed job is new, and only open jobs are read.
+    Memory stays with what changed, however many jobs are stored (a million-job source holds
+    its snapshot already): stored open jobs are streamed and kept only when listed terminal
+    (finishing) or ever asked about. The listed terminal jobs that are not stored are found by
+    walking their sorted ids alongside the stored ids in the same order, instead of holding a
+    set of every listed id; the walk stops at the ``limit`` smallest. Before a source's first
+    complete pass every listed job is new, and that walk is skipped.
     """
+    finishing: list[str] = []
+    asked: dict[str, float] = {}
     with engine.connect() as conn:
         p = placeholder(conn)
         had_complete = conn.execute(
@@ -53,26 +58,55 @@ def load_detail_candidates(
                 sync_sources.c.cluster_id == cluster_id
             )
         ).scalar()
-        is_open = f"state NOT IN ({', '.join([p] * len(_TERMINAL))})"
         sql = (
-            f"SELECT job_id, CASE WHEN {is_open} THEN 1 ELSE 0 END, "
-            f"{_ASKED_AT[conn.dialect.name]} FROM import_job_records WHERE cluster_id = {p}"
+            f"SELECT job_id, {_ASKED_AT[conn.dialect.name]} FROM import_job_records "
+            f"WHERE cluster_id = {p} AND state NOT IN ({', '.join([p] * len(_TERMINAL))})"
         )
-        params: tuple[str, ...] = (*_TERMINAL, cluster_id)
-        # The snapshot's own key objects: a set of references, no new strings.
-        unstored: set[str] | None = set(listed) if had_complete is not None else None
-        if unstored is None:
-            sql += f" AND {is_open}"
-            params += tuple(_TERMINAL)
-        open_jobs: dict[str, float | None] = {}
-        for job_id, open_, asked in stream(conn, sql, params):
-            if unstored is not None:
-                unstored.discard(job_id)
-            if open_:
-                record = listed.get(job_id)
-                if record is not None:  # one that is not listed is never asked about
-                    open_jobs[record.job_id] = asked
-    return DetailCandidates(open_jobs, unstored)
+        for job_id, asked_at in stream(conn, sql, (cluster_id, *_TERMINAL)):
+            record = listed.get(job_id)
+            if record is None:
+                continue  # one that is not listed is never asked about
+            if asked_at is not None:
+                asked[record.job_id] = asked_at  # the snapshot's own id string
+            if canonical_state(record.raw_state) in TERMINAL_STATES:
+                finishing.append(record.job_id)
+        finished_new = (
+            _unstored_finished(conn, cluster_id, listed, limit) if had_complete is not None else []
+        )
+    return DetailCandidates(finishing, asked, finished_new)
+
+
+# Stored ids in the order of Python's str comparison: SQLite's BINARY collation compares UTF-8
+# bytes, which orders like code points; PostgreSQL's "C" collation does the same.
+_IDS_IN_ORDER = {
+    "sqlite": "SELECT job_id FROM import_job_records WHERE cluster_id = ? ORDER BY job_id",
+    "postgresql": (
+        'SELECT job_id FROM import_job_records WHERE cluster_id = %s ORDER BY job_id COLLATE "C"'
+    ),
+}
+
+
+def _unstored_finished(
+    conn: Connection, cluster_id: str, listed: Mapping[str, JobRecord], limit: int
+) -> list[str]:
+    """The ``limit`` smallest ids of the listed terminal jobs that are not stored."""
+    wanted = sorted(
+        job_id
+        for job_id, record in listed.items()
+        if canonical_state(record.raw_state) in TERMINAL_STATES
+    )
+    found: list[str] = []
+    i, end = 0, len(wanted)
+    for (stored_id,) in stream(conn, _IDS_IN_ORDER[conn.dialect.name], (cluster_id,)):
+        while i < end and wanted[i] < stored_id:
+            found.append(wanted[i])
+            i += 1
+        if len(found) >= limit or i == end:
+            return found[:limit]
+        if wanted[i] == stored_id:
+            i += 1
+    # Past the last stored id: the rest are not stored either.
+    return found + wanted[i : i + limit - len(found)]
 
 
 # What a progress sample records; a new sample is written only when one of them moved.

@@ -170,11 +170,12 @@ def _fetch_details(
     write_lock: threading.Lock | None,
 ) -> DetailsOutcome:
     """Choose the jobs worth asking about and fetch their details (all HTTP, no transaction)."""
+    limit = settings.details_cap()
     # Under the write lock: on SQLite even a read begins IMMEDIATE, and must not queue behind
     # another source's long write into the busy timeout.
     with write_lock or nullcontext():
-        candidates = load_detail_candidates(engine, source.key, snapshot.jobs)
-    wanted = select_jobs(snapshot, candidates, settings.details_cap())
+        candidates = load_detail_candidates(engine, source.key, snapshot.jobs, limit)
+    wanted = select_jobs(snapshot, candidates, limit)
     http = replace(settings.http, max_retries=min(settings.http.max_retries, DETAIL_RETRIES))
 
     if not wanted:

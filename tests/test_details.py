@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 
 from jobsync.cli import cli
 from jobsync.config import CliValues, Settings, Source, resolve_settings
@@ -25,8 +25,15 @@ from jobsync.records import (
     parse_progress_data,
 )
 from jobsync.redact import Secret
-from jobsync.schema import import_job_progress, import_job_transitions, import_jobs, sync_runs
+from jobsync.schema import (
+    import_job_progress,
+    import_job_records,
+    import_job_transitions,
+    import_jobs,
+    sync_runs,
+)
 from jobsync.simulator import Fault, Simulator
+from jobsync.store import apply_pass, load_detail_candidates, start_run
 from jobsync.sync import sync_all, sync_source
 from tests.conftest import API_KEY, CLUSTER, settings_for
 
@@ -463,16 +470,62 @@ def test_selection_order_finishing_then_new_finished_then_open_by_age():
          "fin": "Completed", "new-fin": "Failed", "old-fin": "Completed"}
     )  # fmt: skip
     candidates = DetailCandidates(
-        open_jobs={"open-old": 100.0, "open-new": 3700.0, "open-never": None, "fin": 100.0},
-        unstored=frozenset({"new-fin"}),
+        finishing=["fin"],
+        asked={"open-old": 100.0, "open-new": 3700.0, "fin": 100.0},
+        finished_new=["new-fin"],
     )
 
     assert select_jobs(snapshot, candidates, 100) == [
         "fin", "new-fin", "open-never", "open-old", "open-new"
     ]  # fmt: skip
     assert select_jobs(snapshot, candidates, 2) == ["fin", "new-fin"]
-    first_pass = DetailCandidates(open_jobs={}, unstored=None)
+    first_pass = DetailCandidates()
     assert select_jobs(snapshot, first_pass, 100) == ["open-never", "open-new", "open-old"]
+
+
+def _stored_pass(engine: Engine, states: dict[str, str], at: datetime) -> None:
+    """Store one complete pass listing ``states`` (job id -> raw state)."""
+    snapshot = _snapshot(states)
+    snapshot.complete = True
+    run_id = start_run(engine, "s", at)
+    apply_pass(engine, "s", run_id, snapshot, finished_at=at)
+
+
+def test_candidates_hold_only_what_changed_and_walk_ids_in_order(engine):
+    # Ids chosen so that byte order and a naive locale order could differ ("B" < "a" < "b").
+    stored = {"a1": "Importing", "a2": "Importing", "a3": "Pending", "B9": "Completed",
+              "c1": "Completed", "m5": "Importing"}  # fmt: skip
+    _stored_pass(engine, stored, T0)
+    with engine.begin() as conn:
+        conn.execute(
+            update(import_job_records)
+            .where(import_job_records.c.job_id.in_(["a2", "a3"]))
+            .values(details_at=T0)
+        )
+    listed = _snapshot(
+        {
+            "a1": "Completed",
+            "a2": "Importing",
+            "a3": "Pending",
+            "B9": "Completed",
+            "c1": "Completed",
+            "m5": "Importing",
+            "A0": "Failed",
+            "b0": "Completed",
+            "m4": "Failed",
+            "z9": "Completed",
+            "z8": "Importing",
+        }
+    ).jobs
+
+    found = load_detail_candidates(engine, "s", listed, limit=10)
+
+    assert found.finishing == ["a1"]  # listed terminal, stored open
+    assert set(found.asked) == {"a2", "a3"}  # never-asked open jobs take no memory
+    assert found.finished_new == ["A0", "b0", "m4", "z9"]  # not stored, terminal, in order
+    assert load_detail_candidates(engine, "s", listed, limit=2).finished_new == ["A0", "b0"]
+    # Before a complete pass every job is new: none is "finished new".
+    assert load_detail_candidates(engine, "other", listed, limit=10).finished_new == []
 
 
 # -- parsing, without HTTP ------------------------------------------------------------------------
