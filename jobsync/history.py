@@ -14,12 +14,10 @@ No database and no HTTP here, so every rule is testable on plain values:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
-from itertools import compress, repeat
-from operator import attrgetter, itemgetter, ne, not_, or_
 from typing import Any, NamedTuple
 
 from jobsync.records import JobRecord, Snapshot
@@ -68,69 +66,43 @@ class Triage(NamedTuple):
     unknown: list[str]
 
 
-class _Unlisted:
-    """What a job the snapshot does not list compares as: unequal to every stored row."""
-
-    raw_state = object()
-    collection_name = progress = reason = None
-
-
-_UNLISTED = _Unlisted()
-_LISTED_KEY = attrgetter("raw_state", "collection_name", "progress", "reason")
-_STORED_KEY = itemgetter(1, 2, 3, 4)
-_JOB_ID = itemgetter(0)
-_QUIET = itemgetter(5)
-
-
 def triage(
-    chunks: Iterable[Sequence[tuple[Any, ...]]],
-    jobs: Mapping[str, JobRecord],
-    detailed: Collection[str],
+    rows: Iterable[tuple[Any, ...]], jobs: Mapping[str, JobRecord], detailed: Container[str]
 ) -> Triage:
     """Compare every stored, non-vanished job with the snapshot without loading it in full.
 
-    ``chunks`` are lists of ``(job_id, raw_state, collection_name, progress, reason, quiet)``
-    rows, streamed from the database; *quiet* means listed by the latest pass with nothing
-    pending (not missed, not vanished). Listing a quiet job again with the same state spelling
-    and collection, and progress and reason equal or left out (the list leaving a field out
-    keeps the stored value), changes nothing: on a re-sync that is nearly every job. So each
-    chunk is first sifted in C (``map``/``compress`` over tuples: no Python code per row) for
-    rows that are not quiet or not exactly as listed, and only those few are looked at here,
-    with the full rule. Jobs with details are always loaded, since their details may change
-    them.
+    ``rows`` are ``(job_id, raw_state, collection_name, progress, reason, quiet)``, streamed
+    from the database; *quiet* means listed by the latest pass with nothing pending (not
+    missed, not vanished). Listing a quiet job again with the same state spelling and
+    collection, and progress and reason equal or left out (the list leaving a field out keeps
+    the stored value), changes nothing: on a re-sync that is nearly every job, and they cost
+    one comparison each instead of a row object. Jobs with details are always loaded, since
+    their details may change them.
     """
     load: list[str] = []
     want = load.append
     get = jobs.get
-    # The snapshot's keys still unmatched (a set of references, no new strings); built on the
-    # first chunk, so that a first sync into an empty database never makes it.
+    # The snapshot's own key objects (a set of references, no new strings); built on the first
+    # row, so that a first sync into an empty database never makes it.
     unseen: set[str] | None = None
-    for chunk in chunks:
+    for job_id, raw_state, collection_name, progress, reason, quiet in rows:
+        record = get(job_id)
+        if record is None:
+            want(job_id)  # no longer listed
+            continue
         if unseen is None:
             unseen = set(jobs)
-        ids = list(map(_JOB_ID, chunk))
-        unseen.difference_update(ids)
-        differs = map(
-            ne, map(_STORED_KEY, chunk), map(_LISTED_KEY, map(get, ids, repeat(_UNLISTED)))
-        )
-        suspects = compress(chunk, map(or_, map(not_, map(_QUIET, chunk)), differs))
-        for job_id, raw_state, collection_name, progress, reason, quiet in suspects:
-            record = get(job_id)
-            if not (
-                record is not None
-                and quiet
-                and record.raw_state == raw_state
-                and record.collection_name == collection_name
-                and (record.progress is None or record.progress == progress)
-                and (record.reason is None or record.reason == reason)
-            ):
-                want(job_id)  # changed, not quiet, or no longer listed
-    if unseen is None:
-        return Triage(load, list(jobs))
-    if detailed:
-        chosen = set(load)
-        load += [j for j in detailed if j in jobs and j not in unseen and j not in chosen]
-    return Triage(load, list(unseen))
+        unseen.discard(job_id)
+        if not (
+            quiet
+            and record.raw_state == raw_state
+            and record.collection_name == collection_name
+            and (record.progress is None or record.progress == progress)
+            and (record.reason is None or record.reason == reason)
+            and job_id not in detailed
+        ):
+            want(job_id)
+    return Triage(load, list(jobs) if unseen is None else list(unseen))
 
 
 def new_job(record: JobRecord) -> NewJob:

