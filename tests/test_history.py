@@ -160,3 +160,30 @@ def test_a_change_after_a_gap_in_listing_uses_the_last_listing_for_its_window():
     (t,) = plan.history()
     assert t["window_start"] == _at(0)
     assert store.rows["a"].listed and store.rows["a"].missed_snapshots == 0
+
+
+def test_triage_loads_what_may_change_and_skips_what_cannot():
+    seen = _at(0)
+    listed = {
+        "same": JobRecord("same", "coll", "Completed", 100, None, seen),
+        "moved": JobRecord("moved", "coll", "Completed", 100, None, seen),
+        "no-progress": JobRecord("no-progress", "coll", "Importing", None, None, seen),
+        "loud": JobRecord("loud", "coll", "Pending", 0, None, seen),
+        "asked": JobRecord("asked", "coll", "Importing", 40, None, seen),
+        "new": JobRecord("new", "coll", "Pending", 0, None, seen),
+    }
+    rows = [
+        ("same", "Completed", "coll", 100, None, 1),
+        ("moved", "Importing", "coll", 50, None, 1),  # changed state
+        ("gone", "Completed", "coll", 100, None, 1),  # no longer listed
+        # The list left progress out: the stored value stands, nothing changed.
+        ("no-progress", "Importing", "coll", 70, None, 1),
+        ("loud", "Pending", "coll", 0, None, 0),  # not quiet: missed once, say
+        ("asked", "Importing", "coll", 40, None, 1),  # unchanged, but its details may differ
+    ]
+
+    found = triage(rows, listed, detailed={"asked", "new"})
+
+    assert found.load == ["moved", "gone", "loud", "asked"]
+    assert found.unknown == ["new"]
+    assert triage([], listed, detailed=()) == ([], list(listed))
