@@ -38,7 +38,7 @@ from jobsync.config import Source
 from jobsync.errors import ApiError, ApiStatusError, AuthError, Cancelled, TransportError
 from jobsync.records import DetailCandidates, JobDetails, Snapshot, parse_progress_data
 from jobsync.redact import redact
-from jobsync.states import TERMINAL_STATES, canonical_state
+from jobsync.states import is_terminal
 
 __all__ = [
     "PROGRESS_PATHS",
@@ -71,13 +71,7 @@ def select_jobs(snapshot: Snapshot, candidates: DetailCandidates, limit: int) ->
 
     chosen = sorted(candidates.finishing, key=least_recent)[:limit]
     chosen += sorted(candidates.finished_new)[: limit - len(chosen)]
-    if len(chosen) >= limit:
-        return chosen
-    still_open = (
-        job_id
-        for job_id, record in snapshot.jobs.items()
-        if canonical_state(record.raw_state) not in TERMINAL_STATES
-    )
+    still_open = (j for j, record in snapshot.jobs.items() if not is_terminal(record.raw_state))
     # nsmallest: a long list of open jobs is not sorted whole for the few that fit.
     chosen += heapq.nsmallest(limit - len(chosen), still_open, key=least_recent)
     return chosen

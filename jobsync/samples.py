@@ -21,7 +21,7 @@ from jobsync.history import StoredJob
 from jobsync.records import DetailCandidates, JobDetails, JobRecord, Snapshot
 from jobsync.scan import stream
 from jobsync.schema import import_job_progress, import_job_records, sync_sources
-from jobsync.states import TERMINAL_STATES, canonical_state
+from jobsync.states import TERMINAL_STATES, canonical_state, is_terminal
 
 __all__ = ["load_detail_candidates", "load_figures", "with_details", "write_details"]
 
@@ -68,7 +68,7 @@ def load_detail_candidates(
                 continue  # one that is not listed is never asked about
             if asked_at is not None:
                 asked[record.job_id] = asked_at  # the snapshot's own id string
-            if canonical_state(record.raw_state) in TERMINAL_STATES:
+            if is_terminal(record.raw_state):
                 finishing.append(record.job_id)
         finished_new = (
             _unstored_finished(conn, cluster_id, listed, limit) if had_complete is not None else []
@@ -90,11 +90,7 @@ def _unstored_finished(
     conn: Connection, cluster_id: str, listed: Mapping[str, JobRecord], limit: int
 ) -> list[str]:
     """The ``limit`` smallest ids of the listed terminal jobs that are not stored."""
-    wanted = sorted(
-        job_id
-        for job_id, record in listed.items()
-        if canonical_state(record.raw_state) in TERMINAL_STATES
-    )
+    wanted = sorted(j for j, record in listed.items() if is_terminal(record.raw_state))
     found: list[str] = []
     i, end = 0, len(wanted)
     for (stored_id,) in stream(conn, _IDS_IN_ORDER[conn.dialect.name], (cluster_id,)):

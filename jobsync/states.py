@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["CANONICAL_STATES", "TERMINAL_STATES", "canonical_state"]
+__all__ = ["CANONICAL_STATES", "TERMINAL_STATES", "canonical_state", "is_terminal"]
 
 PENDING: Final = "Pending"
 IMPORTING: Final = "Importing"
@@ -47,3 +47,8 @@ def canonical_state(raw: str | None) -> str:
     if raw is None:
         return UNKNOWN
     return _VARIANTS.get(raw, UNKNOWN)
+
+
+def is_terminal(raw: str | None) -> bool:
+    """Whether a raw API state means the job has finished (``Completed`` or ``Failed``)."""
+    return canonical_state(raw) in TERMINAL_STATES
