@@ -14,7 +14,7 @@ No database and no HTTP here, so every rule is testable on plain values:
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -29,11 +29,9 @@ __all__ = [
     "PassPlan",
     "SourceMarks",
     "StoredJob",
-    "Triage",
     "first_seen_state",
     "new_job",
     "plan_pass",
-    "triage",
 ]
 
 VANISH_AFTER = 2
@@ -55,54 +53,6 @@ class StoredJob(NamedTuple):
     last_seen_at: datetime | None
     last_seen_started_at: datetime | None
     missing_since: datetime | None
-
-
-class Triage(NamedTuple):
-    """Which stored jobs a snapshot may change, from one streamed read of all of them."""
-
-    # Stored jobs that need full rows: changed, not quiet, detailed, or no longer listed.
-    load: list[str]
-    # Listed jobs the database does not hold (unless vanished): new, or reappearing.
-    unknown: list[str]
-
-
-def triage(
-    rows: Iterable[tuple[Any, ...]], jobs: Mapping[str, JobRecord], detailed: Container[str]
-) -> Triage:
-    """Compare every stored, non-vanished job with the snapshot without loading it in full.
-
-    ``rows`` are ``(job_id, raw_state, collection_name, progress, reason, quiet)``, streamed
-    from the database; *quiet* means listed by the latest pass with nothing pending (not
-    missed, not vanished). Listing a quiet job again with the same state spelling and
-    collection, and progress and reason equal or left out (the list leaving a field out keeps
-    the stored value), changes nothing: on a re-sync that is nearly every job, and they cost
-    one comparison each instead of a row object. Jobs with details are always loaded, since
-    their details may change them.
-    """
-    load: list[str] = []
-    want = load.append
-    get = jobs.get
-    # The snapshot's own key objects (a set of references, no new strings); built on the first
-    # row, so that a first sync into an empty database never makes it.
-    unseen: set[str] | None = None
-    for job_id, raw_state, collection_name, progress, reason, quiet in rows:
-        record = get(job_id)
-        if record is None:
-            want(job_id)  # no longer listed
-            continue
-        if unseen is None:
-            unseen = set(jobs)
-        unseen.discard(job_id)
-        if not (
-            quiet
-            and record.raw_state == raw_state
-            and record.collection_name == collection_name
-            and (record.progress is None or record.progress == progress)
-            and (record.reason is None or record.reason == reason)
-            and job_id not in detailed
-        ):
-            want(job_id)
-    return Triage(load, list(jobs) if unseen is None else list(unseen))
 
 
 def new_job(record: JobRecord) -> NewJob:

@@ -1,7 +1,7 @@
 """Reading a source's stored jobs for a pass, at driver speed, a chunk at a time.
 
 ``load_for_pass`` streams every stored job once and compares it with the snapshot in place
-(``history.triage``); full rows (``StoredJob``) are read only for the few a pass may change.
+(``jobsync.triage``); full rows (``StoredJob``) are read only for the few a pass may change.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import Connection
 
 from jobsync.bulk import driver_errors, fetchall, placeholder
-from jobsync.history import StoredJob, triage
+from jobsync.history import StoredJob
 from jobsync.records import JobRecord
 from jobsync.schema import utc_from_db
+from jobsync.triage import triage, triage_in_order
 
 __all__ = ["load_for_pass", "load_rows", "stream"]
 
@@ -27,10 +28,10 @@ SELECT job_id, collection_name, state, raw_state, progress, reason, listed, miss
        missing_since
 FROM import_job_records WHERE cluster_id = {p}
 """
-# A quiet job: listed by the latest pass, nothing pending (see history.triage).
+# A quiet job: listed by the latest pass, nothing pending (see jobsync.triage).
 _QUIET = "vanished_at IS NULL AND listed AND missed_snapshots = 0 AND missing_since IS NULL"
-# Rows per round trip. The chunk is alive at a pass's peak (beside the snapshot and triage's set
-# of unseen ids): 10,000 rows were 3-4 MB on PostgreSQL (Python tuples plus libpq's result).
+# Rows per round trip. The chunk is alive at a pass's peak (beside the snapshot and what triage
+# holds): 10,000 rows were 3-4 MB on PostgreSQL (Python tuples plus libpq's result).
 STREAM_CHUNK = 5_000
 _CURSORS = itertools.count()
 
@@ -40,22 +41,24 @@ def load_for_pass(
 ) -> tuple[dict[str, StoredJob], list[str]]:
     """Full rows of the stored jobs this snapshot may change, and the listed jobs not stored.
 
-    One streamed read of every stored, non-vanished job (see ``history.triage``), then full
+    One streamed read of every stored, non-vanished job (see ``jobsync.triage``), then full
     rows for the few it picks and for vanished jobs listed again. Vanished jobs are most of a
     long history (finished jobs age out of the list), so only their ids are read.
     """
     p = placeholder(conn)
-    found = triage(
-        stream(
-            conn,
-            "SELECT job_id, raw_state, collection_name, progress, reason, "
-            f"CASE WHEN {_QUIET} THEN 1 ELSE 0 END "
-            f"FROM import_job_records WHERE cluster_id = {p} AND vanished_at IS NULL",
-            (cluster_id,),
-        ),
-        jobs,
-        detailed,
+    sql = (
+        "SELECT job_id, raw_state, collection_name, progress, reason, "
+        f"CASE WHEN {_QUIET} THEN 1 ELSE 0 END "
+        f"FROM import_job_records WHERE cluster_id = {p} AND vanished_at IS NULL"
     )
+    if conn.dialect.name == "sqlite":
+        # In the primary key's order, which SQLite reads straight from that index (BINARY is
+        # code-point order): no sort, and triage walks instead of looking up.
+        found = triage_in_order(
+            stream(conn, sql + " ORDER BY job_id", (cluster_id,)), jobs, detailed
+        )
+    else:
+        found = triage(stream(conn, sql, (cluster_id,)), jobs, detailed)
     # A listed job that is stored but vanished is never among the rows triage read, so it is
     # one of the unknown ones: no unknown jobs (a re-sync without new jobs), no vanished read.
     back: list[str] = []

@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from jobsync.history import JobRow, SourceMarks, StoredJob, plan_pass, triage
+import pytest
+
+from jobsync.history import JobRow, SourceMarks, StoredJob, plan_pass
 from jobsync.records import JobRecord, Snapshot
+from jobsync.triage import triage, triage_in_order
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -72,6 +75,9 @@ class Store:
             if not row.vanished
         ]
         found = triage(rows, snap.jobs, detailed=())
+        walked = triage_in_order(sorted(rows), snap.jobs, detailed=())
+        assert walked.load == sorted(found.load)
+        assert walked.unknown == sorted(found.unknown)
         lean = {j: stored[j] for j in found.load + found.unknown if j in stored}
         narrowed = {j: snap.jobs[j] for j in found.unknown + list(lean) if j in snap.jobs}
         lean_plan = plan_pass(lean, replace(snap, jobs=narrowed), self.marks, run_id)
@@ -162,7 +168,12 @@ def test_a_change_after_a_gap_in_listing_uses_the_last_listing_for_its_window():
     assert store.rows["a"].listed and store.rows["a"].missed_snapshots == 0
 
 
-def test_triage_loads_what_may_change_and_skips_what_cannot():
+def _in_order(rows, listed, detailed):
+    return triage_in_order(sorted(rows), listed, detailed)
+
+
+@pytest.mark.parametrize("compare", [triage, _in_order], ids=["lookup", "in-order"])
+def test_triage_loads_what_may_change_and_skips_what_cannot(compare):
     seen = _at(0)
     listed = {
         "same": JobRecord("same", "coll", "Completed", 100, None, seen),
@@ -182,8 +193,27 @@ def test_triage_loads_what_may_change_and_skips_what_cannot():
         ("asked", "Importing", "coll", 40, None, 1),  # unchanged, but its details may differ
     ]
 
-    found = triage(rows, listed, detailed={"asked", "new"})
+    found = compare(rows, listed, detailed={"asked", "new"})
 
-    assert found.load == ["moved", "gone", "loud", "asked"]
+    assert sorted(found.load) == ["asked", "gone", "loud", "moved"]
     assert found.unknown == ["new"]
-    assert triage([], listed, detailed=()) == ([], list(listed))
+    assert compare([], listed, detailed=()) == ([], list(listed))
+
+
+def test_walking_in_order_pairs_rows_by_code_point():
+    """Ids whose order depends on the collation (upper before lower case, digits of different
+    lengths, non-ASCII) pair as SQLite's BINARY order has them; unknown ones on either side of
+    every stored row are found."""
+    seen = _at(0)
+    ids = ["10", "9", "B", "a", "é", "z", "Ω"]
+    listed = {i: JobRecord(i, "coll", "Completed", 100, None, seen) for i in reversed(ids)}
+    stored = ["10", "B", "b-gone", "z"]
+    rows = [(i, "Completed", "coll", 100, None, 1) for i in stored]
+    assert rows == sorted(rows)  # what ORDER BY job_id returns on SQLite
+
+    found = triage_in_order(rows, listed, detailed=())
+
+    assert found.load == ["b-gone"]
+    assert found.unknown == ["9", "a", "é", "Ω"]
+    looked_up = triage(rows, listed, detailed=())
+    assert (looked_up.load, sorted(looked_up.unknown)) == found
