@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
@@ -23,7 +24,7 @@ from jobsync.migrate import (
     upgrade,
 )
 from jobsync.schema import import_job_records, import_job_transitions, metadata, sync_runs
-from jobsync.store import apply_pass, open_engine, start_run
+from jobsync.store import SQLITE_PAGE_SIZE, apply_pass, open_engine, start_run
 from jobsync.sync import sync_source
 from tests.conftest import CLUSTER, count_rows, listed_snapshot, settings_for
 
@@ -247,3 +248,31 @@ def test_sqlite_first_seen_rows_are_all_found_or_the_pass_fails(tmp_path):
     assert count_rows(engine, import_job_records) == 1
     assert count_rows(engine, import_job_transitions) == 0
     engine.dispose()
+
+
+def test_sqlite_databases_are_created_with_8_kib_pages_and_older_ones_keep_theirs(tmp_path):
+    fresh = tmp_path / "fresh.db"
+    engine = open_engine(f"sqlite:///{fresh}")
+    ensure_schema(engine)
+    engine.dispose()
+    older = tmp_path / "older.db"
+    with sqlite3.connect(older) as conn:  # as an earlier jobsync made it: SQLite's default
+        conn.execute("PRAGMA page_size = 4096")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE unrelated (x)")
+    engine = open_engine(f"sqlite:///{older}")
+    ensure_schema(engine)
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    apply_pass(engine, "c", start_run(engine, "c", now), listed_snapshot(60, now), finished_at=now)
+    assert count_rows(engine, import_job_records) == 60
+    engine.dispose()
+
+    def pragmas(path):
+        with sqlite3.connect(path) as conn:
+            return [
+                conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "journal_mode")
+            ]
+
+    assert SQLITE_PAGE_SIZE == 8192
+    assert pragmas(fresh) == [8192, "wal"]
+    assert pragmas(older) == [4096, "wal"]
