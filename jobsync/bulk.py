@@ -149,16 +149,17 @@ class _Times:
 
     def __init__(self, dialect: str) -> None:
         self._sqlite = dialect == "sqlite"
-        self._cache: dict[datetime, object] = {}
+        # Read directly by loops over a million values, where a call per value shows.
+        self.cache: dict[datetime, object] = {}
 
     def __call__(self, value: datetime | None) -> object:
         if value is None or not self._sqlite:
             return value  # psycopg sends aware datetimes as timestamptz
-        cached = self._cache.get(value)
+        cached = self.cache.get(value)
         if cached is None:
             # The text SQLAlchemy's SQLite DateTime type writes and reads: naive UTC.
             cached = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-            self._cache[value] = cached
+            self.cache[value] = cached
         return cached
 
 
@@ -198,6 +199,9 @@ def _insert_new_jobs_sqlite(
     t = _Times(conn.dialect.name)
     head = (cluster_id, t(plan.seen_at), t(plan.seen_started_at))
     full = _new_jobs_sqlite_sql(NEW_ROWS_PER_STATEMENT)
+    texts = t.cache
+    # (state, finished when first seen) per raw state: the API knows a handful.
+    kinds: dict[str | None, tuple[str, bool]] = {}
     with driver_errors(conn) as driver:
         cursor = driver.cursor()
         try:
@@ -207,18 +211,22 @@ def _insert_new_jobs_sqlite(
                 chunk = jobs[start : start + NEW_ROWS_PER_STATEMENT]
                 params = list(head)
                 # new_job's values, without building a NewJob per job (half this loop's time
-                # at a million jobs): finished when first seen finished.
+                # at a million jobs), and with no call per job where a dict lookup will do (a
+                # third of what was left): finished when first seen finished.
                 for r in chunk:
-                    state, finished, _failed = first_seen_state(r.raw_state)
-                    seen = t(r.observed_at)
+                    raw = r.raw_state
+                    kind = kinds.get(raw)
+                    if kind is None:
+                        kind = kinds[raw] = first_seen_state(raw)[:2]
+                    seen = texts.get(r.observed_at) or t(r.observed_at)
                     params += (
                         r.collection_name,
-                        state,
-                        r.raw_state,
+                        kind[0],
+                        raw,
                         r.progress,
                         r.reason,
                         seen,
-                        seen if finished else None,
+                        seen if kind[1] else None,
                         r.job_id,
                     )
                 sql = (
