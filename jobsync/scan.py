@@ -30,6 +30,14 @@ FROM import_job_records WHERE cluster_id = {p}
 """
 # A quiet job: listed by the latest pass, nothing pending (see jobsync.triage).
 _QUIET = "vanished_at IS NULL AND listed AND missed_snapshots = 0 AND missing_since IS NULL"
+# What triage compares, of every stored job that has not vanished.
+TRIAGE_SQL = f"""
+SELECT job_id, raw_state, collection_name, progress, reason, CASE WHEN {_QUIET} THEN 1 ELSE 0 END
+FROM import_job_records WHERE cluster_id = {{p}} AND vanished_at IS NULL
+"""
+# On SQLite: the primary key's order, read straight from its index (BINARY is code-point
+# order), so nothing is sorted and triage walks instead of looking up.
+IN_KEY_ORDER = "ORDER BY job_id"
 # Rows per round trip. The chunk is alive at a pass's peak (beside the snapshot and what triage
 # holds): 10,000 rows were 3-4 MB on PostgreSQL (Python tuples plus libpq's result).
 STREAM_CHUNK = 5_000
@@ -46,19 +54,11 @@ def load_for_pass(
     long history (finished jobs age out of the list), so only their ids are read.
     """
     p = placeholder(conn)
-    sql = (
-        "SELECT job_id, raw_state, collection_name, progress, reason, "
-        f"CASE WHEN {_QUIET} THEN 1 ELSE 0 END "
-        f"FROM import_job_records WHERE cluster_id = {p} AND vanished_at IS NULL"
-    )
     if conn.dialect.name == "sqlite":
-        # In the primary key's order, which SQLite reads straight from that index (BINARY is
-        # code-point order): no sort, and triage walks instead of looking up.
-        found = triage_in_order(
-            stream(conn, sql + " ORDER BY job_id", (cluster_id,)), jobs, detailed
-        )
+        rows = stream(conn, TRIAGE_SQL.format(p=p) + IN_KEY_ORDER, (cluster_id,))
+        found = triage_in_order(rows, jobs, detailed)
     else:
-        found = triage(stream(conn, sql, (cluster_id,)), jobs, detailed)
+        found = triage(stream(conn, TRIAGE_SQL.format(p=p), (cluster_id,)), jobs, detailed)
     # A listed job that is stored but vanished is never among the rows triage read, so it is
     # one of the unknown ones: no unknown jobs (a re-sync without new jobs), no vanished read.
     back: list[str] = []

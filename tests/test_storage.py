@@ -23,6 +23,7 @@ from jobsync.migrate import (
     require_current_schema,
     upgrade,
 )
+from jobsync.scan import IN_KEY_ORDER, TRIAGE_SQL
 from jobsync.schema import import_job_records, import_job_transitions, metadata, sync_runs
 from jobsync.store import SQLITE_PAGE_SIZE, apply_pass, open_engine, start_run
 from jobsync.sync import sync_source
@@ -276,3 +277,18 @@ def test_sqlite_databases_are_created_with_8_kib_pages_and_older_ones_keep_their
     assert SQLITE_PAGE_SIZE == 8192
     assert pragmas(fresh) == [8192, "wal"]
     assert pragmas(older) == [4096, "wal"]
+
+
+def test_sqlite_streams_stored_jobs_in_key_order_straight_from_the_index(tmp_path):
+    """Triage walks SQLite's rows in key order: the order must come from the primary key's
+    index, not from sorting every stored job on each pass."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    ensure_schema(engine)
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql(
+            "EXPLAIN QUERY PLAN " + TRIAGE_SQL.format(p="?") + IN_KEY_ORDER, ("c",)
+        ).fetchall()
+    engine.dispose()
+    details = " / ".join(row[-1] for row in plan)
+    assert "sqlite_autoindex_import_job_records_1 (cluster_id=?)" in details
+    assert "TEMP B-TREE" not in details
