@@ -207,13 +207,13 @@ def test_walking_in_order_pairs_rows_by_code_point():
     seen = _at(0)
     ids = ["10", "9", "B", "a", "é", "z", "Ω"]
     listed = {i: JobRecord(i, "coll", "Completed", 100, None, seen) for i in reversed(ids)}
-    stored = ["10", "B", "b-gone", "z"]
+    stored = ["0-gone", "10", "B", "b-gone", "z", "ω-gone"]  # ω after Ω: past every listed id
     rows = [(i, "Completed", "coll", 100, None, 1) for i in stored]
     assert rows == sorted(rows)  # what ORDER BY job_id returns on SQLite
 
     found = triage_in_order(rows, listed, detailed=())
 
-    assert found.load == ["b-gone"]
+    assert found.load == ["0-gone", "b-gone", "ω-gone"]
     assert found.unknown == ["9", "a", "é", "Ω"]
     looked_up = triage(rows, listed, detailed=())
     assert (looked_up.load, sorted(looked_up.unknown)) == found

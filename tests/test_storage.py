@@ -23,6 +23,7 @@ from jobsync.migrate import (
     require_current_schema,
     upgrade,
 )
+from jobsync.records import JobRecord
 from jobsync.scan import IN_KEY_ORDER, TRIAGE_SQL
 from jobsync.schema import import_job_records, import_job_transitions, metadata, sync_runs
 from jobsync.store import SQLITE_PAGE_SIZE, apply_pass, open_engine, start_run
@@ -292,3 +293,41 @@ def test_sqlite_streams_stored_jobs_in_key_order_straight_from_the_index(tmp_pat
     details = " / ".join(row[-1] for row in plan)
     assert "sqlite_autoindex_import_job_records_1 (cluster_id=?)" in details
     assert "TEMP B-TREE" not in details
+
+
+def test_passes_pair_stored_and_listed_jobs_whatever_the_collation_says(engine):
+    """Ids whose byte order and locale order differ (case, digits, non-ASCII), listed in an
+    order of neither: an unchanged re-sync writes nothing, and one change, one new job and one
+    job that left the list are each found, on both backends."""
+    ids = ["10", "9", "B", "a", "b", "é", "z", "Ω", "ω", "Z-9", "z-10"]
+    t0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    def snapshot(at, job_ids, finished=()):
+        snap = listed_snapshot(0, at)
+        for job_id in job_ids:
+            state = "Completed" if job_id in finished else "Importing"
+            snap.jobs[job_id] = JobRecord(job_id, "coll", state, 10, None, at)
+        return snap
+
+    def apply(snap, at):
+        return apply_pass(engine, "c", start_run(engine, "c", at), snap, finished_at=at)
+
+    apply(snapshot(t0, ids[::3] + ids[1::3] + ids[2::3]), t0)
+    unchanged = apply(snapshot(t0 + timedelta(minutes=1), ids[::-1]), t0 + timedelta(minutes=1))
+    assert (unchanged.new_jobs, unchanged.changed_jobs, unchanged.rows_written) == (0, 0, 2)
+
+    later = t0 + timedelta(minutes=2)
+    moved = apply(snapshot(later, [*ids[1:], "new"], finished={"é"}), later)
+
+    assert (moved.new_jobs, moved.changed_jobs) == (1, 1)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(import_job_records.c.job_id, import_job_records.c.state).where(
+                import_job_records.c.job_id.in_(["é", "new", "10"])
+            )
+        ).all()
+        missed = conn.execute(
+            select(import_job_records.c.missed_snapshots).where(import_job_records.c.job_id == "10")
+        ).scalar_one()
+    assert sorted(rows) == [("10", "Importing"), ("new", "Importing"), ("é", "Completed")]
+    assert missed == 1  # not listed by this complete pass
