@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from jobsync.bulk import placeholder
 from jobsync.history import StoredJob
 from jobsync.records import DetailCandidates, JobDetails, JobRecord, Snapshot
-from jobsync.scan import stream
+from jobsync.scan import IN_CODE_POINT_ORDER, stream
 from jobsync.schema import import_job_progress, import_job_records, sync_sources
 from jobsync.states import TERMINAL_STATES, canonical_state, is_terminal
 
@@ -76,16 +76,6 @@ def load_detail_candidates(
     return DetailCandidates(finishing, asked, finished_new)
 
 
-# Stored ids in the order of Python's str comparison: SQLite's BINARY collation compares UTF-8
-# bytes, which orders like code points; PostgreSQL's "C" collation does the same.
-_IDS_IN_ORDER = {
-    "sqlite": "SELECT job_id FROM import_job_records WHERE cluster_id = ? ORDER BY job_id",
-    "postgresql": (
-        'SELECT job_id FROM import_job_records WHERE cluster_id = %s ORDER BY job_id COLLATE "C"'
-    ),
-}
-
-
 def _unstored_finished(
     conn: Connection, cluster_id: str, listed: Mapping[str, JobRecord], limit: int
 ) -> list[str]:
@@ -93,7 +83,11 @@ def _unstored_finished(
     wanted = sorted(j for j, record in listed.items() if is_terminal(record.raw_state))
     found: list[str] = []
     i, end = 0, len(wanted)
-    for (stored_id,) in stream(conn, _IDS_IN_ORDER[conn.dialect.name], (cluster_id,)):
+    sql = (
+        f"SELECT job_id FROM import_job_records WHERE cluster_id = {placeholder(conn)} "
+        + IN_CODE_POINT_ORDER[conn.dialect.name]
+    )
+    for (stored_id,) in stream(conn, sql, (cluster_id,)):
         while i < end and wanted[i] < stored_id:
             found.append(wanted[i])
             i += 1

@@ -35,9 +35,11 @@ TRIAGE_SQL = f"""
 SELECT job_id, raw_state, collection_name, progress, reason, CASE WHEN {_QUIET} THEN 1 ELSE 0 END
 FROM import_job_records WHERE cluster_id = {{p}} AND vanished_at IS NULL
 """
-# On SQLite: the primary key's order, read straight from its index (BINARY is code-point
-# order), so nothing is sorted and triage walks instead of looking up.
-IN_KEY_ORDER = "ORDER BY job_id"
+# Job ids in the order of Python's str comparison (code points), for walking stored ids beside
+# sorted listed ones. SQLite's BINARY collation compares UTF-8 bytes, which order the same, and
+# its primary-key index keeps that order: nothing is sorted. PostgreSQL needs the "C"
+# collation, which its index (in the database's collation) does not keep: the server sorts.
+IN_CODE_POINT_ORDER = {"sqlite": "ORDER BY job_id", "postgresql": 'ORDER BY job_id COLLATE "C"'}
 # Rows per round trip. The chunk is alive at a pass's peak (beside the snapshot and what triage
 # holds): 10,000 rows were 3-4 MB on PostgreSQL (Python tuples plus libpq's result).
 STREAM_CHUNK = 5_000
@@ -55,8 +57,8 @@ def load_for_pass(
     """
     p = placeholder(conn)
     if conn.dialect.name == "sqlite":
-        rows = stream(conn, TRIAGE_SQL.format(p=p) + IN_KEY_ORDER, (cluster_id,))
-        found = triage_in_order(rows, jobs, detailed)
+        in_order = TRIAGE_SQL.format(p=p) + IN_CODE_POINT_ORDER["sqlite"]
+        found = triage_in_order(stream(conn, in_order, (cluster_id,)), jobs, detailed)
     else:
         found = triage(stream(conn, TRIAGE_SQL.format(p=p), (cluster_id,)), jobs, detailed)
     # A listed job that is stored but vanished is never among the rows triage read, so it is

@@ -24,7 +24,7 @@ from jobsync.migrate import (
     upgrade,
 )
 from jobsync.records import JobRecord
-from jobsync.scan import IN_KEY_ORDER, TRIAGE_SQL
+from jobsync.scan import IN_CODE_POINT_ORDER, TRIAGE_SQL
 from jobsync.schema import import_job_records, import_job_transitions, metadata, sync_runs
 from jobsync.store import SQLITE_PAGE_SIZE, apply_pass, open_engine, start_run
 from jobsync.sync import sync_source
@@ -280,14 +280,19 @@ def test_sqlite_databases_are_created_with_8_kib_pages_and_older_ones_keep_their
     assert pragmas(older) == [4096, "wal"]
 
 
-def test_sqlite_streams_stored_jobs_in_key_order_straight_from_the_index(tmp_path):
-    """Triage walks SQLite's rows in key order: the order must come from the primary key's
-    index, not from sorting every stored job on each pass."""
+@pytest.mark.parametrize(
+    "query",
+    [TRIAGE_SQL.format(p="?"), "SELECT job_id FROM import_job_records WHERE cluster_id = ? "],
+    ids=["triage", "ids-for-details"],
+)
+def test_sqlite_streams_stored_jobs_in_key_order_straight_from_the_index(tmp_path, query):
+    """Triage and the choice of jobs for details walk SQLite's rows in code-point order: the
+    order must come from the primary key's index, not from sorting every stored job."""
     engine = open_engine(f"sqlite:///{tmp_path / 'plan.db'}")
     ensure_schema(engine)
     with engine.connect() as conn:
         plan = conn.exec_driver_sql(
-            "EXPLAIN QUERY PLAN " + TRIAGE_SQL.format(p="?") + IN_KEY_ORDER, ("c",)
+            "EXPLAIN QUERY PLAN " + query + IN_CODE_POINT_ORDER["sqlite"], ("c",)
         ).fetchall()
     engine.dispose()
     details = " / ".join(row[-1] for row in plan)
