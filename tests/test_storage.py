@@ -12,9 +12,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import insert, inspect, select, text
 
-from jobsync.bulk import insert_new_jobs
+from jobsync import states
+from jobsync.bulk import NEW_ROWS_PER_STATEMENT, insert_new_jobs
 from jobsync.errors import SchemaError, StorageError
-from jobsync.history import PassPlan
+from jobsync.history import PassPlan, new_job
 from jobsync.migrate import (
     HEAD_REVISION,
     current_revision,
@@ -23,7 +24,7 @@ from jobsync.migrate import (
     require_current_schema,
     upgrade,
 )
-from jobsync.records import JobRecord
+from jobsync.records import JobRecord, Snapshot
 from jobsync.scan import IN_CODE_POINT_ORDER, TRIAGE_SQL
 from jobsync.schema import import_job_records, import_job_transitions, metadata, sync_runs
 from jobsync.store import SQLITE_PAGE_SIZE, apply_pass, open_engine, start_run
@@ -210,6 +211,65 @@ def test_new_jobs_are_written_whole_across_statement_boundaries(engine, count):
         assert kind.to_state == row.state
         assert (row.finished_at is not None) == (row.state in ("Completed", "Failed"))
         assert kind.reason == ("bad file" if row.state == "Failed" else None)
+
+
+def test_the_new_job_writers_store_what_the_planner_derives(engine):
+    """A new job's rules live in ``history.new_job`` and, for speed, again in the writers
+    (SQLite's parameter loop and its SQL, PostgreSQL's COPY rows): for every known state
+    spelling, an unknown one and none, with and without progress and reason, across a
+    statement boundary and two observation times, the stored row and its ``first_seen``
+    transition hold exactly what ``new_job`` says."""
+    first = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    later = first + timedelta(seconds=1, microseconds=7)
+    snapshot = Snapshot(source_key="c", started_at=first, finished_at=later, complete=True)
+    # Every spelling the APIs are known to send, read from the table that maps them.
+    spellings: list[str | None] = [*sorted(states._VARIANTS), "NotAState", "failed", None]
+    extras = ((None, None), (40, "bad file"), (0, "tab\tand é"))
+    for i, raw in enumerate(spellings):
+        for k, (progress, reason) in enumerate(extras):
+            job_id = f"j{i:02d}{k}"
+            snapshot.jobs[job_id] = JobRecord(
+                job_id, f"coll{k}", raw, progress, reason, first if k != 1 else later
+            )
+    assert len(snapshot.jobs) > NEW_ROWS_PER_STATEMENT
+    run_id = start_run(engine, "c", later)
+    apply_pass(engine, "c", run_id, snapshot, finished_at=later)
+
+    records, history = import_job_records.c, import_job_transitions.c
+    with engine.connect() as conn:
+        stored = {
+            r.job_id: r
+            for r in conn.execute(select(import_job_records).where(records.cluster_id == "c"))
+        }
+        first_seen = {
+            t.job_id: t
+            for t in conn.execute(
+                select(import_job_transitions).where(history.sync_run_id == run_id)
+            )
+        }
+    assert set(stored) == set(first_seen) == set(snapshot.jobs)
+    for job_id, record in snapshot.jobs.items():
+        want, row, seen = new_job(record), stored[job_id], first_seen[job_id]
+        assert (row.collection_name, row.state, row.raw_state, row.progress, row.reason) == (
+            want.collection_name,
+            want.state,
+            want.raw_state,
+            want.progress,
+            want.reason,
+        ), job_id
+        assert (row.first_seen_at, row.state_since, row.finished_at) == (
+            want.observed_at,
+            want.observed_at,
+            want.finished_at,
+        ), job_id
+        assert (row.listed, row.missed_snapshots, row.vanished_at) == (True, 0, None), job_id
+        assert (seen.kind, seen.from_state, seen.raw_from_state) == ("first_seen", None, None)
+        assert (seen.to_state, seen.raw_to_state, seen.reason) == (
+            want.state,
+            want.raw_state,
+            want.failure_reason,
+        ), job_id
+        assert (seen.observed_at, seen.window_start) == (want.observed_at, None), job_id
 
 
 def test_a_new_job_that_is_already_stored_fails_the_write_and_changes_nothing(engine):
