@@ -136,10 +136,6 @@ FROM import_job_records WHERE rowid > :after ORDER BY rowid
 """
 
 
-# Bounds how many new jobs are expanded at once on PostgreSQL.
-NEW_JOBS_CHUNK = 20_000
-
-
 def placeholder(conn: Connection) -> str:
     return "%s" if conn.dialect.name == "postgresql" else "?"
 
@@ -258,57 +254,57 @@ def _copy_new_jobs(
 ) -> None:
     seen_at, seen_started_at = plan.seen_at, plan.seen_started_at
     window, run_id = plan.first_seen_window, plan.run_id
-    # A chunk at a time: each job is expanded once for both tables, and a
-    # million of them are never expanded at once.
-    for start in range(0, len(jobs), NEW_JOBS_CHUNK):
-        expanded = list(map(new_job, jobs[start : start + NEW_JOBS_CHUNK]))
-        _copy(
-            conn,
-            "import_job_records",
-            JOB_COLUMNS,
+    # One COPY per table, each expanding every job as it goes: the server stores rows while the
+    # client expands and encodes the next ones. Expanding chunks of 20,000 jobs once for both
+    # tables left the server idle during each expansion (a million-job apply_pass 10.2 s
+    # against 9.6 streamed, for twice the calls to new_job).
+    _copy(
+        conn,
+        "import_job_records",
+        JOB_COLUMNS,
+        (
             (
-                (
-                    cluster_id,
-                    j.job_id,
-                    j.collection_name,
-                    j.state,
-                    j.raw_state,
-                    j.progress,
-                    j.reason,
-                    j.observed_at,
-                    j.observed_at,
-                    seen_at,
-                    seen_started_at,
-                    j.finished_at,
-                    None,
-                    True,
-                    0,
-                    None,
-                )
-                for j in expanded
-            ),
-        )
-        _copy(
-            conn,
-            "import_job_transitions",
-            TRANSITION_COLUMNS,
+                cluster_id,
+                j.job_id,
+                j.collection_name,
+                j.state,
+                j.raw_state,
+                j.progress,
+                j.reason,
+                j.observed_at,
+                j.observed_at,
+                seen_at,
+                seen_started_at,
+                j.finished_at,
+                None,
+                True,
+                0,
+                None,
+            )
+            for j in map(new_job, jobs)
+        ),
+    )
+    _copy(
+        conn,
+        "import_job_transitions",
+        TRANSITION_COLUMNS,
+        (
             (
-                (
-                    cluster_id,
-                    j.job_id,
-                    "first_seen",
-                    None,
-                    j.state,
-                    None,
-                    j.raw_state,
-                    window,
-                    j.observed_at,
-                    run_id,
-                    j.failure_reason,
-                )
-                for j in expanded
-            ),
-        )
+                cluster_id,
+                j.job_id,
+                "first_seen",
+                None,
+                j.state,
+                None,
+                j.raw_state,
+                window,
+                j.observed_at,
+                run_id,
+                j.failure_reason,
+            )
+            for j in map(new_job, jobs)
+        ),
+    )
 
 
 def update_jobs(conn: Connection, cluster_id: str, rows: Sequence[JobRow]) -> None:
