@@ -35,6 +35,8 @@ _ASKED_AT = {
 
 
 _TERMINAL = sorted(TERMINAL_STATES)
+# Every stored id of a source, to walk beside sorted listed ids (add scan.IN_CODE_POINT_ORDER).
+STORED_IDS_SQL = "SELECT job_id FROM import_job_records WHERE cluster_id = {p} "
 
 
 def load_detail_candidates(
@@ -83,10 +85,7 @@ def _unstored_finished(
     wanted = sorted(j for j, record in listed.items() if is_terminal(record.raw_state))
     found: list[str] = []
     i, end = 0, len(wanted)
-    sql = (
-        f"SELECT job_id FROM import_job_records WHERE cluster_id = {placeholder(conn)} "
-        + IN_CODE_POINT_ORDER[conn.dialect.name]
-    )
+    sql = STORED_IDS_SQL.format(p=placeholder(conn)) + IN_CODE_POINT_ORDER[conn.dialect.name]
     for (stored_id,) in stream(conn, sql, (cluster_id,)):
         while i < end and wanted[i] < stored_id:
             found.append(wanted[i])

@@ -25,6 +25,7 @@ from jobsync.migrate import (
     upgrade,
 )
 from jobsync.records import JobRecord, Snapshot
+from jobsync.samples import STORED_IDS_SQL
 from jobsync.scan import IN_CODE_POINT_ORDER, TRIAGE_SQL
 from jobsync.schema import import_job_records, import_job_transitions, metadata, sync_runs
 from jobsync.store import SQLITE_PAGE_SIZE, apply_pass, open_engine, start_run
@@ -342,7 +343,7 @@ def test_sqlite_databases_are_created_with_8_kib_pages_and_older_ones_keep_their
 
 @pytest.mark.parametrize(
     "query",
-    [TRIAGE_SQL.format(p="?"), "SELECT job_id FROM import_job_records WHERE cluster_id = ? "],
+    [TRIAGE_SQL.format(p="?"), STORED_IDS_SQL.format(p="?")],
     ids=["triage", "ids-for-details"],
 )
 def test_sqlite_streams_stored_jobs_in_key_order_straight_from_the_index(tmp_path, query):
