@@ -64,14 +64,15 @@ def load_detail_candidates(
             f"SELECT job_id, {_ASKED_AT[conn.dialect.name]} FROM import_job_records "
             f"WHERE cluster_id = {p} AND state NOT IN ({', '.join([p] * len(_TERMINAL))})"
         )
-        for job_id, asked_at in stream(conn, sql, (cluster_id, *_TERMINAL)):
-            record = listed.get(job_id)
-            if record is None:
-                continue  # one that is not listed is never asked about
-            if asked_at is not None:
-                asked[record.job_id] = asked_at  # the snapshot's own id string
-            if is_terminal(record.raw_state):
-                finishing.append(record.job_id)
+        with stream(conn, sql, (cluster_id, *_TERMINAL), to_the_end=True) as rows:
+            for job_id, asked_at in rows:
+                record = listed.get(job_id)
+                if record is None:
+                    continue  # one that is not listed is never asked about
+                if asked_at is not None:
+                    asked[record.job_id] = asked_at  # the snapshot's own id string
+                if is_terminal(record.raw_state):
+                    finishing.append(record.job_id)
         finished_new = (
             _unstored_finished(conn, cluster_id, listed, limit) if had_complete is not None else []
         )
@@ -86,14 +87,16 @@ def _unstored_finished(
     found: list[str] = []
     i, end = 0, len(wanted)
     sql = STORED_IDS_SQL.format(p=placeholder(conn)) + IN_CODE_POINT_ORDER[conn.dialect.name]
-    for (stored_id,) in stream(conn, sql, (cluster_id,)):
-        while i < end and wanted[i] < stored_id:
-            found.append(wanted[i])
-            i += 1
-        if len(found) >= limit or i == end:
-            return found[:limit]
-        if wanted[i] == stored_id:
-            i += 1
+    # Not to_the_end: the walk stops at the limit.
+    with stream(conn, sql, (cluster_id,)) as rows:
+        for (stored_id,) in rows:
+            while i < end and wanted[i] < stored_id:
+                found.append(wanted[i])
+                i += 1
+            if len(found) >= limit or i == end:
+                return found[:limit]
+            if wanted[i] == stored_id:
+                i += 1
     # Past the last stored id: the rest are not stored either.
     return found + wanted[i : i + limit - len(found)]
 

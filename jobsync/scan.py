@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Container, Iterator, Mapping, Sequence
+from collections.abc import Container, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection
@@ -18,7 +20,7 @@ from jobsync.records import JobRecord
 from jobsync.schema import utc_from_db
 from jobsync.triage import triage, triage_in_order
 
-__all__ = ["load_for_pass", "load_rows", "stream"]
+__all__ = ["chunked_reads", "load_for_pass", "load_rows", "stream"]
 
 _LOAD_SQL = """
 SELECT job_id, collection_name, state, raw_state, progress, reason, listed, missed_snapshots,
@@ -28,6 +30,9 @@ SELECT job_id, collection_name, state, raw_state, progress, reason, listed, miss
        missing_since
 FROM import_job_records WHERE cluster_id = {p}
 """
+_VANISHED_SQL = (
+    "SELECT job_id FROM import_job_records WHERE cluster_id = {p} AND vanished_at IS NOT NULL"
+)
 # A quiet job: listed by the latest pass, nothing pending (see jobsync.triage).
 _QUIET = "vanished_at IS NULL AND listed AND missed_snapshots = 0 AND missing_since IS NULL"
 # What triage compares, of every stored job that has not vanished.
@@ -57,24 +62,18 @@ def load_for_pass(
     """
     p = placeholder(conn)
     if conn.dialect.name == "sqlite":
-        in_order = TRIAGE_SQL.format(p=p) + IN_CODE_POINT_ORDER["sqlite"]
-        found = triage_in_order(stream(conn, in_order, (cluster_id,)), jobs, detailed)
+        sql, walk = TRIAGE_SQL.format(p=p) + IN_CODE_POINT_ORDER["sqlite"], triage_in_order
     else:
-        found = triage(stream(conn, TRIAGE_SQL.format(p=p), (cluster_id,)), jobs, detailed)
+        sql, walk = TRIAGE_SQL.format(p=p), triage
+    with stream(conn, sql, (cluster_id,), to_the_end=True) as rows:
+        found = walk(rows, jobs, detailed)
     # A listed job that is stored but vanished is never among the rows triage read, so it is
     # one of the unknown ones: no unknown jobs (a re-sync without new jobs), no vanished read.
     back: list[str] = []
     if found.unknown:
-        back = [
-            row[0]
-            for row in stream(
-                conn,
-                "SELECT job_id FROM import_job_records "
-                f"WHERE cluster_id = {p} AND vanished_at IS NOT NULL",
-                (cluster_id,),
-            )
-            if row[0] in jobs
-        ]
+        vanished = _VANISHED_SQL.format(p=p)
+        with stream(conn, vanished, (cluster_id,), to_the_end=True) as rows:
+            back = [row[0] for row in rows if row[0] in jobs]
     return load_rows(conn, cluster_id, found.load + back), found.unknown
 
 
@@ -100,23 +99,55 @@ def _stored(row: Sequence[Any]) -> StoredJob:
     )
 
 
-def stream(conn: Connection, sql: str, params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+@contextmanager
+def stream(
+    conn: Connection, sql: str, params: tuple[Any, ...], *, to_the_end: bool = False
+) -> Iterator[Iterator[tuple[Any, ...]]]:
     """Rows a chunk at a time: a million of them never sit in memory at once.
 
-    On PostgreSQL through a server-side cursor (libpq would otherwise buffer the whole result),
-    named afresh each time so that two streams can be open on one connection.
+    On PostgreSQL, libpq would otherwise buffer the whole result. A caller that reads
+    ``to_the_end`` gets the rows in chunks as the server sends them (libpq 17's chunked rows):
+    the server produces the next chunks while the client handles these. Triage's read of a
+    million stored jobs took 2.6 s this way, against 4.6 through a server-side cursor, which
+    makes the server wait for each round trip (medians of four runs). A caller that may stop early gets such a cursor
+    (named afresh each time), since leaving a chunked read early cancels its query, which
+    aborts the transaction. Either way the read is closed when the block ends, however it ends:
+    an open chunked read holds the connection, and a rollback would wait for it forever.
     """
     with driver_errors(conn) as driver:
-        if conn.dialect.name == "postgresql":
-            with driver.cursor(name=f"jobsync_scan_{next(_CURSORS)}") as cursor:
-                cursor.itersize = STREAM_CHUNK
-                cursor.execute(sql, params)
-                yield from cursor
-            return
-        cursor = driver.cursor()
+        rows = _rows(conn.dialect.name, driver, sql, params, to_the_end)
         try:
-            cursor.execute(sql, params)
-            while chunk := cursor.fetchmany(STREAM_CHUNK):
-                yield from chunk
+            yield rows
         finally:
-            cursor.close()
+            rows.close()
+
+
+def _rows(
+    dialect: str, driver: Any, sql: str, params: tuple[Any, ...], to_the_end: bool
+) -> Generator[tuple[Any, ...], None, None]:
+    if dialect == "postgresql":
+        if to_the_end and chunked_reads():
+            with driver.cursor() as cursor:
+                yield from cursor.stream(sql, params, size=STREAM_CHUNK)
+            return
+        with driver.cursor(name=f"jobsync_scan_{next(_CURSORS)}") as cursor:
+            cursor.itersize = STREAM_CHUNK
+            cursor.execute(sql, params)
+            yield from cursor
+        return
+    cursor = driver.cursor()
+    try:
+        cursor.execute(sql, params)
+        while chunk := cursor.fetchmany(STREAM_CHUNK):
+            yield from chunk
+    finally:
+        cursor.close()
+
+
+@cache
+def chunked_reads() -> bool:
+    """Whether psycopg's libpq can hand over a result in chunks (libpq 17 and later)."""
+    # Imported here: SQLite users need not load psycopg.
+    from psycopg import capabilities
+
+    return capabilities.has_stream_chunked()
