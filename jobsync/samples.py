@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from jobsync.bulk import placeholder
 from jobsync.history import StoredJob
 from jobsync.records import DetailCandidates, JobDetails, JobRecord, Snapshot
-from jobsync.scan import IN_CODE_POINT_ORDER, stream
+from jobsync.scan import IN_CODE_POINT_ORDER, STORED_IDS_SQL, stream
 from jobsync.schema import import_job_progress, import_job_records, sync_sources
 from jobsync.states import TERMINAL_STATES, canonical_state, is_terminal
 
@@ -35,8 +35,6 @@ _ASKED_AT = {
 
 
 _TERMINAL = sorted(TERMINAL_STATES)
-# Every stored id of a source, to walk beside sorted listed ids (add scan.IN_CODE_POINT_ORDER).
-STORED_IDS_SQL = "SELECT job_id FROM import_job_records WHERE cluster_id = {p} "
 
 
 def load_detail_candidates(

@@ -20,7 +20,7 @@ from jobsync.records import JobRecord
 from jobsync.schema import utc_from_db
 from jobsync.triage import triage, triage_in_order
 
-__all__ = ["chunked_reads", "load_for_pass", "load_rows", "stream"]
+__all__ = ["STORED_IDS_SQL", "chunked_reads", "load_for_pass", "load_rows", "stream"]
 
 _LOAD_SQL = """
 SELECT job_id, collection_name, state, raw_state, progress, reason, listed, missed_snapshots,
@@ -30,9 +30,9 @@ SELECT job_id, collection_name, state, raw_state, progress, reason, listed, miss
        missing_since
 FROM import_job_records WHERE cluster_id = {p}
 """
-_VANISHED_SQL = (
-    "SELECT job_id FROM import_job_records WHERE cluster_id = {p} AND vanished_at IS NOT NULL"
-)
+# Every stored id of a source, to walk beside sorted listed ids (add IN_CODE_POINT_ORDER).
+STORED_IDS_SQL = "SELECT job_id FROM import_job_records WHERE cluster_id = {p} "
+_VANISHED_SQL = STORED_IDS_SQL + "AND vanished_at IS NOT NULL"
 # A quiet job: listed by the latest pass, nothing pending (see jobsync.triage).
 _QUIET = "vanished_at IS NULL AND listed AND missed_snapshots = 0 AND missing_since IS NULL"
 # What triage compares, of every stored job that has not vanished.

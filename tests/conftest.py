@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -144,6 +144,15 @@ def listed_snapshot(count: int, observed_at: datetime, prefix: str = "j") -> Sna
         job_id = f"{prefix}{i:04d}"
         snapshot.jobs[job_id] = JobRecord(job_id, "coll", state, 10, reason, observed_at)
     snapshot.complete = True
+    return snapshot
+
+
+def snapshot_of(observed_at: datetime, states: Mapping[str, str]) -> Snapshot:
+    """A complete snapshot of the given jobs, listed in that order, in the given states, all
+    seen at ``observed_at``."""
+    snapshot = listed_snapshot(0, observed_at)
+    for job_id, state in states.items():
+        snapshot.jobs[job_id] = JobRecord(job_id, "coll", state, 10, None, observed_at)
     return snapshot
 
 

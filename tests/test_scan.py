@@ -14,10 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from jobsync import scan
-from jobsync.records import JobRecord
 from jobsync.schema import import_job_records
 from jobsync.store import apply_pass, start_run
-from tests.conftest import listed_snapshot
+from tests.conftest import snapshot_of
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
 JOBS = [f"job-{n:03d}" for n in range(50)]
@@ -42,11 +41,7 @@ def db_url(request, tmp_path, monkeypatch):
 
 
 def snapshot(at, job_ids, importing=()):
-    snap = listed_snapshot(0, at)
-    for job_id in job_ids:
-        state = "Importing" if job_id in importing else "Completed"
-        snap.jobs[job_id] = JobRecord(job_id, "coll", state, None, None, at)
-    return snap
+    return snapshot_of(at, {j: "Importing" if j in importing else "Completed" for j in job_ids})
 
 
 def first_pass(engine):

@@ -25,12 +25,11 @@ from jobsync.migrate import (
     upgrade,
 )
 from jobsync.records import JobRecord, Snapshot
-from jobsync.samples import STORED_IDS_SQL
-from jobsync.scan import IN_CODE_POINT_ORDER, TRIAGE_SQL
+from jobsync.scan import IN_CODE_POINT_ORDER, STORED_IDS_SQL, TRIAGE_SQL
 from jobsync.schema import import_job_records, import_job_transitions, metadata, sync_runs
 from jobsync.store import SQLITE_PAGE_SIZE, apply_pass, open_engine, start_run
 from jobsync.sync import sync_source
-from tests.conftest import CLUSTER, count_rows, listed_snapshot, settings_for
+from tests.conftest import CLUSTER, count_rows, listed_snapshot, settings_for, snapshot_of
 
 
 def test_migrated_schema_matches_the_tables_the_code_uses(engine):
@@ -369,11 +368,7 @@ def test_passes_pair_stored_and_listed_jobs_whatever_the_collation_says(engine):
     t0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
     def snapshot(at, job_ids, finished=()):
-        snap = listed_snapshot(0, at)
-        for job_id in job_ids:
-            state = "Completed" if job_id in finished else "Importing"
-            snap.jobs[job_id] = JobRecord(job_id, "coll", state, 10, None, at)
-        return snap
+        return snapshot_of(at, {j: "Completed" if j in finished else "Importing" for j in job_ids})
 
     def apply(snap, at):
         return apply_pass(engine, "c", start_run(engine, "c", at), snap, finished_at=at)
