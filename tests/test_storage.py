@@ -274,20 +274,30 @@ def test_the_new_job_writers_store_what_the_planner_derives(engine):
 
 def test_a_new_job_that_is_already_stored_fails_the_write_and_changes_nothing(engine):
     """Under the pass's write lock a job planned as new cannot exist; if one did, the insert
-    fails instead of overwriting it, and the transaction leaves everything as it was."""
+    fails instead of overwriting it, and the transaction leaves everything as it was, even the
+    new rows that SQLite's statement (OR FAIL) wrote before the conflicting one."""
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     apply_pass(engine, "c", start_run(engine, "c", now), listed_snapshot(3, now), finished_at=now)
+    later = now + timedelta(hours=1)
+    stored = listed_snapshot(3, later).jobs["j0001"]
+    # In key order the stored job comes 31st, in the middle of the first multi-row statement.
+    new = [*listed_snapshot(30, later, "i").jobs.values(), stored]
+    new += listed_snapshot(30, later, "k").jobs.values()
+    assert len(new) > NEW_ROWS_PER_STATEMENT > 31
     plan = PassPlan(
-        run_id=start_run(engine, "c", now),
+        run_id=start_run(engine, "c", later),
         first_seen_window=None,
-        seen_started_at=now,
-        seen_at=now,
-        new=list(listed_snapshot(3, now).jobs.values())[1:2],
+        seen_started_at=later,
+        seen_at=later,
+        new=new,
     )
     with pytest.raises(StorageError), engine.begin() as conn:
         insert_new_jobs(conn, "c", plan)
     assert count_rows(engine, import_job_records) == 3
     assert count_rows(engine, import_job_transitions) == 3
+    with engine.connect() as conn:
+        seen = conn.execute(select(import_job_records.c.last_seen_at)).scalars().all()
+    assert set(seen) == {now}
 
 
 def test_sqlite_first_seen_rows_are_all_found_or_the_pass_fails(tmp_path):
