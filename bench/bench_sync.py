@@ -41,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +52,6 @@ import sqlalchemy.exc
 from sqlalchemy import Engine, create_engine, select, text
 
 import jobsync
-import jobsync.sync
 from jobsync.client import ApiClient
 from jobsync.fetch import fetch_snapshot
 from jobsync.memory import keep_large_blocks_unmapped
@@ -226,31 +225,6 @@ def bench_source(
     return source, settings
 
 
-@contextlib.contextmanager
-def _own_fetch_seconds() -> Iterator[list[float]]:
-    """Time the fetch inside ``sync_source``: the seconds of each walk go into the list.
-
-    A sync's own fetch and the floor measured before it do the same work a minute apart, and
-    on a shared VM the machine's speed moves in a minute; the split within one pass does not.
-    """
-    seconds: list[float] = []
-    module: Any = jobsync.sync  # sync_source looks the name up there on every call
-    real = module.fetch_snapshot
-
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        began = time.perf_counter()
-        try:
-            return real(*args, **kwargs)
-        finally:
-            seconds.append(time.perf_counter() - began)
-
-    module.fetch_snapshot = timed
-    try:
-        yield seconds
-    finally:
-        module.fetch_snapshot = real
-
-
 def _serve_sync(
     conn: multiprocessing.connection.Connection, url: str, sim_url: str, details: bool
 ) -> None:
@@ -265,13 +239,11 @@ def _serve_sync(
             return
         cpu_before = time.process_time()
         wall_before = time.perf_counter()
-        with _own_fetch_seconds() as fetched:
-            result = jobsync.sync_source(engine, source, settings)
+        result = jobsync.sync_source(engine, source, settings)
         wall = time.perf_counter() - wall_before
         cpu = time.process_time() - cpu_before
         peak = _peak_rss_mb()
-        fields = {**_result_fields(result), "own_fetch_s": sum(fetched)}
-        conn.send((fields, wall, cpu, peak, rss_before))
+        conn.send((_result_fields(result), wall, cpu, peak, rss_before))
         # Connected until the benchmark has read what needs the pass's connections: the
         # server CPU of its backends, SQLite's WAL (deleted when the last connection closes).
         conn.recv()
@@ -292,6 +264,9 @@ def _result_fields(result: jobsync.PassResult) -> dict[str, Any]:
         "new_jobs": counts.new_jobs if counts else 0,
         "changed_jobs": counts.changed_jobs if counts else 0,
         "vanished_jobs": counts.vanished_jobs if counts else 0,
+        # The pass's own fetch: the same work as the floor, but seconds from its write rather
+        # than a minute from it, on a machine whose speed moves within a minute.
+        "own_fetch_s": result.fetch_seconds,
     }
 
 
@@ -924,13 +899,10 @@ def _sync_step(
             sample.cpu_s, sample.peak_rss_mb = child.cpu_s, child.peak_rss_mb
             sample.rss_before_mb = child.rss_before_mb
         else:
-            with _own_fetch_seconds() as fetched:
-                passed, sample = measure(
-                    sim,
-                    wrap(step, lambda: jobsync.sync_source(engine, source, settings)),
-                    wait_idle,
-                )
-            result = {**_result_fields(passed), "own_fetch_s": sum(fetched)}
+            passed, sample = measure(
+                sim, wrap(step, lambda: jobsync.sync_source(engine, source, settings)), wait_idle
+            )
+            result = _result_fields(passed)
         sample.db_cpu_s = target.backend_cpu()
         sample.other_cpu_s = (
             sample.machine_cpu_s - sample.cpu_s - sample.sim_cpu_s - sample.db_cpu_s

@@ -57,6 +57,8 @@ class PassResult:
     counts: PassCounts | None = None
     retries: int = 0
     seconds: float = 0.0
+    # Of ``seconds``, reading the job list (fetch_snapshot); the rest is mostly the write.
+    fetch_seconds: float = 0.0
     error: JobsyncError | None = None
     details_requested: int = 0
     details_failed: int = 0
@@ -108,7 +110,9 @@ def sync_source(
     )
     details = DetailsOutcome()
     try:
+        fetch_began = time.monotonic()
         snapshot = fetch_snapshot(client, source, settings.page_size, clock=clock)
+        fetch_seconds = time.monotonic() - fetch_began
         if settings.details:
             details = _fetch_details(
                 engine, source, settings, snapshot, clock, sleep, cancel, rate_limit, write_lock
@@ -147,6 +151,7 @@ def sync_source(
         counts=counts,
         retries=client.retries + details.retries,
         seconds=time.monotonic() - began,
+        fetch_seconds=fetch_seconds,
         details_requested=details.requested,
         details_failed=details.failed,
     )

@@ -42,6 +42,7 @@ def test_first_sync_of_2000_jobs_stores_every_job_and_a_first_seen_each(engine, 
 
     assert result.ok, result.error
     assert result.complete
+    assert 0 < result.fetch_seconds < result.seconds  # the list's share of the pass
     jobs = _jobs(engine)
     assert len(jobs) == 2000
     assert {j.job_id: j.state for j in big_sim.jobs(CLUSTER)} == {
