@@ -1158,7 +1158,8 @@ def format_table(summary: list[dict[str, Any]]) -> str:
             ]
         )
     widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(headers)]
-    left = {0, 2, 6, 16}  # text columns; numbers are right-aligned
+    # Text columns, and the ratios followed by a verdict; numbers are right-aligned.
+    left = {headers.index(h) for h in ("backend", "step", "target", "x own", "rows")}
 
     def render(cells: list[str]) -> str:
         return "  ".join(
