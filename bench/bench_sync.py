@@ -1186,9 +1186,10 @@ sim cpu s: the simulator process. db cpu s: PostgreSQL's backend(s) for the pass
   of its wall time was measured again (--retries); '!' marks one still disturbed.
 floor s: fetch_snapshot() alone, {floor_runs} undisturbed run(s) just before the sync, same
   simulator state; the median counts. x floor: wall / floor.
-own fetch s: the part of the sync's wall spent in its own fetch_snapshot(), the same work as the
-  floor seconds from the write instead of a minute from it. x own: wall / own fetch, with how
-  it would fare against the target (shown, not binding: the targets are written for the floor).
+own fetch s: the part of the sync's wall spent in its own fetch_snapshot(): the floor's work,
+  measured seconds before the write instead of a minute before it. x own: wall / own fetch, with
+  how it would fare against the target (shown, not binding: the targets are written for the
+  floor).
 target: x-floor targets bind at 100,000 (<=1.6 first, <=1.3 re-sync 1%) and 1,000,000 jobs
   (<=1.4, <=1.15); '(pass)'/'(fail)' shows how other sizes
   would fare. rows: rows_written of the run vs 2 x (jobs the simulator changed) + 2, within 1%;
