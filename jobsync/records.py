@@ -4,6 +4,10 @@ Variants (see the API reference): records under ``data.records``, ``data.tasks``
 list; ids under ``jobId``, ``jobID`` or ``taskID``; ``count`` as a number, a string, or absent.
 A record we cannot identify is skipped and counted, never guessed at.
 
+A success answer must carry a listing: no ``data``, or ``data`` without ``records``/``tasks``
+(or with them null), is a protocol error, never an empty list, unless ``count`` says 0 in so
+many words. Taking such an answer as "no jobs" would mark every stored job vanished.
+
 The progress endpoint's ``data`` becomes a :class:`JobDetails` (``parse_progress_data``): every
 figure is checked on its own, and one that is missing, hostile or out of range becomes None
 instead of failing the whole answer. ``completeTime`` must carry ``Z`` or an offset: a timestamp
@@ -77,6 +81,8 @@ class Snapshot:
     reported_count: int | None = None
     complete: bool = False
     walks: int = 0
+    # Why the snapshot could not be proven complete (None while it is, or before it is known).
+    incomplete_reason: str | None = None
 
     @property
     def distinct_jobs(self) -> int:
@@ -89,10 +95,10 @@ def parse_list_data(data: Any, observed_at: datetime) -> ListPage:
     if isinstance(data, list):
         items = data
     elif isinstance(data, dict):
-        items = _items(data)
         count = _count(data.get("count"))
+        items = _items(data, count)
     elif data is None:
-        items = []
+        raise ProtocolError("a success answer without 'data': the list response has no listing")
     else:
         raise ProtocolError(f"list response 'data' is a {type(data).__name__}, not an object")
     records: list[JobRecord] = []
@@ -106,18 +112,18 @@ def parse_list_data(data: Any, observed_at: datetime) -> ListPage:
     return ListPage(records=records, invalid=invalid, count=count, size=len(items))
 
 
-def _items(data: dict[str, Any]) -> list[Any]:
+def _items(data: dict[str, Any], count: int | None) -> list[Any]:
     for key in ("records", "tasks"):
-        if key in data:
-            value = data[key]
-            if value is None:
-                return []
-            if not isinstance(value, list):
-                raise ProtocolError(f"list response 'data.{key}' is a {type(value).__name__}")
+        value = data.get(key)
+        if isinstance(value, list):
             return value
-    if data.get("count") in (0, "0", None):
-        return []
-    raise ProtocolError("list response has neither 'data.records' nor 'data.tasks'")
+        if value is not None:
+            raise ProtocolError(f"list response 'data.{key}' is a {type(value).__name__}")
+    if count == 0:
+        return []  # an empty list, said in so many words
+    raise ProtocolError(
+        "list response has no listing: 'data.records' (or 'data.tasks') is missing or null"
+    )
 
 
 def _count(value: Any) -> int | None:

@@ -113,6 +113,22 @@ def test_data_of_the_wrong_shape_is_a_protocol_error():
         parse_list_data({"count": 3}, NOW)
 
 
+@pytest.mark.parametrize(
+    "data",
+    [None, {}, {"records": None}, {"tasks": None}, {"count": None}, {"records": None, "count": 3}],
+)
+def test_a_success_answer_without_a_listing_is_a_protocol_error(data):
+    """Taken as an empty list, such an answer would mark every stored job vanished."""
+    with pytest.raises(ProtocolError, match="no listing"):
+        parse_list_data(data, NOW)
+
+
+@pytest.mark.parametrize("data", [{"count": 0}, {"count": "0", "records": None}, []])
+def test_an_empty_list_said_in_so_many_words_is_empty(data):
+    page = parse_list_data(data, NOW)
+    assert (page.records, page.size) == ([], 0)
+
+
 def test_progress_and_reason_are_kept_when_given():
     page = parse_list_data(
         {
