@@ -33,7 +33,7 @@ from jobsync.cli_common import (
 from jobsync.cli_demo import demo, simulate
 from jobsync.cli_report import report
 from jobsync.config import Settings, split_ids
-from jobsync.errors import ConfigError
+from jobsync.errors import ConfigError, LockedError
 from jobsync.logs import LOG_FORMATS
 from jobsync.output import escape_control, render
 from jobsync.redact import redact
@@ -229,7 +229,9 @@ def sync(**values: Any) -> None:
         else:
             click.echo(f"Error: {escape_control(redact(result.summary()))}", err=True)
     if failed:
-        sys.exit(1)
+        # 75 only when every pass that did not write was superseded by another process's.
+        superseded = all(isinstance(r.error, LockedError) for r in failed)
+        sys.exit(LockedError.exit_code if superseded else 1)
 
 
 @cli.command()

@@ -66,7 +66,7 @@ SCHEMA: dict[str, Described] = {
             "started_at": "when the pass began",
             "finished_at": "when the pass ended; NULL while running",
             "status": "`running`, `succeeded`, `failed` or `abandoned` (its process died)",
-            "complete": "1/true when the snapshot was verified complete",
+            "complete": "1/true when the snapshot was proven complete",
             "pages": "list pages read",
             "records": "records received, duplicates included",
             "distinct_jobs": "distinct jobs in the snapshot",
@@ -83,6 +83,10 @@ SCHEMA: dict[str, Described] = {
             "error": "why the pass failed (secrets redacted); NULL if it did not",
             "details_requested": "jobs the pass asked the progress endpoint about",
             "details_failed": "of those, the ones whose request failed (after its retries)",
+            "base_run_id": "the source's latest written pass when this one began; the pass "
+            "writes only if that is still the latest (else it fails as superseded)",
+            "incomplete_reason": "why the snapshot could not be proven complete; NULL when it "
+            "was, or when the pass failed",
         },
     ),
     "sync_sources": Described(

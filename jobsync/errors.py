@@ -14,6 +14,9 @@ into one ``Error: ...`` line and an exit code in exactly one place (``jobsync.cl
     ├── StorageError           the database refused                               (exit 1)
     │   ├── SchemaError        the schema is missing or behind: run ``jobsync db upgrade``
     │   └── LockedError        another sync holds the lock                        (exit 75)
+    │       └── SupersededError  another pass of the source was applied while this one
+    │                            fetched (its lock was lost): it wrote nothing
+    ├── ClockError             the clock reads earlier than the source's last observation
     └── Cancelled              a stop was requested (SIGTERM) before the pass could finish
 
 Messages never contain the API key: errors are built from what the server said, and that text
@@ -27,12 +30,14 @@ __all__ = [
     "ApiStatusError",
     "AuthError",
     "Cancelled",
+    "ClockError",
     "ConfigError",
     "JobsyncError",
     "LockedError",
     "ProtocolError",
     "SchemaError",
     "StorageError",
+    "SupersededError",
     "TransportError",
 ]
 
@@ -86,6 +91,23 @@ class LockedError(StorageError):
     """Another jobsync process is syncing the same database."""
 
     exit_code = 75
+
+
+class SupersededError(LockedError):
+    """This pass may not write: the source moved on without it.
+
+    Either another pass of the same source was applied after this one began (it read the
+    source's state before that pass wrote, so its snapshot is older), or another process
+    marked this pass abandoned, which it does only when it holds the lock this pass thought
+    it held. Nothing was written; the run is recorded ``failed`` with this reason.
+    """
+
+
+class ClockError(JobsyncError):
+    """The clock reads earlier than the source's last observation, by more than a tolerance.
+
+    Writing would record windows that end before they start; the pass writes nothing.
+    """
 
 
 class Cancelled(JobsyncError):

@@ -142,6 +142,8 @@ class SourceMarks:
     last_snapshot_started_at: datetime | None = None
     last_snapshot_at: datetime | None = None
     last_complete_started_at: datetime | None = None
+    # The latest applied pass: a pass that began before it may not write (jobsync.fencing).
+    last_run_id: int | None = None
 
 
 @dataclass

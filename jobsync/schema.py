@@ -100,6 +100,9 @@ sync_runs = Table(
     Column("error", Text),
     Column("details_requested", Integer, nullable=False, default=0),
     Column("details_failed", Integer, nullable=False, default=0),
+    # The source's latest applied pass when this one began (revision 0005): the fence.
+    Column("base_run_id", ID),
+    Column("incomplete_reason", Text),
     Index("ix_sync_runs_cluster_started", "cluster_id", "started_at"),
 )
 

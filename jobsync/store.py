@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from jobsync import bulk, scan
 from jobsync.errors import ConfigError, StorageError
+from jobsync.fencing import check_fence, clock_shift, shift_pass
 from jobsync.history import SourceMarks, plan_pass
 from jobsync.locking import lock_key
 from jobsync.records import JobDetails, Snapshot
@@ -132,11 +133,22 @@ def storage_errors(url: str) -> Iterator[None]:
 
 
 def start_run(engine: Engine, cluster_id: str, started_at: datetime) -> int:
-    """Record a pass as running, in its own transaction, and return its id."""
+    """Record a pass as running, in its own transaction, and return its id.
+
+    The row also takes the source's latest applied pass (``base_run_id``): the fence that
+    ``apply_pass`` checks, in the same statement so no pass can be applied in between.
+    """
+    base = (
+        select(sync_sources.c.last_run_id)
+        .where(sync_sources.c.cluster_id == cluster_id)
+        .scalar_subquery()
+    )
     with engine.begin() as conn:
         result = conn.execute(
             insert(sync_runs)
-            .values(cluster_id=cluster_id, started_at=started_at, status="running")
+            .values(
+                cluster_id=cluster_id, started_at=started_at, status="running", base_run_id=base
+            )
             .returning(sync_runs.c.id)
         )
         return int(result.scalar_one())
@@ -145,7 +157,11 @@ def start_run(engine: Engine, cluster_id: str, started_at: datetime) -> int:
 def fail_run(
     engine: Engine, run_id: int, finished_at: datetime, error: str, retries: int = 0
 ) -> None:
-    """Mark a pass failed with a redacted error text. Best effort: never masks the real error."""
+    """Mark a pass failed with a redacted error text. Best effort: never masks the real error.
+
+    A pass marked ``abandoned`` by another process that stands down is recorded ``failed``
+    too, with its own reason instead of the other process's guess.
+    """
     try:
         with engine.begin() as conn:
             conn.execute(
@@ -191,6 +207,17 @@ def apply_pass(
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(lock_key(f"source:{cluster_id}"))))
         marks = _load_marks(conn, cluster_id)
+        _fence(conn, run_id, marks)
+        shift = clock_shift(snapshot.started_at, marks.last_snapshot_at)
+        if shift:
+            log.warning(
+                "%s: the clock reads %.3fs earlier than the last observation; this pass's "
+                "times are moved forward to it",
+                cluster_id,
+                shift.total_seconds(),
+            )
+            snapshot, details = shift_pass(snapshot, details, shift)
+            finished_at = max(finished_at + shift, snapshot.finished_at)
         stored, unknown = scan.load_for_pass(conn, cluster_id, snapshot.jobs, details)
         previous = load_figures(conn, cluster_id, sorted(details))
         narrowed = _narrowed(snapshot, stored, unknown)
@@ -232,6 +259,7 @@ def apply_pass(
                 snapshot_finished_at=snapshot.finished_at,
                 details_requested=details_requested,
                 details_failed=details_failed,
+                incomplete_reason=None if snapshot.complete else snapshot.incomplete_reason,
             )
         )
     return counts
@@ -284,11 +312,35 @@ def _load_marks(conn: Connection, cluster_id: str) -> SourceMarks:
             sync_sources.c.last_snapshot_started_at,
             sync_sources.c.last_snapshot_at,
             sync_sources.c.last_complete_started_at,
+            sync_sources.c.last_run_id,
         ).where(sync_sources.c.cluster_id == cluster_id)
     ).first()
     if row is None:
         return SourceMarks()
-    return SourceMarks(*row)
+    return SourceMarks(
+        last_snapshot_started_at=row.last_snapshot_started_at,
+        last_snapshot_at=row.last_snapshot_at,
+        last_complete_started_at=row.last_complete_started_at,
+        last_run_id=row.last_run_id,
+    )
+
+
+def _fence(conn: Connection, run_id: int, marks: SourceMarks) -> None:
+    """Raise SupersededError unless this run may still write (``jobsync.fencing``).
+
+    On PostgreSQL the run's row is locked until the commit, so another process's
+    ``abandon_stale_runs`` waits for this transaction and then finds the run finished.
+    """
+    query = select(sync_runs.c.status, sync_runs.c.base_run_id).where(sync_runs.c.id == run_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    check_fence(
+        run_id,
+        None if row is None else row.status,
+        None if row is None else row.base_run_id,
+        marks.last_run_id,
+    )
 
 
 def _upsert(conn: Connection, table: Table, update_columns: Iterable[str]) -> Any:

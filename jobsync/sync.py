@@ -26,7 +26,7 @@ from jobsync.config import Settings, Source
 from jobsync.details import DetailsOutcome, fetch_details, select_jobs
 from jobsync.errors import JobsyncError, StorageError
 from jobsync.fetch import fetch_snapshot
-from jobsync.locking import sync_lock
+from jobsync.locking import SyncLock, sync_lock
 from jobsync.ratelimit import RateLimiters
 from jobsync.records import Snapshot
 from jobsync.redact import error_detail
@@ -90,10 +90,13 @@ def sync_source(
     cancel: threading.Event | None = None,
     rate_limit: Callable[[str], None] | None = None,
     write_lock: threading.Lock | None = None,
+    lock: SyncLock | None = None,
 ) -> PassResult:
     """Sync one source. API and storage errors are returned in the result, not raised.
 
     Setting ``cancel`` stops the pass before its next request; a pass already writing finishes.
+    ``lock``: the sync lock the caller holds, checked once more before writing (a pass that
+    finds it lost writes nothing: SupersededError).
     """
     began = time.monotonic()
     try:
@@ -117,6 +120,8 @@ def sync_source(
             details = _fetch_details(
                 engine, source, settings, snapshot, clock, sleep, cancel, rate_limit, write_lock
             )
+        if lock is not None:
+            lock.check()
         with write_lock or nullcontext():
             counts = apply_pass(
                 engine,
@@ -252,9 +257,10 @@ def sync_all(
             # With cancel, a request waiting for its slot is not sent after a stop.
             rate_limit=limiters.for_key(source.api_key, source.base_url, cancel),
             write_lock=write_lock,
+            lock=lock,
         )
 
-    with sync_lock(engine):
+    with sync_lock(engine) as lock:
         abandoned = abandon_stale_runs(engine, clock())
         if abandoned:
             log.warning("marked %d run(s) of a stopped process as abandoned", abandoned)

@@ -142,7 +142,8 @@ def test_three_concurrent_upgrades_all_succeed_and_one_applies(db_url):
 
 def test_two_passes_that_bypass_the_outer_lock_still_never_double_write(engine):
     # sync_source skips the process-level lock; the per-source lock inside the write
-    # transaction (PostgreSQL advisory lock, SQLite BEGIN IMMEDIATE) must serialise them.
+    # transaction (PostgreSQL advisory lock, SQLite BEGIN IMMEDIATE) serialises them, and the
+    # fence lets only the first write: the second began before it and is superseded.
     import threading
 
     from jobsync.simulator import Simulator
@@ -164,9 +165,16 @@ def test_two_passes_that_bypass_the_outer_lock_still_never_double_write(engine):
         for t in threads:
             t.join(timeout=120)
 
-    assert [r.ok for r in results] == [True, True]
-    assert sorted(r.counts.new_jobs for r in results) == [0, 1500]
     from sqlalchemy import func
+
+    from jobsync.errors import SupersededError
+
+    assert sorted(r.ok for r in results) == [False, True]
+    assert [r.counts.new_jobs for r in results if r.ok] == [1500]
+    assert [type(r.error) for r in results if not r.ok] == [SupersededError]
+    with engine.connect() as conn:
+        statuses = conn.execute(select(sync_runs.c.status)).scalars().all()
+    assert sorted(statuses) == ["failed", "succeeded"]
 
     from jobsync.schema import import_job_transitions
 
