@@ -110,7 +110,9 @@ def test_jobs_added_while_pages_are_read_are_all_in_the_final_snapshot(sim):
     unregister = sim.on_request(add_once)
     four = _snapshot(sim, 4, 10)
     unregister()
-    assert four.complete and four.walks == 2  # the first walk could not be verified
+    # Three arrivals at the head: proven complete in one walk, or, when concurrent pages came
+    # back out of order around them and skipped a job, in two.
+    assert four.complete and four.walks in (1, 2)
     assert {j: (r.raw_state, r.collection_name) for j, r in four.jobs.items()} == _listed(sim)
     one = _snapshot(sim, 1, 10)  # the list is still now: both read it whole
     assert _summary(one)["jobs"] == {

@@ -4,12 +4,15 @@ The machine mutates a simulated job list (jobs progress, are forced into any sta
 including legacy spellings and unknown ones, are created, age out, drop from the list and come
 back) and runs passes that succeed, fail on a page (503 until the retries are spent), die inside
 the write transaction or just after its commit, read jobs that change state between pages, or
-read a list that moves under them (an incomplete snapshot). It keeps a model of the last
-committed observations and checks, after every step:
+read a list that moves under them (jobs arriving at its head, or leaving it mid-walk), lose
+their lock to a pass that overtakes them (and must then write nothing), or run with a clock an
+hour or a day behind (and must refuse to write). It keeps a model of the last committed
+observations and checks, after every step:
 
 - ``import_jobs`` (state, raw_state, vanished or not) equals the model;
 - every pass wrote exactly the transitions the model expects, and each job's history is a
   consistent chain (no two consecutive transitions to the same state);
+- a snapshot called complete lists every job that was listed from its start to its end;
 - every window ``(window_start, observed_at]`` contains the true moment of its change, taken
   from the simulator's ``change_log`` and from when the test removed or re-listed a job;
 - the vanish rule: a job is vanished iff at least two complete snapshots were committed since
@@ -30,7 +33,7 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Any
 from unittest.mock import patch
@@ -50,12 +53,13 @@ from sqlalchemy import Engine, select, text
 
 import jobsync.sync
 from jobsync import bulk
-from jobsync.config import HttpSettings
-from jobsync.fetch import MAX_WALKS
+from jobsync.config import HttpSettings, Source
+from jobsync.errors import ClockError, SupersededError
+from jobsync.locking import SyncLock
 from jobsync.schema import import_job_transitions, import_jobs, metadata, sync_runs
 from jobsync.simulator import LIST_PATH, Fault, Reply, Simulator
 from jobsync.states import TERMINAL_STATES, canonical_state
-from jobsync.sync import PassResult, sync_all
+from jobsync.sync import PassResult, sync_all, sync_source
 from tests.conftest import API_KEY, CLUSTER, settings_for
 
 MAX_RETRIES = 2
@@ -206,6 +210,7 @@ class SyncMachine(RuleBasedStateMachine):
         self.appeared: dict[str, list[datetime]] = defaultdict(list)  # created or re-listed
         self.disappeared: dict[str, list[datetime]] = defaultdict(list)  # removed or hidden
         self.stale_runs: set[int] = set()  # left 'running' by a killed pass
+        self.before_pass: dict[str, set[str]] = {}  # the listed jobs when the last pass began
 
     # -- setup --------------------------------------------------------------------------------
 
@@ -402,10 +407,9 @@ class SyncMachine(RuleBasedStateMachine):
 
     @rule()
     def sync_while_the_list_moves(self) -> None:
-        """A job is created whenever page 1 is read again (the check that the list stood still)
-        and at the start of every further walk: no walk is ever verified, unless the list fits
-        on one short page, which needs no verification."""
-        before = {cluster: len(jobs) for cluster, jobs in self._listed().items()}
+        """A job is created whenever page 1 is read again (to prove the walk complete): an
+        arrival at the head, which only pushes the others down. The proof accounts for it, so
+        every snapshot is complete after one walk, the arrival included."""
         added: Counter[str] = Counter()
         first_read: set[str] = set()
 
@@ -415,12 +419,13 @@ class SyncMachine(RuleBasedStateMachine):
             if path != LIST_PATH or body.get("currentPage") != 1:
                 return
             if cluster not in first_read:
-                first_read.add(cluster)  # the first page of the first walk
+                first_read.add(cluster)  # the first page of the walk
                 return
             for job in self.s.add_jobs(1, cluster):
                 added[cluster] += 1
                 self.appeared[job.job_id].append(job.created_at)
 
+        before = {cluster: len(jobs) for cluster, jobs in self._listed().items()}
         unregister = self.s.on_request(create)
         try:
             results = self._pass()
@@ -428,18 +433,100 @@ class SyncMachine(RuleBasedStateMachine):
             unregister()
         listed = self._listed()  # every job was read: each was added before a page 1 reply
         for result in results:
-            complete = before[result.source] < self.page_size
-            event(f"a moving list gave a{' complete' if complete else 'n incomplete'} snapshot")
+            event(
+                f"a moving list was read in {'one page' if before[result.source] < self.page_size else 'pages'}"
+            )
             assert result.ok, result.error
-            assert result.complete == complete
-            assert added[result.source] == (0 if complete else 2 * MAX_WALKS - 1)
-            self._committed(result.source, result.run_id, listed[result.source], complete=complete)
+            assert result.complete
+            assert added[result.source] == (0 if before[result.source] < self.page_size else 1)
+            self._committed(result.source, result.run_id, listed[result.source], complete=True)
+
+    @rule(pick=st.integers(0, 10**6))
+    def sync_while_a_job_leaves_mid_walk(self, pick: int) -> None:
+        """When page 2 is asked for, a job of page 1 leaves the list: the job that was first on
+        page 2 moves up to page 1, and the walk misses it. The count shows the loss; the list
+        is walked again, and the snapshot keeps what every walk saw (the job that left
+        included, as it was listed when page 1 was read)."""
+        gone: dict[str, tuple[str, str]] = {}  # cluster -> (job id, state when it left)
+
+        def remove(number: int, path: str, body: dict[str, Any] | None) -> None:
+            body = body or {}
+            cluster = body.get("clusterId")
+            if path != LIST_PATH or body.get("currentPage") != 2 or cluster in gone:
+                return
+            head = self.s.jobs(cluster)[: self.page_size]
+            job = head[pick % len(head)]
+            with self.s._lock:
+                moment = datetime.now(UTC)
+                self.s.remove_jobs(cluster, [job.job_id])
+            gone[cluster] = (job.job_id, job.state)
+            self.disappeared[job.job_id].append(moment)
+
+        unregister = self.s.on_request(remove)
+        try:
+            results = self._pass()
+        finally:
+            unregister()
+        listed = self._listed()
+        for result in results:
+            assert result.ok, result.error
+            seen = dict(listed[result.source])
+            if result.source in gone:
+                event("a job left the list mid-walk")
+                job_id, state = gone[result.source]
+                seen[job_id] = state
+            assert result.complete  # the second walk met a quiet list
+            self._committed(result.source, result.run_id, seen, complete=True)
+
+    @rule()
+    def sync_overtaken_by_another_pass(self) -> None:
+        """Each source's pass A loses its lock while it fetches, and pass B of the same source
+        (after every job moved on) writes first: A must stand down, writing nothing."""
+        results = []
+        for source in self.settings.sources:
+            b_listed: dict[str, str] = {}
+
+            def overtake(source: Source = source, b_listed: dict[str, str] = b_listed) -> None:
+                self.s.advance(fraction=1.0)
+                self.before_pass[source.key] = set(self._listed()[source.key])
+                b_listed.update(self._listed()[source.key])
+                b = sync_source(self.engine, source, self.settings, sleep=NO_SLEEP)
+                assert b.ok, b.error
+                results.append((b, dict(b_listed)))
+
+            a = sync_source(
+                self.engine, source, self.settings, sleep=NO_SLEEP, lock=SyncLock(overtake)
+            )
+            assert isinstance(a.error, SupersededError), a.error
+            assert self._runs()[a.run_id] == "failed"
+        for b, listed in results:
+            self._committed(b.source, b.run_id, listed, complete=True)
+
+    @precondition(lambda self: all(self.snapshots[c] for c in self.clusters))
+    @rule(hours=st.sampled_from([1, 24]))
+    def sync_with_the_clock_an_hour_behind(self, hours: int) -> None:
+        """A clock stepped back (beyond the tolerance) makes every pass refuse to write."""
+        before = len(self._transitions())
+        results = sync_all(
+            self.engine,
+            self.settings,
+            sleep=NO_SLEEP,
+            clock=lambda: datetime.now(UTC) - timedelta(hours=hours),
+        )
+        runs = self._runs()
+        self.stale_runs.clear()  # the pass marked them abandoned first
+        for result in results:
+            assert isinstance(result.error, ClockError), result.error
+            assert "earlier than this source's last observation" in str(result.error)
+            assert runs[result.run_id] == "failed"
+        assert len(self._transitions()) == before
 
     def _listed(self) -> dict[str, dict[str, str]]:
         return {c: {job.job_id: job.state for job in self.s.jobs(c)} for c in self.clusters}
 
     def _pass(self) -> list[PassResult]:
         self.s.reset_counters()  # request numbers (and Fault.on_requests) count from this pass
+        self.before_pass = {c: set(jobs) for c, jobs in self._listed().items()}
         try:
             results = sync_all(self.engine, self.settings, sleep=NO_SLEEP)
         finally:
@@ -457,6 +544,10 @@ class SyncMachine(RuleBasedStateMachine):
         self.snapshots[cluster].append((run_id, frozenset(listed), complete))
         written = Counter(t.key for t in self._transitions() if t.sync_run_id == run_id)
         assert written == expected
+        if complete:
+            # A snapshot called complete lists every job listed from its start to its end.
+            throughout = self.before_pass.get(cluster, set()) & set(self._listed()[cluster])
+            assert throughout <= set(listed), throughout - set(listed)
         for kind in sorted({key[1] for key in written}):
             event(f"a pass wrote {kind}")
         with self.engine.connect() as conn:
