@@ -17,40 +17,28 @@ they add with the CLI's defaults, against the same list-only floor.
     python bench/bench_latency.py                       # both scenarios, both backends
     python bench/bench_latency.py --backends sqlite --scenarios single --repeat 3
     python bench/bench_latency.py --details              # as `jobsync sync` runs by default
+    python bench/bench_latency.py --scenarios single     # small: both backends, about 25 s
+
+The simulator process, the databases, the CPU probe, the table and the common options come from
+bench/harness.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import multiprocessing
-import secrets
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
+import harness
+from harness import KEY, SimulatorProcess, busy_seconds, log
 
 import jobsync
-from jobsync.config import HttpSettings, Settings, Source
-from jobsync.migrate import upgrade
-from jobsync.redact import Secret
-from jobsync.simulator import Simulator
-from jobsync.store import normalise_url, open_engine
-from jobsync.sync import sync_all
 
-KEY = "bench-key"
-DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TARGET = 1.15
 
 
@@ -71,135 +59,23 @@ SCENARIOS = {
 }
 
 
-# -- the simulator, in its own process ----------------------------------------------------------
-
-
-def _simulator_main(conn: Connection, clusters: tuple[str, ...], jobs: int, latency: float) -> None:
-    sim = Simulator(cluster_ids=clusters, jobs=jobs, api_key=KEY, seed=1, latency=latency)
-    conn.send(sim.start("127.0.0.1", 0))
-    try:
-        while True:
-            try:
-                message = conn.recv()
-            except EOFError:  # the benchmark died: do not outlive it
-                return
-            if message == "stats":
-                peaks = sim.peak_rates()
-                by_endpoint = sim.endpoint_peak_rates()
-                conn.send(
-                    {
-                        "requests": sim.request_count,
-                        "peak_rate": sim.peak_rate(),
-                        "peak_rate_key": peaks.get(KEY, 0),
-                        # The documented limit: per user and endpoint.
-                        "peak_rate_endpoint": max(
-                            (n for (key, _), n in by_endpoint.items() if key == KEY), default=0
-                        ),
-                    }
-                )
-            elif message == "reset":
-                sim.reset_counters()
-                conn.send(None)
-            else:
-                return
-    finally:
-        sim.stop()
-
-
-@contextmanager
-def simulator(scenario: Scenario, latency: float) -> Iterator[tuple[str, Connection]]:
-    context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    process = context.Process(
-        target=_simulator_main,
-        args=(theirs, scenario.clusters, scenario.jobs, latency),
-        daemon=True,
-    )
-    process.start()
-    try:
-        deadline = time.monotonic() + 120
-        while not ours.poll(0.5):
-            if not process.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the simulator did not start (exit code {process.exitcode})")
-        yield ours.recv(), ours
-    finally:
-        with suppress(OSError):
-            ours.send("stop")
-        process.join(10)
-        if process.is_alive():
-            process.kill()
-            process.join()
-
-
-def _ask(conn: Connection, message: str) -> Any:
-    conn.send(message)
-    return conn.recv()
-
-
-# -- databases ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def database(backend: str, pg_url: str) -> Iterator[str]:
-    if backend == "sqlite":
-        folder = Path(tempfile.mkdtemp(prefix="jobsync-latency-"))
-        try:
-            yield f"sqlite:///{folder / 'bench.db'}"
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        return
-    name = f"jobsync_latency_{secrets.token_hex(4)}"
-    admin = create_engine(normalise_url(pg_url), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield f"{pg_url.rsplit('/', 1)[0]}/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-# -- other load on the machine ------------------------------------------------------------------
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat (Linux)."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0, 0.0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields) - idle) / 100, sum(fields) / 100
-
-
-def wait_idle(limit: float) -> None:
-    """Wait up to ``limit`` seconds until other processes use less than 0.2 cores."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        busy, _ = machine_busy()
-        time.sleep(1.0)
-        if machine_busy()[0] - busy < 0.2:
-            return
-    log(f"the machine stayed busy for {limit:g}s; measuring anyway")
-
-
 # -- one scenario -------------------------------------------------------------------------------
 
 
 def run_scenario(
     scenario: Scenario, backend: str, args: argparse.Namespace, rep: int
 ) -> list[dict[str, Any]]:
-    http = HttpSettings(page_concurrency=args.page_concurrency)
+    http = jobsync.HttpSettings(page_concurrency=args.page_concurrency)
     rows = []
-    with simulator(scenario, args.latency) as (url, conn), database(backend, args.pg_url) as db:
-        engine = open_engine(db)
-        upgrade(engine)
-        engine.dispose()
-        settings = Settings(
+    seed = args.seed + rep - 1
+    with (
+        SimulatorProcess(scenario.clusters, scenario.jobs, seed, args.latency) as sim,
+        harness.database(backend, args.pg_url, prefix="jobsync_latency") as db,
+    ):
+        settings = jobsync.Settings(
             database_url=db,
             sources=tuple(
-                Source(name=c, cluster_id=c, base_url=url, api_key=Secret(KEY))
+                jobsync.Source(name=c, cluster_id=c, base_url=sim.url, api_key=jobsync.Secret(KEY))
                 for c in scenario.clusters
             ),
             page_size=100,
@@ -207,19 +83,21 @@ def run_scenario(
             details=args.details,
         )
         for step in ("first sync", "re-sync"):
-            _ask(conn, "reset")
+            sim.reset_counters()
             if args.wait_idle:
-                wait_idle(args.wait_idle)
-            engine = open_engine(db)  # a fresh engine, as a cron-started `jobsync sync` has
+                busy_before = harness.wait_until_idle(args.wait_idle, sample=1.0)
+                if busy_before > harness.IDLE_BUSY_CORES:
+                    log(f"the machine stayed busy for {args.wait_idle:g}s; measuring anyway")
+            engine = jobsync.open_engine(db)  # a fresh engine, as a cron-started `jobsync sync` has
             cpu = time.process_time()
-            busy = machine_busy()[0]
+            busy = busy_seconds()
             began = time.perf_counter()
-            results = sync_all(engine, settings)
+            results = jobsync.sync_all(engine, settings)
             wall = time.perf_counter() - began
-            busy = machine_busy()[0] - busy
+            busy = busy_seconds() - busy
             cpu = time.process_time() - cpu
             engine.dispose()
-            stats = _ask(conn, "stats")
+            stats = sim.stats()
             failed = [r.summary() for r in results if not r.ok or not r.complete]
             if failed:
                 raise RuntimeError(f"{scenario.name} {backend} {step}: {failed[0]}")
@@ -321,28 +199,8 @@ def format_table(summary: list[dict[str, Any]]) -> str:
         ]
         for s in summary
     ]
-    widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(headers)]
-    left = {0, 1, 2, 9, 11}
-
-    def render(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i in left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    out = [render(headers), render(["-" * w for w in widths])]
-    return "\n".join(out + [render(r) for r in lines])
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def _list(value: str, known: set[str]) -> list[str]:
-    items = [part.strip() for part in value.split(",") if part.strip()]
-    if not items or set(items) - known:
-        raise argparse.ArgumentTypeError(f"choose from {', '.join(sorted(known))}")
-    return items
+    left = ("scenario", "backend", "step", f"<= {TARGET}", "<= limit")
+    return harness.format_table(headers, lines, left=left)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -350,32 +208,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Latency-bound passes at the rate limit (see bench/README.md)."
     )
     parser.add_argument(
-        "--backends",
-        type=lambda v: _list(v, {"sqlite", "postgresql"}),
-        default=["sqlite", "postgresql"],
-        metavar="NAME,NAME",
-    )
-    parser.add_argument(
         "--scenarios",
-        type=lambda v: _list(v, set(SCENARIOS)),
+        type=harness.name_list(SCENARIOS),
         default=list(SCENARIOS),
         metavar="NAME,NAME",
+        help=f"{' and/or '.join(SCENARIOS)} (default: all)",
     )
-    parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="server to create databases on")
+    harness.add_common_arguments(
+        parser, wait_idle_help="before each pass, wait up to this long for other load to stop"
+    )
     parser.add_argument("--latency", type=float, default=0.1, help="seconds per request")
     parser.add_argument(
         "--page-concurrency",
         type=int,
-        default=HttpSettings.page_concurrency,
+        default=jobsync.HttpSettings.page_concurrency,
         help="pages of one source in flight at once (1: one after the other)",
-    )
-    parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; medians shown")
-    parser.add_argument(
-        "--wait-idle",
-        type=float,
-        default=0,
-        metavar="SECONDS",
-        help="before each pass, wait up to this long for other load to stop",
     )
     parser.add_argument(
         "--details",
@@ -383,10 +230,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ask for progress details as `jobsync sync` does by default (the floor stays the "
         "list's)",
     )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write JSON lines here")
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.page_concurrency < 1 or args.latency < 0:
-        parser.error("--repeat and --page-concurrency must be at least 1, --latency >= 0")
+    harness.check_common_arguments(parser, args)
+    if args.page_concurrency < 1 or args.latency < 0:
+        parser.error("--page-concurrency must be at least 1, --latency >= 0")
     return args
 
 
@@ -398,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             for rep in range(1, args.repeat + 1):
                 rows += run_scenario(SCENARIOS[name], backend, args, rep)
     summary = summarise(rows)
-    http = HttpSettings(page_concurrency=args.page_concurrency)
-    available = any(f.name == "details" for f in dataclasses.fields(Settings))
+    http = jobsync.HttpSettings(page_concurrency=args.page_concurrency)
+    available = any(f.name == "details" for f in dataclasses.fields(jobsync.Settings))
     print(
         f"jobsync {jobsync.__version__} latency benchmark, "
         f"{datetime.now(UTC).isoformat(timespec='seconds')}; {args.latency * 1000:.0f} ms per "
@@ -424,11 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         "  anything else)."
     )
     if args.json:
-        with args.json.open("w", encoding="utf-8") as out:
-            for row in rows:
-                out.write(json.dumps({"kind": "run", **row}) + "\n")
-            for s in summary:
-                out.write(json.dumps({"kind": "summary", **s}) + "\n")
+        harness.write_json_lines(
+            args.json,
+            [{"kind": "run", **row} for row in rows] + [{"kind": "summary", **s} for s in summary],
+        )
     return 0
 
 

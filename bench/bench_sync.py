@@ -19,6 +19,12 @@ own, as cron starts `jobsync sync` (--sync-process same: in the worker, as the d
                                [--repeat 1] [--floor-runs 3] [--wait-idle SECONDS]
                                [--retries 2] [--json PATH] [--profile DIR]
                                [--sync-process fresh|same] [--timeout SECONDS]
+
+    python bench/bench_sync.py --jobs 10000                 # small: both backends, about 1 min
+    python bench/bench_sync.py --jobs 10000 --backends sqlite --sync-process same
+
+The simulator process, the databases, the CPU and RSS probes, the table and the common options
+come from bench/harness.py.
 """
 
 from __future__ import annotations
@@ -26,13 +32,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import hashlib
 import json
-import multiprocessing
 import multiprocessing.connection
 import os
 import platform
-import resource
 import secrets
 import shutil
 import sqlite3
@@ -47,21 +50,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import harness
 import sqlalchemy
 import sqlalchemy.exc
+from harness import (
+    KEY,
+    PEAK_RSS_PER_STEP,
+    ApiClient,
+    ChildProcess,
+    SimulatorProcess,
+    busy_seconds,
+    current_rss_mb,
+    fetch_snapshot,
+    log,
+    peak_rss_mb,
+    process_cpu,
+    reset_peak_rss,
+    sync_runs,
+    wait_until_idle,
+)
 from sqlalchemy import Engine, create_engine, select, text
 
 import jobsync
-from jobsync.client import ApiClient
-from jobsync.fetch import fetch_snapshot
-from jobsync.memory import keep_large_blocks_unmapped
-from jobsync.schema import sync_runs
-from jobsync.store import normalise_url
 
 CLUSTER = "in01-0123456789abcdef"
-KEY = "bench-key"
 PAGE_SIZE = 100
-DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 # The targets the project has set itself, per job count (the performance issue's; the core
 # issue's looser ones were 2.0 and 1.5 at 100,000). Other sizes show how they would fare.
@@ -84,119 +97,7 @@ STEPS = {
     "resync_unchanged": "re-sync 0%",
 }
 
-SIM_START_TIMEOUT = 300.0  # building a million-job world takes a while; 100k takes <1 s
-SIM_REPLY_TIMEOUT = 120.0
-
 T = TypeVar("T")
-
-
-def log(message: str) -> None:
-    # Progress goes to stderr so the table on stdout stays clean for copy-paste.
-    print(message, file=sys.stderr, flush=True)
-
-
-# -- the simulator, in its own process -----------------------------------------------------------
-#
-# In the same process the simulator's JSON encoding would be billed to our CPU column and its
-# server threads would fight our sync for the GIL; both would inflate the floor and the sync
-# alike and hide what jobsync itself costs.
-
-
-def _serve_simulator(conn: multiprocessing.connection.Connection, jobs: int, seed: int) -> None:
-    """Child process: build the world, send the URL, then obey commands until 'stop' or EOF."""
-    from jobsync.simulator import Simulator
-
-    sim = Simulator(cluster_ids=(CLUSTER,), jobs=jobs, api_key=KEY, seed=seed)
-    try:
-        conn.send(sim.start("127.0.0.1", 0))
-        while True:
-            try:
-                command, arg = conn.recv()
-            except EOFError:  # the benchmark died: do not linger
-                return
-            if command == "stop":
-                return
-            try:
-                if command == "advance":
-                    conn.send(len(sim.advance(count=arg)))
-                elif command == "cpu":
-                    conn.send(time.process_time())
-                else:
-                    raise ValueError(f"unknown command {command!r}")
-            except Exception as exc:  # hand it to the benchmark, which raises it
-                conn.send(exc)
-    finally:
-        sim.stop()
-        conn.close()
-
-
-def receive_from(
-    conn: multiprocessing.connection.Connection,
-    process: multiprocessing.process.BaseProcess,
-    timeout: float,
-    name: str,
-) -> Any:
-    """A child's next message; TimeoutError if it is silent, RuntimeError if it has died."""
-    if not conn.poll(timeout):
-        raise TimeoutError(f"{name} did not answer within {timeout:g}s")
-    try:
-        return conn.recv()
-    except EOFError:
-        process.join(5)
-        raise RuntimeError(f"{name} exited (status {process.exitcode})") from None
-
-
-class SimulatorProcess:
-    """Runs the simulator in a spawned process; always torn down on exit, even on errors."""
-
-    def __init__(self, jobs: int, seed: int) -> None:
-        context = multiprocessing.get_context("spawn")  # no fork: no copied locks, no shared heap
-        self._conn, child_conn = context.Pipe()
-        self._process = context.Process(
-            target=_serve_simulator, args=(child_conn, jobs, seed), name="simulator", daemon=True
-        )
-        self._process.start()
-        child_conn.close()  # so that recv() sees EOF if the child dies
-        try:
-            self.url: str = self._receive(SIM_START_TIMEOUT)
-        except BaseException:
-            self.close()
-            raise
-
-    def _receive(self, timeout: float) -> Any:
-        reply = receive_from(self._conn, self._process, timeout, "the simulator")
-        if isinstance(reply, Exception):
-            raise reply
-        return reply
-
-    def request(self, command: str, arg: Any = None) -> Any:
-        self._conn.send((command, arg))
-        return self._receive(SIM_REPLY_TIMEOUT)
-
-    def advance(self, count: int) -> int:
-        """Move `count` open jobs one state on; returns how many changed."""
-        return int(self.request("advance", count))
-
-    def cpu(self) -> float:
-        return float(self.request("cpu"))
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            self._conn.send(("stop", None))
-        self._process.join(10)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(5)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-        self._conn.close()
-
-    def __enter__(self) -> SimulatorProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # -- a sync in a process of its own ----------------------------------------------------------------
@@ -232,8 +133,8 @@ def _serve_sync(
     engine = jobsync.open_engine(url)
     try:
         gc.collect()
-        _reset_peak_rss()
-        rss_before = _current_rss_mb()
+        reset_peak_rss()
+        rss_before = current_rss_mb()
         conn.send("ready")
         if conn.recv() != "go":
             return
@@ -242,7 +143,7 @@ def _serve_sync(
         result = jobsync.sync_source(engine, source, settings)
         wall = time.perf_counter() - wall_before
         cpu = time.process_time() - cpu_before
-        peak = _peak_rss_mb()
+        peak = peak_rss_mb()
         conn.send((_result_fields(result), wall, cpu, peak, rss_before))
         # Connected until the benchmark has read what needs the pass's connections: the
         # server CPU of its backends, SQLite's WAL (deleted when the last connection closes).
@@ -274,42 +175,25 @@ class SyncProcess:
     """One sync pass in a spawned interpreter, started (and connected) before it is timed."""
 
     def __init__(self, url: str, sim_url: str, details: bool) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, child_conn = context.Pipe()
-        self._process = context.Process(
-            target=_serve_sync, args=(child_conn, url, sim_url, details), daemon=True
-        )
-        self._process.start()
-        child_conn.close()  # so that recv() sees EOF if the child dies
+        self._child = ChildProcess("the sync process", _serve_sync, (url, sim_url, details))
         # Filled in by run(): what the child measured of itself.
         self.cpu_s = self.peak_rss_mb = self.rss_before_mb = float("nan")
         try:
-            if self._receive(SIM_START_TIMEOUT) != "ready":
+            if self._child.receive(harness.SIM_START_TIMEOUT) != "ready":
                 raise RuntimeError("the sync process did not start")
         except BaseException:
             self.close()
             raise
 
-    def _receive(self, timeout: float) -> Any:
-        return receive_from(self._conn, self._process, timeout, "the sync process")
-
     def run(self) -> dict[str, Any]:
-        self._conn.send("go")
-        fields, _wall, self.cpu_s, self.peak_rss_mb, self.rss_before_mb = self._receive(
+        self._child.send("go")
+        fields, _wall, self.cpu_s, self.peak_rss_mb, self.rss_before_mb = self._child.receive(
             SYNC_REPLY_TIMEOUT
         )
         return dict(fields)
 
     def close(self) -> None:
-        if self._conn.closed:
-            return
-        with contextlib.suppress(OSError, ValueError):
-            self._conn.send("stop")
-        self._process.join(30)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
-        self._conn.close()
+        self._child.close("stop", wait=30)
 
 
 # -- measuring one step --------------------------------------------------------------------------
@@ -332,81 +216,6 @@ class Sample:
     other_cpu_s: float = 0.0
 
 
-def busy_seconds() -> float:
-    """CPU seconds all cores have spent busy since boot (Linux /proc/stat), or NaN."""
-    try:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return float("nan")
-    idle = fields[3] + fields[4]  # idle + iowait
-    # guest time is already included in user time
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark (Linux >= 4.0), so VmHWM covers one step."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _peak_rss_mb() -> float:
-    """This process's RSS high-water mark: VmHWM, which the reset above clears.
-
-    Not ru_maxrss: that also keeps the peak of the image a process had before exec, and a
-    spawned child is forked from the worker first, so it would report the worker's size.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _current_rss_mb() -> float:
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) another process has used so far, or NaN."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-PEAK_RSS_PER_STEP = _reset_peak_rss()
-
-
-IDLE_BUSY_CORES = 0.2
-
-
-def wait_until_idle(max_wait: float) -> float:
-    """Wait up to `max_wait` s until other processes leave the CPUs alone; return busy cores.
-
-    Two cores leave no room: a neighbour on one of them slows the client, the simulator or
-    PostgreSQL, and the ratios with it. Between steps our own processes are idle, so whatever
-    keeps the machine busy now is someone else.
-    """
-    deadline = time.monotonic() + max_wait
-    while True:
-        before = busy_seconds()
-        time.sleep(0.5)
-        busy = (busy_seconds() - before) / 0.5
-        if busy <= IDLE_BUSY_CORES or time.monotonic() >= deadline:
-            return round(busy, 2)
-
-
 def _disturbed(row: dict[str, Any]) -> bool:
     """Did other processes take more than 10% of a step's wall time in CPU (50 ms at least)?"""
     return bool(row["other_cpu_s"] > max(0.05, 0.1 * row["wall_s"]))
@@ -419,8 +228,8 @@ def measure(sim: SimulatorProcess, action: Callable[[], T], wait_idle: float) ->
     # towards its memory.
     gc.collect()
     sim_cpu_before = sim.cpu()
-    _reset_peak_rss()
-    rss_before = _current_rss_mb()
+    reset_peak_rss()
+    rss_before = current_rss_mb()
     machine_before = busy_seconds()
     cpu_before = time.process_time()
     wall_before = time.perf_counter()
@@ -428,7 +237,7 @@ def measure(sim: SimulatorProcess, action: Callable[[], T], wait_idle: float) ->
     wall = time.perf_counter() - wall_before
     cpu = time.process_time() - cpu_before
     machine = busy_seconds() - machine_before
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
     sim_cpu = sim.cpu() - sim_cpu_before
     return value, Sample(wall, cpu, sim_cpu, machine, peak, rss_before, busy_before)
 
@@ -508,16 +317,14 @@ class PostgresTarget:
 
     def __init__(self, admin_url: str, db_name: str) -> None:
         self.db_name = db_name
-        self._admin = create_engine(normalise_url(admin_url), isolation_level="AUTOCOMMIT")
-        bench_url = sqlalchemy.make_url(normalise_url(admin_url)).set(database=db_name)
-        self.url = bench_url.render_as_string(hide_password=False)
-        with self._admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{db_name}"')
+        self._admin = harness.admin_engine(admin_url)
+        self.url = harness.database_url(admin_url, db_name)
+        harness.create_database(self._admin, db_name)
         self._before: dict[str, int] = {}
         self._cpu_before: dict[int, float] = {}
 
     def prepare(self) -> None:
-        vacuum = create_engine(normalise_url(self.url), isolation_level="AUTOCOMMIT")
+        vacuum = create_engine(harness.normalise_url(self.url), isolation_level="AUTOCOMMIT")
         try:
             with vacuum.connect() as conn:
                 conn.exec_driver_sql("VACUUM (ANALYZE)")
@@ -528,7 +335,7 @@ class PostgresTarget:
         # VACUUM removes the relation-cache init file (pg_internal.init, 159 KiB) and the next
         # new connection writes it again: let that be this one, or every pass would seem to
         # grow the database by 159 KiB.
-        warm = create_engine(normalise_url(self.url))
+        warm = create_engine(harness.normalise_url(self.url))
         try:
             with warm.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
@@ -537,9 +344,8 @@ class PostgresTarget:
 
     def reset(self) -> None:
         """An empty database again, for a first sync measured once more."""
-        drop_database(self._admin, self.db_name)
-        with self._admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{self.db_name}"')
+        harness.drop_database(self._admin, self.db_name)
+        harness.create_database(self._admin, self.db_name)
 
     def _counters(self) -> dict[str, int]:
         with self._admin.connect() as conn:
@@ -613,21 +419,12 @@ class PostgresTarget:
 
     def close(self) -> None:
         try:
-            drop_database(self._admin, self.db_name)
+            harness.drop_database(self._admin, self.db_name)
         finally:
             self._admin.dispose()
 
-    def server_version(self) -> str:
-        with self._admin.connect() as conn:
-            return str(conn.execute(text("SHOW server_version")).scalar_one())
-
 
 STAT_KEYS = ("tup_inserted", "tup_updated", "size")
-
-
-def drop_database(admin: Engine, db_name: str) -> None:
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
 Target = SqliteTarget | PostgresTarget
@@ -749,17 +546,16 @@ def run_scenario(scenario: Scenario) -> list[dict[str, Any]]:
     target: Target
     if scenario.backend == "sqlite":
         target = SqliteTarget(scenario.workdir, scenario.db_name)
-        server_version = f"SQLite {sqlite3.sqlite_version}"
     else:
         target = PostgresTarget(scenario.pg_url, scenario.db_name)
-        server_version = f"PostgreSQL {target.server_version()}"
+    server_version = harness.server_version(scenario.backend, scenario.pg_url)
     profiler = StepProfiler(scenario)
     rows: list[dict[str, Any]] = []
     try:
         log(f"{tag} building {scenario.jobs:,} simulated jobs in a separate process")
-        with SimulatorProcess(scenario.jobs, scenario.seed) as sim:
+        with SimulatorProcess((CLUSTER,), scenario.jobs, scenario.seed) as sim:
             source, settings = bench_source(target.url, sim.url, scenario.details)
-            _upgrade(target.url)
+            harness.migrate(target.url)
             for floor_step, sync_step in PAIRS:
                 attempts = scenario.retries + 1
                 for attempt in range(1, attempts + 1):
@@ -768,7 +564,7 @@ def run_scenario(scenario: Scenario) -> list[dict[str, Any]]:
                         changed = scenario.jobs
                         if attempt > 1:
                             target.reset()
-                            _upgrade(target.url)
+                            harness.migrate(target.url)
                     elif sync_step == "resync_changed":
                         changed = sim.advance(scenario.jobs // 100)
                         log(f"{tag} the simulator changed the state of {changed:,} jobs (1%)")
@@ -825,14 +621,6 @@ def run_scenario(scenario: Scenario) -> list[dict[str, Any]]:
         "profiled": scenario.profile_dir is not None,
     }
     return [{**common, **row} for row in rows]
-
-
-def _upgrade(url: str) -> None:
-    engine = jobsync.open_engine(url)
-    try:
-        jobsync.upgrade(engine)  # not timed: a one-off, not part of a pass
-    finally:
-        engine.dispose()
 
 
 def _floor_step(
@@ -932,32 +720,6 @@ def _sync_step(
     }
 
 
-def code_version() -> dict[str, Any]:
-    """Which jobsync was measured: HEAD, uncommitted changes, and a hash of the sources.
-
-    Figures are only comparable between runs of the same code; a working tree that changes
-    between two scenarios of one run shows up as two different hashes.
-    """
-    package = Path(jobsync.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
-    version: dict[str, Any] = {
-        "jobsync_sha256": digest.hexdigest()[:12],
-        "jobsync_path": str(package),
-    }
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        git = ["git", "-C", str(package.parent)]
-        head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True)
-        status = subprocess.run(
-            [*git, "status", "--porcelain", "--", str(package)], capture_output=True, text=True
-        )
-        if head.returncode == 0:
-            version["git_head"] = head.stdout.decode().strip()
-            version["git_dirty"] = [line[3:] for line in status.stdout.splitlines()]
-    return version
-
-
 def worker_main(spec_json: str) -> int:
     spec = json.loads(spec_json)
     scenario = Scenario(
@@ -975,10 +737,10 @@ def worker_main(spec_json: str) -> int:
         fresh_sync=spec["fresh_sync"],
         details=spec["details"],
     )
-    version = code_version()  # read at start, the code we imported
+    version = harness.code_version()  # read at start, the code we imported
     if not scenario.fresh_sync:
         # The worker runs every pass, as the daemon does: with the daemon's allocator setting.
-        keep_large_blocks_unmapped()
+        harness.keep_large_blocks_unmapped()
     try:
         rows = [{**row, **version, "details": scenario.details} for row in run_scenario(scenario)]
     except sqlalchemy.exc.OperationalError as exc:
@@ -1032,9 +794,9 @@ def run_worker(args: argparse.Namespace, jobs: int, backend: str, rep: int) -> l
         if backend == "postgresql":
             # The worker drops its database itself; this covers a worker that was killed.
             with contextlib.suppress(Exception):
-                admin = create_engine(normalise_url(args.pg_url), isolation_level="AUTOCOMMIT")
+                admin = harness.admin_engine(args.pg_url)
                 try:
-                    drop_database(admin, db_name)
+                    harness.drop_database(admin, db_name)
                 finally:
                     admin.dispose()
 
@@ -1157,24 +919,13 @@ def format_table(summary: list[dict[str, Any]]) -> str:
                 else "",
             ]
         )
-    widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(headers)]
     # Text columns, and the ratios followed by a verdict; numbers are right-aligned.
-    left = {headers.index(h) for h in ("backend", "step", "target", "x own", "rows")}
-
-    def render(cells: list[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i in left else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    out = [render(headers), render(["-" * w for w in widths])]
-    previous: tuple[str, int] | None = None
-    for s, cells in zip(summary, lines, strict=True):
-        if previous is not None and (s["backend"], s["jobs"]) != previous:
-            out.append("")
-        previous = (s["backend"], s["jobs"])
-        out.append(render(cells))
-    return "\n".join(out)
+    return harness.format_table(
+        headers,
+        lines,
+        left=("backend", "step", "target", "x own", "rows"),
+        groups=[(s["backend"], s["jobs"]) for s in summary],
+    )
 
 
 NOTES = """\
@@ -1212,24 +963,11 @@ def machine_info(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _int_list(value: str) -> list[int]:
-    try:
-        numbers = [int(part) for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a comma-separated list of integers: {value!r}"
-        ) from None
-    if not numbers or any(n < 100 for n in numbers):
+def _job_counts(value: str) -> list[int]:
+    numbers = harness.int_list(value)
+    if any(n < 100 for n in numbers):
         raise argparse.ArgumentTypeError("job counts must be at least 100 (1% must be a job)")
     return numbers
-
-
-def _backend_list(value: str) -> list[str]:
-    backends = [part.strip() for part in value.split(",") if part.strip()]
-    unknown = set(backends) - {"sqlite", "postgresql"}
-    if not backends or unknown:
-        raise argparse.ArgumentTypeError("backends are sqlite and/or postgresql")
-    return backends
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1238,25 +976,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--jobs",
-        type=_int_list,
+        type=_job_counts,
         default=[10_000, 100_000, 1_000_000],
         metavar="N,N",
         help="simulated job counts, comma-separated (default: 10000,100000,1000000)",
     )
-    parser.add_argument(
-        "--backends",
-        type=_backend_list,
-        default=["sqlite", "postgresql"],
-        metavar="NAME,NAME",
-        help="sqlite and/or postgresql (default: both)",
-    )
-    parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="server to create databases on")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per scenario; medians shown")
-    parser.add_argument("--seed", type=int, default=1, help="simulator seed of the first run")
+    harness.add_common_arguments(parser)
     parser.add_argument(
         "--floor-runs", type=int, default=3, help="floor measurements per sync; median used"
     )
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write JSON lines here")
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="pyinstrument reports of each sync step"
     )
@@ -1266,13 +994,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=2,
         help="measure a floor + sync pair again, this many times, if other processes disturbed it",
-    )
-    parser.add_argument(
-        "--wait-idle",
-        type=float,
-        default=0,
-        metavar="SECONDS",
-        help="before each measurement, wait up to this long for other load to stop",
     )
     parser.add_argument(
         "--sync-process",
@@ -1289,8 +1010,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one scenario
     args = parser.parse_args(argv)
-    if args.repeat < 1 or args.floor_runs < 1 or args.retries < 0:
-        parser.error("--repeat and --floor-runs must be at least 1, --retries at least 0")
+    harness.check_common_arguments(parser, args)
+    if args.floor_runs < 1 or args.retries < 0:
+        parser.error("--floor-runs must be at least 1, --retries at least 0")
     return args
 
 
@@ -1344,11 +1066,11 @@ def main(argv: list[str] | None = None) -> int:
         NOTES.format(target_jobs=TARGET_JOBS, rss_scope=scope, floor_runs=args.floor_runs), end=""
     )
     if args.json:
-        with args.json.open("w", encoding="utf-8") as out:
-            for row in rows:
-                out.write(json.dumps({"kind": "step", **info, **row}) + "\n")
-            for s in summary:
-                out.write(json.dumps({"kind": "summary", **info, **s}) + "\n")
+        harness.write_json_lines(
+            args.json,
+            [{"kind": "step", **info, **row} for row in rows]
+            + [{"kind": "summary", **info, **s} for s in summary],
+        )
     if failed:
         log(f"failed scenarios: {', '.join(failed)}")
         return 1
