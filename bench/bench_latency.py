@@ -43,11 +43,11 @@ from sqlalchemy import create_engine, text
 
 import jobsync
 from jobsync.config import HttpSettings, Settings, Source
-from jobsync.migrate import upgrade
-from jobsync.redact import Secret
+from jobsync.observability.redact import Secret
+from jobsync.service.sync import sync_all
 from jobsync.simulator import Simulator
-from jobsync.store import normalise_url, open_engine
-from jobsync.sync import sync_all
+from jobsync.storage.migrate import upgrade
+from jobsync.storage.store import normalise_url, open_engine
 
 KEY = "bench-key"
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -52,11 +52,11 @@ import sqlalchemy.exc
 from sqlalchemy import Engine, create_engine, select, text
 
 import jobsync
-from jobsync.client import ApiClient
-from jobsync.fetch import fetch_snapshot
-from jobsync.memory import keep_large_blocks_unmapped
-from jobsync.schema import sync_runs
-from jobsync.store import normalise_url
+from jobsync.api.client import ApiClient
+from jobsync.api.listing import fetch_snapshot
+from jobsync.service.memory import keep_large_blocks_unmapped
+from jobsync.storage.schema import sync_runs
+from jobsync.storage.store import normalise_url
 
 CLUSTER = "in01-0123456789abcdef"
 KEY = "bench-key"

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from jobsync.cli import cli
-from jobsync.migrate import head_revision, upgrade
-from jobsync.schema import import_job_records, sync_runs
 from jobsync.simulator import Fault
-from jobsync.store import open_engine
+from jobsync.storage.migrate import head_revision, upgrade
+from jobsync.storage.schema import import_job_records, sync_runs
+from jobsync.storage.store import open_engine
 from tests.conftest import API_KEY, CLUSTER
 
 
@@ -88,7 +88,7 @@ def test_rejected_key_exits_1_with_one_clear_line_and_one_request(run, sim, db_u
 
 def test_503_forever_exits_1_and_records_a_failed_run(run, sim, db_url, monkeypatch):
     slept: list[float] = []
-    monkeypatch.setattr("jobsync.client.time.sleep", slept.append)
+    monkeypatch.setattr("jobsync.api.client.time.sleep", slept.append)
     sim.add_fault(Fault(status=503))
     env = {"JOBSYNC_API_KEY": API_KEY}
 

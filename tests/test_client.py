@@ -8,11 +8,11 @@ import socket
 
 import pytest
 
-from jobsync.client import ApiClient, BearerAuth
+from jobsync.api.client import ApiClient, BearerAuth
+from jobsync.api.listing import fetch_snapshot, iter_pages
 from jobsync.config import HttpSettings, Source
 from jobsync.errors import ApiStatusError, AuthError, ProtocolError, TransportError
-from jobsync.fetch import fetch_snapshot, iter_pages
-from jobsync.redact import Secret
+from jobsync.observability.redact import Secret
 from jobsync.simulator import Fault, Reply, Simulator
 from tests.conftest import API_KEY, CLUSTER
 

@@ -13,16 +13,16 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from jobsync.cli import cli
-from jobsync.locking import sync_lock
-from jobsync.migrate import current_revision, head_revision
-from jobsync.schema import sync_runs
-from jobsync.store import open_engine
+from jobsync.storage.locking import sync_lock
+from jobsync.storage.migrate import current_revision, head_revision
+from jobsync.storage.schema import sync_runs
+from jobsync.storage.store import open_engine
 from tests.conftest import API_KEY, CLUSTER
 
 HOLD_LOCK = """
 import sys
-from jobsync.locking import sync_lock
-from jobsync.store import open_engine
+from jobsync.storage.locking import sync_lock
+from jobsync.storage.store import open_engine
 with sync_lock(open_engine(sys.argv[1])):
     print("locked", flush=True)
     sys.stdin.read()
@@ -107,8 +107,8 @@ def test_a_killed_pass_is_marked_abandoned_by_the_next(sim, db_url):
     args = ["sync", "--db", db_url, "--base-url", sim.url, "--cluster-id", CLUSTER]
     assert runner.invoke(cli, args, env={"JOBSYNC_API_KEY": API_KEY}).exit_code == 0
     engine = open_engine(db_url)
-    from jobsync.store import start_run
-    from jobsync.sync import utcnow
+    from jobsync.service.sync import utcnow
+    from jobsync.storage.store import start_run
 
     dead = start_run(engine, CLUSTER, utcnow())  # what a process killed mid-pass leaves
 
@@ -145,8 +145,8 @@ def test_two_passes_that_bypass_the_outer_lock_still_never_double_write(engine):
     # transaction (PostgreSQL advisory lock, SQLite BEGIN IMMEDIATE) must serialise them.
     import threading
 
+    from jobsync.service.sync import sync_source
     from jobsync.simulator import Simulator
-    from jobsync.sync import sync_source
     from tests.conftest import settings_for
 
     with Simulator(cluster_ids=(CLUSTER,), jobs=1500, api_key=API_KEY, seed=11) as sim:
@@ -168,7 +168,7 @@ def test_two_passes_that_bypass_the_outer_lock_still_never_double_write(engine):
     assert sorted(r.counts.new_jobs for r in results) == [0, 1500]
     from sqlalchemy import func
 
-    from jobsync.schema import import_job_transitions
+    from jobsync.storage.schema import import_job_transitions
 
     with engine.connect() as conn:
         per_job = conn.execute(

@@ -28,10 +28,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, inspect, select
 
 from jobsync.cli import cli
-from jobsync.locking import sync_lock
-from jobsync.schema import import_job_records, import_job_transitions, sync_runs
 from jobsync.simulator import Fault, Simulator
-from jobsync.store import open_engine
+from jobsync.storage.locking import sync_lock
+from jobsync.storage.schema import import_job_records, import_job_transitions, sync_runs
+from jobsync.storage.store import open_engine
 from tests.conftest import API_KEY, CLUSTER
 
 STOP_DEADLINE = 10.0  # the issue: SIGTERM -> exit 0 within 10 s
@@ -490,7 +490,7 @@ def test_a_taken_metrics_port_is_a_config_error(tmp_path, monkeypatch):
 
 
 def test_schedules_know_their_interval():
-    from jobsync.daemon import cron, every
+    from jobsync.service.daemon import cron, every
 
     assert every(0.5).interval == 0.5
     assert cron("*/5 * * * *").interval == 300
@@ -500,8 +500,8 @@ def test_schedules_know_their_interval():
 def test_log_formatters_remove_the_key_and_keep_one_line():
     import logging
 
-    from jobsync.logs import JsonFormatter, TextFormatter, fields
-    from jobsync.redact import Secret
+    from jobsync.observability.logs import JsonFormatter, TextFormatter, fields
+    from jobsync.observability.redact import Secret
 
     key = Secret('canary"key\\0123')
     record = logging.LogRecord(

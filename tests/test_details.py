@@ -12,11 +12,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, func, select, update
 
+from jobsync.api.details import PROGRESS_PATHS
 from jobsync.cli import cli
 from jobsync.config import CliValues, Settings, Source, resolve_settings
-from jobsync.details import PROGRESS_PATHS, select_jobs
-from jobsync.errors import ConfigError, ProtocolError
-from jobsync.records import (
+from jobsync.domain.records import (
     DetailCandidates,
     JobRecord,
     Snapshot,
@@ -24,17 +23,19 @@ from jobsync.records import (
     parse_count,
     parse_progress_data,
 )
-from jobsync.redact import Secret
-from jobsync.schema import (
+from jobsync.errors import ConfigError, ProtocolError
+from jobsync.observability.redact import Secret
+from jobsync.service.details import select_jobs
+from jobsync.service.sync import sync_all, sync_source
+from jobsync.simulator import Fault, Simulator
+from jobsync.storage.schema import (
     import_job_progress,
     import_job_records,
     import_job_transitions,
     import_jobs,
     sync_runs,
 )
-from jobsync.simulator import Fault, Simulator
-from jobsync.store import apply_pass, load_detail_candidates, start_run
-from jobsync.sync import sync_all, sync_source
+from jobsync.storage.store import apply_pass, load_detail_candidates, start_run
 from tests.conftest import API_KEY, CLUSTER, settings_for
 
 DESCRIBE, GET_PROGRESS, GET_PROGRESS_SNAKE = PROGRESS_PATHS

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from jobsync.cli import cli
-from jobsync.schema import import_job_records, import_job_transitions, sync_runs
 from jobsync.simulator import Fault, Reply
-from jobsync.store import open_engine
+from jobsync.storage.schema import import_job_records, import_job_transitions, sync_runs
+from jobsync.storage.store import open_engine
 from tests.conftest import API_KEY, CLUSTER
 
 
@@ -73,7 +73,7 @@ FAULTS = {
 @pytest.fixture
 def cli_run(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("jobsync.client.time.sleep", lambda _s: None)
+    monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
 
     def invoke(*args: str):
         return CliRunner().invoke(cli, list(args), env={"JOBSYNC_API_KEY": API_KEY})

@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from jobsync.client import ApiClient
+from jobsync.api.client import ApiClient
+from jobsync.api.listing import fetch_snapshot, iter_pages
 from jobsync.config import HttpSettings, Settings, Source, resolve_settings
+from jobsync.domain.records import Snapshot
 from jobsync.errors import Cancelled, ConfigError, ProtocolError
-from jobsync.fetch import fetch_snapshot, iter_pages
-from jobsync.records import Snapshot
-from jobsync.redact import Secret
-from jobsync.schema import import_job_records, sync_runs
+from jobsync.observability.redact import Secret
+from jobsync.service.sync import sync_all
 from jobsync.simulator import Fault, Reply, Simulator
 from jobsync.simulator.rates import PeakRate
-from jobsync.sync import sync_all
+from jobsync.storage.schema import import_job_records, sync_runs
 from tests.conftest import API_KEY, CLUSTER
 
 LIST = "/v2/vectordb/jobs/import/list"
@@ -381,7 +381,7 @@ def test_no_page_past_the_hard_cap_even_when_count_allows_one_more(sim):
 
 
 def test_jobsync_simulate_reports_its_peak_rate_when_it_stops():
-    from jobsync.demo import serve_simulator
+    from jobsync.service.demo import serve_simulator
 
     lines: list[str] = []
     stop = threading.Event()

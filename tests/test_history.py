@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobsync.history import JobRow, SourceMarks, StoredJob, plan_pass
-from jobsync.records import JobRecord, Snapshot
-from jobsync.triage import triage, triage_in_order
+from jobsync.domain.history import JobRow, SourceMarks, StoredJob, plan_pass
+from jobsync.domain.records import JobRecord, Snapshot
+from jobsync.domain.triage import triage, triage_in_order
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -42,11 +42,11 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-from jobsync.migrate import ensure_schema
+from jobsync.domain.states import canonical_state
+from jobsync.service.sync import sync_all
 from jobsync.simulator import LIST_PATH, Fault, Simulator
-from jobsync.states import canonical_state
-from jobsync.store import normalise_url, open_engine
-from jobsync.sync import sync_all
+from jobsync.storage.migrate import ensure_schema
+from jobsync.storage.store import normalise_url, open_engine
 from tests.conftest import API_KEY, CLUSTER, settings_for
 
 ITERATIONS = 10
@@ -83,7 +83,7 @@ def expected_pass(
     model: Model, listed: dict[str, str]
 ) -> tuple[Model, Counter[tuple[str, str, str | None, str | None]]]:
     """The model after one *complete* pass that listed ``listed`` (job_id -> raw state), and
-    the transitions (job_id, kind, from, to) that pass must write (see jobsync/history.py)."""
+    the transitions (job_id, kind, from, to) that pass must write (see jobsync/domain/history.py)."""
     jobs: Jobs = dict(model.jobs)
     missed = dict(model.missed)
     expected: Counter[tuple[str, str, str | None, str | None]] = Counter()

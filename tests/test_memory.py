@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
-from jobsync.memory import keep_large_blocks_unmapped
+from jobsync.service.memory import keep_large_blocks_unmapped
 
 # Frees a 16 MiB block (glibc then serves blocks up to that size from its heap), allocates 100
 # blocks of 1 MiB, each followed by a small block that stays, frees them, and prints how much
 # of the 100 MiB the process still holds.
 _PROGRAM = """
 import sys
-from jobsync.memory import keep_large_blocks_unmapped
+from jobsync.service.memory import keep_large_blocks_unmapped
 
 def resident_mib():
     with open("/proc/self/status") as status:

@@ -9,11 +9,11 @@ from collections import Counter
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from jobsync.domain.states import canonical_state
 from jobsync.errors import AuthError
-from jobsync.metrics import DaemonMetrics, Health, MetricsServer, jobs_by_state
-from jobsync.states import canonical_state
-from jobsync.store import PassCounts
-from jobsync.sync import PassResult, sync_all
+from jobsync.observability.metrics import DaemonMetrics, Health, MetricsServer, jobs_by_state
+from jobsync.service.sync import PassResult, sync_all
+from jobsync.storage.store import PassCounts
 from tests.conftest import CLUSTER, settings_for
 
 

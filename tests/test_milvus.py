@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from jobsync.config import Settings, Source
-from jobsync.redact import Secret
-from jobsync.schema import import_job_transitions, import_jobs
+from jobsync.observability.redact import Secret
+from jobsync.service.sync import sync_source
 from jobsync.simulator import Simulator
-from jobsync.sync import sync_source
+from jobsync.storage.schema import import_job_transitions, import_jobs
 
 TOKEN = "root:Milvus"
 

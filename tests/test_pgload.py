@@ -1,5 +1,5 @@
 """A large load on PostgreSQL checks the history's foreign key and builds the job-id indexes
-once, after it (``jobsync.pgload``): they all come back as they were and still hold, and the
+once, after it (``jobsync.storage.pgload``): they all come back as they were and still hold, and the
 bulk path is taken only when it is safe and pays."""
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from sqlalchemy import Connection, Engine, func, insert, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from jobsync import pgload
-from jobsync.bulk import insert_new_jobs
+from jobsync.domain.history import PassPlan
+from jobsync.domain.records import Snapshot
 from jobsync.errors import StorageError
-from jobsync.history import PassPlan
-from jobsync.records import Snapshot
-from jobsync.schema import import_job_records, import_job_transitions, sync_runs
-from jobsync.store import apply_pass, open_engine, start_run
+from jobsync.storage import pgload
+from jobsync.storage.bulk import insert_new_jobs
+from jobsync.storage.schema import import_job_records, import_job_transitions, sync_runs
+from jobsync.storage.store import apply_pass, open_engine, start_run
 from tests.conftest import count_rows, listed_snapshot
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -48,14 +48,14 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import Engine, select, text
 
-import jobsync.sync
-from jobsync import bulk
+import jobsync.service.sync
+from jobsync.api.listing import MAX_WALKS
 from jobsync.config import HttpSettings
-from jobsync.fetch import MAX_WALKS
-from jobsync.schema import import_job_transitions, import_jobs, metadata, sync_runs
+from jobsync.domain.states import TERMINAL_STATES, canonical_state
+from jobsync.service.sync import PassResult, sync_all
 from jobsync.simulator import LIST_PATH, Fault, Reply, Simulator
-from jobsync.states import TERMINAL_STATES, canonical_state
-from jobsync.sync import PassResult, sync_all
+from jobsync.storage import bulk
+from jobsync.storage.schema import import_job_transitions, import_jobs, metadata, sync_runs
 from tests.conftest import API_KEY, CLUSTER, settings_for
 
 MAX_RETRIES = 2
@@ -168,7 +168,7 @@ class Row:
 
 
 def _as_stored(raw: str) -> str:
-    """The text policy (jobsync/records.py): NUL, which PostgreSQL cannot store, becomes U+FFFD."""
+    """The text policy (jobsync/domain/records.py): NUL, which PostgreSQL cannot store, becomes U+FFFD."""
     return raw.replace("\x00", "\ufffd")
 
 
@@ -338,7 +338,7 @@ class SyncMachine(RuleBasedStateMachine):
         is committed), or just after its commit; nothing records the death: a run that did not
         commit stays 'running' until the next pass marks it 'abandoned'."""
         listed = self._listed()
-        module, name = (jobsync.sync, "apply_pass") if where == "commit" else (bulk, where)
+        module, name = (jobsync.service.sync, "apply_pass") if where == "commit" else (bulk, where)
         real = getattr(module, name)
 
         def dying(*args: Any, **kwargs: Any) -> Any:
@@ -348,7 +348,7 @@ class SyncMachine(RuleBasedStateMachine):
         before = max(self._runs(), default=0)
         with (
             patch.object(module, name, dying),
-            patch.object(jobsync.sync, "fail_run", lambda *_a, **_k: None),
+            patch.object(jobsync.service.sync, "fail_run", lambda *_a, **_k: None),
             pytest.raises(Killed),
         ):
             self._pass()

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
+from jobsync.api.ratelimit import RateLimiter, RateLimiters
 from jobsync.errors import Cancelled
-from jobsync.ratelimit import RateLimiter, RateLimiters
-from jobsync.redact import Secret
+from jobsync.observability.redact import Secret
 
 
 class FakeTime:

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from jobsync.client import parse_envelope
+from jobsync.api.client import parse_envelope
+from jobsync.domain.records import clean_text, parse_list_data
+from jobsync.domain.states import canonical_state
 from jobsync.errors import ApiStatusError, AuthError, ProtocolError
-from jobsync.records import clean_text, parse_list_data
-from jobsync.states import canonical_state
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

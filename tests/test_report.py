@@ -28,13 +28,19 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select
 
-from jobsync import cli_report, report
 from jobsync.cli import cli
-from jobsync.migrate import upgrade
-from jobsync.report_text import format_seconds, normalise_reason
-from jobsync.schema import import_job_records, import_job_transitions, sync_runs, sync_sources
-from jobsync.store import open_engine
-from jobsync.views import daily_job_stats
+from jobsync.cli import report as cli_report
+from jobsync.reporting import report
+from jobsync.reporting.report_text import format_seconds, normalise_reason
+from jobsync.storage.migrate import upgrade
+from jobsync.storage.schema import (
+    import_job_records,
+    import_job_transitions,
+    sync_runs,
+    sync_sources,
+)
+from jobsync.storage.store import open_engine
+from jobsync.storage.views import daily_job_stats
 
 NOW = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
 DAY = 86400.0

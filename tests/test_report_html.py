@@ -27,13 +27,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert
 
-from jobsync import cli_report, report
 from jobsync.cli import cli
-from jobsync.migrate import upgrade
-from jobsync.report_html import COLOURS, Options, build_html, gather
-from jobsync.schema import import_job_records, import_job_transitions, sync_runs
-from jobsync.store import open_engine
-from jobsync.sync import sync_all
+from jobsync.cli import report as cli_report
+from jobsync.reporting import report
+from jobsync.reporting.report_html import COLOURS, Options, build_html, gather
+from jobsync.service.sync import sync_all
+from jobsync.storage.migrate import upgrade
+from jobsync.storage.schema import import_job_records, import_job_transitions, sync_runs
+from jobsync.storage.store import open_engine
 from tests.conftest import settings_for
 
 START = datetime(2024, 5, 1, 0, 0, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Reading a source's stored jobs for a pass (``jobsync.scan``), on both backends.
+"""Reading a source's stored jobs for a pass (``jobsync.storage.scan``), on both backends.
 
 PostgreSQL reads in two ways (chunks as the server sends them, or a server-side cursor where
 libpq cannot); both must find the same jobs, across chunk boundaries, and neither may leave the
@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from jobsync import scan
-from jobsync.schema import import_job_records
-from jobsync.store import apply_pass, start_run
+from jobsync.storage import scan
+from jobsync.storage.schema import import_job_records
+from jobsync.storage.store import apply_pass, start_run
 from tests.conftest import snapshot_of
 
 T0 = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)

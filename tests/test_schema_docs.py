@@ -1,4 +1,4 @@
-"""docs/schema.md is true: it names every column the database has, says what jobsync.datasette
+"""docs/schema.md is true: it names every column the database has, says what jobsync.reporting.datasette
 says, and its example queries run on the backend they are written for, against a synced database.
 """
 
@@ -16,12 +16,12 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, inspect, text
 
 from jobsync.cli import cli
-from jobsync.datasette import SCHEMA, datasette_database_name, datasette_metadata
 from jobsync.errors import ConfigError
-from jobsync.migrate import upgrade
+from jobsync.reporting.datasette import SCHEMA, datasette_database_name, datasette_metadata
+from jobsync.service.sync import sync_source
 from jobsync.simulator import Simulator
-from jobsync.store import open_engine
-from jobsync.sync import sync_source
+from jobsync.storage.migrate import upgrade
+from jobsync.storage.store import open_engine
 from tests.conftest import API_KEY, CLUSTER, settings_for
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "schema.md").read_text(encoding="utf-8")

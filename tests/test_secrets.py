@@ -12,13 +12,13 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import MetaData, select
 
+from jobsync.api.client import ApiClient, BearerAuth
 from jobsync.cli import cli
-from jobsync.client import ApiClient, BearerAuth
 from jobsync.config import CliValues, resolve_settings
-from jobsync.redact import Secret, redact
+from jobsync.observability.redact import Secret, redact
+from jobsync.service.sync import PassResult
 from jobsync.simulator import DESCRIBE_PATH, Fault, Simulator
-from jobsync.store import open_engine
-from jobsync.sync import PassResult
+from jobsync.storage.store import open_engine
 from tests.conftest import CLUSTER
 from tests.test_faults import FAULTS
 
@@ -59,7 +59,7 @@ def test_the_api_key_never_leaks_through_the_fault_matrix(
     canary_sim, db_url, monkeypatch, tmp_path
 ):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("jobsync.client.time.sleep", lambda _s: None)
+    monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
     runner = CliRunner()
     env = {"JOBSYNC_API_KEY": CANARY}
     args = [
@@ -103,7 +103,7 @@ def test_the_api_key_never_leaks_through_progress_requests(
 ):
     """Failing progress requests are logged as warnings: a server echoing the key is scrubbed."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("jobsync.client.time.sleep", lambda _s: None)
+    monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
     runner = CliRunner()
     env = {"JOBSYNC_API_KEY": CANARY}
     args = ["sync", "--db", db_url, "--base-url", canary_sim.url, "--cluster-id", CLUSTER]

@@ -7,13 +7,13 @@ import socket
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from jobsync.api.ratelimit import RateLimiter
 from jobsync.cli import cli
 from jobsync.config import HttpSettings, Settings, Source
-from jobsync.ratelimit import RateLimiter
-from jobsync.redact import Secret
-from jobsync.schema import import_job_records
+from jobsync.observability.redact import Secret
+from jobsync.service.sync import sync_all
 from jobsync.simulator import Simulator
-from jobsync.sync import sync_all
+from jobsync.storage.schema import import_job_records
 from tests.conftest import API_KEY
 
 CLUSTERS = tuple(f"in01-{i:016x}" for i in range(10))
@@ -27,7 +27,7 @@ def _closed_port() -> int:
 
 def test_ten_sources_two_failing_differently_the_other_eight_synced(db_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("jobsync.client.time.sleep", lambda _s: None)
+    monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
     with Simulator(cluster_ids=CLUSTERS, jobs=20, api_key=API_KEY, seed=2) as sim:
         lines = [f'database_url = "{db_url}"']
         for i, cluster in enumerate(CLUSTERS):
@@ -52,7 +52,7 @@ def test_ten_sources_two_failing_differently_the_other_eight_synced(db_url, tmp_
     assert len(errors) == 2
     assert any(CLUSTERS[8] in e and "cannot reach" in e for e in errors)
     assert any(CLUSTERS[9] in e and "API key was rejected" in e for e in errors)
-    from jobsync.store import open_engine
+    from jobsync.storage.store import open_engine
 
     engine = open_engine(db_url)
     with engine.connect() as conn:

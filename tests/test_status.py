@@ -12,12 +12,12 @@ from click.testing import CliRunner
 from sqlalchemy import insert
 
 from jobsync.cli import cli
-from jobsync.migrate import upgrade
-from jobsync.schema import sync_runs
+from jobsync.reporting.status import format_age, source_status
+from jobsync.service.sync import sync_all
 from jobsync.simulator import Fault
-from jobsync.status import format_age, source_status
-from jobsync.store import open_engine
-from jobsync.sync import sync_all
+from jobsync.storage.migrate import upgrade
+from jobsync.storage.schema import sync_runs
+from jobsync.storage.store import open_engine
 from tests.conftest import CLUSTER, settings_for
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

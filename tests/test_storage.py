@@ -12,11 +12,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import insert, inspect, select, text
 
-from jobsync import states
-from jobsync.bulk import NEW_ROWS_PER_STATEMENT, insert_new_jobs
+from jobsync.domain import states
+from jobsync.domain.history import PassPlan, new_job
+from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.errors import SchemaError, StorageError
-from jobsync.history import PassPlan, new_job
-from jobsync.migrate import (
+from jobsync.service.sync import sync_source
+from jobsync.storage.bulk import NEW_ROWS_PER_STATEMENT, insert_new_jobs
+from jobsync.storage.migrate import (
     HEAD_REVISION,
     current_revision,
     ensure_schema,
@@ -24,11 +26,9 @@ from jobsync.migrate import (
     require_current_schema,
     upgrade,
 )
-from jobsync.records import JobRecord, Snapshot
-from jobsync.scan import IN_CODE_POINT_ORDER, STORED_IDS_SQL, TRIAGE_SQL
-from jobsync.schema import import_job_records, import_job_transitions, metadata, sync_runs
-from jobsync.store import SQLITE_PAGE_SIZE, apply_pass, open_engine, start_run
-from jobsync.sync import sync_source
+from jobsync.storage.scan import IN_CODE_POINT_ORDER, STORED_IDS_SQL, TRIAGE_SQL
+from jobsync.storage.schema import import_job_records, import_job_transitions, metadata, sync_runs
+from jobsync.storage.store import SQLITE_PAGE_SIZE, apply_pass, open_engine, start_run
 from tests.conftest import CLUSTER, count_rows, listed_snapshot, settings_for, snapshot_of
 
 
@@ -53,8 +53,8 @@ def test_a_current_schema_is_checked_without_importing_alembic(tmp_path):
     db = tmp_path / "current.db"
     script = (
         "import sys\n"
-        "from jobsync.store import open_engine\n"
-        "from jobsync.migrate import ensure_schema\n"
+        "from jobsync.storage.store import open_engine\n"
+        "from jobsync.storage.migrate import ensure_schema\n"
         f"engine = open_engine({f'sqlite:///{db}'!r})\n"
         "ensure_schema(engine)\n"  # a fresh file: creates the schema, with Alembic
         "print('alembic' in sys.modules)\n"

@@ -7,9 +7,14 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import Engine, select
 
-from jobsync.schema import import_job_records, import_job_transitions, import_jobs, sync_runs
+from jobsync.service.sync import sync_source
 from jobsync.simulator import Fault, Simulator
-from jobsync.sync import sync_source
+from jobsync.storage.schema import (
+    import_job_records,
+    import_job_transitions,
+    import_jobs,
+    sync_runs,
+)
 from tests.conftest import API_KEY, CLUSTER, count_rows, settings_for
 
 LIST = "/v2/vectordb/jobs/import/list"

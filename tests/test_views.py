@@ -20,18 +20,18 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, insert, inspect, select, text
 
 from jobsync.cli import cli
-from jobsync.migrate import current_revision, head_revision, migrations_dir, upgrade
-from jobsync.schema import (
+from jobsync.service.sync import sync_source
+from jobsync.simulator import Simulator
+from jobsync.storage.migrate import current_revision, head_revision, migrations_dir, upgrade
+from jobsync.storage.schema import (
     import_job_records,
     import_job_transitions,
     import_jobs,
     sync_runs,
     sync_sources,
 )
-from jobsync.simulator import Simulator
-from jobsync.store import open_engine
-from jobsync.sync import sync_source
-from jobsync.views import (
+from jobsync.storage.store import open_engine
+from jobsync.storage.views import (
     REPORTING_VIEWS,
     active_jobs,
     daily_job_stats,
@@ -541,7 +541,7 @@ def test_db_upgrade_downgrade_to_0003_and_upgrade_again(db_url, sim):
 
 
 def test_view_tables_are_never_created_by_create_all():
-    from jobsync.schema import metadata
+    from jobsync.storage.schema import metadata
 
     assert not set(VIEW_NAMES) & set(metadata.tables)
     assert [v.name for v in REPORTING_VIEWS] == VIEW_NAMES
@@ -565,6 +565,6 @@ def test_import_jobs_can_be_dropped_without_touching_the_views(fixed):
 
 
 def test_the_public_names_of_jobsync_views():
-    import jobsync.views
+    import jobsync.storage.views
 
-    assert sorted(jobsync.views.__all__) == sorted([*VIEW_NAMES, "REPORTING_VIEWS"])
+    assert sorted(jobsync.storage.views.__all__) == sorted([*VIEW_NAMES, "REPORTING_VIEWS"])
