@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # The latest revision, so that a sync whose schema is current never imports Alembic (a fifth of
-# a second of start-up, with Mako and Pygments). tests/test_storage.py checks it against the
+# a second of start-up, with Mako and Pygments). tests/storage/test_storage.py checks it against the
 # revisions on disk.
 HEAD_REVISION = "0004"
 
@@ -141,7 +141,7 @@ def _refuse_revision(current: str, needs: str) -> None:
     script = ScriptDirectory.from_config(_config())
     head = script.get_current_head()
     if current == head:
-        return  # HEAD_REVISION is stale; tests/test_storage.py keeps it from landing so
+        return  # HEAD_REVISION is stale; tests/storage/test_storage.py keeps it from landing so
     if current not in {rev.revision for rev in script.walk_revisions()}:
         raise SchemaError(
             f"the database schema is at revision {current}, which this version of jobsync "

@@ -19,8 +19,8 @@ from jobsync.observability.redact import Secret, redact
 from jobsync.service.sync import PassResult
 from jobsync.simulator import DESCRIBE_PATH, Fault, Simulator
 from jobsync.storage.store import open_engine
+from tests.cli.test_faults import FAULTS
 from tests.conftest import CLUSTER
-from tests.test_faults import FAULTS
 
 CANARY = f"CANARY-{uuid.uuid4().hex}"
 

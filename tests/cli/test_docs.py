@@ -9,7 +9,7 @@ import pytest
 
 from jobsync.cli import cli
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
 
 def _commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:

@@ -24,7 +24,7 @@ from jobsync.storage.migrate import upgrade
 from jobsync.storage.store import open_engine
 from tests.conftest import API_KEY, CLUSTER, settings_for
 
-DOC = (Path(__file__).resolve().parent.parent / "docs" / "schema.md").read_text(encoding="utf-8")
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "schema.md").read_text(encoding="utf-8")
 VIEWS = [
     "job_state_intervals",
     "job_durations",

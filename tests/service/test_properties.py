@@ -86,7 +86,7 @@ KNOWN_STATES = (
 ODD_STATES = ("Unknown", "pending", "COMPLETED", "Importing ", "", "Paused", "完了", "Failed\x00")
 raw_states = st.one_of(
     st.sampled_from(KNOWN_STATES + ODD_STATES),
-    # Lone surrogates are left to tests/test_storage.py: JSON would pair up two of them.
+    # Lone surrogates are left to tests/storage/test_storage.py: JSON would pair up two of them.
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
 )
 picks = st.lists(st.integers(0, 10**6), min_size=1, max_size=3)
