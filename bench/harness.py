@@ -40,12 +40,12 @@ from sqlalchemy import Engine, create_engine
 import jobsync
 
 # -- jobsync internals: the one place the benchmarks import them from ----------------------------
-from jobsync.client import ApiClient
-from jobsync.fetch import fetch_snapshot
-from jobsync.memory import keep_large_blocks_unmapped
-from jobsync.ratelimit import RateLimiters
-from jobsync.schema import sync_runs
-from jobsync.store import normalise_url
+from jobsync.api.client import ApiClient
+from jobsync.api.listing import fetch_snapshot
+from jobsync.api.ratelimit import RateLimiters
+from jobsync.service.memory import keep_large_blocks_unmapped
+from jobsync.storage.schema import sync_runs
+from jobsync.storage.store import normalise_url
 
 # ------------------------------------------------------------------------------------------------
 

@@ -29,13 +29,13 @@ _EXPORTS = {
     "SchemaError": "jobsync.errors",
     "StorageError": "jobsync.errors",
     "TransportError": "jobsync.errors",
-    "ensure_schema": "jobsync.migrate",
-    "upgrade": "jobsync.migrate",
-    "Secret": "jobsync.redact",
-    "open_engine": "jobsync.store",
-    "PassResult": "jobsync.sync",
-    "sync_all": "jobsync.sync",
-    "sync_source": "jobsync.sync",
+    "ensure_schema": "jobsync.storage.migrate",
+    "upgrade": "jobsync.storage.migrate",
+    "Secret": "jobsync.observability.redact",
+    "open_engine": "jobsync.storage.store",
+    "PassResult": "jobsync.service.sync",
+    "sync_all": "jobsync.service.sync",
+    "sync_source": "jobsync.service.sync",
 }
 
 __all__ = [
@@ -76,10 +76,10 @@ if TYPE_CHECKING:
         StorageError,
         TransportError,
     )
-    from jobsync.migrate import ensure_schema, upgrade
-    from jobsync.redact import Secret
-    from jobsync.store import open_engine
-    from jobsync.sync import PassResult, sync_all, sync_source
+    from jobsync.observability.redact import Secret
+    from jobsync.service.sync import PassResult, sync_all, sync_source
+    from jobsync.storage.migrate import ensure_schema, upgrade
+    from jobsync.storage.store import open_engine
 
 
 def __getattr__(name: str) -> Any:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from jobsync.errors import ConfigError
-from jobsync.redact import Secret
+from jobsync.observability.redact import Secret
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -133,7 +133,7 @@ class Settings:
         return max(1, min(self.details_max_per_pass, share))
 
     def __repr__(self) -> str:
-        from jobsync.redact import redact_url
+        from jobsync.observability.redact import redact_url
 
         names = ", ".join(s.name for s in self.sources)
         return (

@@ -20,7 +20,7 @@ into one ``Error: ...`` line and an exit code in exactly one place (``jobsync.cl
     └── Cancelled              a stop was requested (SIGTERM) before the pass could finish
 
 Messages never contain the API key: errors are built from what the server said, and that text
-goes through :func:`jobsync.redact.redact` before it reaches a message.
+goes through :func:`jobsync.observability.redact.redact` before it reaches a message.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Alembic environment for jobsync.
 
 `jobsync db upgrade` passes an open connection in ``config.attributes["connection"]`` (see
-``jobsync/migrate.py``), so the password never goes through ConfigParser and the app's logging
-is left alone. Developers running ``alembic`` directly get the URL from ``-x url=...`` or
+``jobsync/storage/migrate.py``), so the password never goes through ConfigParser and the app's
+logging is left alone. Developers running ``alembic`` directly get the URL from ``-x url=...`` or
 alembic.ini.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from jobsync.schema import metadata
+from jobsync.storage.schema import metadata
 
 config = context.config
 
@@ -39,7 +39,7 @@ def main() -> None:
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option(
         "sqlalchemy.url"
     )
-    from jobsync.store import normalise_url
+    from jobsync.storage.store import normalise_url
 
     engine = create_engine(normalise_url(url))
     with engine.connect() as conn:

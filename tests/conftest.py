@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, Table, create_engine, func, select, text
 
-from jobsync import redact
 from jobsync.config import Settings, Source
-from jobsync.migrate import upgrade
-from jobsync.records import JobRecord, Snapshot
-from jobsync.redact import Secret
+from jobsync.domain.records import JobRecord, Snapshot
+from jobsync.observability import redact
+from jobsync.observability.redact import Secret
 from jobsync.simulator import Simulator
-from jobsync.store import normalise_url, open_engine
+from jobsync.storage.migrate import upgrade
+from jobsync.storage.store import normalise_url, open_engine
 
 PG_ADMIN_URL = os.environ.get(
     "JOBSYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

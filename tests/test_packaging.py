@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from jobsync.migrate import head_revision
+from jobsync.storage.migrate import head_revision
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +39,7 @@ def test_the_wheel_ships_migrations_and_can_migrate_outside_the_checkout(tmp_pat
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     script = (
-        "import jobsync, jobsync.migrate as m;"
+        "import jobsync, jobsync.storage.migrate as m;"
         f"assert jobsync.__file__.startswith({str(site)!r}), jobsync.__file__;"
         "print(m.migrations_dir());"
         "e = jobsync.open_engine('sqlite:///fresh.db'); print(m.upgrade(e)[1])"

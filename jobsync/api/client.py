@@ -1,0 +1,389 @@
+"""HTTP for the import-job API: one session, Bearer auth, timeouts, bounded retries, envelopes.
+
+Retries are urllib3's ``Retry`` (POST explicitly allowed: the list and progress calls only
+read), on connection errors, timeouts, 429 and 5xx gateway statuses, with exponential backoff,
+jitter and a capped ``Retry-After``. A rejected key is never retried. Bodies are read with a
+wall-clock deadline and a size cap, decompressed by us with a bound, and parsed defensively.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from jobsync.api.ratelimit import pause
+from jobsync.config import HttpSettings
+from jobsync.errors import ApiStatusError, AuthError, Cancelled, ProtocolError, TransportError
+from jobsync.observability.redact import Secret, redact
+
+__all__ = ["ApiClient", "BearerAuth", "parse_envelope"]
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+SUCCESS_CODES = frozenset({0, 200})
+AUTH_CODES = frozenset({80001, 80002, 21119, 1800})
+MESSAGE_LIMIT = 300
+_USER_AGENT = "jobsync/0.1 (+https://github.com/jobsync/jobsync)"
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """Sets ``Authorization: Bearer``; unlike a plain header, ~/.netrc cannot replace it."""
+
+    def __init__(self, key: Secret) -> None:
+        self._key = key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._key.reveal()}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(***)"
+
+
+def _sleep(seconds: float) -> None:
+    # Looked up at call time, so tests of the CLI can replace time.sleep.
+    time.sleep(seconds)
+
+
+def _cancellable(
+    cancel: threading.Event, sleep: Callable[[float], None] | None
+) -> Callable[[float], None]:
+    """A backoff that a stop request cuts short, ending the request with Cancelled."""
+
+    def wait(seconds: float) -> None:
+        pause(seconds, cancel, sleep)
+
+    return wait
+
+
+class _Retry(Retry):
+    """urllib3's Retry with a capped Retry-After, an injectable sleep, and a retry counter."""
+
+    sleeper: Callable[[float], None] = staticmethod(_sleep)
+    on_retry: Callable[[float], None] | None = None
+    retry_after_cap: float = 60.0
+    # A retry is a request like any other: it waits for the rate limiter too.
+    rate_limit: Callable[[str], None] | None = None
+    retry_path: str | None = None
+
+    def new(self, **kw: Any) -> Self:
+        fresh = super().new(**kw)
+        fresh.sleeper = self.sleeper
+        fresh.on_retry = self.on_retry
+        fresh.retry_after_cap = self.retry_after_cap
+        fresh.rate_limit = self.rate_limit
+        return fresh
+
+    def increment(
+        self, method: str | None = None, url: str | None = None, *args: Any, **kw: Any
+    ) -> Self:
+        fresh = super().increment(method, url, *args, **kw)
+        fresh.retry_path = urlsplit(url).path if url else None
+        return fresh
+
+    def sleep(self, response: Any = None) -> None:
+        delay: float | None = None
+        if response is not None and self.respect_retry_after_header:
+            delay = self.get_retry_after(response)
+        if delay is None:
+            delay = self.get_backoff_time()
+        delay = max(0.0, min(delay, self.retry_after_cap))
+        if self.on_retry is not None:
+            self.on_retry(delay)
+        self.sleeper(delay)
+        if self.rate_limit is not None and self.retry_path is not None:
+            self.rate_limit(self.retry_path)
+
+
+class ApiClient:
+    """A session against one API root, one per source.
+
+    ``call`` may run from several threads at once (list pages and progress requests are read
+    concurrently): requests' Session and urllib3's pool are safe for that, and the retry
+    counter is guarded.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: Secret | None,
+        http: HttpSettings | None = None,
+        *,
+        sleep: Callable[[float], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        cancel: threading.Event | None = None,
+        rate_limit: Callable[[str], None] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = http or HttpSettings()
+        self.retries = 0
+        self._retries_lock = threading.Lock()
+        self._monotonic = monotonic
+        self._cancel = cancel
+        self._rate_limit = rate_limit
+        self._session = requests.Session()
+        # Never consult ~/.netrc or proxy env for credentials; our auth object is the only source.
+        self._session.trust_env = False
+        if api_key is not None:
+            self._session.auth = BearerAuth(api_key)
+        self._session.headers.update(
+            {
+                "Accept": "application/json",
+                "Content-Type": "application/json",
+                "Accept-Encoding": "gzip, deflate",
+                "User-Agent": _USER_AGENT,
+            }
+        )
+        retry = _Retry(
+            total=self.http.max_retries,
+            connect=self.http.max_retries,
+            read=self.http.max_retries,
+            status=self.http.max_retries,
+            other=0,
+            redirect=0,
+            allowed_methods=frozenset({"POST"}),
+            status_forcelist=RETRY_STATUSES,
+            backoff_factor=self.http.backoff_factor,
+            backoff_max=self.http.backoff_max,
+            backoff_jitter=self.http.backoff_jitter,
+            respect_retry_after_header=True,
+            raise_on_status=False,
+            raise_on_redirect=False,
+        )
+        retry.sleeper = _sleep if sleep is None else sleep
+        if cancel is not None:
+            retry.sleeper = _cancellable(cancel, sleep)
+        retry.on_retry = self._count_retry
+        retry.retry_after_cap = self.http.retry_after_cap
+        retry.rate_limit = rate_limit
+        adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=16)
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+
+    def __repr__(self) -> str:
+        return f"ApiClient(base_url={self.base_url!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _count_retry(self, delay: float) -> None:
+        with self._retries_lock:
+            self.retries += 1
+            count = self.retries
+        log.debug("retrying in %.2fs (retry %d)", delay, count)
+
+    def call(
+        self, path: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> Any:
+        """POST ``body`` to ``path`` and return the envelope's ``data`` (raises on any error).
+
+        ``headers`` are added to this request only (Milvus reads the database from one).
+        """
+        if self._cancel is not None and self._cancel.is_set():
+            raise Cancelled()
+        if self._rate_limit is not None:
+            self._rate_limit(path)
+        status, payload = self._post(path, body, headers)
+        return parse_envelope(status, payload)
+
+    def _post(
+        self, path: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> tuple[int, Any]:
+        url = f"{self.base_url}{path}"
+        started = self._monotonic()
+        try:
+            response = self._session.post(
+                url,
+                data=json.dumps(body),
+                headers=dict(headers) if headers else None,
+                timeout=(self.http.connect_timeout, self.http.read_timeout),
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.exceptions.RetryError as exc:
+            raise TransportError(f"{path}: gave up after {self.http.max_retries} retries") from exc
+        except requests.exceptions.Timeout as exc:
+            raise TransportError(
+                f"{path}: timed out after {self.http.max_retries} retries ({_reason(exc)})"
+            ) from exc
+        except requests.exceptions.RequestException as exc:
+            raise TransportError(f"{path}: cannot reach {self.base_url}: {_reason(exc)}") from exc
+        try:
+            raw = self._read_body(response, started, path)
+        finally:
+            response.close()
+        log.debug(
+            "POST %s -> %s (%d bytes, %.3fs)",
+            path,
+            response.status_code,
+            len(raw),
+            self._monotonic() - started,
+        )
+        status = response.status_code
+        if 300 <= status < 400:
+            raise ProtocolError(f"{path}: refusing to follow a redirect (HTTP {status})")
+        payload = _decode_json(raw, status, path)
+        if status in RETRY_STATUSES:
+            raise ApiStatusError(
+                f"{path}: HTTP {status} after {self.http.max_retries} retries: {_message(payload)}",
+                http_status=status,
+                code=payload.get("code") if isinstance(payload, dict) else None,
+            )
+        return status, payload
+
+    def _read_body(self, response: requests.Response, started: float, path: str) -> bytes:
+        deadline = started + self.http.request_deadline
+        cap = self.http.max_body_bytes
+        encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+        decoder = _decoder(encoding, path)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            while True:
+                if self._monotonic() > deadline:
+                    raise TransportError(
+                        f"{path}: response not complete within {self.http.request_deadline:g}s"
+                    )
+                chunk = response.raw.read1(65536, decode_content=False)
+                if not chunk:
+                    break
+                if decoder is not None:
+                    # max_length bounds what one chunk can expand to: a gzip bomb stops at the cap.
+                    chunk = decoder.decompress(chunk, cap - size + 1)
+                    if decoder.unconsumed_tail:
+                        raise ProtocolError(f"{path}: response body exceeds {cap} bytes")
+                size += len(chunk)
+                if size > cap:
+                    raise ProtocolError(f"{path}: response body exceeds {cap} bytes")
+                chunks.append(chunk)
+            if decoder is not None:
+                tail = decoder.flush()
+                if size + len(tail) > cap:
+                    raise ProtocolError(f"{path}: response body exceeds {cap} bytes")
+                chunks.append(tail)
+        except zlib.error as exc:
+            raise ProtocolError(f"{path}: response body is not valid {encoding}: {exc}") from exc
+        except requests.exceptions.RequestException as exc:
+            raise TransportError(f"{path}: connection failed mid-response: {_reason(exc)}") from exc
+        except OSError as exc:
+            raise TransportError(f"{path}: connection failed mid-response: {exc}") from exc
+        except Exception as exc:
+            # urllib3 wraps socket timeouts and protocol errors in its own exception types.
+            if type(exc).__module__.startswith("urllib3"):
+                raise TransportError(f"{path}: connection failed mid-response: {exc}") from exc
+            raise
+        return b"".join(chunks)
+
+
+def parse_envelope(status: int, payload: Any) -> Any:
+    """Return ``data`` of a success envelope, or raise the error the envelope describes."""
+    code = _normal_code(payload.get("code") if isinstance(payload, dict) else None)
+    if status == 200 and isinstance(payload, dict) and _is_success(code):
+        return payload.get("data")
+    message = _message(payload)
+    if status in (401, 403) or (
+        isinstance(code, int) and not isinstance(code, bool) and code in AUTH_CODES
+    ):
+        raise AuthError(
+            f"the API key was rejected (HTTP {status}, code {code}): {message}",
+            http_status=status,
+            code=code,
+        )
+    if status == 200 and not isinstance(payload, dict):
+        raise ProtocolError("response is JSON but not an object envelope")
+    if status == 200 and "code" not in payload:
+        raise ProtocolError("response envelope has no 'code'")
+    detail = f"HTTP {status}" + (f", code {code}" if code is not None else "")
+    raise ApiStatusError(f"API error ({detail}): {message}", http_status=status, code=code)
+
+
+def _normal_code(code: object) -> object:
+    """Codes come as ints or strings of digits; compare them as ints (but never a bool)."""
+    if isinstance(code, str) and code.strip().lstrip("-").isdigit():
+        return int(code)
+    return code
+
+
+def _is_success(code: object) -> bool:
+    # bool is an int in Python: False would otherwise equal 0.
+    return not isinstance(code, bool) and isinstance(code, int) and code in SUCCESS_CODES
+
+
+def _message(payload: Any) -> str:
+    if isinstance(payload, dict):
+        text = payload.get("message")
+        text = text if isinstance(text, str) else json.dumps(payload)[:MESSAGE_LIMIT]
+    elif isinstance(payload, _RawBody):
+        text = payload.text
+    else:
+        text = str(payload)
+    text = " ".join(text.split())
+    if len(text) > MESSAGE_LIMIT:
+        text = text[:MESSAGE_LIMIT] + "..."
+    return redact(text) or "(no message)"
+
+
+class _RawBody:
+    """A body that was not JSON, kept only to quote the start of it in an error message."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.text = raw[:MESSAGE_LIMIT].decode("utf-8", "replace")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def _decode_json(raw: bytes, status: int, path: str) -> Any:
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ProtocolError(f"{path}: response JSON is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        if status != 200:
+            # An error page from a proxy or load balancer: report the status, quote the body.
+            return _RawBody(raw)
+        snippet = " ".join(raw[:80].decode("utf-8", "replace").split())
+        raise ProtocolError(
+            f"{path}: response is not valid JSON ({type(exc).__name__}: {exc}); "
+            f"it starts with {snippet!r}"
+        ) from None
+
+
+def _decoder(encoding: str, path: str) -> Any:
+    if encoding in ("identity", ""):
+        return None
+    if encoding == "gzip":
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    raise ProtocolError(f"{path}: unsupported Content-Encoding {encoding!r}")
+
+
+def _reason(exc: BaseException) -> str:
+    # requests nests urllib3 errors several levels deep; the innermost reason is the readable one.
+    inner: BaseException = exc
+    while True:
+        nxt = getattr(inner, "reason", None) or (inner.args[0] if inner.args else None)
+        if isinstance(nxt, BaseException) and nxt is not inner:
+            inner = nxt
+            continue
+        break
+    return redact(type(inner).__name__ + (f": {inner}" if str(inner) else ""))

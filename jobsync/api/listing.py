@@ -1,0 +1,437 @@
+"""Reading one source's job list into a snapshot: paging, de-duplication, completeness.
+
+The API pages by offset over a list that changes while we read it, so a walk can show a job
+twice or skip one. Only a *complete* snapshot may be used to conclude that a job is gone, and
+a snapshot is called complete only when it is proven to list every job that was listed both
+when its walk began and when it ended. The proof, after a walk that reached the end of the
+list with every record usable and as many distinct jobs as page 1's ``count`` said:
+
+- the list stood still: page 1 read again shows the same ``count`` and the same ids; or
+- only new jobs arrived, at the head: the ids the walk saw run in one order, newest first;
+  reading the head again (page by page until a job the walk saw) shows jobs the walk did not
+  see only before the first one it did, each newer than every job it saw; and ``count`` grew
+  by exactly their number. Jobs arriving at the head only push the others to later offsets,
+  which shows as duplicates and never skips one; a removal would skip one, and shows as a
+  ``count`` short of the arrivals.
+
+When neither holds, the list is walked again (a bounded number of times); the jobs of every
+walk are kept, each at its latest observation, and the run records why the snapshot could not
+be proven complete.
+
+Stop rules of a walk: stop at the first empty or short page (pages after it are dropped), never
+request more pages than page 1's ``count`` implies plus one, never more than a hard cap, fail
+when page 2 repeats page 1 (a server that ignores ``currentPage``), and stop, as
+incomplete, after :data:`STALE_PAGES` full pages in a row that bring no job new to the walk (a
+server that lists the same jobs forever).
+
+Pages are read concurrently within those rules (``HttpSettings.page_concurrency`` at a time, all
+under the key's rate limiter): page 1 tells ``count``, page 2 shows that the server honours
+``currentPage``, and from page 3 on up to that many pages are in flight, never past the page
+``count`` says is the last. Past it, and when there is no ``count``, pages are read one at a
+time. Pages are consumed in page order whatever order they arrive in, so a walk yields the same
+pages, and a snapshot holds the same jobs, as reading them one by one would.
+
+One short page 1 is the whole list in one answer of the server: a consistent read that needs no
+second look, so a source with fewer jobs than a page costs one request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Collection, Container, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from jobsync.api.client import ApiClient
+from jobsync.config import Source
+from jobsync.domain.clock import Clock, utcnow
+from jobsync.domain.records import JobRecord, ListPage, Snapshot, parse_list_data
+from jobsync.errors import ProtocolError
+
+__all__ = ["HEAD_PAGES", "LIST_PATH", "MAX_WALKS", "STALE_PAGES", "fetch_snapshot", "iter_pages"]
+
+log = logging.getLogger(__name__)
+
+LIST_PATH = "/v2/vectordb/jobs/import/list"
+MAX_PAGES = 20_000
+MAX_WALKS = 3
+# Full pages in a row with no job new to the walk, after which the walk stops as incomplete:
+# a server that lists the same jobs forever must not keep a pass busy for 20,000 pages.
+STALE_PAGES = 50
+# Pages of the head read again after a walk, looking for the first job the walk saw.
+HEAD_PAGES = 10
+
+
+class _Order:
+    """Whether the ids of a walk run newest first (decreasing), as numbers when they all are
+    digits, else as text, and the newest one seen."""
+
+    def __init__(self) -> None:
+        self.consistent = True
+        self.numeric: bool | None = None
+        self.newest: Any = None  # an int or a str, as ``numeric`` says
+        self._last: Any = None
+
+    def take(self, records: list[JobRecord], seen: Container[str]) -> None:
+        """Take the next page; ``seen``: the ids of the walk before this page."""
+        if not self.consistent or not records:
+            return
+        ids = [r.job_id for r in records]
+        numeric = all(i.isascii() and i.isdigit() for i in ids)
+        if self.numeric is None:
+            self.numeric = numeric
+        elif numeric != self.numeric:
+            self.consistent = False
+            return
+        keys: list[Any] = [int(i) for i in ids] if numeric else ids
+        # A page is one consistent read: in order throughout. sorted() finds an already
+        # ordered run in one pass.
+        if keys != sorted(keys, reverse=True):
+            self.consistent = False
+            return
+        last = self._last
+        if last is not None:
+            # Jobs that arrived at the head push jobs already seen onto this page: only those
+            # may sort before the end of the previous page.
+            for job_id, key in zip(ids, keys, strict=True):
+                if key <= last:
+                    break
+                if job_id not in seen:
+                    self.consistent = False
+                    return
+        if self.newest is None:
+            self.newest = keys[0]
+        self._last = keys[-1] if last is None else min(last, keys[-1])
+
+    def newer_than_all(self, job_id: str) -> bool:
+        """Whether ``job_id`` sorts before every id the walk saw (an arrival at the head)."""
+        if not self.consistent or self.newest is None:
+            return False
+        if self.numeric:
+            return job_id.isascii() and job_id.isdigit() and int(job_id) > int(self.newest)
+        return job_id > str(self.newest)
+
+
+@dataclass
+class _Walk:
+    # Counts, not the pages: a walk over a million jobs must not keep its 10,000 pages.
+    pages: int = 0
+    invalid: int = 0
+    first_count: int | None = None
+    first_ids: list[str] = field(default_factory=list)
+    distinct: int = 0
+    # The ids the walk saw (a view of the snapshot's keys on a first walk: no copy).
+    ids: Collection[str] = ()
+    order: _Order = field(default_factory=_Order)
+    stale_pages: int = 0
+    # Why the walk stopped before the end of the list, if it did.
+    cut: str | None = None
+
+
+def iter_pages(
+    client: ApiClient,
+    source: Source,
+    page_size: int,
+    *,
+    clock: Clock = utcnow,
+    max_pages: int = MAX_PAGES,
+) -> Generator[ListPage, None, None]:
+    """Yield every page of one walk over the list, in page order, by the rules in the module doc.
+
+    The client's ``http.page_concurrency`` pages at most are in flight at once; 1 reads one
+    page after the other.
+    """
+    workers = client.http.page_concurrency
+    first = _read_page(client, source, page_size, 1, clock)
+    yield first
+    if first.size < page_size:
+        return
+    limit, ahead = _bounds(first.count, page_size, max_pages)
+    first_ids = [r.job_id for r in first.records]
+    pending: dict[int, Future[ListPage]] = {}
+    pool: ThreadPoolExecutor | None = None
+    requested = 1
+    try:
+        for number in itertools.count(2):
+            if number > limit:
+                if limit == max_pages:
+                    raise ProtocolError(
+                        f"stopped after the hard cap of {max_pages} pages: the server keeps "
+                        "returning full pages"
+                    )
+                return  # count said we were done, plus the one extra page we allow
+            # Read ahead only from page 3 on (page 2 shows whether the server honours
+            # currentPage, before more than two requests are spent on one that does not), and
+            # only as far as the page that count says is the last: short, or empty when count
+            # is a multiple of the page size. Without a count, pages are read one at a time.
+            last_ahead = min(ahead, number + workers - 1)
+            if workers > 1 and number >= 3 and requested < last_ahead:
+                if pool is None:
+                    pool = ThreadPoolExecutor(workers, thread_name_prefix="jobsync-page")
+                while requested < last_ahead:
+                    requested += 1
+                    pending[requested] = pool.submit(
+                        _read_page, client, source, page_size, requested, clock
+                    )
+            future = pending.pop(number, None)
+            if future is None:
+                page = _read_page(client, source, page_size, number, clock)
+                requested = max(requested, number)
+            else:
+                page = future.result()
+            yield page
+            if page.size < page_size:
+                return  # pages read ahead of this one are dropped, unread
+            # Only page 2 is held against page 1: later, a page can repeat the one before it
+            # when exactly a page of new jobs arrived between the two (and a server that
+            # ignores currentPage shows itself on page 2).
+            if number == 2 and page.records and [r.job_id for r in page.records] == first_ids:
+                raise ProtocolError(
+                    "page 2 repeats page 1: the server seems to ignore 'currentPage'"
+                )
+    finally:
+        if pool is not None:
+            # Pages not started are dropped; those in flight end with their request (or at
+            # once with Cancelled when a stop was asked), so the client outlives them.
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_page(
+    client: ApiClient, source: Source, page_size: int, number: int, clock: Clock
+) -> ListPage:
+    body = {**source.list_body(), "pageSize": page_size, "currentPage": number}
+    data = client.call(LIST_PATH, body)
+    # Stamped when the page arrived: a record is an observation at that moment.
+    return parse_list_data(data, clock())
+
+
+def _bounds(count: int | None, page_size: int, max_pages: int) -> tuple[int, int]:
+    """(the last page we may request, the last page we may request before its predecessor
+    came back full), from page 1's ``count``."""
+    if count is None:
+        return max_pages, 0
+    needed = math.ceil(count / page_size)
+    if needed > max_pages:
+        raise ProtocolError(
+            f"the server reports {count} jobs, more than the hard cap of "
+            f"{max_pages} pages of {page_size} allows"
+        )
+    # One page more than count implies (the list may have grown), but never past the cap.
+    limit = min(needed + 1, max_pages)
+    return limit, limit if count % page_size == 0 else needed
+
+
+def fetch_snapshot(
+    client: ApiClient,
+    source: Source,
+    page_size: int,
+    *,
+    clock: Clock = utcnow,
+    max_pages: int = MAX_PAGES,
+    max_walks: int = MAX_WALKS,
+) -> Snapshot:
+    """Walk the list (again only while completeness cannot be proven) and return the
+    de-duplicated snapshot, with the reason when it is not complete."""
+    if source.kind == "milvus":
+        return _fetch_unpaged(client, source, clock)
+    snapshot = Snapshot(source_key=source.key, started_at=clock(), finished_at=clock())
+    reason: str | None = None
+    for _ in range(max_walks):
+        walk = _walk(client, source, page_size, snapshot, clock, max_pages)
+        snapshot.walks += 1
+        snapshot.finished_at = clock()
+        if walk.cut is not None:
+            reason = walk.cut  # walking again would meet the same server
+            break
+        reason = _unproven(client, source, page_size, walk, snapshot, clock)
+        if reason is None:
+            break
+        log.info("%s: %s; reading the list again", source.name, reason)
+    if reason is None and snapshot.invalid:
+        reason = f"{snapshot.invalid} record(s) had no usable job id"
+    if reason is not None and snapshot.walks == max_walks and walk.cut is None:
+        reason = f"{reason} (after {max_walks} walks)"
+    snapshot.complete = reason is None
+    snapshot.incomplete_reason = reason
+    return snapshot
+
+
+def _fetch_unpaged(client: ApiClient, source: Source, clock: Clock) -> Snapshot:
+    # Self-hosted Milvus has no paging: one answer holds every job, so it cannot move under us.
+    snapshot = Snapshot(source_key=source.key, started_at=clock(), finished_at=clock())
+    page = parse_list_data(client.call(LIST_PATH, source.list_body()), clock())
+    snapshot.finished_at = clock()
+    snapshot.walks = 1
+    _take_page(snapshot, page, None)
+    snapshot.complete = page.invalid == 0
+    return snapshot
+
+
+def _walk(
+    client: ApiClient,
+    source: Source,
+    page_size: int,
+    snapshot: Snapshot,
+    clock: Clock,
+    max_pages: int,
+) -> _Walk:
+    walk = _Walk()
+    jobs = snapshot.jobs
+    # On the first walk the snapshot holds exactly this walk's jobs, so it tells duplicates by
+    # itself; a set of a million ids is kept only for a re-walk.
+    seen_this_walk: set[str] | None = set() if jobs else None
+    pages = iter_pages(client, source, page_size, clock=clock, max_pages=max_pages)
+    try:
+        for page in pages:
+            if not walk.pages:
+                walk.first_count = page.count
+                walk.first_ids = [r.job_id for r in page.records]
+            walk.pages += 1
+            walk.invalid += page.invalid
+            walk.order.take(page.records, jobs if seen_this_walk is None else seen_this_walk)
+            if _take_page(snapshot, page, seen_this_walk) or not page.size:
+                walk.stale_pages = 0
+            else:
+                walk.stale_pages += 1
+                if walk.stale_pages >= STALE_PAGES:
+                    walk.cut = (
+                        f"{STALE_PAGES} full pages in a row brought no new job id: the server "
+                        "seems to list the same jobs forever"
+                    )
+                    return walk
+    finally:
+        pages.close()  # a cut walk drops the pages read ahead
+    snapshot.reported_count = walk.first_count
+    walk.distinct = len(jobs if seen_this_walk is None else seen_this_walk)
+    walk.ids = jobs.keys() if seen_this_walk is None else seen_this_walk
+    return walk
+
+
+def _take_page(snapshot: Snapshot, page: ListPage, seen: set[str] | None) -> int:
+    """Count a page into the snapshot and add its jobs; ``seen``: the ids of this walk so far,
+    or None when the snapshot holds exactly those (it began empty). Returns how many of the
+    page's jobs are new to this walk."""
+    jobs = snapshot.jobs
+    snapshot.pages += 1
+    snapshot.records += page.size
+    snapshot.invalid += page.invalid
+    new = 0
+    for record in page.records:
+        job_id = record.job_id
+        if seen is None:
+            if job_id in jobs:
+                snapshot.duplicates += 1
+            else:
+                new += 1
+        else:
+            if job_id in seen:
+                snapshot.duplicates += 1
+            else:
+                new += 1
+            seen.add(job_id)
+        # The later page (or walk) wins. Pages read concurrently may have arrived in another
+        # order, but each record is true at its own observed_at; page order keeps the snapshot
+        # deterministic.
+        jobs[job_id] = record
+    return new
+
+
+def _unproven(
+    client: ApiClient,
+    source: Source,
+    page_size: int,
+    walk: _Walk,
+    snapshot: Snapshot,
+    clock: Clock,
+) -> str | None:
+    """None when the walk is proven to have missed no job that was listed when it began and
+    still was when it ended; else why not. Reads the head of the list again (see the module
+    doc) unless the whole list came in one answer."""
+    if walk.first_count is not None and walk.distinct + walk.invalid != walk.first_count:
+        return (
+            f"the walk read {walk.distinct + walk.invalid} distinct records where page 1 "
+            f"reported {walk.first_count}"
+        )
+    # iter_pages stops after a short page 1, so one page covers that case too.
+    if walk.pages <= 1:
+        # One page is one answer of the server, a consistent read: nothing could move between
+        # pages, so reading it again would tell us nothing (and would double the requests of
+        # every source with fewer jobs than a page).
+        return None
+    head = _read_head(client, source, page_size, walk, snapshot, clock)
+    if head.count == walk.first_count and head.ids[: len(walk.first_ids)] == walk.first_ids:
+        return None  # the list stood still
+    if not walk.order.consistent:
+        return "the list changed while it was read, and its ids run in no consistent order"
+    if head.count is None or walk.first_count is None:
+        return "the list changed while it was read, and it reports no count"
+    if head.new_out_of_place:
+        return "the list changed while it was read, other than by new jobs at its head"
+    arrived = len(head.new)
+    if head.count != walk.first_count + arrived:
+        return (
+            f"the list changed while it was read: {walk.first_count} jobs, then "
+            f"{head.count}, with {arrived} new at its head"
+        )
+    return None
+
+
+@dataclass
+class _Head:
+    """The head of the list read again after a walk, down to the first job the walk saw."""
+
+    count: int | None = None
+    ids: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+    # A job the walk did not see, below one it did (or not newer than all it saw).
+    new_out_of_place: bool = False
+
+
+def _read_head(
+    client: ApiClient,
+    source: Source,
+    page_size: int,
+    walk: _Walk,
+    snapshot: Snapshot,
+    clock: Clock,
+) -> _Head:
+    """Read pages from 1 until one shows a job the walk saw (at most HEAD_PAGES of them).
+
+    Jobs created during the walk come first in a list that runs newest first; they are newer
+    than every job the walk saw. Each record read here is the latest observation of its job.
+    """
+    head = _Head()
+    known = walk.ids
+    arrived: set[str] = set()
+    for number in range(1, HEAD_PAGES + 1):
+        body = {**source.list_body(), "pageSize": page_size, "currentPage": number}
+        page = parse_list_data(client.call(LIST_PATH, body), clock())
+        snapshot.pages += 1
+        snapshot.finished_at = clock()
+        if number == 1:
+            head.count = page.count
+        elif page.count != head.count:
+            head.new_out_of_place = True  # it moved again while we looked: no proof
+        met = False
+        for record in page.records:
+            job_id = record.job_id
+            head.ids.append(job_id)
+            if job_id in arrived:
+                pass  # shown again: more arrivals pushed it down between two head pages
+            elif job_id in known:
+                met = True
+            elif met or not walk.order.newer_than_all(job_id):
+                head.new_out_of_place = True
+            else:
+                arrived.add(job_id)
+                head.new.append(job_id)
+            # After the test above: on a first walk ``known`` is a view of the snapshot.
+            snapshot.jobs[job_id] = record
+        if met or page.size < page_size:
+            break
+    else:
+        head.new_out_of_place = True  # more new jobs than HEAD_PAGES pages: walk again
+    return head

@@ -1,0 +1,168 @@
+"""What every ``jobsync`` command shares: options, error translation, settings, logging.
+
+Only the CLI modules import this; it is the one place where jobsync's errors become
+``Error: ...`` lines and exit codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from jobsync.config import CliValues, Settings, resolve_settings
+from jobsync.errors import JobsyncError, SchemaError
+from jobsync.observability.logs import JsonFormatter, TextFormatter
+from jobsync.observability.redact import redact
+from jobsync.reporting.output import FORMATS, escape_control
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+class ExitError(click.ClickException):
+    """A ClickException whose exit code is the JobsyncError's (click fixes it per class)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return self.code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"Error: {escape_control(self.format_message())}", err=True)
+
+
+class JobsyncGroup(click.Group):
+    """Turns every JobsyncError into one ``Error:`` line and its exit code (``--debug``: raise)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except JobsyncError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            raise ExitError(redact(str(exc)), exc.exit_code) from None
+
+
+def configure_logging(debug: bool, quiet: bool = False, log_format: str = "text") -> None:
+    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    logging.getLogger("jobsync").setLevel(level)
+    # urllib3 warns about every retry; jobsync counts retries and reports them per pass, so
+    # those lines are noise unless --debug asks for everything.
+    logging.getLogger("urllib3").setLevel(logging.DEBUG if debug else logging.ERROR)
+    if log_format == "json":
+        # Python's warnings go to stderr on their own; through logging they keep the format,
+        # so a log shipper reading JSON lines never meets a bare line.
+        logging.captureWarnings(True)
+
+
+def db_option(f: F) -> F:
+    return click.option(
+        "--db",
+        "database_url",
+        envvar="JOBSYNC_DATABASE_URL",
+        show_envvar=True,
+        metavar="URL",
+        help="SQLAlchemy database URL [default: sqlite:///jobsync.db].",
+    )(f)
+
+
+def config_option(f: F) -> F:
+    return click.option(
+        "--config",
+        "config_file",
+        envvar="JOBSYNC_CONFIG",
+        show_envvar=True,
+        type=click.Path(dir_okay=False),
+        help="TOML file with sources [default: ./jobsync.toml if present].",
+    )(f)
+
+
+def cluster_option(f: F) -> F:
+    return click.option(
+        "--cluster-id",
+        "cluster_ids",
+        multiple=True,
+        envvar="JOBSYNC_CLUSTER_ID",
+        show_envvar=True,
+        help="Cluster to sync or show (repeatable; comma-separated in the variable).",
+    )(f)
+
+
+def format_option(f: F) -> F:
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="table",
+        show_default=True,
+        help="Output format.",
+    )(f)
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """Option callback: ``30s``, ``5m``, ``1h``, ``1h30m``, ``0.5s``, ``2d`` -> seconds."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise click.BadParameter(f"{value!r} is not a duration: write e.g. 30s, 5m, 1h or 1h30m")
+    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise click.BadParameter(f"{value!r} must be longer than zero")
+    return seconds
+
+
+def settings_from(*, need_keys: bool = False, **values: Any) -> Settings:
+    cluster_ids: Sequence[str] = values.pop("cluster_ids", ()) or ()
+    return resolve_settings(
+        CliValues(cluster_ids=tuple(cluster_ids), **values), os.environ, need_keys=need_keys
+    )
+
+
+def open_db(settings: Settings, *, readonly: bool = False) -> Any:
+    """The engine for a command; a reading command refuses a SQLite file that is not there
+    (connecting would leave an empty one behind, under a name that was probably a typo)."""
+    from jobsync.storage.store import missing_sqlite_file, open_engine
+
+    if readonly and missing_sqlite_file(settings.database_url):
+        raise SchemaError(
+            f"{redact(settings.database_url)} has no jobsync schema yet "
+            "(there is no such file): run `jobsync sync` first"
+        )
+    return open_engine(settings.database_url, readonly=readonly)
+
+
+def read_db(settings: Settings, query: Callable[[Any], T], *, needs: str = "jobsync needs") -> T:
+    """Open the database read-only, refuse a missing or other schema, run one query.
+
+    ``needs`` says who needs the schema, for the refusal ("reports need 0004").
+    """
+    from jobsync.storage.migrate import require_current_schema
+    from jobsync.storage.store import storage_errors
+
+    engine = open_db(settings, readonly=True)
+    try:
+        with storage_errors(settings.database_url):
+            require_current_schema(engine, needs=needs)
+            return query(engine)
+    finally:
+        engine.dispose()

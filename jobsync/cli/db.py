@@ -1,0 +1,82 @@
+"""``jobsync db``: create, migrate and inspect the database schema."""
+
+from __future__ import annotations
+
+import click
+
+from jobsync.cli.common import JobsyncGroup, config_option, db_option, open_db, settings_from
+
+
+@click.group(cls=JobsyncGroup)
+def db() -> None:
+    """Create, migrate and inspect the database schema."""
+
+
+@db.command("upgrade")
+@db_option
+@config_option
+def db_upgrade(database_url: str | None, config_file: str | None) -> None:
+    """Create the schema or migrate it to the latest revision.
+
+    Example: jobsync db upgrade --db postgresql://jobsync@db/jobsync
+    """
+    from jobsync.storage.migrate import upgrade
+    from jobsync.storage.store import storage_errors
+
+    settings = settings_from(database_url=database_url, config_file=config_file)
+    with storage_errors(settings.database_url):
+        before, after = upgrade(open_db(settings))
+    if before == after:
+        click.echo(f"schema already at revision {after}")
+    else:
+        click.echo(f"schema upgraded from {before or 'empty'} to {after}")
+
+
+@db.command("current")
+@db_option
+@config_option
+def db_current(database_url: str | None, config_file: str | None) -> None:
+    """Print the schema revision of the database and whether it is the latest.
+
+    Example: jobsync db current --db sqlite:///jobsync.db
+    """
+    from jobsync.storage.migrate import current_revision, head_revision
+    from jobsync.storage.store import missing_sqlite_file, storage_errors
+
+    settings = settings_from(database_url=database_url, config_file=config_file)
+    current = None
+    if not missing_sqlite_file(settings.database_url):
+        with storage_errors(settings.database_url):
+            current = current_revision(open_db(settings, readonly=True))
+    head = head_revision()
+    if current is None:
+        click.echo(f"no schema (latest is {head}): run `jobsync db upgrade`")
+    elif current == head:
+        click.echo(f"{current} (head)")
+    else:
+        click.echo(f"{current} (latest is {head}: run `jobsync db upgrade`)")
+
+
+@db.command("datasette-metadata")
+@db_option
+@config_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    default="-",
+    help="Write the JSON to this file [default: stdout].",
+)
+def db_datasette_metadata(database_url: str | None, config_file: str | None, output: str) -> None:
+    """Write a Datasette metadata.json describing every table, view and column of the SQLite file.
+
+    Example: jobsync db datasette-metadata -o metadata.json && datasette jobsync.db -m metadata.json
+    """
+    import json
+
+    from jobsync.reporting.datasette import datasette_database_name, datasette_metadata
+
+    settings = settings_from(database_url=database_url, config_file=config_file)
+    document = datasette_metadata(datasette_database_name(settings.database_url))
+    with click.open_file(output, "w", encoding="utf-8") as out:
+        out.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")

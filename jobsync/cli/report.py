@@ -1,0 +1,326 @@
+"""``jobsync report``: answers for people from the reporting views.
+
+Each command parses its options, makes one call into :mod:`jobsync.reporting.report` (or
+:mod:`jobsync.reporting.report_html`) and prints. "Now" comes from :data:`clock`, which tests
+replace to pin the period and the time jobs have spent in their state.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from jobsync.cli.common import (
+    F,
+    JobsyncGroup,
+    cluster_option,
+    config_option,
+    db_option,
+    format_option,
+    parse_duration,
+    read_db,
+    settings_from,
+)
+from jobsync.config import split_ids
+from jobsync.domain.clock import utcnow
+from jobsync.errors import ConfigError
+from jobsync.reporting.output import render
+
+T = TypeVar("T")
+
+#: Where every report command reads "now" from.
+clock: Callable[[], datetime] = utcnow
+
+STUCK_EXIT = 3
+
+
+def _read(database_url: str | None, config_file: str | None, query: Callable[[Any], T]) -> T:
+    """Open the database read-only, check its schema, run one report."""
+    settings = settings_from(database_url=database_url, config_file=config_file)
+    return read_db(settings, query, needs="reports need")
+
+
+def _show(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
+    from jobsync.reporting.report_text import for_people, people_columns
+
+    if fmt == "table":
+        click.echo(render(for_people(rows), fmt, people_columns(columns)))
+    else:
+        click.echo(render(rows, fmt, columns))
+
+
+def _filters(f: F) -> F:
+    """--db, --config, --cluster-id, --collection, --format: what every report takes."""
+    f = format_option(f)
+    f = _collection_option(f)
+    f = cluster_option(f)
+    f = config_option(f)
+    return db_option(f)
+
+
+def _collection_option(f: F) -> F:
+    return click.option(
+        "--collection", "collections", multiple=True, help="Only this collection (repeatable)."
+    )(f)
+
+
+def _since_option(f: F) -> F:
+    return click.option(
+        "--since",
+        metavar="DURATION",
+        callback=parse_duration,
+        default="7d",
+        show_default=True,
+        help="The period: from this long before now (30m, 12h, 7d, 1d12h).",
+    )(f)
+
+
+def _days_option(f: F) -> F:
+    return click.option(
+        "--days",
+        type=click.IntRange(1, 3660),
+        default=14,
+        show_default=True,
+        help="UTC days to show, today included.",
+    )(f)
+
+
+def _older_than_option(f: F) -> F:
+    return click.option(
+        "--older-than",
+        metavar="DURATION",
+        callback=parse_duration,
+        default="2h",
+        show_default=True,
+        help="A job is stuck when it has been in its state longer than this.",
+    )(f)
+
+
+@click.group(cls=JobsyncGroup)
+def report() -> None:
+    """Summaries from the history: durations, failures, trends, stuck jobs, an HTML report."""
+
+
+@report.command("summary")
+@_filters
+@_since_option
+def summary_command(
+    database_url: str | None,
+    config_file: str | None,
+    cluster_ids: Sequence[str],
+    collections: Sequence[str],
+    fmt: str,
+    since: float,
+) -> None:
+    """Per cluster and collection: jobs of the period by state, failure rate, p50/p90 duration.
+
+    Example: jobsync report summary --since 7d
+    """
+    from jobsync.reporting import report as r
+
+    rows = _read(
+        database_url,
+        config_file,
+        lambda engine: r.summary(
+            engine,
+            since=since,
+            now=clock(),
+            cluster_ids=split_ids(cluster_ids),
+            collections=collections,
+        ),
+    )
+    _show(rows, fmt, r.SUMMARY_COLUMNS)
+
+
+@report.command("durations")
+@_filters
+@_since_option
+@click.option("--limit", type=click.IntRange(min=1), help="Show at most this many jobs.")
+def durations_command(
+    database_url: str | None,
+    config_file: str | None,
+    cluster_ids: Sequence[str],
+    collections: Sequence[str],
+    fmt: str,
+    since: float,
+    limit: int | None,
+) -> None:
+    """Jobs finished in the period, newest first, with min, estimated and max duration.
+
+    Example: jobsync report durations --collection products --since 1d --limit 20
+    """
+    from jobsync.reporting import report as r
+
+    rows = _read(
+        database_url,
+        config_file,
+        lambda engine: r.durations(
+            engine,
+            since=since,
+            now=clock(),
+            cluster_ids=split_ids(cluster_ids),
+            collections=collections,
+            limit=limit,
+        ),
+    )
+    _show(rows, fmt, r.DURATIONS_COLUMNS)
+
+
+@report.command("failures")
+@_filters
+@_since_option
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Show this many reasons.",
+)
+def failures_command(
+    database_url: str | None,
+    config_file: str | None,
+    cluster_ids: Sequence[str],
+    collections: Sequence[str],
+    fmt: str,
+    since: float,
+    limit: int,
+) -> None:
+    """Top failure reasons of the period, with ids, numbers, paths and quotes ignored.
+
+    Example: jobsync report failures --since 30d --limit 5
+    """
+    from jobsync.reporting import report as r
+
+    rows = _read(
+        database_url,
+        config_file,
+        lambda engine: r.failures(
+            engine,
+            since=since,
+            now=clock(),
+            cluster_ids=split_ids(cluster_ids),
+            collections=collections,
+            limit=limit,
+        ),
+    )
+    _show(rows, fmt, r.FAILURES_COLUMNS)
+
+
+@report.command("trend")
+@_filters
+@_days_option
+def trend_command(
+    database_url: str | None,
+    config_file: str | None,
+    cluster_ids: Sequence[str],
+    collections: Sequence[str],
+    fmt: str,
+    days: int,
+) -> None:
+    """Per UTC day: jobs first seen, completed, failed, failure rate, p50/p90 duration.
+
+    Example: jobsync report trend --days 14
+    """
+    from jobsync.reporting import report as r
+
+    rows = _read(
+        database_url,
+        config_file,
+        lambda engine: r.trend(
+            engine,
+            days=days,
+            now=clock(),
+            cluster_ids=split_ids(cluster_ids),
+            collections=collections,
+        ),
+    )
+    _show(rows, fmt, r.TREND_COLUMNS)
+
+
+@report.command("stuck")
+@_filters
+@_older_than_option
+def stuck_command(
+    database_url: str | None,
+    config_file: str | None,
+    cluster_ids: Sequence[str],
+    collections: Sequence[str],
+    fmt: str,
+    older_than: float,
+) -> None:
+    """Active jobs in their state longer than --older-than; exit status 3 if there are any.
+
+    Example: jobsync report stuck --older-than 2h || echo "imports are stuck"
+    """
+    from jobsync.reporting import report as r
+
+    rows = _read(
+        database_url,
+        config_file,
+        lambda engine: r.stuck(
+            engine,
+            older_than=older_than,
+            now=clock(),
+            cluster_ids=split_ids(cluster_ids),
+            collections=collections,
+        ),
+    )
+    _show(rows, fmt, r.STUCK_COLUMNS)
+    if rows:
+        sys.exit(STUCK_EXIT)
+
+
+@report.command("html")
+@db_option
+@config_option
+@cluster_option
+@_collection_option
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True, allow_dash=True),
+    default="report.html",
+    show_default=True,
+    help="File to write ('-': standard output).",
+)
+@_since_option
+@_days_option
+@_older_than_option
+def html_command(
+    database_url: str | None,
+    config_file: str | None,
+    cluster_ids: Sequence[str],
+    collections: Sequence[str],
+    output: str,
+    since: float,
+    days: int,
+    older_than: float,
+) -> None:
+    """Write one self-contained HTML file (no network needed) with charts and tables.
+
+    Example: jobsync report html -o report.html --since 7d --days 14
+    """
+    from jobsync.reporting.report_html import Options, build_html
+
+    options = Options(
+        since=since,
+        days=days,
+        older_than=older_than,
+        now=clock(),
+        cluster_ids=tuple(split_ids(cluster_ids)),
+        collections=tuple(collections),
+    )
+    html = _read(database_url, config_file, lambda engine: build_html(engine, options))
+    if output == "-":
+        click.echo(html, nl=False)
+        return
+    try:
+        Path(output).write_text(html, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {output}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {output} ({len(html.encode('utf-8')):,} bytes)")

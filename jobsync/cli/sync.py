@@ -1,0 +1,202 @@
+"""``jobsync sync`` and ``jobsync daemon``: one pass now, or passes on a schedule."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from jobsync.cli.common import (
+    F,
+    cluster_option,
+    config_option,
+    configure_logging,
+    db_option,
+    open_db,
+    parse_duration,
+    settings_from,
+)
+from jobsync.config import Settings
+from jobsync.errors import ConfigError, LockedError
+from jobsync.observability.logs import LOG_FORMATS
+from jobsync.observability.redact import redact
+from jobsync.reporting.output import escape_control
+
+
+def source_options(f: F) -> F:
+    """Where to sync from and to: the options ``sync`` and ``daemon`` share."""
+    for option in reversed(
+        (
+            db_option,
+            config_option,
+            cluster_option,
+            click.option(
+                "--base-url",
+                envvar="JOBSYNC_BASE_URL",
+                show_envvar=True,
+                help="API root [default: https://api.cloud.zilliz.com].",
+            ),
+            click.option(
+                "--api-key-file",
+                envvar="JOBSYNC_API_KEY_FILE",
+                show_envvar=True,
+                type=click.Path(dir_okay=False),
+                help="File holding the API key (mode 600). Or set JOBSYNC_API_KEY.",
+            ),
+            click.option(
+                "--page-size",
+                envvar="JOBSYNC_PAGE_SIZE",
+                show_envvar=True,
+                type=click.IntRange(1, 100),
+                help="Jobs per page, 1 to 100 [default: 100].",
+            ),
+            click.option(
+                "--details/--no-details",
+                default=None,
+                envvar="JOBSYNC_DETAILS",
+                show_envvar=True,
+                help="Fetch progress details of open and finishing jobs [default: on].",
+            ),
+            click.option(
+                "--details-max-per-pass",
+                envvar="JOBSYNC_DETAILS_MAX_PER_PASS",
+                show_envvar=True,
+                type=click.IntRange(1, 10_000),
+                help="Ask about at most this many jobs per source per pass [default: 200].",
+            ),
+            click.option(
+                "--details-max-per-run",
+                envvar="JOBSYNC_DETAILS_MAX_PER_RUN",
+                show_envvar=True,
+                type=click.IntRange(1, 100_000),
+                help="Ask about at most this many jobs in one run, shared evenly by the "
+                "sources (at least one each) [default: 400].",
+            ),
+            click.option(
+                "--details-concurrency",
+                envvar="JOBSYNC_DETAILS_CONCURRENCY",
+                show_envvar=True,
+                type=click.IntRange(1, 16),
+                help="Progress requests in flight at once per source [default: 4].",
+            ),
+        )
+    ):
+        f = option(f)
+    return f
+
+
+def _syncsettings_from(values: dict[str, Any]) -> Settings:
+    """Settings for a command that syncs: at least one source, and a key for each that needs one."""
+    settings = settings_from(need_keys=True, **values)
+    if not settings.sources:
+        raise ConfigError(
+            "nothing to sync: give --cluster-id, set JOBSYNC_CLUSTER_ID, or list sources in "
+            "a config file (--config)"
+        )
+    for source in settings.sources:
+        if source.kind == "zilliz" and source.api_key is None:
+            raise ConfigError(
+                f"source {source.name!r} has no API key: set JOBSYNC_API_KEY or use --api-key-file"
+            )
+    return settings
+
+
+@click.command()
+@source_options
+def sync(**values: Any) -> None:
+    """Sync every configured source once, then exit (for cron).
+
+    Exit status: 0 all synced, 1 a source failed, 2 usage or config error, 75 locked.
+
+    Example: JOBSYNC_API_KEY=... jobsync sync --cluster-id in01-0123456789abcdef
+    """
+    from jobsync.service.sync import sync_all
+    from jobsync.storage.migrate import ensure_schema
+    from jobsync.storage.store import storage_errors
+
+    settings = _syncsettings_from(values)
+    engine = open_db(settings)
+    with storage_errors(settings.database_url):
+        ensure_schema(engine)
+        results = sync_all(engine, settings)
+    failed = [r for r in results if not r.ok]
+    for result in results:
+        if result.ok:
+            click.echo(escape_control(result.summary()))
+        else:
+            click.echo(f"Error: {escape_control(redact(result.summary()))}", err=True)
+    if failed:
+        # 75 only when every pass that did not write was superseded by another process's.
+        superseded = all(isinstance(r.error, LockedError) for r in failed)
+        sys.exit(LockedError.exit_code if superseded else 1)
+
+
+@click.command()
+@source_options
+@click.option(
+    "--every",
+    metavar="DURATION",
+    callback=parse_duration,
+    help="Run a pass this often: 30s, 5m, 1h (0.5s works).",
+)
+@click.option(
+    "--cron", "cron_expr", metavar="EXPR", help="Run passes on a crontab schedule in UTC."
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    help="Serve /metrics and /healthz on this port (0: any free port) [default: off].",
+)
+@click.option(
+    "--metrics-host", default="127.0.0.1", show_default=True, help="Address for --metrics-port."
+)
+@click.option(
+    "--unhealthy-after",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="/healthz says 503 after this many intervals without a successful pass.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    envvar="JOBSYNC_LOG_FORMAT",
+    show_envvar=True,
+    help="json: one JSON object per line, for log shippers.",
+)
+@click.pass_context
+def daemon(
+    ctx: click.Context,
+    /,
+    every: float | None,
+    cron_expr: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    unhealthy_after: int,
+    log_format: str,
+    **values: Any,
+) -> None:
+    """Sync on a schedule until SIGTERM or SIGINT, logging one line per pass per source.
+
+    Exit status: 0 when stopped by a signal, 1 failure at start-up, 2 usage or config error.
+
+    Example: JOBSYNC_API_KEY=... jobsync daemon --every 60s --cluster-id in01-0123456789abcdef
+    """
+    if (every is None) == (cron_expr is None):
+        raise click.UsageError("give exactly one of --every and --cron")
+    # Before the import: importing Alembic and APScheduler logs, in the chosen format too.
+    configure_logging(bool(ctx.obj and ctx.obj.get("debug")), log_format=log_format)
+    from jobsync.service import daemon as d
+    from jobsync.service.memory import keep_large_blocks_unmapped
+
+    keep_large_blocks_unmapped()  # one process runs every pass: see jobsync.service.memory
+
+    settings = _syncsettings_from(values)
+    schedule = d.every(every) if every is not None else d.cron(str(cron_expr))
+    options = d.DaemonOptions(
+        metrics_host=metrics_host, metrics_port=metrics_port, unhealthy_after=unhealthy_after
+    )
+    d.run_daemon(open_db(settings), settings, schedule, options)

@@ -1,0 +1,1 @@
+"""What jobsync knows without I/O: job states, parsed records, the pass planner, triage, clocks."""

@@ -1,0 +1,91 @@
+"""What a pass checks inside its write transaction before it writes anything.
+
+Two rules keep the history true when the world misbehaves, and neither rests on the sync lock
+being held (a session lock can be lost to an idle-session timeout, a terminated backend or a
+pooler in transaction mode; a lock file can be removed):
+
+- **The source must not have moved on without the pass.** A pass remembers, when it starts,
+  which pass of its source was applied last (``base_run_id``). It may write only while that
+  is still the latest applied pass, and only while its own run is still ``running`` (another
+  process marks it ``abandoned`` only when it believes it holds the lock). Otherwise a newer
+  snapshot was, or is about to be, written, and this older one would move jobs backwards.
+- **Time only moves forward in the history.** Every window ends at an observation of this
+  pass and may start at the previous pass's; a clock that reads earlier than the source's
+  last observation would write windows that end before they start. Within a small tolerance
+  the pass's times are moved forward to that observation (and the pass says so); beyond it
+  the pass refuses to write.
+
+Pure functions on values read in the transaction: no database, no HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from jobsync.domain.records import JobDetails, Snapshot
+from jobsync.errors import ClockError, SupersededError
+
+__all__ = ["CLOCK_TOLERANCE", "check_fence", "clock_shift", "shift_pass"]
+
+# Steps this small are what NTP or a resumed VM makes; larger ones are a wrong clock.
+CLOCK_TOLERANCE = timedelta(seconds=5)
+
+
+def check_fence(
+    run_id: int, status: str | None, base_run_id: int | None, last_run_id: int | None
+) -> None:
+    """Raise SupersededError unless run ``run_id`` may still write (see the module doc)."""
+    if status != "running":
+        raise SupersededError(
+            f"superseded: pass {run_id} lost its lock; another process marked it "
+            f"{status or 'deleted'} while it was fetching; it wrote nothing"
+        )
+    if last_run_id != base_run_id:
+        raise SupersededError(
+            f"superseded: pass {last_run_id} of the same source was written while pass "
+            f"{run_id} was fetching (its lock was lost); it wrote nothing"
+        )
+
+
+def clock_shift(
+    started_at: datetime,
+    last_observed_at: datetime | None,
+    tolerance: timedelta = CLOCK_TOLERANCE,
+) -> timedelta:
+    """How far this pass's times must move forward (zero when the clock is fine).
+
+    Raises ClockError when the clock reads earlier than the last observation by more than
+    ``tolerance``.
+    """
+    if last_observed_at is None or started_at >= last_observed_at:
+        return timedelta(0)
+    step = last_observed_at - started_at
+    if step > tolerance:
+        raise ClockError(
+            f"the clock reads {started_at.isoformat()}, {step.total_seconds():.3f}s earlier "
+            f"than this source's last observation at {last_observed_at.isoformat()}: refusing "
+            "to write a history that runs backwards (check the system clock)"
+        )
+    return step
+
+
+def shift_pass(
+    snapshot: Snapshot, details: Mapping[str, JobDetails], shift: timedelta
+) -> tuple[Snapshot, dict[str, JobDetails]]:
+    """The snapshot and details with every observation time moved ``shift`` later."""
+    jobs = {
+        job_id: replace(record, observed_at=record.observed_at + shift)
+        for job_id, record in snapshot.jobs.items()
+    }
+    moved = replace(
+        snapshot,
+        jobs=jobs,
+        started_at=snapshot.started_at + shift,
+        finished_at=snapshot.finished_at + shift,
+    )
+    return moved, {
+        job_id: replace(sample, sampled_at=sample.sampled_at + shift)
+        for job_id, sample in details.items()
+    }

@@ -1,0 +1,1 @@
+"""Logs, metrics and redaction: what any layer may use to show what it does, secrets removed."""

@@ -1,0 +1,1 @@
+"""Answers for people and programs: queries, status, reports, Datasette metadata, output formats."""

@@ -1,0 +1,429 @@
+"""Reports for people, read from the reporting views: one function per report, rows out.
+
+Every function takes an ``Engine`` and returns a list of plain dicts (their keys, in order, are
+the report's columns); ``now`` is injectable so that "the last 7 days" and "stuck for 2 hours"
+are testable. Percentiles are nearest-rank and computed here, in Python, so that they are the
+same on SQLite and PostgreSQL. Seconds stay raw floats (``jobsync.reporting.report_text.for_people``
+turns them into ``1h 02m`` for the table format).
+
+The period of ``since`` is ``[now - since, now]``. In :func:`summary` a job *belongs to the
+period* when it was first seen, or finished (its terminal transition was observed), within it;
+it is counted under the state it has now.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, Select, and_, or_, select
+
+from jobsync.domain.states import CANONICAL_STATES, COMPLETED, FAILED
+from jobsync.reporting.report_text import normalise_reason
+from jobsync.storage.schema import import_job_transitions, import_jobs, utc_from_db
+from jobsync.storage.views import active_jobs, daily_job_stats, job_durations
+
+__all__ = [
+    "DURATIONS_COLUMNS",
+    "FAILURES_COLUMNS",
+    "STUCK_COLUMNS",
+    "SUMMARY_COLUMNS",
+    "TREND_COLUMNS",
+    "active",
+    "durations",
+    "failures",
+    "nearest_rank",
+    "states_per_day",
+    "stuck",
+    "stuck_since",
+    "summary",
+    "trend",
+]
+
+# fmt: off
+SUMMARY_COLUMNS = (
+    "cluster_id", "collection_name", "jobs", *(s.lower() for s in CANONICAL_STATES),
+    "failure_rate", "p50_seconds", "p90_seconds",
+)
+DURATIONS_COLUMNS = (
+    "cluster_id", "job_id", "collection_name", "final_state", "created_at", "finished_at",
+    "min_seconds", "estimated_seconds", "max_seconds",
+)
+FAILURES_COLUMNS = ("reason", "jobs", "collections", "last_seen_at", "example")
+TREND_COLUMNS = (
+    "day", "first_seen", "completed", "failed", "failure_rate", "p50_seconds", "p90_seconds",
+)
+STUCK_COLUMNS = (
+    "cluster_id", "job_id", "collection_name", "state", "raw_state", "progress", "state_since",
+    "last_seen_at", "seconds_in_state",
+)
+# fmt: on
+
+
+def summary(
+    engine: Engine,
+    *,
+    since: float,
+    now: datetime | None = None,
+    cluster_ids: Sequence[str] = (),
+    collections: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Per cluster and collection: jobs of the period by state, failure rate, p50/p90 duration.
+
+    Percentiles are over ``job_durations.estimated_seconds`` of the jobs that finished in the
+    period (Completed or Failed) and have a known estimate.
+    """
+    start, end = _period(since, now)
+    j, d = import_jobs, job_durations
+    in_period = or_(
+        and_(j.c.first_seen_at >= start, j.c.first_seen_at <= end),
+        and_(j.c.finished_at >= start, j.c.finished_at <= end),
+    )
+    query = _filtered(
+        select(
+            j.c.cluster_id,
+            j.c.collection_name,
+            j.c.state,
+            j.c.finished_at,
+            d.c.estimated_seconds,
+        )
+        .select_from(
+            j.outerjoin(d, and_(d.c.cluster_id == j.c.cluster_id, d.c.job_id == j.c.job_id))
+        )
+        .where(in_period),
+        j,
+        cluster_ids,
+        collections,
+    )
+    groups: dict[tuple[str, str | None], list[Any]] = defaultdict(list)
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            groups[(row.cluster_id, row.collection_name)].append(row)
+    rows = []
+    for (cluster_id, collection), members in sorted(groups.items(), key=_group_order):
+        by_state = {s: 0 for s in CANONICAL_STATES}
+        for member in members:
+            by_state[member.state] = by_state.get(member.state, 0) + 1
+        estimates = [
+            float(m.estimated_seconds)
+            for m in members
+            if m.estimated_seconds is not None
+            and m.finished_at is not None
+            and start <= _utc(m.finished_at) <= end
+        ]
+        rows.append(
+            {
+                "cluster_id": cluster_id,
+                "collection_name": collection,
+                "jobs": len(members),
+                **{s.lower(): by_state[s] for s in CANONICAL_STATES},
+                "failure_rate": _rate(by_state[FAILED], by_state[COMPLETED]),
+                "p50_seconds": nearest_rank(estimates, 50),
+                "p90_seconds": nearest_rank(estimates, 90),
+            }
+        )
+    return rows
+
+
+def durations(
+    engine: Engine,
+    *,
+    since: float,
+    now: datetime | None = None,
+    cluster_ids: Sequence[str] = (),
+    collections: Sequence[str] = (),
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Finished jobs of the period (newest finish first) with their duration bounds and estimate."""
+    start, end = _period(since, now)
+    d = job_durations
+    query = _filtered(
+        select(*(d.c[c] for c in DURATIONS_COLUMNS))
+        .where(d.c.is_finished == 1, d.c.finished_at >= start, d.c.finished_at <= end)
+        .order_by(d.c.finished_at.desc(), d.c.cluster_id, d.c.job_id),
+        d,
+        cluster_ids,
+        collections,
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    with engine.connect() as conn:
+        return [
+            {
+                **row._mapping,
+                "created_at": None if row.created_at is None else _utc(row.created_at),
+                "finished_at": _utc(row.finished_at),
+                **{c: _seconds(row._mapping[c]) for c in DURATIONS_COLUMNS if "seconds" in c},
+            }
+            for row in conn.execute(query)
+        ]
+
+
+def failures(
+    engine: Engine,
+    *,
+    since: float,
+    now: datetime | None = None,
+    cluster_ids: Sequence[str] = (),
+    collections: Sequence[str] = (),
+    limit: int | None = 10,
+) -> list[dict[str, Any]]:
+    """Top failure reasons of the period, grouped by :func:`normalise_reason`.
+
+    A failure is a transition into ``Failed`` observed in the period; its reason is the one the
+    transition recorded, else the job's current ``reason``. ``jobs`` counts distinct jobs;
+    ``example`` is the raw text of the latest failure in the group.
+    """
+    start, end = _period(since, now)
+    t, j = import_job_transitions, import_jobs
+    query = _filtered(
+        select(
+            t.c.cluster_id,
+            t.c.job_id,
+            t.c.reason,
+            t.c.observed_at,
+            j.c.collection_name,
+            j.c.reason.label("job_reason"),
+        )
+        .select_from(t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id)))
+        .where(t.c.to_state == FAILED, t.c.observed_at >= start, t.c.observed_at <= end)
+        .order_by(t.c.observed_at, t.c.id),
+        j,
+        cluster_ids,
+        collections,
+    )
+    groups: dict[str, dict[str, Any]] = {}
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            raw = row.reason if row.reason is not None else row.job_reason
+            key = normalise_reason(raw)
+            group = groups.setdefault(key, {"jobs": set(), "collections": set()})
+            group["jobs"].add((row.cluster_id, row.job_id))
+            if row.collection_name is not None:
+                group["collections"].add(row.collection_name)
+            # Rows come oldest first: the last one written is the latest example.
+            group["last_seen_at"] = _utc(row.observed_at)
+            group["example"] = raw
+    rows = [
+        {
+            "reason": key,
+            "jobs": len(g["jobs"]),
+            "collections": ", ".join(sorted(g["collections"])),
+            "last_seen_at": g["last_seen_at"],
+            "example": g["example"],
+        }
+        for key, g in groups.items()
+    ]
+    rows.sort(key=lambda r: (-r["jobs"], -r["last_seen_at"].timestamp(), r["reason"]))
+    return rows[:limit] if limit is not None else rows
+
+
+def trend(
+    engine: Engine,
+    *,
+    days: int,
+    now: datetime | None = None,
+    cluster_ids: Sequence[str] = (),
+    collections: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """One row per UTC day of the last ``days`` (today included), days without activity too.
+
+    Counts add up ``daily_job_stats`` over clusters and collections. Medians do not add up, so
+    p50/p90 are recomputed from ``job_durations`` of the jobs finished that day, as the view does.
+    """
+    day_list = _days(days, now)
+    first, last = day_list[0].isoformat(), day_list[-1].isoformat()
+    s = daily_job_stats
+    query = _filtered(
+        select(s.c.day, s.c.jobs_first_seen, s.c.completed, s.c.failed).where(
+            s.c.day >= first, s.c.day <= last
+        ),
+        s,
+        cluster_ids,
+        collections,
+    )
+    totals: dict[str, list[int]] = {day.isoformat(): [0, 0, 0] for day in day_list}
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            sums = totals[str(row.day)]
+            for i, value in enumerate((row.jobs_first_seen, row.completed, row.failed)):
+                sums[i] += int(value or 0)
+    start = datetime.combine(day_list[0], datetime.min.time(), UTC)
+    estimates = _estimates_by_day(engine, start, cluster_ids, collections)
+    rows = []
+    for day, (first_seen, completed, failed) in totals.items():
+        values = estimates.get(day, [])
+        rows.append(
+            {
+                "day": day,
+                "first_seen": first_seen,
+                "completed": completed,
+                "failed": failed,
+                "failure_rate": _rate(failed, completed),
+                "p50_seconds": nearest_rank(values, 50),
+                "p90_seconds": nearest_rank(values, 90),
+            }
+        )
+    return rows
+
+
+def stuck(
+    engine: Engine,
+    *,
+    older_than: float,
+    now: datetime | None = None,
+    cluster_ids: Sequence[str] = (),
+    collections: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Active jobs whose time in their current state, measured to ``now``, exceeds older_than."""
+    return active(
+        engine, now=now, cluster_ids=cluster_ids, collections=collections, older_than=older_than
+    )
+
+
+def stuck_since(now: datetime, older_than: float) -> datetime:
+    """A job in its state since before this is stuck: the one rule of every stuck report."""
+    return now - timedelta(seconds=older_than)
+
+
+def active(
+    engine: Engine,
+    *,
+    now: datetime | None = None,
+    cluster_ids: Sequence[str] = (),
+    collections: Sequence[str] = (),
+    older_than: float | None = None,
+) -> list[dict[str, Any]]:
+    """Jobs of ``active_jobs``, longest in their state first; seconds_in_state runs to ``now``.
+
+    With ``older_than``, only those in their state for longer than that.
+    """
+    now = now or datetime.now(UTC)
+    a = active_jobs
+    query = _filtered(
+        select(*(a.c[c] for c in STUCK_COLUMNS if c != "seconds_in_state")).order_by(
+            a.c.state_since, a.c.cluster_id, a.c.job_id
+        ),
+        a,
+        cluster_ids,
+        collections,
+    )
+    if older_than is not None:
+        query = query.where(a.c.state_since < stuck_since(now, older_than))
+    with engine.connect() as conn:
+        rows = []
+        for row in conn.execute(query):
+            since = _utc(row.state_since)
+            rows.append(
+                {
+                    **row._mapping,
+                    "state_since": since,
+                    "last_seen_at": _utc(row.last_seen_at),
+                    "seconds_in_state": round(max(0.0, (now - since).total_seconds()), 3),
+                }
+            )
+    return rows
+
+
+def states_per_day(
+    engine: Engine,
+    *,
+    days: int,
+    now: datetime | None = None,
+    cluster_ids: Sequence[str] = (),
+    collections: Sequence[str] = (),
+) -> list[dict[str, Any]]:
+    """Jobs first seen on each UTC day of the last ``days``, by the state they have now."""
+    day_list = _days(days, now)
+    start = datetime.combine(day_list[0], datetime.min.time(), UTC)
+    j = import_jobs
+    query = _filtered(
+        select(j.c.first_seen_at, j.c.state).where(j.c.first_seen_at >= start),
+        j,
+        cluster_ids,
+        collections,
+    )
+    counts = {d.isoformat(): {s: 0 for s in CANONICAL_STATES} for d in day_list}
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            day = counts.get(_utc(row.first_seen_at).date().isoformat())
+            if day is not None:
+                day[row.state] = day.get(row.state, 0) + 1
+    return [{"day": day, **states} for day, states in counts.items()]
+
+
+def nearest_rank(values: Sequence[float], percent: int) -> float | None:
+    """The nearest-rank percentile: the smallest value with ``percent``% of values at or below."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, (percent * len(ordered) + 99) // 100)
+    return ordered[rank - 1]
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _period(since: float, now: datetime | None) -> tuple[datetime, datetime]:
+    end = now or datetime.now(UTC)
+    return end - timedelta(seconds=since), end
+
+
+def _days(days: int, now: datetime | None) -> list[date]:
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    today = (now or datetime.now(UTC)).astimezone(UTC).date()
+    return [today - timedelta(days=n) for n in range(days - 1, -1, -1)]
+
+
+def _filtered(
+    query: Select[Any], table: Any, cluster_ids: Sequence[str], collections: Sequence[str]
+) -> Select[Any]:
+    if cluster_ids:
+        query = query.where(table.c.cluster_id.in_(cluster_ids))
+    if collections:
+        query = query.where(table.c.collection_name.in_(collections))
+    return query
+
+
+def _estimates_by_day(
+    engine: Engine, start: datetime, cluster_ids: Sequence[str], collections: Sequence[str]
+) -> dict[str, list[float]]:
+    d = job_durations
+    query = _filtered(
+        select(d.c.finished_at, d.c.estimated_seconds).where(
+            d.c.is_finished == 1, d.c.finished_at >= start, d.c.estimated_seconds.is_not(None)
+        ),
+        d,
+        cluster_ids,
+        collections,
+    )
+    found: dict[str, list[float]] = defaultdict(list)
+    with engine.connect() as conn:
+        for row in conn.execute(query):
+            found[_utc(row.finished_at).date().isoformat()].append(float(row.estimated_seconds))
+    return found
+
+
+def _rate(failed: int, completed: int) -> float | None:
+    finished = failed + completed
+    return round(failed / finished, 4) if finished else None
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _group_order(item: tuple[tuple[str, str | None], Any]) -> tuple[str, bool, str]:
+    (cluster_id, collection), _rows = item
+    return cluster_id, collection is None, collection or ""
+
+
+def _utc(moment: Any) -> datetime:
+    # The views declare UTC columns, but a computed column can come back as text on SQLite.
+    value = utc_from_db(moment)
+    if value is None:
+        raise TypeError("expected a datetime from the database, got None")
+    return value

@@ -1,0 +1,1 @@
+"""Passes put together: one sync pass, detail selection, the daemon, the demo."""

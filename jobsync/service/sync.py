@@ -1,0 +1,272 @@
+"""One pass over each source: fetch a snapshot over HTTP, then write it in one transaction.
+
+This is the only place where fetching and storing meet. All HTTP happens before the write
+transaction opens, so a slow or failing API never holds a database lock; a pass that fails
+leaves nothing behind but its ``sync_runs`` row (status ``failed``, redacted error text).
+Progress details (``jobsync.api.details``) are fetched between the two, after a short read of what
+the source's stored jobs need; they never fail a pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from jobsync.api.client import ApiClient
+from jobsync.api.details import DetailsOutcome, fetch_details
+from jobsync.api.listing import fetch_snapshot
+from jobsync.api.ratelimit import RateLimiters
+from jobsync.config import Settings, Source
+from jobsync.domain.clock import Clock, utcnow
+from jobsync.domain.records import Snapshot
+from jobsync.errors import JobsyncError, StorageError
+from jobsync.observability.redact import error_detail
+from jobsync.service.details import select_jobs
+from jobsync.storage.locking import SyncLock, sync_lock
+from jobsync.storage.store import (
+    PassCounts,
+    abandon_stale_runs,
+    apply_pass,
+    fail_run,
+    load_detail_candidates,
+    start_run,
+)
+
+__all__ = ["PassResult", "sync_all", "sync_source"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """How one pass over one source went."""
+
+    source: str
+    run_id: int
+    ok: bool
+    complete: bool = False
+    pages: int = 0
+    jobs: int = 0
+    counts: PassCounts | None = None
+    retries: int = 0
+    seconds: float = 0.0
+    # Of ``seconds``, reading the job list (fetch_snapshot); the rest is mostly the write.
+    fetch_seconds: float = 0.0
+    error: JobsyncError | None = None
+    details_requested: int = 0
+    details_failed: int = 0
+
+    def summary(self) -> str:
+        if not self.ok:
+            return f"{self.source}: failed: {self.error}"
+        c = self.counts
+        assert c is not None
+        note = "" if self.complete else " (snapshot incomplete: nothing marked vanished)"
+        details = ""
+        if self.details_requested:
+            failed = f" ({self.details_failed} failed)" if self.details_failed else ""
+            details = f"{self.details_requested} details{failed}, "
+        return (
+            f"{self.source}: {self.jobs} jobs in {self.pages} pages, {c.new_jobs} new, "
+            f"{c.changed_jobs} changed, {c.vanished_jobs} vanished, {self.retries} retries, "
+            f"{details}{self.seconds:.1f}s{note}"
+        )
+
+
+def sync_source(
+    engine: Engine,
+    source: Source,
+    settings: Settings,
+    *,
+    clock: Clock = utcnow,
+    sleep: Callable[[float], None] | None = None,
+    cancel: threading.Event | None = None,
+    rate_limit: Callable[[str], None] | None = None,
+    write_lock: threading.Lock | None = None,
+    lock: SyncLock | None = None,
+) -> PassResult:
+    """Sync one source. API and storage errors are returned in the result, not raised.
+
+    Setting ``cancel`` stops the pass before its next request; a pass already writing finishes.
+    ``lock``: the sync lock the caller holds, checked once more before writing (a pass that
+    finds it lost writes nothing: SupersededError).
+    """
+    began = time.monotonic()
+    try:
+        run_id = start_run(engine, source.key, clock())
+    except SQLAlchemyError as exc:
+        raise StorageError(f"cannot record the start of a pass: {error_detail(exc)}") from exc
+    client = ApiClient(
+        source.base_url,
+        source.api_key,
+        settings.http,
+        sleep=sleep,
+        cancel=cancel,
+        rate_limit=rate_limit,
+    )
+    details = DetailsOutcome()
+    try:
+        fetch_began = time.monotonic()
+        snapshot = fetch_snapshot(client, source, settings.page_size, clock=clock)
+        fetch_seconds = time.monotonic() - fetch_began
+        if settings.details:
+            details = _fetch_details(
+                engine, source, settings, snapshot, clock, sleep, cancel, rate_limit, write_lock
+            )
+        if lock is not None:
+            lock.check()
+        with write_lock or nullcontext():
+            counts = apply_pass(
+                engine,
+                source.key,
+                run_id,
+                snapshot,
+                finished_at=clock(),
+                retries=client.retries + details.retries,
+                details=details.details,
+                details_requested=details.requested,
+                details_failed=details.failed,
+            )
+    except JobsyncError as exc:
+        return _failed(engine, source, run_id, exc, client.retries, began, clock)
+    except SQLAlchemyError as exc:
+        error = StorageError(f"database error: {error_detail(exc)}")
+        error.__cause__ = exc
+        return _failed(engine, source, run_id, error, client.retries, began, clock)
+    except BaseException as exc:
+        # A bug or an interrupt: still leave a visible failed run, then let it propagate.
+        fail_run(engine, run_id, clock(), f"{type(exc).__name__}: {exc}", client.retries)
+        raise
+    finally:
+        client.close()
+    result = PassResult(
+        source=source.name,
+        run_id=run_id,
+        ok=True,
+        complete=snapshot.complete,
+        pages=snapshot.pages,
+        jobs=snapshot.distinct_jobs,
+        counts=counts,
+        retries=client.retries + details.retries,
+        seconds=time.monotonic() - began,
+        fetch_seconds=fetch_seconds,
+        details_requested=details.requested,
+        details_failed=details.failed,
+    )
+    log.debug("%s", result.summary())
+    return result
+
+
+# Fewer retries than the list gets: details are extras, and a pass waits for them.
+DETAIL_RETRIES = 2
+
+
+def _fetch_details(
+    engine: Engine,
+    source: Source,
+    settings: Settings,
+    snapshot: Snapshot,
+    clock: Clock,
+    sleep: Callable[[float], None] | None,
+    cancel: threading.Event | None,
+    rate_limit: Callable[[str], None] | None,
+    write_lock: threading.Lock | None,
+) -> DetailsOutcome:
+    """Choose the jobs worth asking about and fetch their details (all HTTP, no transaction)."""
+    limit = settings.details_cap()
+    # Under the write lock: on SQLite even a read begins IMMEDIATE, and must not queue behind
+    # another source's long write into the busy timeout.
+    with write_lock or nullcontext():
+        candidates = load_detail_candidates(engine, source.key, snapshot.jobs, limit)
+    wanted = select_jobs(snapshot, candidates, limit)
+    http = replace(settings.http, max_retries=min(settings.http.max_retries, DETAIL_RETRIES))
+
+    if not wanted:
+        return DetailsOutcome()
+    with ApiClient(
+        source.base_url, source.api_key, http, sleep=sleep, cancel=cancel, rate_limit=rate_limit
+    ) as client:
+        return fetch_details(
+            client,
+            source,
+            wanted,
+            concurrency=settings.details_concurrency,
+            clock=clock,
+            cancel=cancel,
+        )
+
+
+def _failed(
+    engine: Engine,
+    source: Source,
+    run_id: int,
+    error: JobsyncError,
+    retries: int,
+    began: float,
+    clock: Clock,
+) -> PassResult:
+    fail_run(engine, run_id, clock(), str(error), retries)
+    result = PassResult(
+        source=source.name,
+        run_id=run_id,
+        ok=False,
+        retries=retries,
+        seconds=time.monotonic() - began,
+        error=error,
+    )
+    log.debug("%s", result.summary())
+    return result
+
+
+def sync_all(
+    engine: Engine,
+    settings: Settings,
+    *,
+    clock: Clock = utcnow,
+    sleep: Callable[[float], None] | None = None,
+    cancel: threading.Event | None = None,
+    limiters: RateLimiters | None = None,
+) -> list[PassResult]:
+    """One pass over every configured source; one failing never stops the others.
+
+    Sources are synced concurrently (``http.max_concurrent_sources`` at a time) and requests
+    that share an API key share one rate limiter. Holds the database's sync lock throughout
+    (LockedError if another sync has it). Results come back in the order of the sources.
+    A long-lived caller passes its own ``limiters``, so that back-to-back passes share them.
+    """
+    limiters = limiters or RateLimiters(settings.http.requests_per_second)
+    # SQLite has one writer at a time anyway; queueing here keeps a long write from running
+    # another source into its busy timeout.
+    write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+
+    def one(source: Source) -> PassResult:
+        return sync_source(
+            engine,
+            source,
+            settings,
+            clock=clock,
+            sleep=sleep,
+            cancel=cancel,
+            # With cancel, a request waiting for its slot is not sent after a stop.
+            rate_limit=limiters.for_key(source.api_key, source.base_url, cancel),
+            write_lock=write_lock,
+            lock=lock,
+        )
+
+    with sync_lock(engine) as lock:
+        abandoned = abandon_stale_runs(engine, clock())
+        if abandoned:
+            log.warning("marked %d run(s) of a stopped process as abandoned", abandoned)
+        workers = max(1, min(settings.http.max_concurrent_sources, len(settings.sources)))
+        if workers == 1:
+            return [one(source) for source in settings.sources]
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jobsync-source") as pool:
+            return list(pool.map(one, settings.sources))

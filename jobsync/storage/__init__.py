@@ -1,0 +1,1 @@
+"""The database side: engine, schema, migrations, locks, and writing and reading a pass."""

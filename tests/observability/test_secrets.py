@@ -1,0 +1,197 @@
+"""Canaries: the API key and database passwords never reach output, logs, errors, reprs,
+help texts or the database, even with --debug and urllib3's debug logging on."""
+
+from __future__ import annotations
+
+import json
+import traceback
+import uuid
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import MetaData, select
+
+from jobsync.api.client import ApiClient, BearerAuth
+from jobsync.cli import cli
+from jobsync.config import CliValues, resolve_settings
+from jobsync.observability.redact import Secret, redact
+from jobsync.service.sync import PassResult
+from jobsync.simulator import DESCRIBE_PATH, Fault, Simulator
+from jobsync.storage.store import open_engine
+from tests.cli.test_faults import FAULTS
+from tests.conftest import CLUSTER
+
+CANARY = f"CANARY-{uuid.uuid4().hex}"
+
+
+def _everything(result: Result) -> str:
+    text = result.output + (result.stderr or "")
+    if result.exc_info is not None:
+        text += "".join(traceback.format_exception(*result.exc_info))
+    return text
+
+
+def _database_text(db_url: str) -> str:
+    engine = open_engine(db_url)
+    meta = MetaData()
+    meta.reflect(engine)
+    dump = []
+    with engine.connect() as conn:
+        for table in meta.sorted_tables:
+            dump += [repr(tuple(row)) for row in conn.execute(select(table))]
+    engine.dispose()
+    if db_url.startswith("sqlite:///"):
+        path = Path(db_url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal"):
+            if Path(f"{path}{suffix}").exists():
+                dump.append(Path(f"{path}{suffix}").read_bytes().decode("latin-1"))
+    return "\n".join(dump)
+
+
+@pytest.fixture
+def canary_sim():
+    with Simulator(cluster_ids=(CLUSTER,), jobs=40, api_key=CANARY, seed=5) as sim:
+        yield sim
+
+
+def test_the_api_key_never_leaks_through_the_fault_matrix(
+    canary_sim, db_url, monkeypatch, tmp_path
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
+    runner = CliRunner()
+    env = {"JOBSYNC_API_KEY": CANARY}
+    args = [
+        "--debug",
+        "sync",
+        "--db",
+        db_url,
+        "--base-url",
+        canary_sim.url,
+        "--cluster-id",
+        CLUSTER,
+        "--page-size",
+        "10",
+    ]
+    seen: list[str] = []
+
+    ok = runner.invoke(cli, args, env=env)
+    assert ok.exit_code == 0, _everything(ok)
+    assert "DEBUG" in ok.stderr and "urllib3" in ok.stderr  # debug logging really was on
+    seen.append(_everything(ok))
+    for name, (inject, _expected) in FAULTS.items():
+        canary_sim.clear_faults()
+        canary_sim.ignore_current_page = False
+        canary_sim.count_override = None
+        inject(canary_sim)
+        result = runner.invoke(cli, args, env=env)
+        assert result.exit_code != 0, name
+        seen.append(_everything(result))
+    wrong = runner.invoke(cli, args, env={"JOBSYNC_API_KEY": CANARY + "-wrong"})
+    seen.append(_everything(wrong))
+    for command in ([], ["sync"], ["db", "upgrade"], ["jobs"], ["history"], ["simulate"], ["demo"]):
+        seen.append(runner.invoke(cli, [*command, "--help"], env=env).output)
+
+    leaked = [text for text in seen if CANARY in text]
+    assert leaked == []
+    assert CANARY not in _database_text(db_url)
+
+
+def test_the_api_key_never_leaks_through_progress_requests(
+    canary_sim, db_url, monkeypatch, tmp_path
+):
+    """Failing progress requests are logged as warnings: a server echoing the key is scrubbed."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
+    runner = CliRunner()
+    env = {"JOBSYNC_API_KEY": CANARY}
+    args = ["sync", "--db", db_url, "--base-url", canary_sim.url, "--cluster-id", CLUSTER]
+    # A few progress requests per pass are enough to see them fail; more only wait on the pacer.
+    args += ["--details-max-per-pass", "3"]
+    echo = json.dumps({"code": 96026, "message": f"no job for token {CANARY}"}).encode()
+    seen: list[str] = []
+    for fault in (
+        Fault(status=200, body=echo, path=DESCRIBE_PATH),
+        Fault(status=500, body=echo, path=DESCRIBE_PATH),
+        Fault(status=200, body=b"not json " + CANARY.encode(), path=DESCRIBE_PATH),
+        # Last: after a 404 the fallback path is remembered, and /describe is not asked again.
+        Fault(status=404, body=echo, path=DESCRIBE_PATH),
+    ):
+        canary_sim.clear_faults()
+        canary_sim.add_fault(fault)
+        result = runner.invoke(cli, args, env=env)
+        assert result.exit_code == 0, _everything(result)
+        seen.append(_everything(result))
+        debug = runner.invoke(cli, ["--debug", *args], env=env)
+        assert debug.exit_code == 0, _everything(debug)
+        seen.append(_everything(debug))
+        assert fault.fired > 0
+
+    assert any("progress of job" in text for text in seen)  # the warnings were really logged
+    assert [text for text in seen if CANARY in text] == []
+    assert CANARY not in _database_text(db_url)
+
+
+def test_objects_never_show_the_key():
+    key = Secret(CANARY)
+    settings = resolve_settings(
+        CliValues(cluster_ids=(CLUSTER,), base_url="https://api.example.com"),
+        {"JOBSYNC_API_KEY": CANARY},
+    )
+    client = ApiClient("https://api.example.com", key)
+    for obj in (
+        key,
+        BearerAuth(key),
+        client,
+        settings,
+        settings.sources[0],
+        PassResult("s", 1, True),
+    ):
+        assert CANARY not in repr(obj) and CANARY not in str(obj)
+    client.close()
+
+
+def test_redact_scrubs_keys_and_both_password_forms():
+    Secret(CANARY)
+    text = (
+        f"Bearer {CANARY} postgresql://u:{CANARY}@db/x "
+        f"postgresql://db/x?password={CANARY}&sslmode=require {CANARY}"
+    )
+    assert CANARY not in redact(text)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("form", ["userinfo", "query"])
+def test_a_database_password_never_leaks(form, postgres_url, canary_sim, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    base, name = postgres_url.rsplit("/", 1)
+    user_host = base.removeprefix("postgresql://")
+    user, host = user_host.split("@")
+    # Trust authentication ignores the password, so the canary can travel the whole way.
+    if form == "userinfo":
+        url = f"postgresql://{user}:{CANARY}@{host}/{name}"
+    else:
+        url = f"postgresql://{user}@{host}/{name}?password={CANARY}"
+    missing = url.replace(f"/{name}", "/no_such_database_jobsync")
+    runner = CliRunner()
+    env = {"JOBSYNC_API_KEY": CANARY}
+    results = [
+        runner.invoke(
+            cli,
+            ["--debug", "sync", "--db", url, "--base-url", canary_sim.url, "--cluster-id", CLUSTER],
+            env=env,
+        ),
+        runner.invoke(
+            cli,
+            ["sync", "--db", missing, "--base-url", canary_sim.url, "--cluster-id", CLUSTER],
+            env=env,
+        ),
+        runner.invoke(cli, ["--debug", "db", "current", "--db", missing], env=env),
+        runner.invoke(cli, ["jobs", "--db", url], env=env),
+    ]
+    assert results[0].exit_code == 0, _everything(results[0])
+    assert results[1].exit_code == 1 and "no_such_database_jobsync" in results[1].output
+    for result in results:
+        assert CANARY not in _everything(result)
+    assert CANARY not in _database_text(postgres_url)
