@@ -84,7 +84,7 @@ def db_current(database_url: str | None, config_file: str | None) -> None:
 
     Example: jobsync db current --db sqlite:///jobsync.db
     """
-    from jobsync.migrate import current_revision, head_revision
+    from jobsync.migrate import current_revision, head_revision, is_known_revision
     from jobsync.store import missing_sqlite_file, storage_errors
 
     settings = settings_from(database_url=database_url, config_file=config_file)
@@ -97,6 +97,11 @@ def db_current(database_url: str | None, config_file: str | None) -> None:
         click.echo(f"no schema (latest is {head}): run `jobsync db upgrade`")
     elif current == head:
         click.echo(f"{current} (head)")
+    elif not is_known_revision(current):
+        click.echo(
+            f"{current} (unknown to this version of jobsync, whose latest is {head}: "
+            "the database was written by a newer jobsync; upgrade jobsync)"
+        )
     else:
         click.echo(f"{current} (latest is {head}: run `jobsync db upgrade`)")
 
@@ -144,7 +149,8 @@ def source_options(f: F) -> F:
                 envvar="JOBSYNC_API_KEY_FILE",
                 show_envvar=True,
                 type=click.Path(dir_okay=False),
-                help="File holding the API key (mode 600). Or set JOBSYNC_API_KEY.",
+                help="File holding the API key (mode 600; a UTF-8 BOM and trailing newline "
+                "are ignored). Or set JOBSYNC_API_KEY.",
             ),
             click.option(
                 "--page-size",

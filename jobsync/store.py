@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, insert, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from jobsync import bulk, scan
@@ -63,37 +63,69 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def open_engine(url: str, *, readonly: bool = False) -> Engine:
-    """An engine configured for jobsync: see the module docstring for what that means."""
+def _parse_database_url(url: str) -> URL:
+    """The URL as SQLAlchemy reads it, or a ConfigError (password masked) saying what is wrong."""
+    shown = repr(redact(url))
     try:
         parsed = make_url(normalise_url(url))
     except ArgumentError:
-        raise ConfigError(f"database URL {redact(url)!r} is not a valid SQLAlchemy URL") from None
-    if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed)
-        _configure_sqlite(engine, readonly=readonly)
-    elif parsed.get_backend_name() == "postgresql":
-        engine = create_engine(
-            parsed,
-            pool_pre_ping=True,
-            connect_args={"connect_timeout": 10, "application_name": "jobsync"},
-        )
+        raise ConfigError(f"database URL {shown} is not a valid SQLAlchemy URL") from None
+    except ValueError:
+        # SQLAlchemy's parser raises ValueError only when it turns the port into a number.
+        raise ConfigError(f"database URL {shown}: the port is not a number") from None
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "postgresql":
+        if driver != "psycopg":
+            raise ConfigError(
+                f"database URL {shown}: jobsync talks to PostgreSQL through psycopg 3, not "
+                f"{driver}; write postgresql://... (or postgresql+psycopg://...)"
+            )
+    elif backend == "sqlite":
+        if driver != "pysqlite":
+            raise ConfigError(
+                f"database URL {shown}: jobsync opens SQLite with Python's sqlite3, not "
+                f"{driver}; write sqlite:///..."
+            )
+        if parsed.username or parsed.password or parsed.host or parsed.port:
+            raise ConfigError(
+                f"database URL {shown}: a SQLite URL names a file and takes no user, password "
+                "or host; write sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
     else:
         raise ConfigError(
-            f"database URL {redact(url)!r}: jobsync supports sqlite:// and postgresql:// only"
+            f"database URL {shown}: jobsync supports sqlite:// and postgresql:// only"
         )
+    return parsed
+
+
+def open_engine(url: str, *, readonly: bool = False) -> Engine:
+    """An engine configured for jobsync: see the module docstring for what that means."""
+    parsed = _parse_database_url(url)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            engine = create_engine(parsed)
+            _configure_sqlite(engine, readonly=readonly)
+        else:
+            engine = create_engine(
+                parsed,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": 10, "application_name": "jobsync"},
+            )
+    except ArgumentError as exc:
+        raise ConfigError(f"database URL {redact(url)!r}: {error_detail(exc)}") from None
     return engine
 
 
 def missing_sqlite_file(url: str) -> bool:
-    """True for a SQLite URL whose file does not exist (connecting would create it empty)."""
-    try:
-        parsed = make_url(normalise_url(url))
-    except ArgumentError:
-        return False
+    """True for a SQLite URL whose file does not exist (connecting would create it empty).
+
+    Raises ConfigError for a URL that jobsync cannot use at all.
+    """
+    parsed = _parse_database_url(url)
     path = parsed.database
     return (
         parsed.get_backend_name() == "sqlite"
+        and not parsed.query.get("uri")
         and bool(path)
         and path != ":memory:"
         and not Path(str(path)).exists()
