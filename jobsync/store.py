@@ -99,7 +99,10 @@ def _parse_database_url(url: str) -> URL:
 
 
 def open_engine(url: str, *, readonly: bool = False) -> Engine:
-    """An engine configured for jobsync: see the module docstring for what that means."""
+    """An engine configured for jobsync: see the module docstring for what that means.
+
+    ``readonly`` engines open SQLite files read-only (see ``_read_only_target``).
+    """
     parsed = _parse_database_url(url)
     try:
         if parsed.get_backend_name() == "sqlite":
@@ -132,7 +135,56 @@ def missing_sqlite_file(url: str) -> bool:
     )
 
 
+def _read_only_target(filename: str, is_uri: bool) -> str | None:
+    """What a read-only connection opens: a ``file:`` URI with ``mode=ro``, or None to open
+    ``filename`` as it is (a file that does not exist yet: SQLite cannot open that read-only,
+    and readers in the CLI refuse a missing file before they get here).
+
+    A WAL database is read through its ``-shm`` and ``-wal`` files, which SQLite creates when
+    they are missing; in a directory we may not write it cannot, and even a read-only open
+    fails ("attempt to write a readonly database"). ``immutable=1`` reads the main file alone,
+    without those files and without locks, so it is used only there, and only while no
+    ``-wal`` file exists: a writer's last connection checkpoints and deletes it on close, so
+    then the main file holds every commit. While a ``-wal`` exists, a writer may be connected
+    and commits may still be in it; ``mode=ro`` reads them through the existing ``-shm``, where
+    ``immutable=1`` would silently skip them. What is left: a writer that starts during the
+    read and checkpoints before it ends would not be seen by a reader that takes no locks;
+    that is the price of reading where we cannot create the ``-shm``.
+    """
+    import os
+    from urllib.parse import quote
+
+    if is_uri:
+        # The user's own SQLite URI: kept, but read-only unless it names a mode itself.
+        return (
+            filename
+            if "mode=" in filename
+            else f"{filename}{'&' if '?' in filename else '?'}mode=ro"
+        )
+    path = Path(filename)
+    if not path.exists():
+        return None
+    target = f"file:{quote(str(path))}?mode=ro"
+    if not os.access(path.parent, os.W_OK) and not Path(f"{path}-wal").exists():
+        target += "&immutable=1"
+    return target
+
+
 def _configure_sqlite(engine: Engine, *, readonly: bool) -> None:
+    if readonly:
+
+        @event.listens_for(engine, "do_connect")
+        def _open_read_only(
+            _dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]
+        ) -> None:
+            # Decided per connection: whether a -wal file exists changes while a pool lives.
+            filename = str(cargs[0]) if cargs else ""
+            if filename and filename != ":memory:":
+                target = _read_only_target(filename, bool(cparams.get("uri")))
+                if target is not None:
+                    cargs[0] = target
+                    cparams["uri"] = True
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
