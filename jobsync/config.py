@@ -278,10 +278,10 @@ def read_key_file(path: str) -> Secret:
 
 
 def _checked_key(value: str, where: str) -> Secret:
-    """The key as a Secret, if an HTTP header can carry it; the message never quotes it.
+    """The key as a Secret if it is printable ASCII, as API keys are; the message never quotes it.
 
-    HTTP sends header values as Latin-1 and API keys are ASCII: a character beyond that (often
-    a no-break space or a typographic quote pasted with the key) would fail every request.
+    Anything else (often a no-break space or a typographic quote pasted with the key) would
+    fail every request: as a rejected key, or, beyond Latin-1, as a header that cannot be sent.
     """
     for position, char in enumerate(value, 1):
         if not " " <= char <= "~":

@@ -165,6 +165,6 @@ def _refuse_revision(current: str, needs: str) -> None:
     head = script.get_current_head()
     if current == head:
         return  # HEAD_REVISION is stale; tests/test_storage.py keeps it from landing so
-    if current not in {rev.revision for rev in script.walk_revisions()}:
+    if not is_known_revision(current):
         raise _newer_than_this_jobsync(current)
     raise SchemaError(f"{needs} {head}: run `jobsync db upgrade` first")
