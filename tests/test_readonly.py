@@ -69,12 +69,11 @@ def shared_dir() -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("running a command as another user needs root (these tests run as root in CI)")
     base = Path(tempfile.mkdtemp(prefix="jobsync-readonly-"))
-    base.chmod(0o755)
-    check = as_nobody("--version", cwd=base)
-    if check.returncode != 0:
-        shutil.rmtree(base)
-        pytest.fail(f"user {NOBODY} cannot run {JOBSYNC}: {check.stderr.strip()}")
     try:
+        base.chmod(0o755)
+        check = as_nobody("--version", cwd=base)
+        if check.returncode != 0:
+            pytest.fail(f"user {NOBODY} cannot run {JOBSYNC}: {check.stderr.strip()}")
         yield base
     finally:
         for path in (base, *base.rglob("*")):
