@@ -4,6 +4,12 @@ Retries are urllib3's ``Retry`` (POST explicitly allowed: the list and progress 
 read), on connection errors, timeouts, 429 and 5xx gateway statuses, with exponential backoff,
 jitter and a capped ``Retry-After``. A rejected key is never retried. Bodies are read with a
 wall-clock deadline and a size cap, decompressed by us with a bound, and parsed defensively.
+
+Every string of a decoded body (job reasons, collection names, raw states, error messages) has
+the client's API key and its variants masked before ``call`` returns it (see
+:func:`jobsync.observability.redact.scrubber`): what a server echoes is never stored or shown.
+A cheap test on the raw bytes skips the walk for the bodies that cannot hold the key, which is
+nearly all.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from urllib3.util.retry import Retry
 from jobsync.api.ratelimit import pause
 from jobsync.config import HttpSettings
 from jobsync.errors import ApiStatusError, AuthError, Cancelled, ProtocolError, TransportError
-from jobsync.observability.redact import Secret, redact
+from jobsync.observability.redact import Scrubber, Secret, redact, scrubber
 
 __all__ = ["ApiClient", "BearerAuth", "parse_envelope"]
 
@@ -132,6 +138,7 @@ class ApiClient:
         self._monotonic = monotonic
         self._cancel = cancel
         self._rate_limit = rate_limit
+        self._scrubber = scrubber(api_key.reveal()) if api_key is not None else scrubber()
         self._session = requests.Session()
         # Never consult ~/.netrc or proxy env for credentials; our auth object is the only source.
         self._session.trust_env = False
@@ -239,7 +246,9 @@ class ApiClient:
         status = response.status_code
         if 300 <= status < 400:
             raise ProtocolError(f"{path}: refusing to follow a redirect (HTTP {status})")
-        payload = _decode_json(raw, status, path)
+        payload = _decode_json(raw, status, path, self._scrubber)
+        if self._scrubber.suspects(raw):
+            payload = _scrub_payload(payload, self._scrubber, path)
         if status in RETRY_STATUSES:
             raise ApiStatusError(
                 f"{path}: HTTP {status} after {self.http.max_retries} retries: {_message(payload)}",
@@ -329,29 +338,31 @@ def _is_success(code: object) -> bool:
 def _message(payload: Any) -> str:
     if isinstance(payload, dict):
         text = payload.get("message")
-        text = text if isinstance(text, str) else json.dumps(payload)[:MESSAGE_LIMIT]
+        text = text if isinstance(text, str) else json.dumps(payload)[: 2 * MESSAGE_LIMIT]
     elif isinstance(payload, _RawBody):
         text = payload.text
     else:
         text = str(payload)
-    text = " ".join(text.split())
+    # Redacted before it is cut short: a cut could leave a part of a secret that no longer
+    # looks like one.
+    text = redact(" ".join(text.split()))
     if len(text) > MESSAGE_LIMIT:
         text = text[:MESSAGE_LIMIT] + "..."
-    return redact(text) or "(no message)"
+    return text or "(no message)"
 
 
 class _RawBody:
     """A body that was not JSON, kept only to quote the start of it in an error message."""
 
-    def __init__(self, raw: bytes) -> None:
-        self.text = raw[:MESSAGE_LIMIT].decode("utf-8", "replace")
+    def __init__(self, raw: bytes, scrub: Scrubber) -> None:
+        self.text = scrub(raw[: 2 * MESSAGE_LIMIT].decode("utf-8", "replace"))
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def _decode_json(raw: bytes, status: int, path: str) -> Any:
+def _decode_json(raw: bytes, status: int, path: str, scrub: Scrubber) -> Any:
     try:
         return json.loads(raw, parse_constant=_reject_constant)
     except RecursionError:
@@ -359,12 +370,33 @@ def _decode_json(raw: bytes, status: int, path: str) -> Any:
     except (ValueError, UnicodeDecodeError) as exc:
         if status != 200:
             # An error page from a proxy or load balancer: report the status, quote the body.
-            return _RawBody(raw)
-        snippet = " ".join(raw[:80].decode("utf-8", "replace").split())
+            return _RawBody(raw, scrub)
+        snippet = scrub(" ".join(raw[:120].decode("utf-8", "replace").split()))[:80]
         raise ProtocolError(
-            f"{path}: response is not valid JSON ({type(exc).__name__}: {exc}); "
+            f"{path}: response is not valid JSON ({type(exc).__name__}: {scrub(str(exc))}); "
             f"it starts with {snippet!r}"
         ) from None
+
+
+def _scrub_payload(payload: Any, scrub: Scrubber, path: str) -> Any:
+    """``payload`` with the key masked in every string, dictionary keys included."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return scrub(value)
+        if isinstance(value, dict):
+            return {scrub(k): walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        return value
+
+    if isinstance(payload, _RawBody):
+        return payload  # scrubbed when it was made
+    try:
+        return walk(payload)
+    except RecursionError:
+        # json.loads and this walk both recurse per level, from different stack depths.
+        raise ProtocolError(f"{path}: response JSON is nested too deeply") from None
 
 
 def _decoder(encoding: str, path: str) -> Any:

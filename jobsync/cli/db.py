@@ -40,7 +40,7 @@ def db_current(database_url: str | None, config_file: str | None) -> None:
 
     Example: jobsync db current --db sqlite:///jobsync.db
     """
-    from jobsync.storage.migrate import current_revision, head_revision
+    from jobsync.storage.migrate import current_revision, head_revision, is_known_revision
     from jobsync.storage.store import missing_sqlite_file, storage_errors
 
     settings = settings_from(database_url=database_url, config_file=config_file)
@@ -53,6 +53,11 @@ def db_current(database_url: str | None, config_file: str | None) -> None:
         click.echo(f"no schema (latest is {head}): run `jobsync db upgrade`")
     elif current == head:
         click.echo(f"{current} (head)")
+    elif not is_known_revision(current):
+        click.echo(
+            f"{current} (unknown to this version of jobsync, whose latest is {head}: "
+            "the database was written by a newer jobsync; upgrade jobsync)"
+        )
     else:
         click.echo(f"{current} (latest is {head}: run `jobsync db upgrade`)")
 

@@ -42,7 +42,8 @@ def source_options(f: F) -> F:
                 envvar="JOBSYNC_API_KEY_FILE",
                 show_envvar=True,
                 type=click.Path(dir_okay=False),
-                help="File holding the API key (mode 600). Or set JOBSYNC_API_KEY.",
+                help="File holding the API key (mode 600; a UTF-8 BOM and trailing newline "
+                "are ignored). Or set JOBSYNC_API_KEY.",
             ),
             click.option(
                 "--page-size",

@@ -25,6 +25,7 @@ __all__ = [
     "current_revision",
     "ensure_schema",
     "head_revision",
+    "is_known_revision",
     "migrations_dir",
     "require_current_schema",
     "upgrade",
@@ -68,6 +69,21 @@ def head_revision() -> str:
     return head
 
 
+def is_known_revision(revision: str) -> bool:
+    """Whether this jobsync has a migration script for ``revision`` (a newer one may not)."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(_config())
+    return revision in {rev.revision for rev in script.walk_revisions()}
+
+
+def _newer_than_this_jobsync(revision: str) -> SchemaError:
+    return SchemaError(
+        f"the database schema is at revision {revision}, which this version of jobsync "
+        "does not know (it was written by a newer jobsync): upgrade jobsync"
+    )
+
+
 def current_revision(engine: Engine) -> str | None:
     """The database's revision, or None for a database jobsync has never touched."""
     with engine.connect() as conn:
@@ -90,13 +106,20 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     Concurrent upgrades queue on a lock; the later ones find nothing to do.
     """
     from alembic import command
+    from alembic.util import CommandError
 
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(select(func.pg_advisory_xact_lock(lock_key(_MIGRATION_LOCK))))
         # On SQLite the transaction began with BEGIN IMMEDIATE, which is the lock.
         before = _revision(conn)
-        command.upgrade(_config(conn), revision)
+        if before is not None and not is_known_revision(before):
+            # Alembic would fail with "Can't locate revision": say what that means here.
+            raise _newer_than_this_jobsync(before)
+        try:
+            command.upgrade(_config(conn), revision)
+        except CommandError as exc:
+            raise SchemaError(f"cannot migrate the schema: {redact(str(exc))}") from None
         after = _revision(conn)
     return before, after or head_revision()
 
@@ -142,9 +165,6 @@ def _refuse_revision(current: str, needs: str) -> None:
     head = script.get_current_head()
     if current == head:
         return  # HEAD_REVISION is stale; tests/storage/test_storage.py keeps it from landing so
-    if current not in {rev.revision for rev in script.walk_revisions()}:
-        raise SchemaError(
-            f"the database schema is at revision {current}, which this version of jobsync "
-            "does not know (it was written by a newer jobsync): upgrade jobsync"
-        )
+    if not is_known_revision(current):
+        raise _newer_than_this_jobsync(current)
     raise SchemaError(f"{needs} {head}: run `jobsync db upgrade` first")

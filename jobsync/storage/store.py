@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, func, insert, select, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from jobsync.domain.fencing import check_fence, clock_shift, shift_pass
@@ -70,44 +70,128 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def open_engine(url: str, *, readonly: bool = False) -> Engine:
-    """An engine configured for jobsync: see the module docstring for what that means."""
+def _parse_database_url(url: str) -> URL:
+    """The URL as SQLAlchemy reads it, or a ConfigError (password masked) saying what is wrong."""
+    shown = repr(redact(url))
     try:
         parsed = make_url(normalise_url(url))
     except ArgumentError:
-        raise ConfigError(f"database URL {redact(url)!r} is not a valid SQLAlchemy URL") from None
-    if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed)
-        _configure_sqlite(engine, readonly=readonly)
-    elif parsed.get_backend_name() == "postgresql":
-        engine = create_engine(
-            parsed,
-            pool_pre_ping=True,
-            connect_args={"connect_timeout": 10, "application_name": "jobsync"},
-        )
+        raise ConfigError(f"database URL {shown} is not a valid SQLAlchemy URL") from None
+    except ValueError:
+        # SQLAlchemy's parser raises ValueError only when it turns the port into a number.
+        raise ConfigError(f"database URL {shown}: the port is not a number") from None
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if backend == "postgresql":
+        if driver != "psycopg":
+            raise ConfigError(
+                f"database URL {shown}: jobsync talks to PostgreSQL through psycopg 3, not "
+                f"{driver}; write postgresql://... (or postgresql+psycopg://...)"
+            )
+    elif backend == "sqlite":
+        if driver != "pysqlite":
+            raise ConfigError(
+                f"database URL {shown}: jobsync opens SQLite with Python's sqlite3, not "
+                f"{driver}; write sqlite:///..."
+            )
+        if parsed.username or parsed.password or parsed.host or parsed.port:
+            raise ConfigError(
+                f"database URL {shown}: a SQLite URL names a file and takes no user, password "
+                "or host; write sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
     else:
         raise ConfigError(
-            f"database URL {redact(url)!r}: jobsync supports sqlite:// and postgresql:// only"
+            f"database URL {shown}: jobsync supports sqlite:// and postgresql:// only"
         )
+    return parsed
+
+
+def open_engine(url: str, *, readonly: bool = False) -> Engine:
+    """An engine configured for jobsync: see the module docstring for what that means.
+
+    ``readonly`` engines open SQLite files read-only (see ``_read_only_target``).
+    """
+    parsed = _parse_database_url(url)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            engine = create_engine(parsed)
+            _configure_sqlite(engine, readonly=readonly)
+        else:
+            engine = create_engine(
+                parsed,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": 10, "application_name": "jobsync"},
+            )
+    except ArgumentError as exc:
+        raise ConfigError(f"database URL {redact(url)!r}: {error_detail(exc)}") from None
     return engine
 
 
 def missing_sqlite_file(url: str) -> bool:
-    """True for a SQLite URL whose file does not exist (connecting would create it empty)."""
-    try:
-        parsed = make_url(normalise_url(url))
-    except ArgumentError:
-        return False
+    """True for a SQLite URL whose file does not exist (connecting would create it empty).
+
+    Raises ConfigError for a URL that jobsync cannot use at all.
+    """
+    parsed = _parse_database_url(url)
     path = parsed.database
     return (
         parsed.get_backend_name() == "sqlite"
+        and not parsed.query.get("uri")
         and bool(path)
         and path != ":memory:"
         and not Path(str(path)).exists()
     )
 
 
+def _read_only_target(filename: str, is_uri: bool) -> str | None:
+    """What a read-only connection opens: a ``file:`` URI with ``mode=ro``, or None to open
+    ``filename`` as it is (a file that does not exist yet: SQLite cannot open that read-only,
+    and readers in the CLI refuse a missing file before they get here).
+
+    A WAL database is read through its ``-shm`` and ``-wal`` files, which SQLite creates when
+    they are missing; in a directory we may not write it cannot, and even a read-only open
+    fails ("attempt to write a readonly database"). ``immutable=1`` reads the main file alone,
+    without those files and without locks, so it is used only there, and only while no
+    ``-wal`` file exists: a writer's last connection checkpoints and deletes it on close, so
+    then the main file holds every commit. While a ``-wal`` exists, a writer may be connected
+    and commits may still be in it; ``mode=ro`` reads them through the existing ``-shm``, where
+    ``immutable=1`` would silently skip them. What is left: a writer that starts during the
+    read and checkpoints before it ends would not be seen by a reader that takes no locks;
+    that is the price of reading where we cannot create the ``-shm``.
+    """
+    import os
+    from urllib.parse import quote
+
+    if is_uri:
+        # The user's own SQLite URI: kept, but read-only unless it names a mode itself.
+        return (
+            filename
+            if "mode=" in filename
+            else f"{filename}{'&' if '?' in filename else '?'}mode=ro"
+        )
+    path = Path(filename)
+    if not path.exists():
+        return None
+    target = f"file:{quote(str(path))}?mode=ro"
+    if not os.access(path.parent, os.W_OK) and not Path(f"{path}-wal").exists():
+        target += "&immutable=1"
+    return target
+
+
 def _configure_sqlite(engine: Engine, *, readonly: bool) -> None:
+    if readonly:
+
+        @event.listens_for(engine, "do_connect")
+        def _open_read_only(
+            _dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]
+        ) -> None:
+            # Decided per connection: whether a -wal file exists changes while a pool lives.
+            filename = str(cargs[0]) if cargs else ""
+            if filename and filename != ":memory:":
+                target = _read_only_target(filename, bool(cparams.get("uri")))
+                if target is not None:
+                    cargs[0] = target
+                    cparams["uri"] = True
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.

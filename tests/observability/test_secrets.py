@@ -22,7 +22,23 @@ from jobsync.storage.store import open_engine
 from tests.cli.test_faults import FAULTS
 from tests.conftest import CLUSTER
 
+# Also a database password below, so nothing that a URL would need to encode (test_scrub.py
+# has a key that does).
 CANARY = f"CANARY-{uuid.uuid4().hex}"
+CANARY_VARIANTS = {
+    "exact": CANARY,
+    "upper case": CANARY.upper(),
+    "lower case": CANARY.lower(),
+    "prefix of 8": CANARY[:8],
+    "prefix of 12, lower case": CANARY[:12].lower(),
+    "prefix of 20, upper case": CANARY[:20].upper(),
+}
+
+
+def _leaked(texts: list[str]) -> list[str]:
+    """The texts holding the canary in any variant: each starts with its first 8 characters
+    in some letter case."""
+    return [text for text in texts if CANARY[:8].lower() in text.lower()]
 
 
 def _everything(result: Result) -> str:
@@ -93,9 +109,8 @@ def test_the_api_key_never_leaks_through_the_fault_matrix(
     for command in ([], ["sync"], ["db", "upgrade"], ["jobs"], ["history"], ["simulate"], ["demo"]):
         seen.append(runner.invoke(cli, [*command, "--help"], env=env).output)
 
-    leaked = [text for text in seen if CANARY in text]
-    assert leaked == []
-    assert CANARY not in _database_text(db_url)
+    assert _leaked(seen) == []
+    assert _leaked([_database_text(db_url)]) == []
 
 
 def test_the_api_key_never_leaks_through_progress_requests(
@@ -109,12 +124,13 @@ def test_the_api_key_never_leaks_through_progress_requests(
     args = ["sync", "--db", db_url, "--base-url", canary_sim.url, "--cluster-id", CLUSTER]
     # A few progress requests per pass are enough to see them fail; more only wait on the pacer.
     args += ["--details-max-per-pass", "3"]
-    echo = json.dumps({"code": 96026, "message": f"no job for token {CANARY}"}).encode()
+    echoed = " ".join(CANARY_VARIANTS.values())
+    echo = json.dumps({"code": 96026, "message": f"no job for token {echoed}"}).encode()
     seen: list[str] = []
     for fault in (
         Fault(status=200, body=echo, path=DESCRIBE_PATH),
         Fault(status=500, body=echo, path=DESCRIBE_PATH),
-        Fault(status=200, body=b"not json " + CANARY.encode(), path=DESCRIBE_PATH),
+        Fault(status=200, body=b"not json " + CANARY.upper().encode(), path=DESCRIBE_PATH),
         # Last: after a 404 the fallback path is remembered, and /describe is not asked again.
         Fault(status=404, body=echo, path=DESCRIBE_PATH),
     ):
@@ -129,8 +145,8 @@ def test_the_api_key_never_leaks_through_progress_requests(
         assert fault.fired > 0
 
     assert any("progress of job" in text for text in seen)  # the warnings were really logged
-    assert [text for text in seen if CANARY in text] == []
-    assert CANARY not in _database_text(db_url)
+    assert _leaked(seen) == []
+    assert _leaked([_database_text(db_url)]) == []
 
 
 def test_objects_never_show_the_key():
@@ -159,6 +175,28 @@ def test_redact_scrubs_keys_and_both_password_forms():
         f"postgresql://db/x?password={CANARY}&sslmode=require {CANARY}"
     )
     assert CANARY not in redact(text)
+
+
+def test_redact_masks_the_registered_key_in_every_variant():
+    Secret(CANARY)
+    for name, variant in CANARY_VARIANTS.items():
+        assert redact(f"server said: {variant}!") == "server said: ***!", name
+
+
+def test_redact_keeps_the_word_after_token_and_key_when_it_is_no_secret():
+    Secret(CANARY)
+    for text in ("Invalid token: abc", "api_key: missing", "secret: none given", "key=value"):
+        assert redact(text) == text
+
+
+def test_redact_still_masks_credentials_by_their_place():
+    text = (
+        "postgresql://u:pw1@db/x postgresql://db/x?password=pw2&sslmode=require "
+        "https://h/hook?token=pw3 host=db password=pw4 Authorization: Bearer pw5"
+    )
+    masked = redact(text)
+    assert [s for s in ("pw1", "pw2", "pw3", "pw4", "pw5") if s in masked] == []
+    assert "sslmode=require" in masked and "postgresql://u:***@db/x" in masked
 
 
 @pytest.mark.postgres
@@ -192,6 +230,5 @@ def test_a_database_password_never_leaks(form, postgres_url, canary_sim, monkeyp
     ]
     assert results[0].exit_code == 0, _everything(results[0])
     assert results[1].exit_code == 1 and "no_such_database_jobsync" in results[1].output
-    for result in results:
-        assert CANARY not in _everything(result)
-    assert CANARY not in _database_text(postgres_url)
+    assert _leaked([_everything(result) for result in results]) == []
+    assert _leaked([_database_text(postgres_url)]) == []
