@@ -98,8 +98,10 @@ else
     dockerd >"$work/dockerd.log" 2>&1 &
     dockerd_pid=$!
     end=$((SECONDS + 60))
+    # Gone, or a zombie not reaped yet.
+    alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status"; }
     until docker info >/dev/null 2>&1; do
-        if ! kill -0 "$dockerd_pid" 2>/dev/null; then
+        if ! alive "$dockerd_pid"; then
             dockerd_pid=""
             why=$(grep -iE 'level=(fatal|error)|failed' "$work/dockerd.log" | tail -n 1 || true)
             skip "dockerd cannot start here: ${why:-it exited}"
