@@ -1,8 +1,9 @@
 """Turning the ``data`` of a list response into job records, tolerating every known variant.
 
-Variants (see the API reference): records under ``data.records``, ``data.tasks`` or a bare
-list; ids under ``jobId``, ``jobID`` or ``taskID``; ``count`` as a number, a string, or absent.
-A record we cannot identify is skipped and counted, never guessed at.
+Variants that Zilliz Cloud and Milvus versions send: records under ``data.records``,
+``data.tasks`` or a bare list; ids under ``jobId``, ``jobID`` or ``taskID``; ``count`` as a
+number, a string, or absent. A record we cannot identify is skipped and counted, never guessed
+at.
 
 A success answer must carry a listing: no ``data``, or ``data`` without ``records``/``tasks``
 (or with them null), is a protocol error, never an empty list, unless ``count`` says 0 in so
