@@ -23,11 +23,11 @@ from jobsync.domain.records import (
     parse_count,
     parse_progress_data,
 )
-from jobsync.errors import ConfigError, ProtocolError
+from jobsync.errors import ConfigError, ProtocolError, SupersededError
 from jobsync.observability.redact import Secret
 from jobsync.service.details import select_jobs
 from jobsync.service.sync import sync_all, sync_source
-from jobsync.simulator import Fault, Simulator
+from jobsync.simulator import LIST_PATH, Fault, Simulator
 from jobsync.storage.schema import (
     import_job_progress,
     import_job_records,
@@ -364,6 +364,32 @@ def test_a_progress_endpoint_failing_forever_never_fails_the_pass(engine, zsim):
         stored = {r.job_id: r.raw_state for r in conn.execute(select(import_jobs))}
     assert stored == {j.job_id: j.state for j in zsim.jobs()}
     assert _samples(engine) == []
+
+
+class _LostLock:
+    """A sync lock that turns out to be lost when the pass is about to write."""
+
+    def check(self) -> None:
+        raise SupersededError("the lock was lost")
+
+
+def test_a_pass_failing_after_its_details_records_their_retries_with_the_lists(engine, zsim):
+    zsim.add_fault(Fault(status=503, path=LIST_PATH, times=1))
+    zsim.add_fault(Fault(status=503, path=DESCRIBE, times=1))
+    settings = _settings(engine, zsim)
+
+    result = sync_source(
+        engine,
+        settings.sources[0],
+        settings,
+        sleep=lambda _s: None,
+        clock=zsim._clock,
+        lock=_LostLock(),
+    )
+
+    assert not result.ok and isinstance(result.error, SupersededError)
+    assert result.retries == 2  # one list request and one progress request, each retried once
+    assert _run(engine, result.run_id)["retries"] == 2
 
 
 @pytest.mark.parametrize(
