@@ -151,8 +151,8 @@ class PassPlan:
     """Rows to write for one pass: new jobs, jobs that changed, and their transitions.
 
     A new job's row takes ``last_seen_at``/``last_seen_started_at`` from the snapshot and its
-    ``first_seen`` transition starts at ``first_seen_window``; ``new_rows()`` and ``history()``
-    spell those rows out in full.
+    ``first_seen`` transition starts at ``first_seen_window``: the writer spells those rows out
+    from ``new`` (see ``new_job``).
     """
 
     run_id: int
@@ -175,48 +175,6 @@ class PassPlan:
     @property
     def rows_written(self) -> int:
         return 2 * len(self.new) + len(self.updates) + len(self.transitions)
-
-    def new_rows(self) -> list[JobRow]:
-        """The new jobs' rows, as the writer stores them."""
-        return [
-            JobRow(
-                job_id=job.job_id,
-                collection_name=job.collection_name,
-                state=job.state,
-                raw_state=job.raw_state,
-                progress=job.progress,
-                reason=job.reason,
-                listed=True,
-                missed_snapshots=0,
-                vanished=False,
-                finished=job.finished_at is not None,
-                first_seen_at=job.observed_at,
-                state_since=job.observed_at,
-                last_seen_at=self.seen_at,
-                last_seen_started_at=self.seen_started_at,
-                finished_at=job.finished_at,
-            )
-            for job in map(new_job, self.new)
-        ]
-
-    def history(self) -> list[dict[str, Any]]:
-        """Every transition of the pass, the new jobs' ``first_seen`` ones first."""
-        first_seen = [
-            _transition(
-                "first_seen",
-                job.job_id,
-                self.run_id,
-                from_state=None,
-                to_state=job.state,
-                raw_from=None,
-                raw_to=job.raw_state,
-                window_start=self.first_seen_window,
-                observed_at=job.observed_at,
-                reason=job.failure_reason,
-            )
-            for job in map(new_job, self.new)
-        ]
-        return first_seen + self.transitions
 
 
 def plan_pass(
