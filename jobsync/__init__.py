@@ -5,15 +5,14 @@ open a database with :func:`open_engine`, migrate with :func:`upgrade`, and run 
 :func:`sync_source` / :func:`sync_all`. Errors derive from :class:`JobsyncError`.
 
 Names are imported on first use, so ``import jobsync.simulator`` (or the CLI's ``--help``)
-does not pay for SQLAlchemy and Alembic.
+does not pay for SQLAlchemy and Alembic. ``__version__`` is read from the installed package's
+metadata, so ``pyproject.toml`` is the one place that states it.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-
-__version__ = "0.1.0"
 
 _EXPORTS = {
     "HttpSettings": "jobsync.config",
@@ -63,6 +62,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    __version__: str
+
     from jobsync.config import HttpSettings, Settings, Source
     from jobsync.errors import (
         ApiError,
@@ -83,6 +84,11 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        globals()[name] = version("jobsync")
+        return globals()[name]
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'jobsync' has no attribute {name!r}")

@@ -61,8 +61,6 @@ KNOWN_EXCEPTIONS = {
     ("jobsync.service.demo", "jobsync.reporting.queries"),
     # the demo runs the simulator in process.
     ("jobsync.service.demo", "jobsync.simulator"),
-    # the HTML report prints the version, which lives in the package's face.
-    ("jobsync.reporting.report_html", "jobsync"),
 }
 
 # Third-party and standard-library modules a layer must not import.
