@@ -104,7 +104,8 @@ def sim() -> Iterator[Simulator]:
 
 
 def settings_for(sim: Simulator, db_url: str, **overrides: object) -> Settings:
-    """Settings for syncing the simulator's first cluster, fast retries, injected nothing."""
+    """Settings for syncing the simulator's clusters, fast retries, injected nothing, and no
+    progress details (tests that count requests count list requests)."""
     from jobsync.config import HttpSettings
 
     http = HttpSettings(
@@ -122,6 +123,7 @@ def settings_for(sim: Simulator, db_url: str, **overrides: object) -> Settings:
             for c in sim.cluster_ids
         ),
         "http": http,
+        "details": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -82,7 +82,6 @@ def run_demo(
                 Source(name=c, cluster_id=c, base_url=sim.url, api_key=Secret(DEMO_KEY))
                 for c in DEMO_CLUSTERS
             ),
-            details=True,
             # The bundled simulator has no rate limit; the real API's would make the tour slow.
             http=HttpSettings(requests_per_second=500.0),
         )

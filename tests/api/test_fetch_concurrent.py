@@ -239,6 +239,7 @@ def test_many_small_sources_cost_one_request_each_and_are_stored(engine):
                 for c in clusters
             ),
             http=replace(HTTP, requests_per_second=1000),
+            details=False,
         )
         results = sync_all(engine, settings)
         assert sim.request_count == len(clusters)
@@ -254,6 +255,7 @@ def test_a_concurrent_pass_stores_every_job_on_both_backends(engine):
         settings = Settings(
             sources=(_source(sim),),
             http=replace(HTTP, requests_per_second=1000, page_concurrency=6),
+            details=False,
         )
         (result,) = sync_all(engine, settings)
         listed = {j.job_id: j.state for j in sim.jobs(CLUSTER)}

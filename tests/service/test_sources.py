@@ -74,6 +74,7 @@ def test_sources_sharing_a_key_never_exceed_the_rate_limit_together(engine):
         settings = Settings(
             page_size=5,
             http=http,
+            details=False,
             sources=tuple(
                 Source(name=c, cluster_id=c, base_url=sim.url, api_key=Secret(API_KEY))
                 for c in clusters
