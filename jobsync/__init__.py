@@ -21,6 +21,7 @@ _EXPORTS = {
     "ApiError": "jobsync.errors",
     "ApiStatusError": "jobsync.errors",
     "AuthError": "jobsync.errors",
+    "Cancelled": "jobsync.errors",
     "ConfigError": "jobsync.errors",
     "JobsyncError": "jobsync.errors",
     "LockedError": "jobsync.errors",
@@ -31,6 +32,7 @@ _EXPORTS = {
     "ensure_schema": "jobsync.storage.migrate",
     "upgrade": "jobsync.storage.migrate",
     "Secret": "jobsync.observability.redact",
+    "PassCounts": "jobsync.storage.store",
     "open_engine": "jobsync.storage.store",
     "PassResult": "jobsync.service.sync",
     "sync_all": "jobsync.service.sync",
@@ -41,10 +43,12 @@ __all__ = [
     "ApiError",
     "ApiStatusError",
     "AuthError",
+    "Cancelled",
     "ConfigError",
     "HttpSettings",
     "JobsyncError",
     "LockedError",
+    "PassCounts",
     "PassResult",
     "ProtocolError",
     "SchemaError",
@@ -69,6 +73,7 @@ if TYPE_CHECKING:
         ApiError,
         ApiStatusError,
         AuthError,
+        Cancelled,
         ConfigError,
         JobsyncError,
         LockedError,
@@ -80,7 +85,7 @@ if TYPE_CHECKING:
     from jobsync.observability.redact import Secret
     from jobsync.service.sync import PassResult, sync_all, sync_source
     from jobsync.storage.migrate import ensure_schema, upgrade
-    from jobsync.storage.store import open_engine
+    from jobsync.storage.store import PassCounts, open_engine
 
 
 def __getattr__(name: str) -> Any:
