@@ -72,8 +72,8 @@ class HttpSettings:
     requests_per_second: float = 20.0
     # Sources synced at once.
     max_concurrent_sources: int = 4
-    # List pages of one source in flight at once (all under the key's rate limiter): with 100 ms
-    # per request, 4 keep a source at the 20 requests per second the limit allows.
+    # List pages of one source in flight at once (all under the key's rate limiter): 4 keep a
+    # source at the limit's 20 requests per second while a request takes up to 200 ms.
     page_concurrency: int = 4
 
 

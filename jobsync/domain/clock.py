@@ -1,7 +1,7 @@
 """What time it is, in UTC: the one clock that passes, reports and the daemon default to.
 
 Its own module so that commands which only read the database can take it without importing
-the HTTP client (requests and urllib3 are a third of the CLI's start-up).
+the HTTP client: their start-up must not pay for requests and urllib3.
 """
 
 from __future__ import annotations

@@ -86,9 +86,9 @@ class JobRow:
     """What the planner needs of one stored job, plus the new values it decides on.
 
     Timestamps of a job that the latest pass listed are not loaded (``None``): the view takes
-    its ``last_seen_at`` from the source, and loading 100,000 timestamps per pass to compare
-    nothing would cost more than the pass itself. ``state_since`` and ``finished_at`` are
-    ``None`` unless this pass sets them; the writer then keeps what is stored.
+    its ``last_seen_at`` from the source, so no rule compares them, and a re-sync reads only
+    what it compares. ``state_since`` and ``finished_at`` are ``None`` unless this pass sets
+    them; the writer then keeps what is stored.
     """
 
     job_id: str
@@ -118,8 +118,8 @@ class NewJob(NamedTuple):
     """A job this pass lists for the first time: its row and its ``first_seen`` transition.
 
     Everything else about a new job is the same for all of them (see ``PassPlan``), so the
-    planner keeps one small tuple per job and the writer expands it in SQL: on a first sync of
-    100,000 jobs, building a full row object and a transition per job cost more than writing.
+    planner keeps one small tuple per job and the writer expands it in SQL, rather than
+    building a full row object and a ``first_seen`` transition per job in Python.
     """
 
     job_id: str

@@ -145,8 +145,8 @@ def _record(item: Any, observed_at: datetime) -> JobRecord | None:
         return None
     return JobRecord(
         job_id=job_id,
-        # Shared strings: a million jobs name a handful of collections and states, and a copy
-        # of each per job was a third of a snapshot's memory.
+        # Shared strings: a million jobs name a handful of collections and states, and a
+        # snapshot holds each name once, not once per job.
         collection_name=_shared(_text(item.get("collectionName"))),
         raw_state=_shared(_text(item.get("state"))),
         progress=_progress(item.get("progress")),
