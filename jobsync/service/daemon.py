@@ -52,7 +52,8 @@ from jobsync.api.ratelimit import RateLimiters
 from jobsync.config import Settings
 from jobsync.errors import ConfigError, JobsyncError, LockedError
 from jobsync.observability.logs import fields
-from jobsync.observability.metrics import DaemonMetrics, Health, MetricsServer, jobs_by_state
+from jobsync.observability.metrics import Health, MetricsServer
+from jobsync.service.metrics import DaemonMetrics, jobs_by_state
 from jobsync.service.sync import PassResult, sync_all
 from jobsync.storage.migrate import ensure_schema
 from jobsync.storage.store import storage_errors
