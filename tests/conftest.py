@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, Table, create_engine, func, select, text
+from sqlalchemy import Engine, MetaData, Table, create_engine, func, select, text
 
 from jobsync.config import Settings, Source
 from jobsync.domain.records import JobRecord, Snapshot
@@ -103,6 +103,13 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
+@pytest.fixture
+def no_backoff_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Commands run in a temporary directory, and the client's retries do not sleep."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
+
+
 def settings_for(sim: Simulator, db_url: str, **overrides: object) -> Settings:
     """Settings for syncing the simulator's clusters, fast retries, injected nothing, and no
     progress details (tests that count requests count list requests)."""
@@ -133,6 +140,25 @@ def count_rows(engine: Engine, table: Table, *where: object) -> int:
     """Rows of ``table`` (matching ``where``), read in a connection of its own."""
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
+
+
+def database_text(db_url: str) -> str:
+    """Every row of every table, and on SQLite the bytes of the file and its WAL: whatever a
+    secret could have been written into."""
+    engine = open_engine(db_url)
+    meta = MetaData()
+    meta.reflect(engine)
+    dump = []
+    with engine.connect() as conn:
+        for table in meta.sorted_tables:
+            dump += [repr(tuple(row)) for row in conn.execute(select(table))]
+    engine.dispose()
+    if db_url.startswith("sqlite:///"):
+        path = Path(db_url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal"):
+            if Path(f"{path}{suffix}").exists():
+                dump.append(Path(f"{path}{suffix}").read_bytes().decode("latin-1"))
+    return "\n".join(dump)
 
 
 def listed_snapshot(count: int, observed_at: datetime, prefix: str = "j") -> Snapshot:

@@ -71,9 +71,7 @@ FAULTS = {
 
 
 @pytest.fixture
-def cli_run(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
+def cli_run(no_backoff_in_tmp):
 
     def invoke(*args: str):
         return CliRunner().invoke(cli, list(args), env={"JOBSYNC_API_KEY": API_KEY})
