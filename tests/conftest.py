@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, MetaData, Table, create_engine, func, select, text
 
-from jobsync.config import Settings, Source
+from jobsync.config import HttpSettings, Settings, Source
 from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.observability import redact
 from jobsync.observability.redact import Secret
@@ -31,6 +31,15 @@ PG_ADMIN_URL = os.environ.get(
 REQUIRE_PG = os.environ.get("JOBSYNC_TEST_REQUIRE_POSTGRES") == "1"
 API_KEY = "sim-key-0123456789"
 CLUSTER = "in01-0123456789abcdef"
+# Short timeouts and retries that do not wait: a simulator on loopback answers at once.
+FAST_HTTP = HttpSettings(
+    connect_timeout=2,
+    read_timeout=5,
+    request_deadline=10,
+    max_retries=3,
+    backoff_factor=0.0,
+    backoff_jitter=0.0,
+)
 
 _pg_problem: str | None = None
 _pg_checked = False
@@ -113,23 +122,13 @@ def no_backoff_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def settings_for(sim: Simulator, db_url: str, **overrides: object) -> Settings:
     """Settings for syncing the simulator's clusters, fast retries, injected nothing, and no
     progress details (tests that count requests count list requests)."""
-    from jobsync.config import HttpSettings
-
-    http = HttpSettings(
-        connect_timeout=2,
-        read_timeout=5,
-        request_deadline=10,
-        max_retries=3,
-        backoff_factor=0.0,
-        backoff_jitter=0.0,
-    )
     values: dict[str, object] = {
         "database_url": db_url,
         "sources": tuple(
             Source(name=c, cluster_id=c, base_url=sim.url, api_key=Secret(API_KEY))
             for c in sim.cluster_ids
         ),
-        "http": http,
+        "http": FAST_HTTP,
         "details": False,
     }
     values.update(overrides)
