@@ -160,26 +160,20 @@ class ZillizApi:
 
 
 def progress_data(job: Job) -> dict[str, Any]:
-    complete = rfc3339(job.finished_at)
-    detail = {
+    # The job's one file (see world.py): the job and its detail row say the same of it.
+    file = {
         "fileName": job.file_name,
         "fileSize": job.file_size,
         "state": job.state,
         "progress": job.progress,
-        "completeTime": complete,
+        "completeTime": rfc3339(job.finished_at),
         "reason": job.reason,
-        "importedRows": job.imported_rows,
     }
     return {
         "jobId": job.job_id,
         "collectionName": job.collection_name,
-        "fileName": job.file_name,
-        "fileSize": job.file_size,
-        "state": job.state,
-        "progress": job.progress,
-        "completeTime": complete,
-        "reason": job.reason,
+        **file,
         "totalRows": job.total_rows,
         "importedRows": job.imported_rows,
-        "details": [detail],
+        "details": [{**file, "importedRows": job.imported_rows}],
     }
