@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from jobsync.config import HttpSettings, Settings, Source
+from jobsync.domain.clock import SteppingClock
 from jobsync.observability.redact import Secret
 from jobsync.service.sync import sync_all
 from jobsync.simulator import Simulator, StateChange
@@ -79,7 +80,7 @@ def run_demo(
     engine = open_engine(f"sqlite:///{path}")
     upgrade(engine)
     # Demo time runs fast: each round is ten simulated minutes, so the windows read naturally.
-    clock = _DemoClock(datetime.now(UTC) - ROUND * rounds)
+    clock = SteppingClock(datetime.now(UTC) - ROUND * rounds)
     with Simulator(
         cluster_ids=DEMO_CLUSTERS, jobs=jobs, api_key=DEMO_KEY, seed=7, clock=clock
     ) as sim:
@@ -112,23 +113,6 @@ def run_demo(
         f"  jobsync jobs --db sqlite:///{path}\n"
         f"  sqlite3 {path} 'SELECT * FROM import_job_transitions LIMIT 20'"
     )
-
-
-class _DemoClock:
-    """A clock that moves a millisecond per reading, and jumps when told to."""
-
-    def __init__(self, start: datetime) -> None:
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            self._now += timedelta(milliseconds=1)
-            return self._now
-
-    def skip(self, span: timedelta) -> None:
-        with self._lock:
-            self._now += span
 
 
 def _example_jobs(changes: Sequence[StateChange]) -> list[tuple[str, str]]:
