@@ -114,6 +114,13 @@ def _samples(engine: Engine) -> list[dict]:
         return [dict(r._mapping) for r in rows]
 
 
+def _change(engine: Engine, job_id: str):
+    """The one ``change`` transition of a job."""
+    t = import_job_transitions
+    with engine.connect() as conn:
+        return conn.execute(select(t).where(t.c.job_id == job_id, t.c.kind == "change")).one()
+
+
 def _job(engine: Engine, job_id: str) -> dict:
     with engine.connect() as conn:
         return dict(
@@ -273,13 +280,7 @@ def test_the_finishing_pass_stores_complete_time_as_the_same_utc_instant(
         s for s in _samples(engine) if s["job_id"] == job_id and s["state"] == "Completed"
     )
     assert sample["complete_time"] == finished_at and sample["sync_run_id"] == result.run_id
-    with engine.connect() as conn:
-        change = conn.execute(
-            select(import_job_transitions).where(
-                import_job_transitions.c.job_id == job_id,
-                import_job_transitions.c.kind == "change",
-            )
-        ).one()
+    change = _change(engine, job_id)
     # The observed window is kept as it was; complete_time lies inside it.
     assert change.window_start < finished_at <= change.observed_at
 
@@ -296,13 +297,7 @@ def test_the_reason_lands_on_the_job_and_on_its_failure_transition(mode, engine,
 
     job = _job(engine, job_id)
     assert (job["state"], job["reason"]) == ("Failed", "bad parquet: row 17")
-    with engine.connect() as conn:
-        change = conn.execute(
-            select(import_job_transitions).where(
-                import_job_transitions.c.job_id == job_id,
-                import_job_transitions.c.kind == "change",
-            )
-        ).one()
+    change = _change(engine, job_id)
     assert (change.to_state, change.reason) == ("Failed", "bad parquet: row 17")
     if mode == "milvus":
         assert job["complete_time"] is None  # Milvus sends "" for failed jobs
