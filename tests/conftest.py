@@ -119,6 +119,11 @@ def no_backoff_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
 
 
+def sync_args(sim: Simulator, db_url: str, *more: str) -> list[str]:
+    """The arguments of ``jobsync sync`` from the simulator's first cluster into ``db_url``."""
+    return ["sync", "--db", db_url, "--base-url", sim.url, "--cluster-id", CLUSTER, *more]
+
+
 def settings_for(sim: Simulator, db_url: str, **overrides: object) -> Settings:
     """Settings for syncing the simulator's clusters, fast retries, injected nothing, and no
     progress details (tests that count requests count list requests)."""

@@ -17,7 +17,7 @@ from jobsync.observability.redact import Secret, redact
 from jobsync.service.sync import PassResult
 from jobsync.simulator import DESCRIBE_PATH, Fault, Simulator
 from tests.cli.test_faults import FAULTS
-from tests.conftest import CLUSTER, database_text
+from tests.conftest import CLUSTER, database_text, sync_args
 
 # Also a database password below, so nothing that a URL would need to encode (test_scrub.py
 # has a key that does).
@@ -54,18 +54,7 @@ def canary_sim():
 def test_the_api_key_never_leaks_through_the_fault_matrix(canary_sim, db_url, no_backoff_in_tmp):
     runner = CliRunner()
     env = {"JOBSYNC_API_KEY": CANARY}
-    args = [
-        "--debug",
-        "sync",
-        "--db",
-        db_url,
-        "--base-url",
-        canary_sim.url,
-        "--cluster-id",
-        CLUSTER,
-        "--page-size",
-        "10",
-    ]
+    args = ["--debug", *sync_args(canary_sim, db_url, "--page-size", "10")]
     seen: list[str] = []
 
     ok = runner.invoke(cli, args, env=env)
@@ -93,7 +82,7 @@ def test_the_api_key_never_leaks_through_progress_requests(canary_sim, db_url, n
     """Failing progress requests are logged as warnings: a server echoing the key is scrubbed."""
     runner = CliRunner()
     env = {"JOBSYNC_API_KEY": CANARY}
-    args = ["sync", "--db", db_url, "--base-url", canary_sim.url, "--cluster-id", CLUSTER]
+    args = sync_args(canary_sim, db_url)
     # A few progress requests per pass are enough to see them fail; more only wait on the pacer.
     args += ["--details-max-per-pass", "3"]
     echoed = " ".join(CANARY_VARIANTS.values())
