@@ -10,7 +10,7 @@ Each runs ``sync_all`` (as ``jobsync sync`` does: shared rate limiter, sources f
 twice: a first sync into an empty database and a re-sync of the unchanged list. The simulator
 runs in its own process, sleeps the latency before every reply and counts the requests and the
 peak number that started within any one second (its sliding-window counter). Progress details
-are off unless ``--details`` (``Settings.details`` is off for settings built in code): detail
+are off unless ``--details`` (the benchmark sets ``Settings(details=...)`` from it): detail
 requests are a separate, bounded cost and not part of these targets; ``--details`` shows what
 they add with the CLI's defaults, against the same list-only floor.
 

@@ -5,15 +5,14 @@ open a database with :func:`open_engine`, migrate with :func:`upgrade`, and run 
 :func:`sync_source` / :func:`sync_all`. Errors derive from :class:`JobsyncError`.
 
 Names are imported on first use, so ``import jobsync.simulator`` (or the CLI's ``--help``)
-does not pay for SQLAlchemy and Alembic.
+does not pay for SQLAlchemy and Alembic. ``__version__`` is read from the installed package's
+metadata, so ``pyproject.toml`` is the one place that states it.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
-
-__version__ = "0.1.0"
 
 _EXPORTS = {
     "HttpSettings": "jobsync.config",
@@ -22,6 +21,7 @@ _EXPORTS = {
     "ApiError": "jobsync.errors",
     "ApiStatusError": "jobsync.errors",
     "AuthError": "jobsync.errors",
+    "Cancelled": "jobsync.errors",
     "ConfigError": "jobsync.errors",
     "JobsyncError": "jobsync.errors",
     "LockedError": "jobsync.errors",
@@ -32,6 +32,7 @@ _EXPORTS = {
     "ensure_schema": "jobsync.storage.migrate",
     "upgrade": "jobsync.storage.migrate",
     "Secret": "jobsync.observability.redact",
+    "PassCounts": "jobsync.storage.store",
     "open_engine": "jobsync.storage.store",
     "PassResult": "jobsync.service.sync",
     "sync_all": "jobsync.service.sync",
@@ -42,10 +43,12 @@ __all__ = [
     "ApiError",
     "ApiStatusError",
     "AuthError",
+    "Cancelled",
     "ConfigError",
     "HttpSettings",
     "JobsyncError",
     "LockedError",
+    "PassCounts",
     "PassResult",
     "ProtocolError",
     "SchemaError",
@@ -63,11 +66,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    __version__: str
+
     from jobsync.config import HttpSettings, Settings, Source
     from jobsync.errors import (
         ApiError,
         ApiStatusError,
         AuthError,
+        Cancelled,
         ConfigError,
         JobsyncError,
         LockedError,
@@ -79,10 +85,15 @@ if TYPE_CHECKING:
     from jobsync.observability.redact import Secret
     from jobsync.service.sync import PassResult, sync_all, sync_source
     from jobsync.storage.migrate import ensure_schema, upgrade
-    from jobsync.storage.store import open_engine
+    from jobsync.storage.store import PassCounts, open_engine
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        globals()[name] = version("jobsync")
+        return globals()[name]
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'jobsync' has no attribute {name!r}")

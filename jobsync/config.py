@@ -72,8 +72,8 @@ class HttpSettings:
     requests_per_second: float = 20.0
     # Sources synced at once.
     max_concurrent_sources: int = 4
-    # List pages of one source in flight at once (all under the key's rate limiter): with 100 ms
-    # per request, 4 keep a source at the 20 requests per second the limit allows.
+    # List pages of one source in flight at once (all under the key's rate limiter): 4 keep a
+    # source at the limit's 20 requests per second while a request takes up to 200 ms.
     page_concurrency: int = 4
 
 
@@ -117,10 +117,9 @@ class Settings:
     page_size: int = DEFAULT_PAGE_SIZE
     http: HttpSettings = HttpSettings()
     config_file: Path | None = None
-    # Progress details (the progress endpoint, per job). On for every command: resolve_settings
-    # turns it on unless told otherwise. Off for Settings built in code, so that benchmarks and
-    # tests that count requests make only the list requests they ask for.
-    details: bool = False
+    # Progress details (the progress endpoint, per job): on, in code as for every command;
+    # ``--no-details``, ``details = false`` or ``details=False`` here turn them off.
+    details: bool = True
     details_max_per_pass: int = DEFAULT_DETAILS_MAX_PER_PASS
     # Shared by all sources of one run (``sync_all``), so that many sources do not multiply
     # the progress requests: each source gets an even share, at least one job.

@@ -1,7 +1,8 @@
 """The one exception tree of jobsync.
 
 Every error jobsync raises on purpose derives from :class:`JobsyncError`; the CLI turns them
-into one ``Error: ...`` line and an exit code in exactly one place (``jobsync.cli``).
+into one ``Error: ...`` line and an exit code in exactly one place
+(``jobsync.cli.common.JobsyncGroup``).
 
     JobsyncError
     ├── ConfigError            bad option, environment variable or config file   (exit 2)

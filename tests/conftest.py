@@ -15,9 +15,9 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, Table, create_engine, func, select, text
+from sqlalchemy import Engine, MetaData, Table, create_engine, func, select, text
 
-from jobsync.config import Settings, Source
+from jobsync.config import HttpSettings, Settings, Source
 from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.observability import redact
 from jobsync.observability.redact import Secret
@@ -31,6 +31,15 @@ PG_ADMIN_URL = os.environ.get(
 REQUIRE_PG = os.environ.get("JOBSYNC_TEST_REQUIRE_POSTGRES") == "1"
 API_KEY = "sim-key-0123456789"
 CLUSTER = "in01-0123456789abcdef"
+# Short timeouts and retries that do not wait: a simulator on loopback answers at once.
+FAST_HTTP = HttpSettings(
+    connect_timeout=2,
+    read_timeout=5,
+    request_deadline=10,
+    max_retries=3,
+    backoff_factor=0.0,
+    backoff_jitter=0.0,
+)
 
 _pg_problem: str | None = None
 _pg_checked = False
@@ -103,25 +112,29 @@ def sim() -> Iterator[Simulator]:
         yield simulator
 
 
-def settings_for(sim: Simulator, db_url: str, **overrides: object) -> Settings:
-    """Settings for syncing the simulator's first cluster, fast retries, injected nothing."""
-    from jobsync.config import HttpSettings
+@pytest.fixture
+def no_backoff_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Commands run in a temporary directory, and the client's retries do not sleep."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
 
-    http = HttpSettings(
-        connect_timeout=2,
-        read_timeout=5,
-        request_deadline=10,
-        max_retries=3,
-        backoff_factor=0.0,
-        backoff_jitter=0.0,
-    )
+
+def sync_args(sim: Simulator, db_url: str, *more: str) -> list[str]:
+    """The arguments of ``jobsync sync`` from the simulator's first cluster into ``db_url``."""
+    return ["sync", "--db", db_url, "--base-url", sim.url, "--cluster-id", CLUSTER, *more]
+
+
+def settings_for(sim: Simulator, db_url: str, **overrides: object) -> Settings:
+    """Settings for syncing the simulator's clusters, fast retries, injected nothing, and no
+    progress details (tests that count requests count list requests)."""
     values: dict[str, object] = {
         "database_url": db_url,
         "sources": tuple(
             Source(name=c, cluster_id=c, base_url=sim.url, api_key=Secret(API_KEY))
             for c in sim.cluster_ids
         ),
-        "http": http,
+        "http": FAST_HTTP,
+        "details": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -131,6 +144,25 @@ def count_rows(engine: Engine, table: Table, *where: object) -> int:
     """Rows of ``table`` (matching ``where``), read in a connection of its own."""
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
+
+
+def database_text(db_url: str) -> str:
+    """Every row of every table, and on SQLite the bytes of the file and its WAL: whatever a
+    secret could have been written into."""
+    engine = open_engine(db_url)
+    meta = MetaData()
+    meta.reflect(engine)
+    dump = []
+    with engine.connect() as conn:
+        for table in meta.sorted_tables:
+            dump += [repr(tuple(row)) for row in conn.execute(select(table))]
+    engine.dispose()
+    if db_url.startswith("sqlite:///"):
+        path = Path(db_url.removeprefix("sqlite:///"))
+        for suffix in ("", "-wal"):
+            if Path(f"{path}{suffix}").exists():
+                dump.append(Path(f"{path}{suffix}").read_bytes().decode("latin-1"))
+    return "\n".join(dump)
 
 
 def listed_snapshot(count: int, observed_at: datetime, prefix: str = "j") -> Snapshot:

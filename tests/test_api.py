@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from importlib.metadata import version
 
 import jobsync
 
@@ -14,10 +15,12 @@ def test_public_names_are_pinned():
             "ApiError",
             "ApiStatusError",
             "AuthError",
+            "Cancelled",
             "ConfigError",
             "HttpSettings",
             "JobsyncError",
             "LockedError",
+            "PassCounts",
             "PassResult",
             "ProtocolError",
             "SchemaError",
@@ -36,6 +39,14 @@ def test_public_names_are_pinned():
     )
     for name in jobsync.__all__:
         assert getattr(jobsync, name) is not None
+
+
+def test_the_version_is_the_one_in_the_package_metadata_and_names_the_client():
+    from jobsync.api.client import ApiClient
+
+    assert jobsync.__version__ == version("jobsync")
+    with ApiClient("http://127.0.0.1:9", None) as client:
+        assert client._session.headers["User-Agent"] == f"jobsync/{jobsync.__version__}"
 
 
 def test_importing_the_simulator_or_the_package_does_not_load_sqlalchemy():

@@ -20,6 +20,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping
+from importlib.metadata import version
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -40,7 +41,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 SUCCESS_CODES = frozenset({0, 200})
 AUTH_CODES = frozenset({80001, 80002, 21119, 1800})
 MESSAGE_LIMIT = 300
-_USER_AGENT = "jobsync/0.1 (+https://github.com/jobsync/jobsync)"
+_USER_AGENT = f"jobsync/{version('jobsync')}"
 
 
 class BearerAuth(requests.auth.AuthBase):

@@ -30,11 +30,10 @@ class RateLimiter:
 
     Each caller reserves the next free slot under a lock (so callers are served in the order
     they came) and then waits for it without the lock, so a stop request can end that wait.
-    Waking up takes longer on a busy machine (a thread woke up to 200 ms late on two cores
-    shared with PostgreSQL), and a late request bunches up with the ones after it; so a request
-    also goes only once fewer than ``limit`` went in the last ``period`` (plus the margin), counted
-    at the moment each actually went. ``clock`` and ``sleep`` are injectable: tests check the
-    pacing without waiting in real time.
+    A thread can wake up late on a busy machine, and a late request bunches up with the ones
+    after it; so a request also goes only once fewer than ``limit`` went in the last ``period``
+    (plus the margin), counted at the moment each actually went. ``clock`` and ``sleep`` are
+    injectable: tests check the pacing without waiting in real time.
     """
 
     MARGIN = 0.02

@@ -19,7 +19,8 @@ from jobsync.config import CliValues, Settings, resolve_settings
 from jobsync.errors import JobsyncError, SchemaError
 from jobsync.observability.logs import JsonFormatter, TextFormatter
 from jobsync.observability.redact import redact
-from jobsync.reporting.output import FORMATS, escape_control
+from jobsync.observability.text import escape_control
+from jobsync.reporting.output import FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")

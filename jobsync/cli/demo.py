@@ -97,6 +97,11 @@ def demo(db_file: str, jobs_per_cluster: int, rounds: int) -> None:
 
     Example: jobsync demo
     """
+    from jobsync.reporting.tour import tour_report
     from jobsync.service.demo import run_demo
 
-    click.echo(run_demo(db_file, jobs=jobs_per_cluster, rounds=rounds, progress=click.echo))
+    click.echo(
+        run_demo(
+            db_file, report=tour_report, jobs=jobs_per_cluster, rounds=rounds, progress=click.echo
+        )
+    )

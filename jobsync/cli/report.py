@@ -8,7 +8,7 @@ replace to pin the period and the time jobs have spent in their state.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -45,13 +45,33 @@ def _read(database_url: str | None, config_file: str | None, query: Callable[[An
     return read_db(settings, query, needs="reports need")
 
 
-def _show(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str]) -> None:
+def _report(
+    query: Callable[..., list[dict[str, Any]]],
+    columns: Sequence[str],
+    filters: Mapping[str, Any],
+    **values: Any,
+) -> list[dict[str, Any]]:
+    """Run one report over the jobs that ``filters`` (the options of :func:`_filters`) select,
+    print it in their format, and return its rows."""
     from jobsync.reporting.report_text import for_people, people_columns
 
+    rows = _read(
+        filters["database_url"],
+        filters["config_file"],
+        lambda engine: query(
+            engine,
+            now=clock(),
+            cluster_ids=split_ids(filters["cluster_ids"]),
+            collections=filters["collections"],
+            **values,
+        ),
+    )
+    fmt = filters["fmt"]
     if fmt == "table":
         click.echo(render(for_people(rows), fmt, people_columns(columns)))
     else:
         click.echo(render(rows, fmt, columns))
+    return rows
 
 
 def _filters(f: F) -> F:
@@ -69,15 +89,23 @@ def _collection_option(f: F) -> F:
     )(f)
 
 
-def _since_option(f: F) -> F:
+def _duration_option(name: str, default: str, help: str) -> Callable[[F], F]:
     return click.option(
-        "--since",
+        name,
         metavar="DURATION",
         callback=parse_duration,
-        default="7d",
+        default=default,
         show_default=True,
-        help="The period: from this long before now (30m, 12h, 7d, 1d12h).",
-    )(f)
+        help=help,
+    )
+
+
+_since_option = _duration_option(
+    "--since", "7d", "The period: from this long before now (30m, 12h, 7d, 1d12h)."
+)
+_older_than_option = _duration_option(
+    "--older-than", "2h", "A job is stuck when it has been in its state longer than this."
+)
 
 
 def _days_option(f: F) -> F:
@@ -90,17 +118,6 @@ def _days_option(f: F) -> F:
     )(f)
 
 
-def _older_than_option(f: F) -> F:
-    return click.option(
-        "--older-than",
-        metavar="DURATION",
-        callback=parse_duration,
-        default="2h",
-        show_default=True,
-        help="A job is stuck when it has been in its state longer than this.",
-    )(f)
-
-
 @click.group(cls=JobsyncGroup)
 def report() -> None:
     """Summaries from the history: durations, failures, trends, stuck jobs, an HTML report."""
@@ -109,66 +126,28 @@ def report() -> None:
 @report.command("summary")
 @_filters
 @_since_option
-def summary_command(
-    database_url: str | None,
-    config_file: str | None,
-    cluster_ids: Sequence[str],
-    collections: Sequence[str],
-    fmt: str,
-    since: float,
-) -> None:
+def summary_command(since: float, **filters: Any) -> None:
     """Per cluster and collection: jobs of the period by state, failure rate, p50/p90 duration.
 
     Example: jobsync report summary --since 7d
     """
     from jobsync.reporting import report as r
 
-    rows = _read(
-        database_url,
-        config_file,
-        lambda engine: r.summary(
-            engine,
-            since=since,
-            now=clock(),
-            cluster_ids=split_ids(cluster_ids),
-            collections=collections,
-        ),
-    )
-    _show(rows, fmt, r.SUMMARY_COLUMNS)
+    _report(r.summary, r.SUMMARY_COLUMNS, filters, since=since)
 
 
 @report.command("durations")
 @_filters
 @_since_option
 @click.option("--limit", type=click.IntRange(min=1), help="Show at most this many jobs.")
-def durations_command(
-    database_url: str | None,
-    config_file: str | None,
-    cluster_ids: Sequence[str],
-    collections: Sequence[str],
-    fmt: str,
-    since: float,
-    limit: int | None,
-) -> None:
+def durations_command(since: float, limit: int | None, **filters: Any) -> None:
     """Jobs finished in the period, newest first, with min, estimated and max duration.
 
     Example: jobsync report durations --collection products --since 1d --limit 20
     """
     from jobsync.reporting import report as r
 
-    rows = _read(
-        database_url,
-        config_file,
-        lambda engine: r.durations(
-            engine,
-            since=since,
-            now=clock(),
-            cluster_ids=split_ids(cluster_ids),
-            collections=collections,
-            limit=limit,
-        ),
-    )
-    _show(rows, fmt, r.DURATIONS_COLUMNS)
+    _report(r.durations, r.DURATIONS_COLUMNS, filters, since=since, limit=limit)
 
 
 @report.command("failures")
@@ -181,97 +160,40 @@ def durations_command(
     show_default=True,
     help="Show this many reasons.",
 )
-def failures_command(
-    database_url: str | None,
-    config_file: str | None,
-    cluster_ids: Sequence[str],
-    collections: Sequence[str],
-    fmt: str,
-    since: float,
-    limit: int,
-) -> None:
+def failures_command(since: float, limit: int, **filters: Any) -> None:
     """Top failure reasons of the period, with ids, numbers, paths and quotes ignored.
 
     Example: jobsync report failures --since 30d --limit 5
     """
     from jobsync.reporting import report as r
 
-    rows = _read(
-        database_url,
-        config_file,
-        lambda engine: r.failures(
-            engine,
-            since=since,
-            now=clock(),
-            cluster_ids=split_ids(cluster_ids),
-            collections=collections,
-            limit=limit,
-        ),
-    )
-    _show(rows, fmt, r.FAILURES_COLUMNS)
+    _report(r.failures, r.FAILURES_COLUMNS, filters, since=since, limit=limit)
 
 
 @report.command("trend")
 @_filters
 @_days_option
-def trend_command(
-    database_url: str | None,
-    config_file: str | None,
-    cluster_ids: Sequence[str],
-    collections: Sequence[str],
-    fmt: str,
-    days: int,
-) -> None:
+def trend_command(days: int, **filters: Any) -> None:
     """Per UTC day: jobs first seen, completed, failed, failure rate, p50/p90 duration.
 
     Example: jobsync report trend --days 14
     """
     from jobsync.reporting import report as r
 
-    rows = _read(
-        database_url,
-        config_file,
-        lambda engine: r.trend(
-            engine,
-            days=days,
-            now=clock(),
-            cluster_ids=split_ids(cluster_ids),
-            collections=collections,
-        ),
-    )
-    _show(rows, fmt, r.TREND_COLUMNS)
+    _report(r.trend, r.TREND_COLUMNS, filters, days=days)
 
 
 @report.command("stuck")
 @_filters
 @_older_than_option
-def stuck_command(
-    database_url: str | None,
-    config_file: str | None,
-    cluster_ids: Sequence[str],
-    collections: Sequence[str],
-    fmt: str,
-    older_than: float,
-) -> None:
+def stuck_command(older_than: float, **filters: Any) -> None:
     """Active jobs in their state longer than --older-than; exit status 3 if there are any.
 
     Example: jobsync report stuck --older-than 2h || echo "imports are stuck"
     """
     from jobsync.reporting import report as r
 
-    rows = _read(
-        database_url,
-        config_file,
-        lambda engine: r.stuck(
-            engine,
-            older_than=older_than,
-            now=clock(),
-            cluster_ids=split_ids(cluster_ids),
-            collections=collections,
-        ),
-    )
-    _show(rows, fmt, r.STUCK_COLUMNS)
-    if rows:
+    if _report(r.stuck, r.STUCK_COLUMNS, filters, older_than=older_than):
         sys.exit(STUCK_EXIT)
 
 

@@ -21,7 +21,7 @@ from jobsync.config import Settings
 from jobsync.errors import ConfigError, LockedError
 from jobsync.observability.logs import LOG_FORMATS
 from jobsync.observability.redact import redact
-from jobsync.reporting.output import escape_control
+from jobsync.observability.text import escape_control
 
 
 def source_options(f: F) -> F:

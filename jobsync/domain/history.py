@@ -86,9 +86,9 @@ class JobRow:
     """What the planner needs of one stored job, plus the new values it decides on.
 
     Timestamps of a job that the latest pass listed are not loaded (``None``): the view takes
-    its ``last_seen_at`` from the source, and loading 100,000 timestamps per pass to compare
-    nothing would cost more than the pass itself. ``state_since`` and ``finished_at`` are
-    ``None`` unless this pass sets them; the writer then keeps what is stored.
+    its ``last_seen_at`` from the source, so no rule compares them, and a re-sync reads only
+    what it compares. ``state_since`` and ``finished_at`` are ``None`` unless this pass sets
+    them; the writer then keeps what is stored.
     """
 
     job_id: str
@@ -118,8 +118,8 @@ class NewJob(NamedTuple):
     """A job this pass lists for the first time: its row and its ``first_seen`` transition.
 
     Everything else about a new job is the same for all of them (see ``PassPlan``), so the
-    planner keeps one small tuple per job and the writer expands it in SQL: on a first sync of
-    100,000 jobs, building a full row object and a transition per job cost more than writing.
+    planner keeps one small tuple per job and the writer expands it in SQL, rather than
+    building a full row object and a ``first_seen`` transition per job in Python.
     """
 
     job_id: str
@@ -151,8 +151,8 @@ class PassPlan:
     """Rows to write for one pass: new jobs, jobs that changed, and their transitions.
 
     A new job's row takes ``last_seen_at``/``last_seen_started_at`` from the snapshot and its
-    ``first_seen`` transition starts at ``first_seen_window``; ``new_rows()`` and ``history()``
-    spell those rows out in full.
+    ``first_seen`` transition starts at ``first_seen_window``: the writer spells those rows out
+    from ``new`` (see ``new_job``).
     """
 
     run_id: int
@@ -175,48 +175,6 @@ class PassPlan:
     @property
     def rows_written(self) -> int:
         return 2 * len(self.new) + len(self.updates) + len(self.transitions)
-
-    def new_rows(self) -> list[JobRow]:
-        """The new jobs' rows, as the writer stores them."""
-        return [
-            JobRow(
-                job_id=job.job_id,
-                collection_name=job.collection_name,
-                state=job.state,
-                raw_state=job.raw_state,
-                progress=job.progress,
-                reason=job.reason,
-                listed=True,
-                missed_snapshots=0,
-                vanished=False,
-                finished=job.finished_at is not None,
-                first_seen_at=job.observed_at,
-                state_since=job.observed_at,
-                last_seen_at=self.seen_at,
-                last_seen_started_at=self.seen_started_at,
-                finished_at=job.finished_at,
-            )
-            for job in map(new_job, self.new)
-        ]
-
-    def history(self) -> list[dict[str, Any]]:
-        """Every transition of the pass, the new jobs' ``first_seen`` ones first."""
-        first_seen = [
-            _transition(
-                "first_seen",
-                job.job_id,
-                self.run_id,
-                from_state=None,
-                to_state=job.state,
-                raw_from=None,
-                raw_to=job.raw_state,
-                window_start=self.first_seen_window,
-                observed_at=job.observed_at,
-                reason=job.failure_reason,
-            )
-            for job in map(new_job, self.new)
-        ]
-        return first_seen + self.transitions
 
 
 def plan_pass(

@@ -1,8 +1,9 @@
 """Turning the ``data`` of a list response into job records, tolerating every known variant.
 
-Variants (see the API reference): records under ``data.records``, ``data.tasks`` or a bare
-list; ids under ``jobId``, ``jobID`` or ``taskID``; ``count`` as a number, a string, or absent.
-A record we cannot identify is skipped and counted, never guessed at.
+Variants that Zilliz Cloud and Milvus versions send: records under ``data.records``,
+``data.tasks`` or a bare list; ids under ``jobId``, ``jobID`` or ``taskID``; ``count`` as a
+number, a string, or absent. A record we cannot identify is skipped and counted, never guessed
+at.
 
 A success answer must carry a listing: no ``data``, or ``data`` without ``records``/``tasks``
 (or with them null), is a protocol error, never an empty list, unless ``count`` says 0 in so
@@ -144,8 +145,8 @@ def _record(item: Any, observed_at: datetime) -> JobRecord | None:
         return None
     return JobRecord(
         job_id=job_id,
-        # Shared strings: a million jobs name a handful of collections and states, and a copy
-        # of each per job was a third of a snapshot's memory.
+        # Shared strings: a million jobs name a handful of collections and states, and a
+        # snapshot holds each name once, not once per job.
         collection_name=_shared(_text(item.get("collectionName"))),
         raw_state=_shared(_text(item.get("state"))),
         progress=_progress(item.get("progress")),

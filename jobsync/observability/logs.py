@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobsync.observability.redact import redact
-from jobsync.reporting.output import escape_control
+from jobsync.observability.text import escape_control
 
 __all__ = ["LOG_FORMATS", "JsonFormatter", "TextFormatter", "fields"]
 

@@ -55,6 +55,7 @@ _JOB_COLUMNS = {
     "finished_at": "when a sync first listed the job as `Completed` or `Failed`, else NULL",
     "vanished_at": "when the job was judged gone from the API's list, else NULL",
 }
+_ACTIVE_JOB_COLUMNS = ("cluster_id", "job_id", "collection_name", "state", "raw_state", "progress")
 
 SCHEMA: dict[str, Described] = {
     "sync_runs": Described(
@@ -247,16 +248,11 @@ SCHEMA: dict[str, Described] = {
         "view",
         "Jobs neither finished nor vanished, with how long they have been in their state.",
         {
-            "cluster_id": _CLUSTER,
-            "job_id": _JOB,
-            "collection_name": "the job's collection",
-            "state": _STATE,
-            "raw_state": "the state string the API sent",
-            "progress": "percent done when the API gives it, else NULL",
+            **{c: _JOB_COLUMNS[c] for c in _ACTIVE_JOB_COLUMNS},
             "imported_rows": _JOB_FIGURES["imported_rows"],
             "total_rows": _JOB_FIGURES["total_rows"],
-            "state_since": "when a sync first listed the job in its current state",
-            "last_seen_at": "the end of the last pass whose snapshot listed the job",
+            "state_since": _JOB_COLUMNS["state_since"],
+            "last_seen_at": _JOB_COLUMNS["last_seen_at"],
             "seconds_in_state": "`last_seen_at - state_since`: known at the last sync; add the "
             "time since `last_seen_at` for now",
         },

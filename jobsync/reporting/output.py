@@ -9,20 +9,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-__all__ = ["FORMATS", "escape_control", "render"]
+from jobsync.observability.text import escape_control
+
+__all__ = ["FORMATS", "render"]
 
 FORMATS = ("table", "csv", "json")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
-def escape_control(text: str) -> str:
-    """Show control and bidi-override characters as escapes instead of obeying them."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _plain(value: Any) -> Any:

@@ -119,9 +119,7 @@ def summary(
                 "collection_name": collection,
                 "jobs": len(members),
                 **{s.lower(): by_state[s] for s in CANONICAL_STATES},
-                "failure_rate": _rate(by_state[FAILED], by_state[COMPLETED]),
-                "p50_seconds": nearest_rank(estimates, 50),
-                "p90_seconds": nearest_rank(estimates, 90),
+                **_outcome(by_state[FAILED], by_state[COMPLETED], estimates),
             }
         )
     return rows
@@ -252,21 +250,16 @@ def trend(
                 sums[i] += int(value or 0)
     start = datetime.combine(day_list[0], datetime.min.time(), UTC)
     estimates = _estimates_by_day(engine, start, cluster_ids, collections)
-    rows = []
-    for day, (first_seen, completed, failed) in totals.items():
-        values = estimates.get(day, [])
-        rows.append(
-            {
-                "day": day,
-                "first_seen": first_seen,
-                "completed": completed,
-                "failed": failed,
-                "failure_rate": _rate(failed, completed),
-                "p50_seconds": nearest_rank(values, 50),
-                "p90_seconds": nearest_rank(values, 90),
-            }
-        )
-    return rows
+    return [
+        {
+            "day": day,
+            "first_seen": first_seen,
+            "completed": completed,
+            "failed": failed,
+            **_outcome(failed, completed, estimates.get(day, [])),
+        }
+        for day, (first_seen, completed, failed) in totals.items()
+    ]
 
 
 def stuck(
@@ -407,9 +400,14 @@ def _estimates_by_day(
     return found
 
 
-def _rate(failed: int, completed: int) -> float | None:
+def _outcome(failed: int, completed: int, estimates: Sequence[float]) -> dict[str, Any]:
+    """The failure rate of the finished jobs, and the p50 and p90 of their estimated durations."""
     finished = failed + completed
-    return round(failed / finished, 4) if finished else None
+    return {
+        "failure_rate": round(failed / finished, 4) if finished else None,
+        "p50_seconds": nearest_rank(estimates, 50),
+        "p90_seconds": nearest_rank(estimates, 90),
+    }
 
 
 def _seconds(value: Any) -> float | None:

@@ -52,7 +52,8 @@ from jobsync.api.ratelimit import RateLimiters
 from jobsync.config import Settings
 from jobsync.errors import ConfigError, JobsyncError, LockedError
 from jobsync.observability.logs import fields
-from jobsync.observability.metrics import DaemonMetrics, Health, MetricsServer, jobs_by_state
+from jobsync.observability.metrics import Health, MetricsServer
+from jobsync.service.metrics import DaemonMetrics, jobs_by_state
 from jobsync.service.sync import PassResult, sync_all
 from jobsync.storage.migrate import ensure_schema
 from jobsync.storage.store import storage_errors
@@ -61,8 +62,8 @@ __all__ = ["STOP_GRACE", "DaemonOptions", "Schedule", "cron", "every", "run_daem
 
 log = logging.getLogger(__name__)
 
-# How long a stop waits for the pass in flight: a write transaction takes well under a second,
-# and 8 s keeps the whole stop inside 10 s (and inside systemd's TimeoutStopSec=15).
+# How long a stop waits for the pass in flight to finish its write: the whole stop must end
+# within 10 s, inside systemd's TimeoutStopSec=15 (docs/deployment.md).
 STOP_GRACE = 8.0
 MIN_INTERVAL = 0.1  # seconds; anything shorter is a busy loop, not a schedule
 _CRON_LOOKAHEAD = 10  # fire times examined to find a cron schedule's longest gap

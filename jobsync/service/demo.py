@@ -1,4 +1,9 @@
-"""The one-command tour (``jobsync demo``) and the long-running simulator (``jobsync simulate``)."""
+"""The one-command tour (``jobsync demo``) and the long-running simulator (``jobsync simulate``).
+
+The only library code that runs the bundled simulator: the tour plays both sides of the API in
+one process. What the tour shows of the database is the reporting layer's, passed in by the
+command (``jobsync.reporting.tour.tour_report``).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine
 
 from jobsync.config import HttpSettings, Settings, Source
+from jobsync.domain.clock import SteppingClock
 from jobsync.observability.redact import Secret
-from jobsync.reporting.output import render
-from jobsync.reporting.queries import job_history, overview
 from jobsync.service.sync import sync_all
 from jobsync.simulator import Simulator, StateChange
 from jobsync.storage.migrate import upgrade
-from jobsync.storage.schema import import_job_progress
 from jobsync.storage.store import open_engine
 
 __all__ = ["run_demo", "serve_simulator"]
@@ -24,6 +27,9 @@ __all__ = ["run_demo", "serve_simulator"]
 DEMO_CLUSTERS = ("in01-0123456789abcdef", "in02-fedcba9876543210")
 DEMO_KEY = "demo-key"
 ROUND = timedelta(minutes=10)
+
+# What the tour shows of the database, given the (cluster_id, job_id) of jobs worth showing.
+Report = Callable[[Engine, Sequence[tuple[str, str]]], str]
 
 
 def serve_simulator(
@@ -61,18 +67,20 @@ def serve_simulator(
 def run_demo(
     db_file: str,
     *,
+    report: Report,
     jobs: int = 300,
     rounds: int = 4,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> str:
-    """Sync a progressing simulator ``rounds`` times into a fresh SQLite file; return a report."""
+    """Sync a progressing simulator ``rounds`` times into a fresh SQLite file; return what
+    ``report`` says of it, between a line saying what was written and hints to go further."""
     path = Path(db_file)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     engine = open_engine(f"sqlite:///{path}")
     upgrade(engine)
     # Demo time runs fast: each round is ten simulated minutes, so the windows read naturally.
-    clock = _DemoClock(datetime.now(UTC) - ROUND * rounds)
+    clock = SteppingClock(datetime.now(UTC) - ROUND * rounds)
     with Simulator(
         cluster_ids=DEMO_CLUSTERS, jobs=jobs, api_key=DEMO_KEY, seed=7, clock=clock
     ) as sim:
@@ -82,7 +90,6 @@ def run_demo(
                 Source(name=c, cluster_id=c, base_url=sim.url, api_key=Secret(DEMO_KEY))
                 for c in DEMO_CLUSTERS
             ),
-            details=True,
             # The bundled simulator has no rate limit; the real API's would make the tour slow.
             http=HttpSettings(requests_per_second=500.0),
         )
@@ -95,45 +102,17 @@ def run_demo(
                 sim.add_jobs(max(1, jobs // 20), cluster_id=DEMO_CLUSTERS[0])
                 clock.skip(ROUND / 2)
         changes = sim.change_log
-    report = [f"\nWrote {path} ({rounds} passes over {len(DEMO_CLUSTERS)} simulated clusters)."]
-    totals = overview(engine)
-    report.append("\nJobs per state:")
-    report += [f"  {state:<10} {n}" for state, n in totals["jobs_by_state"].items()]
-    report.append("\nTransitions recorded:")
-    report += [f"  {kind:<10} {n}" for kind, n in totals["transitions_by_kind"].items()]
-    with engine.connect() as conn:
-        samples = conn.execute(select(func.count()).select_from(import_job_progress)).scalar()
-    report.append(f"\nProgress samples recorded (import_job_progress): {samples}")
-    examples = _example_jobs(changes)
-    for cluster_id, job_id in examples:
-        report.append(f"\nHistory of job {job_id} ({cluster_id}):")
-        rows = job_history(engine, job_id, cluster_ids=[cluster_id])
-        columns = ["kind", "from_state", "to_state", "window_start", "observed_at"]
-        report.append(_indent(render(rows, "table", columns)))
-    report.append(
+    try:
+        shown = report(engine, _example_jobs(changes))
+    finally:
+        engine.dispose()
+    return (
+        f"\nWrote {path} ({rounds} passes over {len(DEMO_CLUSTERS)} simulated clusters).\n"
+        f"{shown}\n"
         "\nEach change happened inside (window_start, observed_at]. Explore further with:\n"
         f"  jobsync jobs --db sqlite:///{path}\n"
         f"  sqlite3 {path} 'SELECT * FROM import_job_transitions LIMIT 20'"
     )
-    engine.dispose()
-    return "\n".join(report)
-
-
-class _DemoClock:
-    """A clock that moves a millisecond per reading, and jumps when told to."""
-
-    def __init__(self, start: datetime) -> None:
-        self._now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            self._now += timedelta(milliseconds=1)
-            return self._now
-
-    def skip(self, span: timedelta) -> None:
-        with self._lock:
-            self._now += span
 
 
 def _example_jobs(changes: Sequence[StateChange]) -> list[tuple[str, str]]:
@@ -144,7 +123,3 @@ def _example_jobs(changes: Sequence[StateChange]) -> list[tuple[str, str]]:
         counts[key] = counts.get(key, 0) + 1
     ranked = sorted(counts, key=lambda k: (-counts[k], k))
     return ranked[:2]
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())

@@ -4,9 +4,10 @@ A pass over a million jobs allocates a few large blocks (the snapshot's dict, th
 compares it with the database) and frees them when it ends. glibc serves a block over 128 KiB
 with ``mmap`` and unmaps it when freed, but every time it unmaps one it raises that threshold to
 the block's size (up to 32 MiB): from the second pass on, the same blocks come from the heap,
-which glibc keeps. In the daemon, which runs every pass in one process, a 1,000,000-job re-sync
-peaked at 315 MiB that way, against 272 MiB in a process of its own. Setting the threshold
-explicitly, at its default, turns the adjustment off (as ``MALLOC_MMAP_THRESHOLD_`` would).
+which glibc keeps. A pass in the daemon, which runs every pass in one process, must peak no
+higher than the same pass in a process of its own (docs/benchmarks.md has the figures).
+Setting the threshold explicitly, at its default, turns the adjustment off (as
+``MALLOC_MMAP_THRESHOLD_`` would).
 """
 
 from __future__ import annotations

@@ -121,6 +121,8 @@ def sync_source(
             details = _fetch_details(
                 engine, source, settings, snapshot, clock, sleep, cancel, rate_limit, write_lock
             )
+            # One tally per pass, so that a pass failing from here on records these too.
+            client.retries += details.retries
         if lock is not None:
             lock.check()
         with write_lock or nullcontext():
@@ -130,7 +132,7 @@ def sync_source(
                 run_id,
                 snapshot,
                 finished_at=clock(),
-                retries=client.retries + details.retries,
+                retries=client.retries,
                 details=details.details,
                 details_requested=details.requested,
                 details_failed=details.failed,
@@ -155,7 +157,7 @@ def sync_source(
         pages=snapshot.pages,
         jobs=snapshot.distinct_jobs,
         counts=counts,
-        retries=client.retries + details.retries,
+        retries=client.retries,
         seconds=time.monotonic() - began,
         fetch_seconds=fetch_seconds,
         details_requested=details.requested,

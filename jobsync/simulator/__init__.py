@@ -1,7 +1,8 @@
 """A faithful in-process simulator of the Zilliz Cloud v2 import-job REST API (and of Milvus).
 
 Nobody working on jobsync can reach the real API, so this package is what the client is tested
-against. It follows shared/reference/zilliz-import-api.md: the list and progress endpoints, the
+against. It follows the APIs as their public documentation and the official SDKs describe them
+(what jobsync relies on is in docs/how-a-pass-works.md): the list and progress endpoints, the
 HTTP-200 error envelopes and their codes, offset paging with a total `count`, string job ids,
 the job state machine and retention. Where it chooses or differs, the module that does it says so
 (`world`, `zilliz`, `milvus`, `server`). It imports only the standard library, so it also runs as

@@ -1,4 +1,4 @@
-"""Self-hosted Milvus REST v2 import-job API (shared/reference/zilliz-import-api.md section 3).
+"""Self-hosted Milvus REST v2 import-job API (docs/configuration.md, "Self-hosted Milvus").
 
 Used when the simulator runs with `mode="milvus"`. Faithful to: `POST /v2/vectordb/jobs/import/list`
 with an optional `dbName`/`collectionName` body and **no paging** (`pageSize`/`currentPage` are

@@ -139,7 +139,7 @@ class Job:
 @contextmanager
 def _collector_paused() -> Iterator[None]:
     """Creating a million acyclic objects triggers hundreds of full collections that find
-    nothing; pausing the collector cuts building or copying a million jobs by about 40%."""
+    nothing, so jobs are built and copied with the collector paused (and then left as it was)."""
     collecting = gc.isenabled()
     gc.disable()
     try:

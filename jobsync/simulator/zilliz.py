@@ -1,4 +1,4 @@
-"""The Zilliz Cloud v2 import-job API, per shared/reference/zilliz-import-api.md section 1.
+"""The Zilliz Cloud v2 import-job API, as its public documentation describes it.
 
 Faithful to: `POST /v2/vectordb/jobs/import/list` with `clusterId` (or `projectId` + `regionId`),
 `pageSize` 1..100 (default 10) and 1-based `currentPage` (default 1); the success envelope
@@ -8,12 +8,12 @@ all pages and an empty `records` past the last page; records carrying only `coll
 96009, 96018, 96025, 96036, 96026); the progress endpoint under all three names; unknown body
 fields ignored. Messages never echo the key or the request body.
 
-Choices where the reference is silent (documented so tests can rely on them):
+Choices where the documentation is silent (written down here so tests can rely on them):
 - Order is newest first by creation, stable between requests.
 - A cluster id is valid if it is configured or matches `in<2 digits>-<16+ hex digits>`; a valid
   but unconfigured id is 96018, anything else 96036. `projectId` + `regionId` name the cluster
   `"<projectId>/<regionId>"`, which must be configured (else 96018).
-- `dbName` and `collectionName` are ignored by the list (the reference lists no filter for the
+- `dbName` and `collectionName` are ignored by the list (the documentation lists no filter for the
   Zilliz v2 list; pymilvus sends both, usually empty).
 - A body that is not a JSON object gets code 1801 (Milvus's "can only accept json format
   request", which the Zilliz vectordb endpoints inherit); an empty body counts as `{}`.
@@ -160,26 +160,20 @@ class ZillizApi:
 
 
 def progress_data(job: Job) -> dict[str, Any]:
-    complete = rfc3339(job.finished_at)
-    detail = {
+    # The job's one file (see world.py): the job and its detail row say the same of it.
+    file = {
         "fileName": job.file_name,
         "fileSize": job.file_size,
         "state": job.state,
         "progress": job.progress,
-        "completeTime": complete,
+        "completeTime": rfc3339(job.finished_at),
         "reason": job.reason,
-        "importedRows": job.imported_rows,
     }
     return {
         "jobId": job.job_id,
         "collectionName": job.collection_name,
-        "fileName": job.file_name,
-        "fileSize": job.file_size,
-        "state": job.state,
-        "progress": job.progress,
-        "completeTime": complete,
-        "reason": job.reason,
+        **file,
         "totalRows": job.total_rows,
         "importedRows": job.imported_rows,
-        "details": [detail],
+        "details": [{**file, "importedRows": job.imported_rows}],
     }

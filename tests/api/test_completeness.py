@@ -14,21 +14,17 @@ from sqlalchemy import select
 
 from jobsync.api.client import ApiClient
 from jobsync.api.listing import HEAD_PAGES, STALE_PAGES, fetch_snapshot
-from jobsync.config import HttpSettings, Source
+from jobsync.config import Source
 from jobsync.errors import ProtocolError
 from jobsync.observability.redact import Secret
 from jobsync.service.sync import sync_source
 from jobsync.simulator import LIST_PATH, Fault, Reply, Simulator
 from jobsync.storage.schema import import_job_records, sync_runs
-from tests.conftest import API_KEY, CLUSTER, settings_for
+from tests.conftest import API_KEY, CLUSTER, FAST_HTTP, settings_for
 
-FAST = HttpSettings(
-    connect_timeout=2,
-    read_timeout=5,
-    request_deadline=10,
+FAST = replace(
+    FAST_HTTP,
     max_retries=1,
-    backoff_factor=0.0,
-    backoff_jitter=0.0,
     requests_per_second=1e6,
     # One page at a time: pages read concurrently may be answered out of order, and a later
     # page answered before an earlier one can skip a job that arrivals pushed between them

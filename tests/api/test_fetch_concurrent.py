@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -75,6 +76,21 @@ def _rewrite(reply: Reply, data: dict[str, Any]) -> Reply:
     return Reply(reply.status, json.dumps({"code": 0, "data": data}).encode(), reply.headers)
 
 
+def _once_on_page(page: int, change: Callable[[dict[str, Any]], None]) -> Fault:
+    """A fault that lets ``change`` edit the data of list page ``page`` the first time it goes."""
+    done: list[bool] = []
+
+    def transform(reply: Reply) -> Reply:
+        data = _page_of(reply)
+        if data["currentPage"] != page or done:
+            return reply
+        done.append(True)
+        change(data)
+        return _rewrite(reply, data)
+
+    return Fault(status=200, path=LIST, transform=transform)
+
+
 # -- the same snapshot --------------------------------------------------------------------------
 
 
@@ -121,22 +137,16 @@ def test_jobs_added_while_pages_are_read_are_all_in_the_final_snapshot(sim):
 
 
 def test_a_job_listed_twice_is_counted_once_as_a_duplicate_either_way(sim):
-    def duplicate_on_page_3(reply: Reply) -> Reply:
-        data = _page_of(reply)
-        if data["currentPage"] != 3 or done:
-            return reply
-        done.append(True)
+    def duplicate(data: dict[str, Any]) -> None:
         # The first job of page 2 shows up again in place of page 3's last one, as a shifting
         # list does: a duplicate, and a job skipped.
         first_of_page_2 = _listed(sim)
         data["records"][-1] = {"jobId": list(first_of_page_2)[10], "state": "Pending"}
-        return _rewrite(reply, data)
 
     summaries = []
     for concurrency in (1, 4):
-        done: list[bool] = []
         sim.clear_faults()
-        sim.add_fault(Fault(status=200, path=LIST, transform=duplicate_on_page_3))
+        sim.add_fault(_once_on_page(3, duplicate))
         summaries.append(_summary(_snapshot(sim, concurrency, 10)))
     assert summaries[0] == summaries[1]
     assert summaries[1]["duplicates"] == 1 and summaries[1]["complete"]
@@ -144,20 +154,14 @@ def test_a_job_listed_twice_is_counted_once_as_a_duplicate_either_way(sim):
 
 
 def test_a_short_page_in_the_middle_ends_the_walk_and_pages_read_ahead_are_dropped(sim):
-    def shorten_page_3(reply: Reply) -> Reply:
-        data = _page_of(reply)
-        if data["currentPage"] != 3 or done:
-            return reply
-        done.append(True)
+    def shorten(data: dict[str, Any]) -> None:
         data["records"] = data["records"][:4]
-        return _rewrite(reply, data)
 
     summaries, requests = [], []
     for concurrency in (1, 4):
-        done: list[bool] = []
         sim.clear_faults()
         sim.reset_counters()
-        sim.add_fault(Fault(status=200, path=LIST, transform=shorten_page_3))
+        sim.add_fault(_once_on_page(3, shorten))
         summaries.append(_summary(_snapshot(sim, concurrency, 10)))
         requests.append(sim.request_count)
     assert summaries[0] == summaries[1]
@@ -239,6 +243,7 @@ def test_many_small_sources_cost_one_request_each_and_are_stored(engine):
                 for c in clusters
             ),
             http=replace(HTTP, requests_per_second=1000),
+            details=False,
         )
         results = sync_all(engine, settings)
         assert sim.request_count == len(clusters)
@@ -254,6 +259,7 @@ def test_a_concurrent_pass_stores_every_job_on_both_backends(engine):
         settings = Settings(
             sources=(_source(sim),),
             http=replace(HTTP, requests_per_second=1000, page_concurrency=6),
+            details=False,
         )
         (result,) = sync_all(engine, settings)
         listed = {j.job_id: j.state for j in sim.jobs(CLUSTER)}

@@ -42,7 +42,9 @@ def _source(sim: Simulator, key: str = TOKEN) -> Source:
 
 def _sync(engine, sim, key: str = TOKEN):
     source = _source(sim, key)
-    return sync_source(engine, source, Settings(sources=(source,)), sleep=lambda _s: None)
+    return sync_source(
+        engine, source, Settings(sources=(source,), details=False), sleep=lambda _s: None
+    )
 
 
 def test_a_milvus_server_is_read_in_one_request(engine, milvus):

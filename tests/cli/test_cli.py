@@ -17,7 +17,7 @@ from jobsync.simulator import Fault
 from jobsync.storage.migrate import head_revision, upgrade
 from jobsync.storage.schema import import_job_records, sync_runs
 from jobsync.storage.store import open_engine
-from tests.conftest import API_KEY, CLUSTER
+from tests.conftest import API_KEY, CLUSTER, sync_args
 
 
 @pytest.fixture
@@ -41,12 +41,8 @@ def run(monkeypatch, tmp_path):
     return invoke
 
 
-def _sync_args(sim, db_url):
-    return ["sync", "--db", db_url, "--base-url", sim.url, "--cluster-id", CLUSTER]
-
-
 def test_sync_creates_the_database_and_exits_0(run, sim, db_url):
-    result = run(*_sync_args(sim, db_url), env={"JOBSYNC_API_KEY": API_KEY})
+    result = run(*sync_args(sim, db_url), env={"JOBSYNC_API_KEY": API_KEY})
 
     assert result.exit_code == 0, result.output
     assert f"{CLUSTER}: 50 jobs" in result.output
@@ -57,7 +53,7 @@ def test_sync_creates_the_database_and_exits_0(run, sim, db_url):
 
 
 def test_page_size_500_is_a_usage_error_before_any_request(run, sim, db_url):
-    result = run(*_sync_args(sim, db_url), "--page-size", "500", env={"JOBSYNC_API_KEY": API_KEY})
+    result = run(*sync_args(sim, db_url), "--page-size", "500", env={"JOBSYNC_API_KEY": API_KEY})
 
     assert result.exit_code == 2
     assert "--page-size" in result.output and "500" in result.output
@@ -66,7 +62,7 @@ def test_page_size_500_is_a_usage_error_before_any_request(run, sim, db_url):
 
 def test_page_size_from_the_environment_is_checked_too(run, sim, db_url):
     result = run(
-        *_sync_args(sim, db_url), env={"JOBSYNC_API_KEY": API_KEY, "JOBSYNC_PAGE_SIZE": "0"}
+        *sync_args(sim, db_url), env={"JOBSYNC_API_KEY": API_KEY, "JOBSYNC_PAGE_SIZE": "0"}
     )
 
     assert result.exit_code == 2
@@ -76,7 +72,7 @@ def test_page_size_from_the_environment_is_checked_too(run, sim, db_url):
 def test_rejected_key_exits_1_with_one_clear_line_and_one_request(run, sim, db_url):
     sim.add_fault(Fault(status=200, code=80001))
 
-    result = run(*_sync_args(sim, db_url), env={"JOBSYNC_API_KEY": "wrong-key-123"})
+    result = run(*sync_args(sim, db_url), env={"JOBSYNC_API_KEY": "wrong-key-123"})
 
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
@@ -92,7 +88,7 @@ def test_503_forever_exits_1_and_records_a_failed_run(run, sim, db_url, monkeypa
     sim.add_fault(Fault(status=503))
     env = {"JOBSYNC_API_KEY": API_KEY}
 
-    result = run(*_sync_args(sim, db_url), env=env)
+    result = run(*sync_args(sim, db_url), env=env)
 
     assert result.exit_code == 1
     assert "503" in result.output
@@ -110,7 +106,7 @@ def test_sync_refuses_a_database_whose_schema_is_behind(run, sim, db_url):
     upgrade(engine, "0001")
     engine.dispose()
 
-    result = run(*_sync_args(sim, db_url), env={"JOBSYNC_API_KEY": API_KEY})
+    result = run(*sync_args(sim, db_url), env={"JOBSYNC_API_KEY": API_KEY})
 
     assert result.exit_code == 1
     assert "jobsync db upgrade" in result.output
@@ -128,7 +124,7 @@ def test_db_upgrade_then_current_reports_head(run, db_url):
 
 
 def test_missing_api_key_is_a_config_error(run, sim, db_url):
-    result = run(*_sync_args(sim, db_url))
+    result = run(*sync_args(sim, db_url))
 
     assert result.exit_code == 2
     assert "JOBSYNC_API_KEY" in result.output
@@ -151,7 +147,7 @@ def test_plain_http_to_a_remote_host_is_refused(run, db_url):
 
 
 def test_zilliz_api_key_is_the_fallback_variable(run, sim, db_url):
-    result = run(*_sync_args(sim, db_url), env={"ZILLIZ_API_KEY": API_KEY})
+    result = run(*sync_args(sim, db_url), env={"ZILLIZ_API_KEY": API_KEY})
     assert result.exit_code == 0, result.output
 
 
@@ -173,13 +169,13 @@ def test_option_beats_environment_beats_config_file(run, sim, tmp_path, db_url):
     assert not other.exists()  # the environment beat the file
     lists = [r for r in sim.requests if r.path.endswith("/list")]  # not the progress requests
     assert {r.body.get("pageSize") for r in lists} == {7}  # the file beat the default
-    result = run(*_sync_args(sim, db_url), "--page-size", "9", env=env)
+    result = run(*sync_args(sim, db_url), "--page-size", "9", env=env)
     lists = [r for r in sim.requests if r.path.endswith("/list")]
     assert {r.body.get("pageSize") for r in lists[-1:]} == {9}
 
 
 def test_jobs_and_history_print_what_sync_stored(run, sim, db_url):
-    run(*_sync_args(sim, db_url), env={"JOBSYNC_API_KEY": API_KEY})
+    run(*sync_args(sim, db_url), env={"JOBSYNC_API_KEY": API_KEY})
     job = sim.jobs(CLUSTER)[0]
 
     as_csv = run("jobs", "--db", db_url, "--format", "csv")
@@ -194,7 +190,7 @@ def test_jobs_and_history_print_what_sync_stored(run, sim, db_url):
 
 
 def test_history_of_an_unknown_job_exits_1(run, sim, db_url):
-    run(*_sync_args(sim, db_url), env={"JOBSYNC_API_KEY": API_KEY})
+    run(*sync_args(sim, db_url), env={"JOBSYNC_API_KEY": API_KEY})
     result = run("history", "no-such-job", "--db", db_url)
     assert result.exit_code == 1
     assert result.output.startswith("Error: no job 'no-such-job'")

@@ -16,7 +16,7 @@ from jobsync.cli import cli
 from jobsync.simulator import Fault, Reply
 from jobsync.storage.schema import import_job_records, import_job_transitions, sync_runs
 from jobsync.storage.store import open_engine
-from tests.conftest import API_KEY, CLUSTER
+from tests.conftest import API_KEY, CLUSTER, sync_args
 
 
 def _gzip_bomb(reply: Reply) -> Reply:
@@ -71,9 +71,7 @@ FAULTS = {
 
 
 @pytest.fixture
-def cli_run(monkeypatch, tmp_path):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
+def cli_run(no_backoff_in_tmp):
 
     def invoke(*args: str):
         return CliRunner().invoke(cli, list(args), env={"JOBSYNC_API_KEY": API_KEY})
@@ -98,17 +96,7 @@ def _dump(db_url: str) -> tuple[list, list, list]:
 @pytest.mark.parametrize("name", list(FAULTS))
 def test_a_hostile_answer_fails_the_pass_cleanly(name, cli_run, sim, db_url):
     inject, expected = FAULTS[name]
-    args = [
-        "sync",
-        "--db",
-        db_url,
-        "--base-url",
-        sim.url,
-        "--cluster-id",
-        CLUSTER,
-        "--page-size",
-        "20",
-    ]
+    args = sync_args(sim, db_url, "--page-size", "20")
     assert cli_run(*args).exit_code == 0
     sim.advance(fraction=0.5)
     jobs_before, history_before, _ = _dump(db_url)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from jobsync.domain.history import JobRow, SourceMarks, StoredJob, plan_pass
+from jobsync.domain.history import JobRow, PassPlan, SourceMarks, StoredJob, new_job, plan_pass
 from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.domain.triage import triage, triage_in_order
 
@@ -45,6 +45,51 @@ def _stored(row: JobRow) -> StoredJob:
         None if row.listed else row.last_seen_started_at,
         row.missing_since,
     )
+
+
+def _new_rows(plan: PassPlan) -> list[JobRow]:
+    """The new jobs' rows, as the writer stores them."""
+    return [
+        JobRow(
+            job_id=job.job_id,
+            collection_name=job.collection_name,
+            state=job.state,
+            raw_state=job.raw_state,
+            progress=job.progress,
+            reason=job.reason,
+            listed=True,
+            missed_snapshots=0,
+            vanished=False,
+            finished=job.finished_at is not None,
+            first_seen_at=job.observed_at,
+            state_since=job.observed_at,
+            last_seen_at=plan.seen_at,
+            last_seen_started_at=plan.seen_started_at,
+            finished_at=job.finished_at,
+        )
+        for job in map(new_job, plan.new)
+    ]
+
+
+def _history(plan: PassPlan) -> list[dict]:
+    """Every transition of the pass, as the writer stores them: the new jobs' ``first_seen``
+    ones first."""
+    first_seen = [
+        {
+            "job_id": job.job_id,
+            "kind": "first_seen",
+            "from_state": None,
+            "to_state": job.state,
+            "raw_from_state": None,
+            "raw_to_state": job.raw_state,
+            "window_start": plan.first_seen_window,
+            "observed_at": job.observed_at,
+            "sync_run_id": plan.run_id,
+            "reason": job.failure_reason,
+        }
+        for job in map(new_job, plan.new)
+    ]
+    return first_seen + plan.transitions
 
 
 class Store:
@@ -85,9 +130,9 @@ class Store:
             lean_rows, full_rows = getattr(lean_plan, part), getattr(plan, part)
             assert sorted(lean_rows, key=repr) == sorted(full_rows, key=repr), part
         assert lean_plan.rows_written == plan.rows_written
-        for row in plan.new_rows() + plan.updates:
+        for row in _new_rows(plan) + plan.updates:
             self.rows[row.job_id] = row
-        self.transitions += plan.history()
+        self.transitions += _history(plan)
         self.marks = SourceMarks(
             last_snapshot_started_at=snap.started_at,
             last_snapshot_at=snap.finished_at,
@@ -102,7 +147,7 @@ def test_first_pass_jobs_have_an_unknown_first_seen_window():
     store = Store()
     plan = store.apply(_snapshot(0, {"a": "Pending", "b": "Completed"}))
     assert plan.new_jobs == 2
-    assert [t["window_start"] for t in plan.history()] == [None, None]
+    assert [t["window_start"] for t in _history(plan)] == [None, None]
     assert store.rows["b"].finished_at == store.rows["b"].first_seen_at
 
 
@@ -110,7 +155,7 @@ def test_an_unchanged_pass_plans_nothing():
     store = Store()
     store.apply(_snapshot(0, {"a": "Pending"}))
     plan = store.apply(_snapshot(10, {"a": "Pending"}))
-    assert plan.new == plan.updates == plan.history() == []
+    assert plan.new == plan.updates == _history(plan) == []
     assert plan.rows_written == 0
 
 
@@ -118,7 +163,7 @@ def test_a_change_window_starts_when_the_previous_pass_began():
     store = Store()
     store.apply(_snapshot(0, {"a": "Pending"}))
     plan = store.apply(_snapshot(10, {"a": "Importing"}))
-    (t,) = plan.history()
+    (t,) = _history(plan)
     assert (t["kind"], t["from_state"], t["to_state"]) == ("change", "Pending", "Importing")
     assert t["window_start"] == _at(0) and t["observed_at"] == _at(10) + timedelta(seconds=30)
 
@@ -127,7 +172,7 @@ def test_a_raw_spelling_change_updates_the_row_without_history():
     store = Store()
     store.apply(_snapshot(0, {"a": "InProgress"}))
     plan = store.apply(_snapshot(10, {"a": "Importing"}))
-    assert plan.history() == [] and len(plan.updates) == 1
+    assert _history(plan) == [] and len(plan.updates) == 1
     assert store.rows["a"].raw_state == "Importing"
 
 
@@ -138,7 +183,7 @@ def test_vanish_needs_two_complete_snapshots_and_ignores_incomplete_ones():
     store.apply(_snapshot(20, {"b": "Pending"}, complete=False))
     assert not store.rows["a"].vanished
     plan = store.apply(_snapshot(30, {"b": "Pending"}))
-    (t,) = plan.history()
+    (t,) = _history(plan)
     assert (t["kind"], t["from_state"], t["to_state"]) == ("vanished", "Completed", None)
     # Last listed by the pass that began at 0; first missed by the one that ended at 11.
     assert (t["window_start"], t["observed_at"]) == (_at(0), _at(11))
@@ -151,11 +196,11 @@ def test_a_vanished_job_that_comes_back_reappears_once():
     store.apply(_snapshot(10, {}))
     store.apply(_snapshot(20, {}))
     plan = store.apply(_snapshot(30, {"a": "Completed"}))
-    (t,) = plan.history()
+    (t,) = _history(plan)
     assert (t["kind"], t["from_state"], t["to_state"]) == ("reappeared", "Importing", "Completed")
     assert t["window_start"] == _at(20)
     assert not store.rows["a"].vanished and store.rows["a"].state == "Completed"
-    assert store.apply(_snapshot(40, {"a": "Completed"})).history() == []
+    assert _history(store.apply(_snapshot(40, {"a": "Completed"}))) == []
 
 
 def test_a_change_after_a_gap_in_listing_uses_the_last_listing_for_its_window():
@@ -163,7 +208,7 @@ def test_a_change_after_a_gap_in_listing_uses_the_last_listing_for_its_window():
     store.apply(_snapshot(0, {"a": "Pending", "b": "Pending"}))
     store.apply(_snapshot(10, {"b": "Pending"}, complete=False))  # a skipped, not gone
     plan = store.apply(_snapshot(20, {"a": "Failed", "b": "Pending"}))
-    (t,) = plan.history()
+    (t,) = _history(plan)
     assert t["window_start"] == _at(0)
     assert store.rows["a"].listed and store.rows["a"].missed_snapshots == 0
 

@@ -1,4 +1,4 @@
-"""Envelopes and list pages in every variant the reference sheet lists (pure, no HTTP)."""
+"""Envelopes and list pages in every known variant of the APIs (pure, no HTTP)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobsync.domain.states import canonical_state
 from jobsync.errors import AuthError
-from jobsync.observability.metrics import DaemonMetrics, Health, MetricsServer, jobs_by_state
+from jobsync.observability.metrics import Health, MetricsServer
+from jobsync.service.metrics import DaemonMetrics, jobs_by_state
 from jobsync.service.sync import PassResult, sync_all
 from jobsync.storage.store import PassCounts
 from tests.conftest import CLUSTER, settings_for

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import MetaData, select
+from sqlalchemy import select
 
 from jobsync.api.client import ApiClient
 from jobsync.cli import cli
@@ -22,7 +21,7 @@ from jobsync.observability.redact import Secret, scrubber
 from jobsync.simulator import LIST_PATH, Fault, Reply, Simulator
 from jobsync.storage.schema import import_job_records, sync_runs
 from jobsync.storage.store import open_engine
-from tests.conftest import CLUSTER
+from tests.conftest import CLUSTER, database_text
 
 # ':' and '/' make the URL-encoded key differ from the key; mixed case makes case matter.
 KEY = f"Zk:{uuid.uuid4().hex[:20]}AbCdEf/{uuid.uuid4().hex[:12]}"
@@ -186,23 +185,6 @@ def test_error_messages_mask_the_key(key_sim, status, body, error):
 # -- what is stored and shown, on both databases -------------------------------------------------
 
 
-def _database_text(db_url: str) -> str:
-    engine = open_engine(db_url)
-    meta = MetaData()
-    meta.reflect(engine)
-    dump = []
-    with engine.connect() as conn:
-        for table in meta.sorted_tables:
-            dump += [repr(tuple(row)) for row in conn.execute(select(table))]
-    engine.dispose()
-    if db_url.startswith("sqlite:///"):
-        path = Path(db_url.removeprefix("sqlite:///"))
-        for suffix in ("", "-wal"):
-            if Path(f"{path}{suffix}").exists():
-                dump.append(Path(f"{path}{suffix}").read_bytes().decode("latin-1"))
-    return "\n".join(dump)
-
-
 @pytest.fixture
 def echoing_sim():
     """Open jobs only, so every pass asks the progress endpoint about them."""
@@ -240,7 +222,7 @@ def test_what_the_server_echoes_is_stored_and_shown_scrubbed(
     assert "coll_***" in {row.collection_name for row in rows.values()}
     assert rows[second].reason == "token *** rejected; prefix ***; sent ***"
     assert rows[third].raw_state == "Paused***" and rows[third].state == "Unknown"
-    assert _leaks(_database_text(db_url)) == []
+    assert _leaks(database_text(db_url)) == []
 
     shown = runner.invoke(cli, ["jobs", "--db", db_url, "--format", "json"])
     assert shown.exit_code == 0
@@ -268,4 +250,4 @@ def test_an_error_that_quotes_the_key_is_scrubbed_on_screen_and_in_sync_runs(
         error = conn.execute(select(sync_runs.c.error)).scalar_one()
     engine.dispose()
     assert "token *** (***..., ***) rejected" in error
-    assert _leaks(result.output + result.stderr + _database_text(db_url)) == []
+    assert _leaks(result.output + result.stderr + database_text(db_url)) == []

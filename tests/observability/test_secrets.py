@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import traceback
 import uuid
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from sqlalchemy import MetaData, select
 
 from jobsync.api.client import ApiClient, BearerAuth
 from jobsync.cli import cli
@@ -18,9 +16,8 @@ from jobsync.config import CliValues, resolve_settings
 from jobsync.observability.redact import Secret, redact
 from jobsync.service.sync import PassResult
 from jobsync.simulator import DESCRIBE_PATH, Fault, Simulator
-from jobsync.storage.store import open_engine
 from tests.cli.test_faults import FAULTS
-from tests.conftest import CLUSTER
+from tests.conftest import CLUSTER, database_text, sync_args
 
 # Also a database password below, so nothing that a URL would need to encode (test_scrub.py
 # has a key that does).
@@ -48,48 +45,16 @@ def _everything(result: Result) -> str:
     return text
 
 
-def _database_text(db_url: str) -> str:
-    engine = open_engine(db_url)
-    meta = MetaData()
-    meta.reflect(engine)
-    dump = []
-    with engine.connect() as conn:
-        for table in meta.sorted_tables:
-            dump += [repr(tuple(row)) for row in conn.execute(select(table))]
-    engine.dispose()
-    if db_url.startswith("sqlite:///"):
-        path = Path(db_url.removeprefix("sqlite:///"))
-        for suffix in ("", "-wal"):
-            if Path(f"{path}{suffix}").exists():
-                dump.append(Path(f"{path}{suffix}").read_bytes().decode("latin-1"))
-    return "\n".join(dump)
-
-
 @pytest.fixture
 def canary_sim():
     with Simulator(cluster_ids=(CLUSTER,), jobs=40, api_key=CANARY, seed=5) as sim:
         yield sim
 
 
-def test_the_api_key_never_leaks_through_the_fault_matrix(
-    canary_sim, db_url, monkeypatch, tmp_path
-):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
+def test_the_api_key_never_leaks_through_the_fault_matrix(canary_sim, db_url, no_backoff_in_tmp):
     runner = CliRunner()
     env = {"JOBSYNC_API_KEY": CANARY}
-    args = [
-        "--debug",
-        "sync",
-        "--db",
-        db_url,
-        "--base-url",
-        canary_sim.url,
-        "--cluster-id",
-        CLUSTER,
-        "--page-size",
-        "10",
-    ]
+    args = ["--debug", *sync_args(canary_sim, db_url, "--page-size", "10")]
     seen: list[str] = []
 
     ok = runner.invoke(cli, args, env=env)
@@ -110,18 +75,14 @@ def test_the_api_key_never_leaks_through_the_fault_matrix(
         seen.append(runner.invoke(cli, [*command, "--help"], env=env).output)
 
     assert _leaked(seen) == []
-    assert _leaked([_database_text(db_url)]) == []
+    assert _leaked([database_text(db_url)]) == []
 
 
-def test_the_api_key_never_leaks_through_progress_requests(
-    canary_sim, db_url, monkeypatch, tmp_path
-):
+def test_the_api_key_never_leaks_through_progress_requests(canary_sim, db_url, no_backoff_in_tmp):
     """Failing progress requests are logged as warnings: a server echoing the key is scrubbed."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
     runner = CliRunner()
     env = {"JOBSYNC_API_KEY": CANARY}
-    args = ["sync", "--db", db_url, "--base-url", canary_sim.url, "--cluster-id", CLUSTER]
+    args = sync_args(canary_sim, db_url)
     # A few progress requests per pass are enough to see them fail; more only wait on the pacer.
     args += ["--details-max-per-pass", "3"]
     echoed = " ".join(CANARY_VARIANTS.values())
@@ -146,7 +107,7 @@ def test_the_api_key_never_leaks_through_progress_requests(
 
     assert any("progress of job" in text for text in seen)  # the warnings were really logged
     assert _leaked(seen) == []
-    assert _leaked([_database_text(db_url)]) == []
+    assert _leaked([database_text(db_url)]) == []
 
 
 def test_objects_never_show_the_key():
@@ -231,4 +192,4 @@ def test_a_database_password_never_leaks(form, postgres_url, canary_sim, monkeyp
     assert results[0].exit_code == 0, _everything(results[0])
     assert results[1].exit_code == 1 and "no_such_database_jobsync" in results[1].output
     assert _leaked([_everything(result) for result in results]) == []
-    assert _leaked([_database_text(postgres_url)]) == []
+    assert _leaked([database_text(postgres_url)]) == []

@@ -55,97 +55,45 @@ def at(month: int, day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(2024, month, day, hour, minute, tzinfo=UTC)
 
 
-# (cluster, job, collection, [(kind, to_state, window_start, observed_at, reason)], job reason)
-HISTORY = [
-    (
-        "c1",
-        "j1",
-        "alpha",
-        [
-            ("first_seen", "Pending", at(5, 9, 9), at(5, 9, 10), None),
-            ("change", "Completed", at(5, 9, 11), at(5, 9, 12), None),
-        ],
-        None,
-    ),
-    (
-        "c1",
-        "j2",
-        "alpha",
-        [
-            ("first_seen", "Importing", at(5, 9, 10), at(5, 9, 11), None),
-            ("change", "Completed", at(5, 10, 8), at(5, 10, 9), None),
-        ],
-        None,
-    ),
-    (
-        "c1",
-        "j3",
-        "alpha",
-        [
-            ("first_seen", "Pending", at(5, 10, 6), at(5, 10, 7), None),
-            ("change", "Failed", at(5, 10, 8), at(5, 10, 9), X1),
-        ],
-        X1,
-    ),
-    (
-        "c1",
-        "j4",
-        "beta",
-        [
-            ("first_seen", "Pending", None, at(5, 1, 0), None),
-            ("change", "Failed", at(5, 10, 10), at(5, 10, 11), Y22),
-        ],
-        Y22,
-    ),
-    (
-        "c1",
-        "j5",
-        "beta",
-        [("first_seen", "Pending", at(5, 10, 8, 30), at(5, 10, 9, 30), None)],
-        None,
-    ),
-    ("c1", "j6", "alpha", [("first_seen", "Importing", at(5, 10, 10), at(5, 10, 11), None)], None),
-    (
-        "c1",
-        "j7",
-        "alpha",
-        [
-            ("first_seen", "Pending", at(4, 20, 0), at(4, 20, 1), None),
-            ("change", "Completed", at(4, 20, 2), at(4, 20, 3), None),
-        ],
-        None,
-    ),
-    (
-        "c1",
-        "j8",
-        "beta",
-        [
-            ("first_seen", "Importing", at(5, 10, 5), at(5, 10, 6), None),
-            ("vanished", None, at(5, 10, 11, 40), at(5, 10, 11, 50), None),
-        ],
-        None,
-    ),
-    (
-        "c2",
-        "j9",
-        "alpha",
-        [
-            ("first_seen", "Pending", at(5, 10, 0), at(5, 10, 1), None),
-            ("change", "Failed", at(5, 10, 2), at(5, 10, 3), QUOTED),
-        ],
-        QUOTED,
-    ),
-    (
-        "c2",
-        "j10",
-        "beta",
-        [
-            ("first_seen", "Pending", at(5, 9, 14), at(5, 9, 15), None),
-            ("change", "Failed", at(5, 9, 22), at(5, 9, 23), None),
-        ],
-        ZZ9,
-    ),
+# One row per transition, job by job, in the order they are written.
+# (cluster, job, collection, kind, to_state, window_start, observed_at, transition reason)
+TRANSITIONS = [
+    ("c1", "j1", "alpha", "first_seen", "Pending", at(5, 9, 9), at(5, 9, 10), None),
+    ("c1", "j1", "alpha", "change", "Completed", at(5, 9, 11), at(5, 9, 12), None),
+    ("c1", "j2", "alpha", "first_seen", "Importing", at(5, 9, 10), at(5, 9, 11), None),
+    ("c1", "j2", "alpha", "change", "Completed", at(5, 10, 8), at(5, 10, 9), None),
+    ("c1", "j3", "alpha", "first_seen", "Pending", at(5, 10, 6), at(5, 10, 7), None),
+    ("c1", "j3", "alpha", "change", "Failed", at(5, 10, 8), at(5, 10, 9), X1),
+    ("c1", "j4", "beta", "first_seen", "Pending", None, at(5, 1, 0), None),
+    ("c1", "j4", "beta", "change", "Failed", at(5, 10, 10), at(5, 10, 11), Y22),
+    ("c1", "j5", "beta", "first_seen", "Pending", at(5, 10, 8, 30), at(5, 10, 9, 30), None),
+    ("c1", "j6", "alpha", "first_seen", "Importing", at(5, 10, 10), at(5, 10, 11), None),
+    ("c1", "j7", "alpha", "first_seen", "Pending", at(4, 20, 0), at(4, 20, 1), None),
+    ("c1", "j7", "alpha", "change", "Completed", at(4, 20, 2), at(4, 20, 3), None),
+    ("c1", "j8", "beta", "first_seen", "Importing", at(5, 10, 5), at(5, 10, 6), None),
+    ("c1", "j8", "beta", "vanished", None, at(5, 10, 11, 40), at(5, 10, 11, 50), None),
+    ("c2", "j9", "alpha", "first_seen", "Pending", at(5, 10, 0), at(5, 10, 1), None),
+    ("c2", "j9", "alpha", "change", "Failed", at(5, 10, 2), at(5, 10, 3), QUOTED),
+    ("c2", "j10", "beta", "first_seen", "Pending", at(5, 9, 14), at(5, 9, 15), None),
+    ("c2", "j10", "beta", "change", "Failed", at(5, 9, 22), at(5, 9, 23), None),
 ]
+# The reason on the job's row; j10's is only there, not on its transition.
+JOB_REASONS = {("c1", "j3"): X1, ("c1", "j4"): Y22, ("c2", "j9"): QUOTED, ("c2", "j10"): ZZ9}
+
+
+def _history():
+    """(cluster, job, collection, [(kind, to_state, window_start, observed_at, reason)], job
+    reason) per job, from TRANSITIONS."""
+    jobs: dict[tuple[str, str, str], list] = {}
+    for cluster, job, collection, *transition in TRANSITIONS:
+        jobs.setdefault((cluster, job, collection), []).append(tuple(transition))
+    return [
+        (cluster, job, collection, transitions, JOB_REASONS.get((cluster, job)))
+        for (cluster, job, collection), transitions in jobs.items()
+    ]
+
+
+HISTORY = _history()
 LAST_SNAPSHOT = {"c1": at(5, 10, 11, 50), "c2": at(5, 10, 11, 55)}
 
 

@@ -17,7 +17,6 @@ import re
 import shutil
 import struct
 import subprocess
-import threading
 import zlib
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -29,6 +28,7 @@ from sqlalchemy import insert
 
 from jobsync.cli import cli
 from jobsync.cli import report as cli_report
+from jobsync.domain.clock import SteppingClock
 from jobsync.reporting import report
 from jobsync.reporting.report_html import COLOURS, Options, build_html, gather
 from jobsync.service.sync import sync_all
@@ -59,29 +59,16 @@ def chromium() -> str:
     return found
 
 
-class SyncClock:
-    """Sync time: a millisecond per reading, and a jump when told to."""
-
-    def __init__(self, start: datetime) -> None:
-        self.now = start
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            self.now += timedelta(milliseconds=1)
-            return self.now
-
-
 @pytest.fixture
 def synced(sim, db_url):
     """Twelve passes, six sync-hours apart, with jobs advancing and new ones arriving."""
     engine = open_engine(db_url)
     upgrade(engine)
-    clock = SyncClock(START)
+    clock = SteppingClock(START)
     settings = settings_for(sim, db_url)
     for n in range(PASSES):
         assert all(result.ok for result in sync_all(engine, settings, clock=clock))
-        clock.now += STEP
+        clock.skip(STEP)
         sim.advance(fraction=0.5)
         if n < PASSES - 3:
             sim.add_jobs(6)
@@ -350,49 +337,20 @@ def test_report_html_command_writes_the_file_or_standard_output(
     monkeypatch.setattr(cli_report, "clock", lambda: now)
     monkeypatch.delenv("JOBSYNC_CLUSTER_ID", raising=False)
     target = tmp_path / "out.html"
+    periods = ["--days", "3", "--since", "2d", "--older-than", "30m"]
 
-    written = CliRunner().invoke(
-        cli,
-        [
-            "report",
-            "html",
-            "--db",
-            db_url,
-            "-o",
-            str(target),
-            "--days",
-            "3",
-            "--since",
-            "2d",
-            "--older-than",
-            "30m",
-        ],
-        catch_exceptions=False,
-    )
+    def html(*args: str):
+        command = ["report", "html", "--db", db_url, *args, *periods]
+        return CliRunner().invoke(cli, command, catch_exceptions=False)
+
+    written = html("-o", str(target))
     assert written.exit_code == 0, written.output
     assert written.output.startswith(f"wrote {target}")
     page = target.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and "the last 3 UTC days" in page
     assert "in their state for more than 30m" in page
 
-    streamed = CliRunner().invoke(
-        cli,
-        [
-            "report",
-            "html",
-            "--db",
-            db_url,
-            "--output",
-            "-",
-            "--days",
-            "3",
-            "--since",
-            "2d",
-            "--older-than",
-            "30m",
-        ],
-        catch_exceptions=False,
-    )
+    streamed = html("--output", "-")
     assert streamed.exit_code == 0 and streamed.output == page
 
     bad = CliRunner().invoke(

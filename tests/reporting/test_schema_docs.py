@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, inspect, text
 
 from jobsync.cli import cli
+from jobsync.domain.clock import SteppingClock
 from jobsync.errors import ConfigError
 from jobsync.reporting.datasette import SCHEMA, datasette_database_name, datasette_metadata
 from jobsync.service.sync import sync_source
@@ -93,25 +94,12 @@ def test_each_backend_has_its_four_example_queries():
         assert len(queries(backend)) == len(titles)
 
 
-class StepClock:
-    """From 50 hours ago: each call 0.7 s after the previous one, ``jump`` between passes."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC) - timedelta(hours=50)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=0.7)
-        return self.now
-
-    def jump(self) -> None:
-        self.now += timedelta(hours=4)
-
-
 @pytest.fixture
 def synced(engine: Engine) -> tuple[Engine, str]:
     """A database after ten passes four hours apart, up to about ten hours ago, and a moment
     inside its history."""
-    clock = StepClock()
+    # From 50 hours ago: each reading 0.7 s after the previous one, four hours between passes.
+    clock = SteppingClock(datetime.now(UTC) - timedelta(hours=50), step=timedelta(seconds=0.7))
     moment = None
     with Simulator(cluster_ids=(CLUSTER,), jobs=30, api_key=API_KEY, seed=11) as sim:
         settings = settings_for(sim, "unused")
@@ -119,7 +107,7 @@ def synced(engine: Engine) -> tuple[Engine, str]:
             assert sync_source(engine, settings.sources[0], settings, clock=clock).ok
             if step == 4:
                 moment = clock.now.strftime("%Y-%m-%d %H:%M:%S")
-            clock.jump()
+            clock.skip(timedelta(hours=4))
             sim.advance(fraction=0.4)
             sim.add_jobs(3, cluster_id=CLUSTER)
     assert moment is not None

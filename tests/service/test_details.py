@@ -23,11 +23,11 @@ from jobsync.domain.records import (
     parse_count,
     parse_progress_data,
 )
-from jobsync.errors import ConfigError, ProtocolError
+from jobsync.errors import ConfigError, ProtocolError, SupersededError
 from jobsync.observability.redact import Secret
 from jobsync.service.details import select_jobs
 from jobsync.service.sync import sync_all, sync_source
-from jobsync.simulator import Fault, Simulator
+from jobsync.simulator import LIST_PATH, Fault, Simulator
 from jobsync.storage.schema import (
     import_job_progress,
     import_job_records,
@@ -112,6 +112,13 @@ def _samples(engine: Engine) -> list[dict]:
     with engine.connect() as conn:
         rows = conn.execute(select(import_job_progress).order_by(import_job_progress.c.id))
         return [dict(r._mapping) for r in rows]
+
+
+def _change(engine: Engine, job_id: str):
+    """The one ``change`` transition of a job."""
+    t = import_job_transitions
+    with engine.connect() as conn:
+        return conn.execute(select(t).where(t.c.job_id == job_id, t.c.kind == "change")).one()
 
 
 def _job(engine: Engine, job_id: str) -> dict:
@@ -273,13 +280,7 @@ def test_the_finishing_pass_stores_complete_time_as_the_same_utc_instant(
         s for s in _samples(engine) if s["job_id"] == job_id and s["state"] == "Completed"
     )
     assert sample["complete_time"] == finished_at and sample["sync_run_id"] == result.run_id
-    with engine.connect() as conn:
-        change = conn.execute(
-            select(import_job_transitions).where(
-                import_job_transitions.c.job_id == job_id,
-                import_job_transitions.c.kind == "change",
-            )
-        ).one()
+    change = _change(engine, job_id)
     # The observed window is kept as it was; complete_time lies inside it.
     assert change.window_start < finished_at <= change.observed_at
 
@@ -296,13 +297,7 @@ def test_the_reason_lands_on_the_job_and_on_its_failure_transition(mode, engine,
 
     job = _job(engine, job_id)
     assert (job["state"], job["reason"]) == ("Failed", "bad parquet: row 17")
-    with engine.connect() as conn:
-        change = conn.execute(
-            select(import_job_transitions).where(
-                import_job_transitions.c.job_id == job_id,
-                import_job_transitions.c.kind == "change",
-            )
-        ).one()
+    change = _change(engine, job_id)
     assert (change.to_state, change.reason) == ("Failed", "bad parquet: row 17")
     if mode == "milvus":
         assert job["complete_time"] is None  # Milvus sends "" for failed jobs
@@ -364,6 +359,32 @@ def test_a_progress_endpoint_failing_forever_never_fails_the_pass(engine, zsim):
         stored = {r.job_id: r.raw_state for r in conn.execute(select(import_jobs))}
     assert stored == {j.job_id: j.state for j in zsim.jobs()}
     assert _samples(engine) == []
+
+
+class _LostLock:
+    """A sync lock that turns out to be lost when the pass is about to write."""
+
+    def check(self) -> None:
+        raise SupersededError("the lock was lost")
+
+
+def test_a_pass_failing_after_its_details_records_their_retries_with_the_lists(engine, zsim):
+    zsim.add_fault(Fault(status=503, path=LIST_PATH, times=1))
+    zsim.add_fault(Fault(status=503, path=DESCRIBE, times=1))
+    settings = _settings(engine, zsim)
+
+    result = sync_source(
+        engine,
+        settings.sources[0],
+        settings,
+        sleep=lambda _s: None,
+        clock=zsim._clock,
+        lock=_LostLock(),
+    )
+
+    assert not result.ok and isinstance(result.error, SupersededError)
+    assert result.retries == 2  # one list request and one progress request, each retried once
+    assert _run(engine, result.run_id)["retries"] == 2
 
 
 @pytest.mark.parametrize(

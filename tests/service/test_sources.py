@@ -25,9 +25,9 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_ten_sources_two_failing_differently_the_other_eight_synced(db_url, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("jobsync.api.client.time.sleep", lambda _s: None)
+def test_ten_sources_two_failing_differently_the_other_eight_synced(
+    db_url, tmp_path, no_backoff_in_tmp
+):
     with Simulator(cluster_ids=CLUSTERS, jobs=20, api_key=API_KEY, seed=2) as sim:
         lines = [f'database_url = "{db_url}"']
         for i, cluster in enumerate(CLUSTERS):
@@ -74,6 +74,7 @@ def test_sources_sharing_a_key_never_exceed_the_rate_limit_together(engine):
         settings = Settings(
             page_size=5,
             http=http,
+            details=False,
             sources=tuple(
                 Source(name=c, cluster_id=c, base_url=sim.url, api_key=Secret(API_KEY))
                 for c in clusters
