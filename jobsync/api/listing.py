@@ -3,20 +3,11 @@
 The API pages by offset over a list that changes while we read it, so a walk can show a job
 twice or skip one. Only a *complete* snapshot may be used to conclude that a job is gone, and
 a snapshot is called complete only when it is proven to list every job that was listed both
-when its walk began and when it ended. The proof, after a walk that reached the end of the
-list with every record usable and as many distinct jobs as page 1's ``count`` said:
-
-- the list stood still: page 1 read again shows the same ``count`` and the same ids; or
-- only new jobs arrived, at the head: the ids the walk saw run in one order, newest first;
-  reading the head again (page by page until a job the walk saw) shows jobs the walk did not
-  see only before the first one it did, each newer than every job it saw; and ``count`` grew
-  by exactly their number. Jobs arriving at the head only push the others to later offsets,
-  which shows as duplicates and never skips one; a removal would skip one, and shows as a
-  ``count`` short of the arrivals.
-
-When neither holds, the list is walked again (a bounded number of times); the jobs of every
-walk are kept, each at its latest observation, and the run records why the snapshot could not
-be proven complete.
+when its walk began and when it ended: after the walk, the head of the list is read again,
+and ``jobsync.domain.completeness`` decides from what the walk and the head showed (the list
+stood still, or only new jobs arrived at its head). When the proof fails, the list is walked
+again (a bounded number of times); the jobs of every walk are kept, each at its latest
+observation, and the run records why the snapshot could not be proven complete.
 
 Stop rules of a walk: stop at the first empty or short page (pages after it are dropped), never
 request more pages than page 1's ``count`` implies plus one, never more than a hard cap, fail
@@ -40,15 +31,20 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Collection, Container, Generator
+from collections.abc import Collection, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from jobsync.api.client import ApiClient
 from jobsync.config import Source
 from jobsync.domain.clock import Clock, utcnow
-from jobsync.domain.records import JobRecord, ListPage, Snapshot, parse_list_data
+from jobsync.domain.completeness import (
+    Head,
+    IdOrder,
+    stood_still_or_grew_at_the_head,
+    walk_adds_up,
+)
+from jobsync.domain.records import ListPage, Snapshot, parse_list_data
 from jobsync.errors import ProtocolError
 
 __all__ = ["HEAD_PAGES", "LIST_PATH", "MAX_WALKS", "STALE_PAGES", "fetch_snapshot", "iter_pages"]
@@ -65,56 +61,6 @@ STALE_PAGES = 50
 HEAD_PAGES = 10
 
 
-class _Order:
-    """Whether the ids of a walk run newest first (decreasing), as numbers when they all are
-    digits, else as text, and the newest one seen."""
-
-    def __init__(self) -> None:
-        self.consistent = True
-        self.numeric: bool | None = None
-        self.newest: Any = None  # an int or a str, as ``numeric`` says
-        self._last: Any = None
-
-    def take(self, records: list[JobRecord], seen: Container[str]) -> None:
-        """Take the next page; ``seen``: the ids of the walk before this page."""
-        if not self.consistent or not records:
-            return
-        ids = [r.job_id for r in records]
-        numeric = all(i.isascii() and i.isdigit() for i in ids)
-        if self.numeric is None:
-            self.numeric = numeric
-        elif numeric != self.numeric:
-            self.consistent = False
-            return
-        keys: list[Any] = [int(i) for i in ids] if numeric else ids
-        # A page is one consistent read: in order throughout. sorted() finds an already
-        # ordered run in one pass.
-        if keys != sorted(keys, reverse=True):
-            self.consistent = False
-            return
-        last = self._last
-        if last is not None:
-            # Jobs that arrived at the head push jobs already seen onto this page: only those
-            # may sort before the end of the previous page.
-            for job_id, key in zip(ids, keys, strict=True):
-                if key <= last:
-                    break
-                if job_id not in seen:
-                    self.consistent = False
-                    return
-        if self.newest is None:
-            self.newest = keys[0]
-        self._last = keys[-1] if last is None else min(last, keys[-1])
-
-    def newer_than_all(self, job_id: str) -> bool:
-        """Whether ``job_id`` sorts before every id the walk saw (an arrival at the head)."""
-        if not self.consistent or self.newest is None:
-            return False
-        if self.numeric:
-            return job_id.isascii() and job_id.isdigit() and int(job_id) > int(self.newest)
-        return job_id > str(self.newest)
-
-
 @dataclass
 class _Walk:
     # Counts, not the pages: a walk over a million jobs must not keep its 10,000 pages.
@@ -125,7 +71,7 @@ class _Walk:
     distinct: int = 0
     # The ids the walk saw (a view of the snapshot's keys on a first walk: no copy).
     ids: Collection[str] = ()
-    order: _Order = field(default_factory=_Order)
+    order: IdOrder = field(default_factory=IdOrder)
     stale_pages: int = 0
     # Why the walk stopped before the end of the list, if it did.
     cut: str | None = None
@@ -291,7 +237,10 @@ def _walk(
                 walk.first_ids = [r.job_id for r in page.records]
             walk.pages += 1
             walk.invalid += page.invalid
-            walk.order.take(page.records, jobs if seen_this_walk is None else seen_this_walk)
+            walk.order.take(
+                [r.job_id for r in page.records],
+                jobs if seen_this_walk is None else seen_this_walk,
+            )
             if _take_page(snapshot, page, seen_this_walk) or not page.size:
                 walk.stale_pages = 0
             else:
@@ -347,14 +296,11 @@ def _unproven(
     snapshot: Snapshot,
     clock: Clock,
 ) -> str | None:
-    """None when the walk is proven to have missed no job that was listed when it began and
-    still was when it ended; else why not. Reads the head of the list again (see the module
-    doc) unless the whole list came in one answer."""
-    if walk.first_count is not None and walk.distinct + walk.invalid != walk.first_count:
-        return (
-            f"the walk read {walk.distinct + walk.invalid} distinct records where page 1 "
-            f"reported {walk.first_count}"
-        )
+    """None when the walk is proven complete (``jobsync.domain.completeness``); else why not.
+    Reads the head of the list again unless the whole list came in one answer."""
+    reason = walk_adds_up(walk.first_count, walk.distinct + walk.invalid)
+    if reason is not None:
+        return reason
     # iter_pages stops after a short page 1, so one page covers that case too.
     if walk.pages <= 1:
         # One page is one answer of the server, a consistent read: nothing could move between
@@ -362,32 +308,7 @@ def _unproven(
         # every source with fewer jobs than a page).
         return None
     head = _read_head(client, source, page_size, walk, snapshot, clock)
-    if head.count == walk.first_count and head.ids[: len(walk.first_ids)] == walk.first_ids:
-        return None  # the list stood still
-    if not walk.order.consistent:
-        return "the list changed while it was read, and its ids run in no consistent order"
-    if head.count is None or walk.first_count is None:
-        return "the list changed while it was read, and it reports no count"
-    if head.new_out_of_place:
-        return "the list changed while it was read, other than by new jobs at its head"
-    arrived = len(head.new)
-    if head.count != walk.first_count + arrived:
-        return (
-            f"the list changed while it was read: {walk.first_count} jobs, then "
-            f"{head.count}, with {arrived} new at its head"
-        )
-    return None
-
-
-@dataclass
-class _Head:
-    """The head of the list read again after a walk, down to the first job the walk saw."""
-
-    count: int | None = None
-    ids: list[str] = field(default_factory=list)
-    new: list[str] = field(default_factory=list)
-    # A job the walk did not see, below one it did (or not newer than all it saw).
-    new_out_of_place: bool = False
+    return stood_still_or_grew_at_the_head(walk.first_count, walk.first_ids, walk.order, head)
 
 
 def _read_head(
@@ -397,39 +318,20 @@ def _read_head(
     walk: _Walk,
     snapshot: Snapshot,
     clock: Clock,
-) -> _Head:
+) -> Head:
     """Read pages from 1 until one shows a job the walk saw (at most HEAD_PAGES of them).
 
-    Jobs created during the walk come first in a list that runs newest first; they are newer
-    than every job the walk saw. Each record read here is the latest observation of its job.
+    Each record read here is the latest observation of its job.
     """
-    head = _Head()
-    known = walk.ids
-    arrived: set[str] = set()
+    head = Head(known=walk.ids, order=walk.order)
     for number in range(1, HEAD_PAGES + 1):
         body = {**source.list_body(), "pageSize": page_size, "currentPage": number}
         page = parse_list_data(client.call(LIST_PATH, body), clock())
         snapshot.pages += 1
         snapshot.finished_at = clock()
-        if number == 1:
-            head.count = page.count
-        elif page.count != head.count:
-            head.new_out_of_place = True  # it moved again while we looked: no proof
-        met = False
+        met = head.take(page.count, [r.job_id for r in page.records], first=number == 1)
         for record in page.records:
-            job_id = record.job_id
-            head.ids.append(job_id)
-            if job_id in arrived:
-                pass  # shown again: more arrivals pushed it down between two head pages
-            elif job_id in known:
-                met = True
-            elif met or not walk.order.newer_than_all(job_id):
-                head.new_out_of_place = True
-            else:
-                arrived.add(job_id)
-                head.new.append(job_id)
-            # After the test above: on a first walk ``known`` is a view of the snapshot.
-            snapshot.jobs[job_id] = record
+            snapshot.jobs[record.job_id] = record
         if met or page.size < page_size:
             break
     else:

@@ -1,0 +1,141 @@
+"""The proof that a walk over a paged list missed no job: pure rules on what was observed.
+
+The API pages by offset over a list that changes while it is read. A walk is proven to list
+every job that was listed both when it began and when it ended, after it reached the end of
+the list with every record usable and as many distinct jobs as page 1's ``count`` said, when
+the head of the list, read again, shows either of two things:
+
+- the list stood still: page 1 shows the same ``count`` and the same ids; or
+- only new jobs arrived, at the head: the ids the walk saw run in one order, newest first
+  (:class:`IdOrder`); the head, read again down to the first job the walk saw, shows jobs the
+  walk did not see only above that one, each newer than every job it saw (:class:`Head`); and
+  ``count`` grew by exactly their number. Jobs arriving at the head only push the others to
+  later offsets, which shows as duplicates and never skips one; a job leaving the list would
+  skip one, and shows as a ``count`` short of the arrivals.
+
+The HTTP side (reading pages, reading the head again) is ``jobsync.api.listing``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Container, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Head", "IdOrder", "stood_still_or_grew_at_the_head", "walk_adds_up"]
+
+
+class IdOrder:
+    """Whether the ids of a walk run newest first (decreasing), as numbers when they all are
+    digits, else as text, and the newest one seen."""
+
+    def __init__(self) -> None:
+        self.consistent = True
+        self.numeric: bool | None = None
+        self.newest: Any = None  # an int or a str, as ``numeric`` says
+        self._last: Any = None
+
+    def take(self, ids: Sequence[str], seen: Container[str]) -> None:
+        """Take the next page's ids; ``seen``: the ids of the walk before this page."""
+        if not self.consistent or not ids:
+            return
+        numeric = all(i.isascii() and i.isdigit() for i in ids)
+        if self.numeric is None:
+            self.numeric = numeric
+        elif numeric != self.numeric:
+            self.consistent = False
+            return
+        keys: list[Any] = [int(i) for i in ids] if numeric else list(ids)
+        # A page is one consistent read: in order throughout. sorted() finds an already
+        # ordered run in one pass.
+        if keys != sorted(keys, reverse=True):
+            self.consistent = False
+            return
+        last = self._last
+        if last is not None:
+            # Jobs that arrived at the head push jobs already seen onto this page: only those
+            # may sort before the end of the previous page.
+            for job_id, key in zip(ids, keys, strict=True):
+                if key <= last:
+                    break
+                if job_id not in seen:
+                    self.consistent = False
+                    return
+        if self.newest is None:
+            self.newest = keys[0]
+        self._last = keys[-1] if last is None else min(last, keys[-1])
+
+    def newer_than_all(self, job_id: str) -> bool:
+        """Whether ``job_id`` sorts before every id the walk saw (an arrival at the head)."""
+        if not self.consistent or self.newest is None:
+            return False
+        if self.numeric:
+            return job_id.isascii() and job_id.isdigit() and int(job_id) > int(self.newest)
+        return job_id > str(self.newest)
+
+
+@dataclass
+class Head:
+    """The head of the list read again after a walk, down to the first job the walk saw."""
+
+    known: Collection[str]
+    order: IdOrder
+    count: int | None = None
+    ids: list[str] = field(default_factory=list)
+    new: list[str] = field(default_factory=list)
+    # A job the walk did not see, below one it did (or not newer than all it saw), or a count
+    # that moved between two pages of the head.
+    new_out_of_place: bool = False
+    _arrived: set[str] = field(default_factory=set)
+
+    def take(self, count: int | None, ids: Sequence[str], first: bool) -> bool:
+        """Take one page of the head; True once it shows a job the walk saw.
+
+        Call before the page's jobs join the snapshot: on a first walk ``known`` is a view of
+        the snapshot's ids.
+        """
+        if first:
+            self.count = count
+        elif count != self.count:
+            self.new_out_of_place = True  # it moved again while we looked: no proof
+        met = False
+        for job_id in ids:
+            self.ids.append(job_id)
+            if job_id in self._arrived:
+                pass  # shown again: more arrivals pushed it down between two head pages
+            elif job_id in self.known:
+                met = True
+            elif met or not self.order.newer_than_all(job_id):
+                self.new_out_of_place = True
+            else:
+                self._arrived.add(job_id)
+                self.new.append(job_id)
+        return met
+
+
+def walk_adds_up(first_count: int | None, records: int) -> str | None:
+    """None when a walk read as many distinct records as page 1's ``count``; else why not."""
+    if first_count is not None and records != first_count:
+        return f"the walk read {records} distinct records where page 1 reported {first_count}"
+    return None
+
+
+def stood_still_or_grew_at_the_head(
+    first_count: int | None, first_ids: Sequence[str], order: IdOrder, head: Head
+) -> str | None:
+    """None when the head read again proves the walk complete (see the module doc)."""
+    if head.count == first_count and head.ids[: len(first_ids)] == list(first_ids):
+        return None  # the list stood still
+    if not order.consistent:
+        return "the list changed while it was read, and its ids run in no consistent order"
+    if head.count is None or first_count is None:
+        return "the list changed while it was read, and it reports no count"
+    if head.new_out_of_place:
+        return "the list changed while it was read, other than by new jobs at its head"
+    arrived = len(head.new)
+    if head.count != first_count + arrived:
+        return (
+            f"the list changed while it was read: {first_count} jobs, then "
+            f"{head.count}, with {arrived} new at its head"
+        )
+    return None
