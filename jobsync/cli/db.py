@@ -20,8 +20,8 @@ def db_upgrade(database_url: str | None, config_file: str | None) -> None:
 
     Example: jobsync db upgrade --db postgresql://jobsync@db/jobsync
     """
+    from jobsync.storage.boundary import storage_errors
     from jobsync.storage.migrate import upgrade
-    from jobsync.storage.store import storage_errors
 
     settings = settings_from(database_url=database_url, config_file=config_file)
     with storage_errors(settings.database_url):
@@ -40,8 +40,9 @@ def db_current(database_url: str | None, config_file: str | None) -> None:
 
     Example: jobsync db current --db sqlite:///jobsync.db
     """
+    from jobsync.storage.boundary import storage_errors
     from jobsync.storage.migrate import current_revision, head_revision, is_known_revision
-    from jobsync.storage.store import missing_sqlite_file, storage_errors
+    from jobsync.storage.store import missing_sqlite_file
 
     settings = settings_from(database_url=database_url, config_file=config_file)
     current = None

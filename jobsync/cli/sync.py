@@ -113,8 +113,8 @@ def sync(**values: Any) -> None:
     Example: JOBSYNC_API_KEY=... jobsync sync --cluster-id in01-0123456789abcdef
     """
     from jobsync.service.sync import sync_all
+    from jobsync.storage.boundary import storage_errors
     from jobsync.storage.migrate import ensure_schema
-    from jobsync.storage.store import storage_errors
 
     settings = _syncsettings_from(values)
     engine = open_db(settings)

@@ -54,8 +54,8 @@ from jobsync.errors import ConfigError, JobsyncError, LockedError
 from jobsync.observability.logs import fields
 from jobsync.observability.metrics import DaemonMetrics, Health, MetricsServer, jobs_by_state
 from jobsync.service.sync import PassResult, sync_all
+from jobsync.storage.boundary import storage_errors
 from jobsync.storage.migrate import ensure_schema
-from jobsync.storage.store import storage_errors
 
 __all__ = ["STOP_GRACE", "DaemonOptions", "Schedule", "cron", "every", "run_daemon"]
 

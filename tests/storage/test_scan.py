@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from jobsync.storage import scan
+from jobsync.storage.backends import postgresql
 from jobsync.storage.schema import import_job_records
 from jobsync.storage.store import apply_pass, start_run
 from tests.conftest import snapshot_of
@@ -36,7 +37,7 @@ def db_url(request, tmp_path, monkeypatch):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'jobsync.db'}"
     if request.param == "postgresql-cursor":
-        monkeypatch.setattr(scan, "chunked_reads", lambda: False)
+        monkeypatch.setattr(postgresql, "chunked_reads", lambda: False)
     return request.getfixturevalue("postgres_url")
 
 
