@@ -113,14 +113,12 @@ def sync(**values: Any) -> None:
     Example: JOBSYNC_API_KEY=... jobsync sync --cluster-id in01-0123456789abcdef
     """
     from jobsync.service.sync import sync_all
-    from jobsync.storage.boundary import storage_errors
     from jobsync.storage.migrate import ensure_schema
 
     settings = _syncsettings_from(values)
     engine = open_db(settings)
-    with storage_errors(settings.database_url):
-        ensure_schema(engine)
-        results = sync_all(engine, settings)
+    ensure_schema(engine)
+    results = sync_all(engine, settings)
     failed = [r for r in results if not r.ok]
     for result in results:
         if result.ok:

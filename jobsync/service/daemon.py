@@ -46,11 +46,10 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from jobsync.api.ratelimit import RateLimiters
 from jobsync.config import Settings
-from jobsync.errors import ConfigError, JobsyncError, LockedError
+from jobsync.errors import ConfigError, JobsyncError, LockedError, StorageError
 from jobsync.observability.logs import fields
 from jobsync.observability.metrics import DaemonMetrics, Health, MetricsServer, jobs_by_state
 from jobsync.service.sync import PassResult, sync_all
@@ -163,8 +162,7 @@ class _Daemon:
         }
         server: MetricsServer | None = None
         try:
-            with storage_errors(self._settings.database_url):
-                ensure_schema(self._engine)
+            ensure_schema(self._engine)
             if self._options.metrics_port is not None:
                 server = MetricsServer(
                     self._options.metrics_host,
@@ -281,10 +279,9 @@ class _Daemon:
 
     def _sync_once(self) -> None:
         try:
-            with storage_errors(self._settings.database_url):
-                results = sync_all(
-                    self._engine, self._settings, cancel=self._cancel, limiters=self._limiters
-                )
+            results = sync_all(
+                self._engine, self._settings, cancel=self._cancel, limiters=self._limiters
+            )
         except LockedError as exc:
             log.warning(
                 "skipping this pass: %s",
@@ -318,12 +315,13 @@ class _Daemon:
     def _refresh_job_counts(self) -> None:
         for source in self._settings.sources:
             try:
-                counts = jobs_by_state(self._engine, source.key)
-            except SQLAlchemyError as exc:
+                with storage_errors(self._engine):
+                    counts = jobs_by_state(self._engine, source.key)
+            except StorageError as exc:
                 log.warning(
                     "cannot count the jobs of %s for the metrics: %s",
                     source.name,
-                    type(exc).__name__,
+                    exc,
                     extra=fields(event="metrics_error", source=source.name),
                 )
                 self._metrics.record_error("StorageError", source.name)
