@@ -157,8 +157,8 @@ def read_db(settings: Settings, query: Callable[[Any], T], *, needs: str = "jobs
 
     ``needs`` says who needs the schema, for the refusal ("reports need 0004").
     """
+    from jobsync.storage.boundary import storage_errors
     from jobsync.storage.migrate import require_current_schema
-    from jobsync.storage.store import storage_errors
 
     engine = open_db(settings, readonly=True)
     try:

@@ -21,11 +21,9 @@ def db_upgrade(database_url: str | None, config_file: str | None) -> None:
     Example: jobsync db upgrade --db postgresql://jobsync@db/jobsync
     """
     from jobsync.storage.migrate import upgrade
-    from jobsync.storage.store import storage_errors
 
     settings = settings_from(database_url=database_url, config_file=config_file)
-    with storage_errors(settings.database_url):
-        before, after = upgrade(open_db(settings))
+    before, after = upgrade(open_db(settings))
     if before == after:
         click.echo(f"schema already at revision {after}")
     else:
@@ -41,13 +39,12 @@ def db_current(database_url: str | None, config_file: str | None) -> None:
     Example: jobsync db current --db sqlite:///jobsync.db
     """
     from jobsync.storage.migrate import current_revision, head_revision, is_known_revision
-    from jobsync.storage.store import missing_sqlite_file, storage_errors
+    from jobsync.storage.store import missing_sqlite_file
 
     settings = settings_from(database_url=database_url, config_file=config_file)
     current = None
     if not missing_sqlite_file(settings.database_url):
-        with storage_errors(settings.database_url):
-            current = current_revision(open_db(settings, readonly=True))
+        current = current_revision(open_db(settings, readonly=True))
     head = head_revision()
     if current is None:
         click.echo(f"no schema (latest is {head}): run `jobsync db upgrade`")

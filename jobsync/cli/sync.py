@@ -114,13 +114,11 @@ def sync(**values: Any) -> None:
     """
     from jobsync.service.sync import sync_all
     from jobsync.storage.migrate import ensure_schema
-    from jobsync.storage.store import storage_errors
 
     settings = _syncsettings_from(values)
     engine = open_db(settings)
-    with storage_errors(settings.database_url):
-        ensure_schema(engine)
-        results = sync_all(engine, settings)
+    ensure_schema(engine)
+    results = sync_all(engine, settings)
     failed = [r for r in results if not r.ok]
     for result in results:
         if result.ok:

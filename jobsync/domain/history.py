@@ -111,7 +111,7 @@ class JobRow:
 
     @classmethod
     def from_stored(cls, stored: StoredJob) -> JobRow:
-        return cls(*stored)
+        return cls(**stored._asdict())
 
 
 class NewJob(NamedTuple):

@@ -46,17 +46,16 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from jobsync.api.ratelimit import RateLimiters
 from jobsync.config import Settings
-from jobsync.errors import ConfigError, JobsyncError, LockedError
+from jobsync.errors import ConfigError, JobsyncError, LockedError, StorageError
 from jobsync.observability.logs import fields
 from jobsync.observability.metrics import Health, MetricsServer
 from jobsync.service.metrics import DaemonMetrics, jobs_by_state
 from jobsync.service.sync import PassResult, sync_all
+from jobsync.storage.boundary import storage_errors
 from jobsync.storage.migrate import ensure_schema
-from jobsync.storage.store import storage_errors
 
 __all__ = ["STOP_GRACE", "DaemonOptions", "Schedule", "cron", "every", "run_daemon"]
 
@@ -164,8 +163,7 @@ class _Daemon:
         }
         server: MetricsServer | None = None
         try:
-            with storage_errors(self._settings.database_url):
-                ensure_schema(self._engine)
+            ensure_schema(self._engine)
             if self._options.metrics_port is not None:
                 server = MetricsServer(
                     self._options.metrics_host,
@@ -282,10 +280,9 @@ class _Daemon:
 
     def _sync_once(self) -> None:
         try:
-            with storage_errors(self._settings.database_url):
-                results = sync_all(
-                    self._engine, self._settings, cancel=self._cancel, limiters=self._limiters
-                )
+            results = sync_all(
+                self._engine, self._settings, cancel=self._cancel, limiters=self._limiters
+            )
         except LockedError as exc:
             log.warning(
                 "skipping this pass: %s",
@@ -319,12 +316,13 @@ class _Daemon:
     def _refresh_job_counts(self) -> None:
         for source in self._settings.sources:
             try:
-                counts = jobs_by_state(self._engine, source.key)
-            except SQLAlchemyError as exc:
+                with storage_errors(self._engine):
+                    counts = jobs_by_state(self._engine, source.key)
+            except StorageError as exc:
                 log.warning(
                     "cannot count the jobs of %s for the metrics: %s",
                     source.name,
-                    type(exc).__name__,
+                    exc,
                     extra=fields(event="metrics_error", source=source.name),
                 )
                 self._metrics.record_error("StorageError", source.name)

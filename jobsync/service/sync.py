@@ -18,7 +18,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from jobsync.api.client import ApiClient
 from jobsync.api.details import DetailsOutcome, fetch_details
@@ -28,7 +27,6 @@ from jobsync.config import Settings, Source
 from jobsync.domain.clock import Clock, utcnow
 from jobsync.domain.records import Snapshot
 from jobsync.errors import JobsyncError, StorageError
-from jobsync.observability.redact import error_detail
 from jobsync.service.details import select_jobs
 from jobsync.storage.locking import SyncLock, sync_lock
 from jobsync.storage.store import (
@@ -38,6 +36,7 @@ from jobsync.storage.store import (
     fail_run,
     load_detail_candidates,
     start_run,
+    writes_serialised,
 )
 
 __all__ = ["PassResult", "sync_all", "sync_source"]
@@ -50,7 +49,7 @@ class PassResult:
     """How one pass over one source went."""
 
     source: str
-    run_id: int
+    run_id: int | None  # None: the pass failed before its run could be recorded
     ok: bool
     complete: bool = False
     pages: int = 0
@@ -102,8 +101,8 @@ def sync_source(
     began = time.monotonic()
     try:
         run_id = start_run(engine, source.key, clock())
-    except SQLAlchemyError as exc:
-        raise StorageError(f"cannot record the start of a pass: {error_detail(exc)}") from exc
+    except StorageError as exc:
+        return _failed(engine, source, None, exc, 0, began, clock)
     client = ApiClient(
         source.base_url,
         source.api_key,
@@ -139,10 +138,6 @@ def sync_source(
             )
     except JobsyncError as exc:
         return _failed(engine, source, run_id, exc, client.retries, began, clock)
-    except SQLAlchemyError as exc:
-        error = StorageError(f"database error: {error_detail(exc)}")
-        error.__cause__ = exc
-        return _failed(engine, source, run_id, error, client.retries, began, clock)
     except BaseException as exc:
         # A bug or an interrupt: still leave a visible failed run, then let it propagate.
         fail_run(engine, run_id, clock(), f"{type(exc).__name__}: {exc}", client.retries)
@@ -209,13 +204,14 @@ def _fetch_details(
 def _failed(
     engine: Engine,
     source: Source,
-    run_id: int,
+    run_id: int | None,
     error: JobsyncError,
     retries: int,
     began: float,
     clock: Clock,
 ) -> PassResult:
-    fail_run(engine, run_id, clock(), str(error), retries)
+    if run_id is not None:
+        fail_run(engine, run_id, clock(), str(error), retries)
     result = PassResult(
         source=source.name,
         run_id=run_id,
@@ -247,7 +243,7 @@ def sync_all(
     limiters = limiters or RateLimiters(settings.http.requests_per_second)
     # SQLite has one writer at a time anyway; queueing here keeps a long write from running
     # another source into its busy timeout.
-    write_lock = threading.Lock() if engine.dialect.name == "sqlite" else None
+    write_lock = threading.Lock() if writes_serialised(engine) else None
 
     def one(source: Source) -> PassResult:
         return sync_source(

@@ -11,14 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, func, inspect, select, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
 from jobsync.errors import SchemaError
 from jobsync.observability.redact import redact
-from jobsync.storage.locking import lock_key
+from jobsync.storage.backends import backend_for
+from jobsync.storage.boundary import boundary
 
 __all__ = [
     "HEAD_REVISION",
@@ -31,12 +32,10 @@ __all__ = [
     "upgrade",
 ]
 
-# The latest revision, so that a sync whose schema is current never imports Alembic (a fifth of
-# a second of start-up, with Mako and Pygments). tests/storage/test_storage.py checks it against the
-# revisions on disk.
+# The latest revision, so that a sync whose schema is current never imports Alembic (with
+# Mako and Pygments, a noticeable part of start-up). tests/storage/test_storage.py checks it
+# against the revisions on disk.
 HEAD_REVISION = "0005"
-
-_MIGRATION_LOCK = "jobsync:migrate"
 
 
 def migrations_dir() -> Path:
@@ -84,6 +83,7 @@ def _newer_than_this_jobsync(revision: str) -> SchemaError:
     )
 
 
+@boundary
 def current_revision(engine: Engine) -> str | None:
     """The database's revision, or None for a database jobsync has never touched."""
     with engine.connect() as conn:
@@ -100,6 +100,7 @@ def _revision(conn: Connection) -> str | None:
     return rows[0] if rows else None
 
 
+@boundary
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Migrate to ``revision`` (default: the latest); return the revisions before and after.
 
@@ -109,9 +110,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     from alembic.util import CommandError
 
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(select(func.pg_advisory_xact_lock(lock_key(_MIGRATION_LOCK))))
-        # On SQLite the transaction began with BEGIN IMMEDIATE, which is the lock.
+        backend_for(conn).lock_migrations(conn)
         before = _revision(conn)
         if before is not None and not is_known_revision(before):
             # Alembic would fail with "Can't locate revision": say what that means here.
@@ -124,6 +123,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     return before, after or head_revision()
 
 
+@boundary
 def require_current_schema(engine: Engine, needs: str = "jobsync needs") -> None:
     """For reading: refuse, in one line, a database without the schema or at another revision.
 
@@ -138,6 +138,7 @@ def require_current_schema(engine: Engine, needs: str = "jobsync needs") -> None
     _refuse_revision(current, f"{where} is at schema revision {current}, {needs}")
 
 
+@boundary
 def ensure_schema(engine: Engine) -> None:
     """Create the schema in an empty database; refuse one whose schema is behind or foreign."""
     current = current_revision(engine)

@@ -19,24 +19,17 @@ from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from jobsync.domain.history import StoredJob
 from jobsync.domain.records import DetailCandidates, JobDetails, JobRecord, Snapshot
 from jobsync.domain.states import TERMINAL_STATES, canonical_state, is_terminal
-from jobsync.storage.bulk import placeholder
-from jobsync.storage.scan import IN_CODE_POINT_ORDER, STORED_IDS_SQL, stream
+from jobsync.storage.backends import backend_for
+from jobsync.storage.boundary import boundary
+from jobsync.storage.scan import STORED_IDS_SQL, stream
 from jobsync.storage.schema import import_job_progress, import_job_records, sync_sources
 
 __all__ = ["load_detail_candidates", "load_figures", "with_details", "write_details"]
 
-
-# The time of the last fetch as a number, so that ordering it needs no per-row conversion (a
-# source can have 100,000 jobs, most of them finished).
-_ASKED_AT = {
-    "sqlite": "julianday(details_at) * 86400.0",
-    "postgresql": "EXTRACT(EPOCH FROM details_at)::float8",
-}
-
-
 _TERMINAL = sorted(TERMINAL_STATES)
 
 
+@boundary
 def load_detail_candidates(
     engine: Engine, cluster_id: str, listed: Mapping[str, JobRecord], limit: int
 ) -> DetailCandidates:
@@ -52,14 +45,18 @@ def load_detail_candidates(
     finishing: list[str] = []
     asked: dict[str, float] = {}
     with engine.connect() as conn:
-        p = placeholder(conn)
+        backend = backend_for(conn)
+        p = backend.placeholder
         had_complete = conn.execute(
             select(sync_sources.c.last_complete_run_id).where(
                 sync_sources.c.cluster_id == cluster_id
             )
         ).scalar()
+        # When details were last fetched, as a number: ordering it then needs no conversion
+        # per row, and a source's stored jobs are many, most of them finished.
+        asked_at = backend.epoch_seconds("details_at")
         sql = (
-            f"SELECT job_id, {_ASKED_AT[conn.dialect.name]} FROM import_job_records "
+            f"SELECT job_id, {asked_at} FROM import_job_records "
             f"WHERE cluster_id = {p} AND state NOT IN ({', '.join([p] * len(_TERMINAL))})"
         )
         with stream(conn, sql, (cluster_id, *_TERMINAL), to_the_end=True) as rows:
@@ -84,7 +81,8 @@ def _unstored_finished(
     wanted = sorted(j for j, record in listed.items() if is_terminal(record.raw_state))
     found: list[str] = []
     i, end = 0, len(wanted)
-    sql = STORED_IDS_SQL.format(p=placeholder(conn)) + IN_CODE_POINT_ORDER[conn.dialect.name]
+    backend = backend_for(conn)
+    sql = backend.sql(STORED_IDS_SQL) + backend.order_by_code_points("job_id")
     # Not to_the_end: the walk stops at the limit.
     with stream(conn, sql, (cluster_id,)) as rows:
         for (stored_id,) in rows:

@@ -36,6 +36,7 @@ __all__ = [
     "sync_runs",
     "sync_sources",
     "utc_from_db",
+    "view_metadata",
 ]
 
 
@@ -50,9 +51,9 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
-        value = value.astimezone(UTC)
-        # SQLite has no time zones: store plain UTC text that its date functions understand.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        # In UTC: PostgreSQL keeps the instant whatever the zone, but SQLite's DateTime writes
+        # the fields as plain text and drops the zone, so they must be UTC's already.
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         return utc_from_db(value)

@@ -23,7 +23,8 @@ from jobsync.domain.fencing import check_fence
 from jobsync.errors import SupersededError
 from jobsync.service.sync import sync_all, sync_source
 from jobsync.simulator import Simulator
-from jobsync.storage.locking import SyncLock, lock_path, sync_lock
+from jobsync.storage.backends.sqlite import lock_path
+from jobsync.storage.locking import SyncLock, sync_lock
 from jobsync.storage.migrate import upgrade
 from jobsync.storage.schema import import_job_records, import_job_transitions, sync_runs
 from jobsync.storage.store import abandon_stale_runs, normalise_url, open_engine

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from jobsync.domain.history import PassPlan
 from jobsync.domain.records import Snapshot
 from jobsync.errors import StorageError
-from jobsync.storage import pgload
+from jobsync.storage.backends import pgload
 from jobsync.storage.bulk import insert_new_jobs
 from jobsync.storage.schema import import_job_records, import_job_transitions, sync_runs
 from jobsync.storage.store import apply_pass, open_engine, start_run

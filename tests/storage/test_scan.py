@@ -11,9 +11,15 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
+from jobsync.domain.history import StoredJob
+from jobsync.domain.records import JobRecord
+from jobsync.domain.triage import triage, triage_in_order
 from jobsync.storage import scan
+from jobsync.storage.backends import backend_for, postgresql
 from jobsync.storage.schema import import_job_records
 from jobsync.storage.store import apply_pass, start_run
 from tests.conftest import snapshot_of
@@ -36,7 +42,7 @@ def db_url(request, tmp_path, monkeypatch):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'jobsync.db'}"
     if request.param == "postgresql-cursor":
-        monkeypatch.setattr(scan, "chunked_reads", lambda: False)
+        monkeypatch.setattr(postgresql, "chunked_reads", lambda: False)
     return request.getfixturevalue("postgres_url")
 
 
@@ -111,3 +117,89 @@ def test_a_reader_failing_half_way_fails_the_pass_and_frees_the_connection(engin
         finished_at=later,
     )
     assert (counts.new_jobs, counts.changed_jobs) == (0, 1)
+
+
+def test_a_streamed_read_gives_the_rows_a_plain_read_gives(engine):
+    """Every way of streaming (SQLite's fetchmany, PostgreSQL's chunks and its server-side
+    cursor), read to the end or left early, across chunk boundaries, against one fetchall."""
+    first_pass(engine)
+    backend = backend_for(engine)
+    sql = backend.sql(scan.TRIAGE_SQL) + backend.order_by_code_points("job_id")
+    with engine.begin() as conn:
+        _columns, plain = backend.fetchall(conn, sql, ("c",))
+        with scan.stream(conn, sql, ("c",), to_the_end=True) as rows:
+            streamed = list(rows)
+        with scan.stream(conn, sql, ("c",)) as rows:
+            early = [row for _, row in zip(range(10), rows, strict=False)]
+        with scan.stream(conn, sql, ("c",)) as rows:
+            whole = list(rows)
+        assert conn.execute(select(import_job_records.c.job_id).limit(1)).scalar() is not None
+    assert len(plain) == len(JOBS)
+    assert [tuple(r) for r in streamed] == [tuple(r) for r in plain]
+    assert [tuple(r) for r in whole] == [tuple(r) for r in plain]
+    assert [tuple(r) for r in early] == [tuple(r) for r in plain[:10]]
+
+
+def test_full_rows_are_read_by_column_name_whatever_the_columns_order():
+    columns = list(StoredJob._fields)
+    values = ("j", "coll", "Failed", "failed", 5, "disk", 0, 2, 0, 1, None, None, None)
+    at = "2026-03-04 05:06:07.000000"
+    parsed = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    unlisted = (*values[:10], at, at, at)
+    shuffled = columns[::-1]
+    rows = [values[::-1], unlisted[::-1]]
+
+    listed_job, unlisted_job = scan.stored_jobs(shuffled, rows)
+
+    assert listed_job == StoredJob._make(values)
+    assert unlisted_job == StoredJob._make((*values[:10], parsed, parsed, parsed))
+
+
+def _plain_triage(rows, jobs, detailed):
+    """What triage decides, stated plainly: a stored job is loaded unless it is quiet, still
+    listed the same (progress and reason equal or left out), and has no details coming; a
+    listed job that is not stored is unknown."""
+    load, stored = [], set()
+    for job_id, raw_state, collection_name, progress, reason, quiet in rows:
+        stored.add(job_id)
+        record = jobs.get(job_id)
+        unchanged = (
+            record is not None
+            and quiet
+            and record.raw_state == raw_state
+            and record.collection_name == collection_name
+            and record.progress in (None, progress)
+            and record.reason in (None, reason)
+        )
+        if not unchanged or job_id in detailed:
+            load.append(job_id)
+    return sorted(load), sorted(j for j in jobs if j not in stored)
+
+
+IDS = st.text(alphabet="aBz09-éΩω", min_size=1, max_size=3)
+STATES = st.sampled_from(["Completed", "completed", "Importing", None])
+SMALL = st.sampled_from([None, 0, 50])
+REASONS = st.sampled_from([None, "", "disk full"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    stored=st.dictionaries(
+        IDS, st.tuples(STATES, st.sampled_from(["c", "d"]), SMALL, REASONS, st.booleans())
+    ),
+    listed=st.dictionaries(IDS, st.tuples(STATES, st.sampled_from(["c", "d"]), SMALL, REASONS)),
+    detailed=st.sets(IDS),
+)
+def test_both_walks_of_triage_decide_what_the_plain_statement_says(stored, listed, detailed):
+    jobs = {
+        j: JobRecord(j, coll, raw, progress, reason, T0)
+        for j, (raw, coll, progress, reason) in listed.items()
+    }
+    rows = [(j, raw, coll, p, r, int(q)) for j, (raw, coll, p, r, q) in stored.items()]
+    want = _plain_triage(rows, jobs, detailed)
+
+    looked_up = triage(rows, jobs, detailed)
+    walked = triage_in_order(sorted(rows), jobs, detailed)
+
+    assert (sorted(looked_up.load), sorted(looked_up.unknown)) == want
+    assert (sorted(walked.load), sorted(walked.unknown)) == want

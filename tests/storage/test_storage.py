@@ -17,7 +17,8 @@ from jobsync.domain.history import PassPlan, new_job
 from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.errors import SchemaError, StorageError
 from jobsync.service.sync import sync_source
-from jobsync.storage.bulk import NEW_ROWS_PER_STATEMENT, insert_new_jobs
+from jobsync.storage.backends.sqlite import NEW_ROWS_PER_STATEMENT, SQLITE, SQLITE_PAGE_SIZE
+from jobsync.storage.bulk import insert_new_jobs
 from jobsync.storage.migrate import (
     HEAD_REVISION,
     current_revision,
@@ -26,9 +27,9 @@ from jobsync.storage.migrate import (
     require_current_schema,
     upgrade,
 )
-from jobsync.storage.scan import IN_CODE_POINT_ORDER, STORED_IDS_SQL, TRIAGE_SQL
+from jobsync.storage.scan import STORED_IDS_SQL, TRIAGE_SQL
 from jobsync.storage.schema import import_job_records, import_job_transitions, metadata, sync_runs
-from jobsync.storage.store import SQLITE_PAGE_SIZE, apply_pass, open_engine, start_run
+from jobsync.storage.store import apply_pass, open_engine, start_run
 from tests.conftest import CLUSTER, count_rows, listed_snapshot, settings_for, snapshot_of
 
 
@@ -362,7 +363,7 @@ def test_sqlite_streams_stored_jobs_in_key_order_straight_from_the_index(tmp_pat
     ensure_schema(engine)
     with engine.connect() as conn:
         plan = conn.exec_driver_sql(
-            "EXPLAIN QUERY PLAN " + query + IN_CODE_POINT_ORDER["sqlite"], ("c",)
+            "EXPLAIN QUERY PLAN " + query + SQLITE.order_by_code_points("job_id"), ("c",)
         ).fetchall()
     engine.dispose()
     details = " / ".join(row[-1] for row in plan)

@@ -1,21 +1,20 @@
 """PostgreSQL: a large load checks the history's key and builds its indexes once, not per row.
 
 PostgreSQL checks a foreign key with a trigger query for every inserted row, and inserts every
-row into every index as it goes. When a pass adds many jobs, above all on a first sync, that
-is most of the server's work: per 100,000 jobs, 0.4-0.8 s for the key on
-``import_job_transitions.sync_run_id`` and about 0.25 s for the two indexes on job ids. The
-manual's advice for bulk loads ("Populating a Database") is to drop the key and the indexes
-and create them again afterwards, which checks or sorts every row in one go. ``large_load``
-does that inside the pass's own transaction, only where it is safe and pays:
+row into every index as it goes; when a pass adds many jobs, above all on a first sync, that
+is most of the server's work. The manual's advice for bulk loads ("Populating a Database") is
+to drop the key and the indexes and create them again afterwards, which checks or sorts every
+row in one go. ``large_load`` does that inside the pass's own transaction, only where it is
+safe and pays (docs/benchmarks.md has the figures behind each threshold):
 
 - the pass adds at least ``BULK_MIN_ROWS`` jobs;
-- the foreign key is dropped when the new history rows are at least 1/``KEY_TABLE_SHARE`` of
-  those already stored (adding it back checks the whole table in one join, about 0.2 s per
-  million rows here, against 4-8 s per million for the trigger);
+- the foreign key on ``import_job_transitions.sync_run_id`` is dropped when the new history
+  rows are at least 1/``KEY_TABLE_SHARE`` of those already stored: adding it back checks the
+  whole table in one join, which costs more than the per-row trigger below that share;
 - the index ``ix_import_job_transitions_job`` and the primary key of ``import_job_records``
-  are rebuilt when the load at least doubles their table (a rebuild sorts the whole table:
-  0.85 s per million rows, against 2.4 s per million added row by row). A table whose size
-  the planner does not know yet (never analyzed) counts as large unless it has no pages;
+  are rebuilt when the load at least doubles their table: a rebuild sorts the whole table. A
+  table whose size the planner does not know yet (never analyzed) counts as large unless it
+  has no pages;
 - the tables concerned can all be locked at once without waiting (``NOWAIT``), and the role
   may alter them. The exclusive lock is taken only when no other transaction holds any lock
   on them, so it cannot deadlock with another pass; otherwise the pass loads row by row.
@@ -27,8 +26,8 @@ that fails, or a process that dies, rolls it all back, since PostgreSQL's DDL is
 transactional. The key and the indexes come back with the names and definitions jobsync's
 migrations gave them (storage parameters or a tablespace set on them by hand would not be
 kept). A job that is already stored still fails the pass: the primary key, added back,
-refuses it. SQLite checks a key with one index lookup and appends ordered keys cheaply, so it
-loads row by row.
+refuses it. (SQLite checks a key with one index lookup and appends ordered keys cheaply, so it
+loads row by row.)
 """
 
 from __future__ import annotations
@@ -38,18 +37,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError
 
-from jobsync.errors import StorageError
 from jobsync.observability.redact import error_detail
 
 __all__ = ["BULK_MIN_ROWS", "KEY_TABLE_SHARE", "large_load"]
 
 log = logging.getLogger(__name__)
 
-# Below this a load saves under 0.1 s, not worth locking readers out.
+# Smaller loads save too little to be worth locking readers out.
 BULK_MIN_ROWS = 10_000
-# Checking a row in the join costs about 1/25 of the trigger's check; 16 leaves a margin.
+# The join checks a row for a small fraction of what the trigger's check costs; 16 leaves a
+# wide margin below the share where the two cost the same.
 KEY_TABLE_SHARE = 16
 
 HISTORY, RECORDS = "import_job_transitions", "import_job_records"
@@ -89,22 +88,17 @@ _ROW_BY_ROW = {"55P03", "42501"}
 
 @contextmanager
 def large_load(conn: Connection, new_rows: int) -> Iterator[bool]:
-    """Around inserting ``new_rows`` jobs and as many history rows: yields whether the key
-    and indexes were dropped, to be created again after them (see the module docstring)."""
-    if conn.dialect.name != "postgresql" or new_rows < BULK_MIN_ROWS:
-        yield False
-        return
-    try:
-        create = _drop_for_load(conn, new_rows)
-    except SQLAlchemyError as exc:
-        raise StorageError(f"database error: {error_detail(exc)}") from exc
+    """Around inserting ``new_rows`` jobs and as many history rows (see the module docstring).
+
+    Yields whether the key and indexes were dropped, to be created again after the block
+    (tests/storage/test_pgload.py watches the decision through it). Errors rise as the
+    database raised them: the caller's storage boundary turns them into StorageError.
+    """
+    create = _drop_for_load(conn, new_rows) if new_rows >= BULK_MIN_ROWS else []
     yield bool(create)
-    try:
-        for statement in create:
-            conn.exec_driver_sql(statement, execution_options=_VERBATIM)
-    except SQLAlchemyError as exc:
-        # A job stored twice, say: the primary key cannot be created again.
-        raise StorageError(f"database error: {error_detail(exc)}") from exc
+    for statement in create:
+        # A job stored twice, say, fails here: the primary key cannot be created again.
+        conn.exec_driver_sql(statement, execution_options=_VERBATIM)
 
 
 def _drop_for_load(conn: Connection, new_rows: int) -> list[str]:

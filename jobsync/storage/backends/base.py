@@ -1,0 +1,183 @@
+"""What jobsync asks of a database: the one seam between storage and each database's ways.
+
+``Backend`` holds what is the same everywhere and names everything that is not; each
+database has one subclass, in a module of its own (``sqlite``, ``postgresql``), and nothing
+else in ``jobsync.storage`` asks which database it is talking to:
+``jobsync.storage.backends.backend_for`` finds the backend of an engine or connection.
+
+Three ways of reaching the database meet here:
+
+- SQLAlchemy Core, for most statements (upserts, run records, locks);
+- SQL sent to the driver with plain tuples, where a pass handles every job (SQLAlchemy's
+  per-value processing would cost more than the work): ``{p}`` in such SQL stands for the
+  driver's placeholder (``sql``), and times go through ``time_writer``;
+- PostgreSQL's catalog, for large loads (``jobsync.storage.backends.pgload``).
+
+Backends hold no state: one instance of each serves every engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, ClassVar, NamedTuple
+
+from sqlalchemy import Connection, Engine, Select, Table
+from sqlalchemy.engine import URL
+
+from jobsync.domain.history import PassPlan
+from jobsync.domain.records import JobRecord
+from jobsync.storage.rows import TimeWriter
+
+__all__ = ["Backend", "Fetched", "LostCheck", "Rows"]
+
+# Says why a held sync lock is known to be lost, or None while it is not (see SyncLock).
+LostCheck = Callable[[], str | None]
+Rows = Iterator[tuple[Any, ...]]
+
+
+class Fetched(NamedTuple):
+    """The rows of one query, and the names of its columns (rows are plain tuples)."""
+
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+class Backend:
+    """One database's way of doing what jobsync needs."""
+
+    # The dialect name SQLAlchemy gives the database, and how the URL spells it.
+    name: ClassVar[str]
+    # The driver's placeholder, for SQL sent to the driver (``{p}`` in jobsync's SQL).
+    placeholder: ClassVar[str]
+    # One write transaction at a time, database-wide: a process that writes several sources
+    # queues them itself rather than let one wait out the busy timeout behind another.
+    writes_serialised: ClassVar[bool] = False
+    # Reading job ids in Python's str order (code points) costs no sort: the primary key's
+    # index keeps that order, so walking stored ids beside sorted listed ones pays.
+    key_order_is_code_point_order: ClassVar[bool] = False
+
+    # -- URLs and engines -----------------------------------------------------------------
+
+    def check_url(self, url: URL, shown: str) -> None:
+        """Raise ConfigError (naming the URL as ``shown``) for a URL jobsync cannot use."""
+
+    def create_engine(self, url: URL, *, readonly: bool) -> Engine:
+        """An engine set up for jobsync (see the backend's module docstring)."""
+        raise NotImplementedError
+
+    def missing_file(self, url: URL) -> bool:
+        """Whether connecting would create an empty database file (a reader refuses that)."""
+        return False
+
+    # -- locks --------------------------------------------------------------------------------
+
+    def sync_lock(self, engine: Engine) -> AbstractContextManager[LostCheck | None]:
+        """Hold the database's sync lock for the block, or raise LockedError. Yields what
+        tells whether the lock was lost while held (None: it cannot be lost)."""
+        raise NotImplementedError
+
+    def lock_source(self, conn: Connection, cluster_id: str) -> None:
+        """First thing in a pass's write transaction: no other pass of the source may write
+        until this transaction ends."""
+        raise NotImplementedError
+
+    def lock_migrations(self, conn: Connection) -> None:
+        """First thing in a migration's transaction: concurrent migrations queue."""
+        raise NotImplementedError
+
+    def for_update(self, query: Select[Any]) -> Select[Any]:
+        """``query``, locking the rows it reads until the transaction ends, where that is
+        needed for them to stay as read (the fence: ``jobsync.domain.fencing``)."""
+        return query
+
+    # -- SQL ----------------------------------------------------------------------------------
+
+    def sql(self, template: str) -> str:
+        """SQL for the driver: ``{p}`` in ``template`` becomes the driver's placeholder."""
+        return template.format(p=self.placeholder)
+
+    def upsert(self, table: Table, update_columns: Sequence[str]) -> Any:
+        """``INSERT ... ON CONFLICT (primary key) DO UPDATE SET`` the given columns."""
+        raise NotImplementedError
+
+    def order_by_code_points(self, column: str) -> str:
+        """An ORDER BY clause that sorts ``column`` as Python compares str (code points)."""
+        raise NotImplementedError
+
+    def epoch_seconds(self, column: str) -> str:
+        """A time column as seconds (float) since some fixed moment, for ordering without
+        converting each row's time in Python."""
+        raise NotImplementedError
+
+    def time_writer(self) -> TimeWriter | None:
+        """What turns a time into the value the driver stores; None: the driver takes aware
+        datetimes as they are. A new one per batch: it may remember what it converted."""
+        return None
+
+    # -- the driver ---------------------------------------------------------------------------
+
+    def driver(self, conn: Connection) -> Any:
+        """The driver's own connection, inside ``conn``'s transaction."""
+        return conn.connection.driver_connection
+
+    def fetchall(self, conn: Connection, sql: str, params: Sequence[Any]) -> Fetched:
+        """Every row of one query, straight from the driver's cursor, with the names of its
+        columns."""
+        cursor = self.driver(conn).cursor()
+        try:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+            return Fetched([column[0] for column in cursor.description], rows)
+        finally:
+            cursor.close()
+
+    def executemany(self, conn: Connection, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        cursor = self.driver(conn).cursor()
+        try:
+            cursor.executemany(sql, rows)
+        finally:
+            cursor.close()
+
+    def stream(
+        self, conn: Connection, sql: str, params: Sequence[Any], *, size: int, to_the_end: bool
+    ) -> AbstractContextManager[Rows]:
+        """The rows of one query, ``size`` at a time: a million never sit in memory at once.
+
+        A caller that may stop reading early says so (``to_the_end=False``). The read ends
+        when the block does, however it ends. Yields the same rows as ``fetchall``, which a
+        test proves for every way of streaming.
+        """
+        return _fetch_in_chunks(self.driver(conn), sql, params, size)
+
+    # -- writing a pass -----------------------------------------------------------------------
+
+    def insert_rows(
+        self, conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Any]
+    ) -> None:
+        """Append plain rows (values of ``columns``, in order) to ``table``."""
+        names = ", ".join(columns)
+        marks = ", ".join([self.placeholder] * len(columns))
+        self.executemany(conn, f"INSERT INTO {table.name} ({names}) VALUES ({marks})", rows)
+
+    def insert_new_jobs(
+        self, conn: Connection, cluster_id: str, plan: PassPlan, jobs: list[JobRecord]
+    ) -> None:
+        """Write the rows of jobs stored for the first time (``jobsync.storage.rows.NEW_JOB``,
+        in job id order) and their ``first_seen`` transitions (``FIRST_SEEN``)."""
+        raise NotImplementedError
+
+
+@contextmanager
+def _fetch_in_chunks(driver: Any, sql: str, params: Sequence[Any], size: int) -> Iterator[Rows]:
+    cursor = driver.cursor()
+
+    def rows() -> Rows:
+        cursor.execute(sql, params)
+        while chunk := cursor.fetchmany(size):
+            yield from chunk
+
+    try:
+        yield rows()
+    finally:
+        cursor.close()

@@ -1,0 +1,348 @@
+"""The rows jobsync writes, spelled once: columns by name, in the order of the tables.
+
+Column lists come from the ``Table`` objects of ``jobsync.storage.schema``, and values are
+taken by name, so that a column added, renamed or moved there cannot silently shift the values
+written beside it. Both backends write exactly what this module produces.
+
+A new job's row is decided here for both writers. ``NEW_JOB`` says which columns it sets and
+where each value comes from: the pass (the same for every new job of a pass), the job, or a
+fixed value; the progress-detail columns stay NULL until ``jobsync.storage.samples`` fills
+them. ``new_job_values`` yields each job's own values. ``FIRST_SEEN`` and ``first_seen_values``
+do the same for the job's ``first_seen`` transition.
+
+``new_job_values`` and ``first_seen_values`` run once per job of a first sync, so they are
+written for speed; ``new_job_row`` and ``first_seen_row`` beside them say the same plainly,
+from ``jobsync.domain.history.new_job``, and tests/storage/test_rows.py proves them equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from operator import attrgetter, itemgetter
+from typing import Any
+
+from sqlalchemy import Table
+
+from jobsync.domain.history import JobRow, PassPlan, first_seen_state, new_job
+from jobsync.domain.records import JobRecord
+from jobsync.storage.schema import UTCDateTime, import_job_records, import_job_transitions
+
+__all__ = [
+    "FIRST_SEEN",
+    "NEW_JOB",
+    "TRANSITION_COLUMNS",
+    "UPDATED_COLUMNS",
+    "UPDATE_SQL",
+    "Layout",
+    "TimeWriter",
+    "first_seen_pass_row",
+    "first_seen_row",
+    "first_seen_values",
+    "new_job_pass_row",
+    "new_job_row",
+    "new_job_values",
+    "transition_values",
+    "update_values",
+]
+
+# Turns a time into what the driver stores (None: the driver takes datetimes as they are).
+TimeWriter = Callable[[datetime | None], object]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The columns of ``table`` that one kind of row sets, grouped by where their values come
+    from; each group in the table's column order."""
+
+    table: Table
+    # The same for every row a pass writes.
+    from_pass: tuple[str, ...]
+    # Each row's own: what new_job_values and first_seen_values yield, in this order.
+    from_job: tuple[str, ...]
+    # Columns that take the value of another column of the same row (of from_job).
+    same_as: Mapping[str, str]
+    # The same for every row.
+    fixed: Mapping[str, Any]
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column the row sets, in the order of ``full_rows``' values."""
+        return (*self.from_pass, *self.from_job, *self.same_as, *self.fixed)
+
+    @property
+    def in_table_order(self) -> tuple[str, ...]:
+        """Every column the row sets, in the table's order."""
+        return _in_table_order(self.table, self.columns)
+
+    def pass_values(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The values of ``from_pass`` (given by name), in that order."""
+        return tuple(values[name] for name in self.from_pass)
+
+    def full_rows(
+        self, pass_values: tuple[Any, ...], job_values: Iterable[tuple[Any, ...]]
+    ) -> Iterator[tuple[Any, ...]]:
+        """Whole rows, values of ``columns``: the pass's values, then each job's."""
+        head, tail = pass_values, tuple(self.fixed.values())
+        if not self.same_as:
+            return (head + own + tail for own in job_values)
+        at = [self.from_job.index(source) for source in self.same_as.values()]
+        # A tuple whatever the count (itemgetter of one index gives the bare value).
+        copy = itemgetter(*at) if len(at) > 1 else itemgetter(slice(at[0], at[0] + 1))
+        return (head + own + copy(own) + tail for own in job_values)
+
+
+def _in_table_order(table: Table, names: Iterable[str]) -> tuple[str, ...]:
+    wanted = set(names)
+    unknown = wanted - set(table.c.keys())
+    if unknown:
+        raise ValueError(f"{table.name} has no column {', '.join(sorted(unknown))}")
+    return tuple(column.name for column in table.columns if column.name in wanted)
+
+
+def _layout(
+    table: Table,
+    *,
+    from_pass: set[str],
+    from_job: set[str],
+    same_as: Mapping[str, str],
+    fixed: Mapping[str, Any],
+) -> Layout:
+    if not set(same_as.values()) <= from_job:
+        raise ValueError("a column can only take the value of one of the row's own")
+    return Layout(
+        table,
+        _in_table_order(table, from_pass),
+        _in_table_order(table, from_job),
+        {name: same_as[name] for name in _in_table_order(table, same_as)},
+        {name: fixed[name] for name in _in_table_order(table, fixed)},
+    )
+
+
+NEW_JOB = _layout(
+    import_job_records,
+    from_pass={"cluster_id", "last_seen_at", "last_seen_started_at"},
+    from_job={
+        "job_id",
+        "collection_name",
+        "state",
+        "raw_state",
+        "progress",
+        "reason",
+        "first_seen_at",
+        "finished_at",
+    },
+    # A new job entered its state when it was first seen.
+    same_as={"state_since": "first_seen_at"},
+    fixed={"vanished_at": None, "listed": True, "missed_snapshots": 0, "missing_since": None},
+)
+
+FIRST_SEEN = _layout(
+    import_job_transitions,
+    from_pass={"cluster_id", "window_start", "sync_run_id"},
+    from_job={"job_id", "to_state", "raw_to_state", "observed_at", "reason"},
+    same_as={},
+    fixed={"kind": "first_seen", "from_state": None, "raw_from_state": None},
+)
+
+
+def new_job_pass_row(cluster_id: str, plan: PassPlan) -> dict[str, Any]:
+    """The pass's own values of its new jobs' rows, by column (``NEW_JOB.from_pass``)."""
+    return {
+        "cluster_id": cluster_id,
+        "last_seen_at": plan.seen_at,
+        "last_seen_started_at": plan.seen_started_at,
+    }
+
+
+def first_seen_pass_row(cluster_id: str, plan: PassPlan) -> dict[str, Any]:
+    """The pass's own values of its first_seen transitions, by column (``FIRST_SEEN.from_pass``).
+
+    The window starts at the latest complete snapshot, which did not list the jobs.
+    """
+    return {
+        "cluster_id": cluster_id,
+        "window_start": plan.first_seen_window,
+        "sync_run_id": plan.run_id,
+    }
+
+
+def new_job_row(record: JobRecord) -> dict[str, Any]:
+    """A new job's own values by column (``NEW_JOB.from_job``): the plain statement of what
+    ``new_job_values`` yields."""
+    job = new_job(record)
+    return {
+        "job_id": job.job_id,
+        "collection_name": job.collection_name,
+        "state": job.state,
+        "raw_state": job.raw_state,
+        "progress": job.progress,
+        "reason": job.reason,
+        "first_seen_at": job.observed_at,
+        "finished_at": job.finished_at,
+    }
+
+
+def first_seen_row(record: JobRecord) -> dict[str, Any]:
+    """A new job's ``first_seen`` transition by column (``FIRST_SEEN.from_job``): the plain
+    statement of what ``first_seen_values`` yields."""
+    job = new_job(record)
+    return {
+        "job_id": job.job_id,
+        "to_state": job.state,
+        "raw_to_state": job.raw_state,
+        "observed_at": job.observed_at,
+        "reason": job.failure_reason,
+    }
+
+
+# The order in which new_job_values and first_seen_values spell their tuples out by hand.
+# Checked here against the layouts, so that a change to the tables cannot pass unnoticed.
+_NEW_JOB_ORDER = (
+    "job_id",
+    "collection_name",
+    "state",
+    "raw_state",
+    "progress",
+    "reason",
+    "first_seen_at",
+    "finished_at",
+)
+_FIRST_SEEN_ORDER = ("job_id", "to_state", "raw_to_state", "observed_at", "reason")
+if NEW_JOB.from_job != _NEW_JOB_ORDER or FIRST_SEEN.from_job != _FIRST_SEEN_ORDER:
+    raise RuntimeError("the new-job writers' values are out of step with the tables' columns")
+
+
+def new_job_values(
+    jobs: Iterable[JobRecord], time: TimeWriter | None = None
+) -> Iterator[tuple[Any, ...]]:
+    """Per job, the values of ``NEW_JOB.from_job``, in that order (see ``new_job_row``).
+
+    ``time`` converts each distinct observation time once (a page's jobs share one).
+    """
+    # What first_seen_state says per raw state: a dict lookup per job, no call; the API
+    # knows a handful of states.
+    kinds: dict[str | None, tuple[str, bool]] = {}
+    times: dict[datetime, object] = {}
+    for r in jobs:
+        raw = r.raw_state
+        kind = kinds.get(raw)
+        if kind is None:
+            kind = kinds[raw] = first_seen_state(raw)[:2]
+        seen: object = r.observed_at
+        if time is not None:
+            seen = times.get(r.observed_at)
+            if seen is None:
+                seen = times[r.observed_at] = time(r.observed_at)
+        # A job first seen already finished is taken to have finished when it was seen.
+        yield (
+            r.job_id,
+            r.collection_name,
+            kind[0],
+            raw,
+            r.progress,
+            r.reason,
+            seen,
+            seen if kind[1] else None,
+        )
+
+
+def first_seen_values(
+    jobs: Iterable[JobRecord], time: TimeWriter | None = None
+) -> Iterator[tuple[Any, ...]]:
+    """Per job, the values of ``FIRST_SEEN.from_job``, in that order (see ``first_seen_row``)."""
+    kinds: dict[str | None, tuple[str, bool]] = {}
+    times: dict[datetime, object] = {}
+    for r in jobs:
+        raw = r.raw_state
+        kind = kinds.get(raw)
+        if kind is None:
+            state, _finished, failed = first_seen_state(raw)
+            kind = kinds[raw] = (state, failed)
+        seen: object = r.observed_at
+        if time is not None:
+            seen = times.get(r.observed_at)
+            if seen is None:
+                seen = times[r.observed_at] = time(r.observed_at)
+        # Only a failure keeps its reason on the transition.
+        yield (r.job_id, kind[0], raw, seen, r.reason if kind[1] else None)
+
+
+_TIMES = frozenset(
+    column.name
+    for table in (import_job_records, import_job_transitions)
+    for column in table.columns
+    if isinstance(column.type, UTCDateTime)
+)
+
+# What an update of a stored job writes, from the planner's JobRow by name. state_since and
+# finished_at are None unless this pass decided on them, and then the stored value stays.
+UPDATED_COLUMNS = _in_table_order(
+    import_job_records,
+    {
+        "collection_name",
+        "state",
+        "raw_state",
+        "progress",
+        "reason",
+        "state_since",
+        "last_seen_at",
+        "last_seen_started_at",
+        "finished_at",
+        "vanished_at",
+        "listed",
+        "missed_snapshots",
+        "missing_since",
+    },
+)
+_KEEP_STORED = {
+    "state_since": "COALESCE({p}, state_since)",
+    "finished_at": "COALESCE(finished_at, {p})",
+}
+# {p}: the driver's placeholder (see Backend.sql).
+UPDATE_SQL = (
+    "UPDATE import_job_records SET "
+    + ", ".join(f"{name} = {_KEEP_STORED.get(name, '{p}')}" for name in UPDATED_COLUMNS)
+    + " WHERE cluster_id = {p} AND job_id = {p}"
+)
+
+
+def update_values(
+    cluster_id: str, rows: Sequence[JobRow], time: TimeWriter | None = None
+) -> list[list[Any]]:
+    """The parameters of ``UPDATE_SQL`` for each row."""
+    get = attrgetter(*UPDATED_COLUMNS)
+    timed = [i for i, name in enumerate(UPDATED_COLUMNS) if name in _TIMES]
+    found: list[list[Any]] = []
+    for row in rows:
+        values = list(get(row))
+        if time is not None:
+            for i in timed:
+                values[i] = time(values[i])
+        values += (cluster_id, row.job_id)
+        found.append(values)
+    return found
+
+
+# Every column of a transition but its generated id.
+TRANSITION_COLUMNS = tuple(c.name for c in import_job_transitions.columns if not c.primary_key)
+
+
+def transition_values(
+    cluster_id: str, transitions: Iterable[Mapping[str, Any]], time: TimeWriter | None = None
+) -> list[tuple[Any, ...]]:
+    """Each transition (the planner's dict, by column name) as values of TRANSITION_COLUMNS."""
+    names = [name for name in TRANSITION_COLUMNS if name != "cluster_id"]
+    at = TRANSITION_COLUMNS.index("cluster_id")
+    get = itemgetter(*names)
+    timed = [i for i, name in enumerate(TRANSITION_COLUMNS) if name in _TIMES]
+    found: list[tuple[Any, ...]] = []
+    for transition in transitions:
+        values = list(get(transition))
+        values.insert(at, cluster_id)
+        if time is not None:
+            for i in timed:
+                values[i] = time(values[i])
+        found.append(tuple(values))
+    return found
