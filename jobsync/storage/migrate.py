@@ -34,7 +34,7 @@ __all__ = [
 # The latest revision, so that a sync whose schema is current never imports Alembic (a fifth of
 # a second of start-up, with Mako and Pygments). tests/storage/test_storage.py checks it against the
 # revisions on disk.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 _MIGRATION_LOCK = "jobsync:migrate"
 
