@@ -53,6 +53,7 @@ from jobsync.config import Settings
 from jobsync.errors import ConfigError, JobsyncError, LockedError
 from jobsync.observability.logs import fields
 from jobsync.observability.metrics import DaemonMetrics, Health, MetricsServer, jobs_by_state
+from jobsync.service.notify import Notifier
 from jobsync.service.sync import PassResult, sync_all
 from jobsync.storage.migrate import ensure_schema
 from jobsync.storage.store import storage_errors
@@ -146,6 +147,8 @@ class _Daemon:
         # One pacer for the daemon's life: a pass starting just after another stays within the
         # rate limit together with the end of the previous one.
         self._limiters = RateLimiters(settings.http.requests_per_second)
+        # Built once: a target Apprise cannot use stops the daemon at start-up (exit 2).
+        self._notifier = Notifier(settings.notify) if settings.notify.targets else None
         self._signal_name = "stop requested"
         self._idle = threading.Condition(threading.RLock())
         self._running = 0  # passes in flight (0 or 1: max_instances=1)
@@ -283,7 +286,11 @@ class _Daemon:
         try:
             with storage_errors(self._settings.database_url):
                 results = sync_all(
-                    self._engine, self._settings, cancel=self._cancel, limiters=self._limiters
+                    self._engine,
+                    self._settings,
+                    cancel=self._cancel,
+                    limiters=self._limiters,
+                    notifier=self._notifier,
                 )
         except LockedError as exc:
             log.warning(
