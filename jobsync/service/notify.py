@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -76,7 +77,7 @@ __all__ = ["MAX_ATTEMPTS", "SEND_TIMEOUT", "Delivery", "Notifier", "TargetResult
 log = logging.getLogger(__name__)
 
 # Seconds one message may take to one target, connection and retries included.
-SEND_TIMEOUT = 30.0
+SEND_TIMEOUT = 15.0
 
 
 @dataclass(frozen=True)
@@ -216,13 +217,16 @@ class Notifier:
 
     # -- delivering -------------------------------------------------------------------------
 
-    def deliver(self, engine: Engine) -> Delivery:
+    def deliver(self, engine: Engine, cancel: threading.Event | None = None) -> Delivery:
         """Send what is due to every target that does not have it yet; mark what arrived.
 
-        Database errors are logged, not raised: what was not marked is sent again next time.
+        A target that fails is not tried again in the same round: a target that is down costs
+        one timeout per pass, not one per message. ``cancel`` stops the round between two
+        messages. Database errors are logged, not raised: what was not marked is sent again
+        next time.
         """
         try:
-            return self._deliver(engine)
+            return self._deliver(engine, cancel)
         except SQLAlchemyError as exc:
             log.warning(
                 "could not deliver notifications: %s",
@@ -231,7 +235,7 @@ class Notifier:
             )
             return Delivery()
 
-    def _deliver(self, engine: Engine) -> Delivery:
+    def _deliver(self, engine: Engine, cancel: threading.Event | None) -> Delivery:
         with engine.begin() as conn:
             due = load_due(conn, MAX_ATTEMPTS)
             count_attempt(conn, [d.id for d in due])
@@ -241,12 +245,13 @@ class Notifier:
         have = {d.id: set(d.delivered_to) for d in due}
         sent = failed = 0
         for target in self._targets:
-            todo = [d for d in due if target.fingerprint not in d.delivered_to]
-            for batch in self._batches(todo):
+            batches = self._batches([d for d in due if target.fingerprint not in d.delivered_to])
+            for number, batch in enumerate(batches):
+                if cancel is not None and cancel.is_set():
+                    return Delivery(sent, failed, sum(everyone <= have[d.id] for d in due))
                 events = [d.event for d in batch]
                 msg = message(events[0]) if len(events) == 1 else digest(events[0].source, events)
                 error = target.send(msg)
-                ids = [d.id for d in batch]
                 if error is None:
                     sent += 1
                     for d in batch:
@@ -267,15 +272,21 @@ class Notifier:
                         "notified %s: %s",
                         target.origin,
                         msg.title,
-                        extra=fields(event="notified", target=target.origin, events=len(ids)),
+                        extra=fields(event="notified", target=target.origin, events=len(batch)),
                     )
-                else:
-                    failed += 1
-                    with engine.begin() as conn:
-                        record_failure(conn, ids, f"{target.origin}: {error}")
-                    self._log_failure(target.origin, batch, error)
-        done = sum(1 for d in due if everyone <= have[d.id])
-        return Delivery(sent=sent, failed=failed, events_sent=done)
+                    continue
+                failed += 1
+                untried = [d for later in batches[number + 1 :] for d in later]
+                with engine.begin() as conn:
+                    record_failure(conn, [d.id for d in batch], f"{target.origin}: {error}")
+                    record_failure(
+                        conn,
+                        [d.id for d in untried],
+                        f"{target.origin}: not tried after a failure: {error}",
+                    )
+                self._log_failure(target.origin, [*batch, *untried], error)
+                break  # the next target
+        return Delivery(sent, failed, sum(everyone <= have[d.id] for d in due))
 
     def _batches(self, due: Sequence[Due]) -> list[list[Due]]:
         """Per source, in order: one batch per event, or one digest when there are many."""

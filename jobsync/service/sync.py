@@ -302,5 +302,5 @@ def sync_all(
             ) as pool:
                 results = list(pool.map(one, settings.sources))
         if notifier is not None and not (cancel is not None and cancel.is_set()):
-            notifier.deliver(engine)
+            notifier.deliver(engine, cancel)
         return results

@@ -347,3 +347,30 @@ def test_a_url_apprise_cannot_use_is_refused_before_anything_runs():
         Notifier(targets("nosuchservice://T0SECRET99/B0SECRET99"))
     with pytest.raises(ConfigError, match="no notification targets"):
         Notifier(NotifySettings())
+
+
+def test_a_target_that_fails_is_tried_once_per_pass_however_many_messages_are_due(
+    engine, sim, db_url, clock, receiver
+):
+    notify = targets(receiver.url())
+    sync(engine, sim, db_url, clock, notify)
+    for job in open_jobs(sim)[:3]:
+        sim.set_state(CLUSTER, job, "Failed")
+    receiver.fail("hook", 503)
+    clock.advance(minutes=1)
+    sync(engine, sim, db_url, clock, notify)
+
+    assert len(receiver.arrivals) == 1
+    first, *untried = rows(engine)
+    assert "503" in first["last_error"]
+    assert [
+        r["last_error"].startswith("target 1: not tried after a failure: ") for r in untried
+    ] == [
+        True,
+        True,
+    ]
+
+    receiver.fail("hook", None)
+    clock.advance(minutes=1)
+    sync(engine, sim, db_url, clock, notify)
+    assert len(receiver.accepted()) == 3 and len(receiver.keys()) == 3
