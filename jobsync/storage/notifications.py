@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, case, func, insert, not_, or_, select, update
 from sqlalchemy.sql.elements import ColumnElement
 
-from jobsync.domain.notifications import Event, FailedStreak
+from jobsync.domain.notifications import JOB_STUCK, Event, FailedStreak
 from jobsync.domain.states import TERMINAL_STATES
 from jobsync.errors import Cancelled
 from jobsync.observability.redact import redact
@@ -114,8 +114,25 @@ def first_pass(conn: Connection, cluster_id: str, run_id: int) -> bool:
 
 
 def stuck_jobs(conn: Connection, cluster_id: str, cutoff: datetime) -> list[Any]:
-    """Jobs the latest pass listed in an open state that they entered at or before ``cutoff``."""
+    """Jobs the latest pass listed in an open state that they entered at or before ``cutoff``,
+    and that were not announced stuck since they entered it.
+
+    An announcement for the current stay was recorded after the job entered its state (a pass
+    that sees a change is later than any pass before it), one for an earlier stay before: so
+    each pass reads only the jobs that are news, however many stay stuck for days.
+    """
     j = import_job_records.c
+    n = notifications.c
+    announced = (
+        select(n.id)
+        .where(
+            n.cluster_id == j.cluster_id,
+            n.job_id == j.job_id,
+            n.kind == JOB_STUCK,
+            n.created_at >= j.state_since,
+        )
+        .exists()
+    )
     return list(
         conn.execute(
             select(
@@ -126,6 +143,7 @@ def stuck_jobs(conn: Connection, cluster_id: str, cutoff: datetime) -> list[Any]
                 j.vanished_at.is_(None),
                 j.state.not_in(sorted(TERMINAL_STATES)),
                 j.state_since <= cutoff,
+                ~announced,
             )
         )
     )

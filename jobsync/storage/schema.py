@@ -239,4 +239,6 @@ notifications = Table(
     Column("delivered_to", Text),
     Index("ux_notifications_event_key", "event_key", unique=True),
     Index("ix_notifications_sent_at", "sent_at"),
+    # A job's events: whether a stuck job was already announced for its current stay.
+    Index("ix_notifications_job", "cluster_id", "job_id"),
 )

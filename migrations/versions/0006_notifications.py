@@ -42,9 +42,11 @@ def upgrade() -> None:
     )
     op.create_index("ux_notifications_event_key", "notifications", ["event_key"], unique=True)
     op.create_index("ix_notifications_sent_at", "notifications", ["sent_at"])
+    op.create_index("ix_notifications_job", "notifications", ["cluster_id", "job_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_notifications_job", table_name="notifications")
     op.drop_index("ix_notifications_sent_at", table_name="notifications")
     op.drop_index("ux_notifications_event_key", table_name="notifications")
     op.drop_table("notifications")

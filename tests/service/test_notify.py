@@ -374,3 +374,26 @@ def test_a_target_that_fails_is_tried_once_per_pass_however_many_messages_are_du
     clock.advance(minutes=1)
     sync(engine, sim, db_url, clock, notify)
     assert len(receiver.accepted()) == 3 and len(receiver.keys()) == 3
+
+
+def test_a_job_stuck_again_in_another_state_is_announced_again(
+    engine, sim, db_url, clock, receiver
+):
+    notify = targets(receiver.url(), digest_after=100)
+    sync(engine, sim, db_url, clock, notify)
+    job = next(j.job_id for j in sim.jobs(CLUSTER) if j.state == "Pending")
+    clock.advance(hours=3)
+    sync(engine, sim, db_url, clock, notify)
+    sim.set_state(CLUSTER, job, "Importing")
+    clock.advance(minutes=1)
+    sync(engine, sim, db_url, clock, notify)
+    clock.advance(hours=3)
+    sync(engine, sim, db_url, clock, notify)
+    clock.advance(hours=3)
+    sync(engine, sim, db_url, clock, notify)
+
+    about = [a.message.splitlines()[0] for a in receiver.accepted() if f"Job {job} " in a.message]
+    assert len(about) == 2
+    assert "has been Pending for 3h00m" in about[0]
+    assert "has been Importing for 3h00m" in about[1]
+    assert sum(receiver.keys().values()) == len(receiver.keys())  # nothing twice
