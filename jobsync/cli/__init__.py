@@ -4,7 +4,7 @@ The ``jobsync.cli`` modules are the only code that reads the environment (throug
 ``envvar=``) and configures logging; ``cli.common.JobsyncGroup`` is the one place where
 jobsync's errors become ``Error: ...`` lines and exit codes. ``db`` lives in ``cli.db``, ``sync``
 and ``daemon`` in ``cli.sync``, ``status``, ``jobs`` and ``history`` in ``cli.read``, ``report``
-in ``cli.report``, ``simulate`` and ``demo`` in ``cli.demo``.
+in ``cli.report``, ``simulate`` and ``demo`` in ``cli.demo``, ``notify`` in ``cli.notify``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 
 import click
 
-from jobsync.cli import db, demo, read, report, sync
+from jobsync.cli import db, demo, notify, read, report, sync
 from jobsync.cli.common import JobsyncGroup, configure_logging
 
 log = logging.getLogger("jobsync")
@@ -34,6 +34,7 @@ def main() -> None:
 
 
 cli.add_command(db.db)
+cli.add_command(notify.notify)
 cli.add_command(sync.sync)
 cli.add_command(sync.daemon)
 cli.add_command(read.status)

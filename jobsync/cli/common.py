@@ -64,6 +64,9 @@ def configure_logging(debug: bool, quiet: bool = False, log_format: str = "text"
     # urllib3 warns about every retry; jobsync counts retries and reports them per pass, so
     # those lines are noise unless --debug asks for everything.
     logging.getLogger("urllib3").setLevel(logging.DEBUG if debug else logging.ERROR)
+    # Apprise's own lines only with --debug: jobsync logs each failed notification once, with
+    # what Apprise said (jobsync.service.notify).
+    logging.getLogger("apprise").propagate = debug
     if log_format == "json":
         # Python's warnings go to stderr on their own; through logging they keep the format,
         # so a log shipper reading JSON lines never meets a bare line.
@@ -132,11 +135,30 @@ def parse_duration(ctx: click.Context, param: click.Parameter, value: str | None
     return seconds
 
 
-def settings_from(*, need_keys: bool = False, **values: Any) -> Settings:
+def settings_from(
+    *, need_keys: bool = False, need_notify: bool | None = None, **values: Any
+) -> Settings:
     cluster_ids: Sequence[str] = values.pop("cluster_ids", ()) or ()
     return resolve_settings(
-        CliValues(cluster_ids=tuple(cluster_ids), **values), os.environ, need_keys=need_keys
+        CliValues(cluster_ids=tuple(cluster_ids), **values),
+        os.environ,
+        need_keys=need_keys,
+        need_notify=need_notify,
     )
+
+
+def notify_option(f: F) -> F:
+    return click.option(
+        "--notify",
+        "notify_urls",
+        multiple=True,
+        metavar="URL",
+        envvar="JOBSYNC_NOTIFY_URL",
+        show_envvar=True,
+        help="Also send notifications to this Apprise URL (repeatable; space-separated in the "
+        "variable). A URL on the command line can be read by other users in the process "
+        "list: prefer JOBSYNC_NOTIFY_URL, or [notify] in the config file.",
+    )(f)
 
 
 def open_db(settings: Settings, *, readonly: bool = False) -> Any:

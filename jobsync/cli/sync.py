@@ -13,6 +13,7 @@ from jobsync.cli.common import (
     config_option,
     configure_logging,
     db_option,
+    notify_option,
     open_db,
     parse_duration,
     settings_from,
@@ -31,6 +32,7 @@ def source_options(f: F) -> F:
             db_option,
             config_option,
             cluster_option,
+            notify_option,
             click.option(
                 "--base-url",
                 envvar="JOBSYNC_BASE_URL",

@@ -159,6 +159,26 @@ SCHEMA: dict[str, Described] = {
             "reason": "why the job failed, when the endpoint says",
         },
     ),
+    "notifications": Described(
+        "table",
+        "One row per notification event (a job failed or stuck, a source failing or "
+        "recovered): recorded as due by the pass that decided it, marked sent after delivery.",
+        {
+            "id": "surrogate key",
+            "event_key": "the event's stable key, unique: `job_failed:`, `job_stuck:`, "
+            "`source_failing:` or `source_recovered:` and a hash; messages carry it",
+            "kind": "`job_failed`, `job_stuck`, `source_failing` or `source_recovered`",
+            "cluster_id": _CLUSTER,
+            "job_id": "the job, for job events; NULL for source events",
+            "sync_run_id": "the pass that decided it (`sync_runs.id`); NULL for `source_failing`",
+            "payload": "the event's facts as JSON (reason, window, state, ...), without secrets",
+            "created_at": "when the event was decided",
+            "sent_at": "when every target had it; NULL while it is due",
+            "attempts": "delivery attempts so far; after 5 failed ones it is given up",
+            "last_error": "why the latest attempt failed, redacted; NULL if none did",
+            "delivered_to": "fingerprints of the targets that have it (never their URLs)",
+        },
+    ),
     "alembic_version": Described(
         "table",
         "The schema revision (Alembic's); `jobsync db current` reads it.",

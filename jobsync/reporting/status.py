@@ -4,6 +4,9 @@ Made for monitoring (a Nagios-style check, a cron ``MAILTO``, a Kubernetes probe
 deployment): a source is *overdue* when its last **succeeded** pass finished longer ago than the
 threshold, or when it has never had one. Failed passes do not reset the clock, so a source that
 keeps failing becomes overdue even though passes keep running.
+
+It also shows each source's notifications that are not delivered yet: still being retried, or
+given up after ``MAX_ATTEMPTS`` failed attempts, with the last error.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
+from jobsync.domain.notifications import MAX_ATTEMPTS
+from jobsync.storage.notifications import delivery_status
 from jobsync.storage.schema import sync_runs, utc_from_db
 
 __all__ = ["format_age", "source_status"]
@@ -27,11 +32,14 @@ def source_status(
     now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """One row per source (those in ``sync_runs``, plus ``sources``): source, last_status,
-    last_started_at, age, age_seconds, last_success_at, overdue, error.
+    last_started_at, age, age_seconds, last_success_at, overdue, error, notify_pending,
+    notify_failed, notify_error.
 
     ``age`` is measured from the end of the last pass (its start while it is still running);
     ``overdue`` is true when the last succeeded pass finished more than ``overdue_after``
-    seconds before ``now``, or there is none.
+    seconds before ``now``, or there is none. ``notify_pending`` counts notifications still to
+    be delivered (retried on the next pass), ``notify_failed`` those given up; ``notify_error``
+    is the last delivery error of the newest of them.
     """
     now = now or datetime.now(UTC)
     r = sync_runs
@@ -50,6 +58,7 @@ def source_status(
             cluster_id: utc_from_db(moment)
             for cluster_id, moment in conn.execute(last_success).all()
         }
+        undelivered = delivery_status(conn, MAX_ATTEMPTS)
     rows = []
     for source in sorted(set(runs) | set(sources)):
         run = runs.get(source)
@@ -66,9 +75,19 @@ def source_status(
                 "last_success_at": success,
                 "overdue": success is None or (now - success).total_seconds() > overdue_after,
                 "error": run.error if run is not None else None,
+                **_notifications(undelivered.get(source)),
             }
         )
     return rows
+
+
+def _notifications(undelivered: dict[str, Any] | None) -> dict[str, Any]:
+    found = undelivered or {}
+    return {
+        "notify_pending": found.get("pending", 0),
+        "notify_failed": found.get("failed", 0),
+        "notify_error": found.get("error"),
+    }
 
 
 def format_age(seconds: float) -> str:

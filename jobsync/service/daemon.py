@@ -53,6 +53,7 @@ from jobsync.errors import ConfigError, JobsyncError, LockedError, StorageError
 from jobsync.observability.logs import fields
 from jobsync.observability.metrics import Health, MetricsServer
 from jobsync.service.metrics import DaemonMetrics, jobs_by_state
+from jobsync.service.notify import Notifier
 from jobsync.service.sync import PassResult, sync_all
 from jobsync.storage.boundary import storage_errors
 from jobsync.storage.migrate import ensure_schema
@@ -146,6 +147,8 @@ class _Daemon:
         # One pacer for the daemon's life: a pass starting just after another stays within the
         # rate limit together with the end of the previous one.
         self._limiters = RateLimiters(settings.http.requests_per_second)
+        # Built once: a target Apprise cannot use stops the daemon at start-up (exit 2).
+        self._notifier = Notifier(settings.notify) if settings.notify.targets else None
         self._signal_name = "stop requested"
         self._idle = threading.Condition(threading.RLock())
         self._running = 0  # passes in flight (0 or 1: max_instances=1)
@@ -281,7 +284,11 @@ class _Daemon:
     def _sync_once(self) -> None:
         try:
             results = sync_all(
-                self._engine, self._settings, cancel=self._cancel, limiters=self._limiters
+                self._engine,
+                self._settings,
+                cancel=self._cancel,
+                limiters=self._limiters,
+                notifier=self._notifier,
             )
         except LockedError as exc:
             log.warning(

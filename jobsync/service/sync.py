@@ -28,6 +28,7 @@ from jobsync.domain.clock import Clock, utcnow
 from jobsync.domain.records import Snapshot
 from jobsync.errors import JobsyncError, StorageError
 from jobsync.service.details import select_jobs
+from jobsync.service.notify import Notifier
 from jobsync.storage.locking import SyncLock, sync_lock
 from jobsync.storage.store import (
     PassCounts,
@@ -91,12 +92,14 @@ def sync_source(
     rate_limit: Callable[[str], None] | None = None,
     write_lock: threading.Lock | None = None,
     lock: SyncLock | None = None,
+    notifier: Notifier | None = None,
 ) -> PassResult:
     """Sync one source. API and storage errors are returned in the result, not raised.
 
     Setting ``cancel`` stops the pass before its next request; a pass already writing finishes.
     ``lock``: the sync lock the caller holds, checked once more before writing (a pass that
-    finds it lost writes nothing: SupersededError).
+    finds it lost writes nothing: SupersededError). ``notifier`` decides the pass's
+    notification events (``jobsync.service.notify``); delivering them is the caller's.
     """
     began = time.monotonic()
     try:
@@ -135,9 +138,12 @@ def sync_source(
                 details=details.details,
                 details_requested=details.requested,
                 details_failed=details.failed,
+                decide=notifier.pass_hook(source.key) if notifier is not None else None,
             )
     except JobsyncError as exc:
-        return _failed(engine, source, run_id, exc, client.retries, began, clock)
+        failed = _failed(engine, source, run_id, exc, client.retries, began, clock)
+        _after_failure(engine, source, notifier, write_lock)
+        return failed
     except BaseException as exc:
         # A bug or an interrupt: still leave a visible failed run, then let it propagate.
         fail_run(engine, run_id, clock(), f"{type(exc).__name__}: {exc}", client.retries)
@@ -224,6 +230,18 @@ def _failed(
     return result
 
 
+def _after_failure(
+    engine: Engine,
+    source: Source,
+    notifier: Notifier | None,
+    write_lock: threading.Lock | None,
+) -> None:
+    """A failed pass may complete a streak worth telling (its own transaction, after fail_run)."""
+    if notifier is not None:
+        with write_lock or nullcontext():
+            notifier.after_failure(engine, source.key)
+
+
 def sync_all(
     engine: Engine,
     settings: Settings,
@@ -232,6 +250,7 @@ def sync_all(
     sleep: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
     limiters: RateLimiters | None = None,
+    notifier: Notifier | None = None,
 ) -> list[PassResult]:
     """One pass over every configured source; one failing never stops the others.
 
@@ -239,7 +258,13 @@ def sync_all(
     that share an API key share one rate limiter. Holds the database's sync lock throughout
     (LockedError if another sync has it). Results come back in the order of the sources.
     A long-lived caller passes its own ``limiters``, so that back-to-back passes share them.
+
+    With notification targets (``settings.notify``, or a long-lived caller's ``notifier``), the
+    passes decide notification events and, once they have all committed, what is due is
+    delivered, still under the lock; not after a stop was requested (the next run delivers).
     """
+    if notifier is None and settings.notify.targets:
+        notifier = Notifier(settings.notify, clock=clock)
     limiters = limiters or RateLimiters(settings.http.requests_per_second)
     # SQLite has one writer at a time anyway; queueing here keeps a long write from running
     # another source into its busy timeout.
@@ -257,6 +282,7 @@ def sync_all(
             rate_limit=limiters.for_key(source.api_key, source.base_url, cancel),
             write_lock=write_lock,
             lock=lock,
+            notifier=notifier,
         )
 
     with sync_lock(engine) as lock:
@@ -265,6 +291,12 @@ def sync_all(
             log.warning("marked %d run(s) of a stopped process as abandoned", abandoned)
         workers = max(1, min(settings.http.max_concurrent_sources, len(settings.sources)))
         if workers == 1:
-            return [one(source) for source in settings.sources]
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jobsync-source") as pool:
-            return list(pool.map(one, settings.sources))
+            results = [one(source) for source in settings.sources]
+        else:
+            with ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="jobsync-source"
+            ) as pool:
+                results = list(pool.map(one, settings.sources))
+        if notifier is not None and not (cancel is not None and cancel.is_set()):
+            notifier.deliver(engine, cancel)
+        return results

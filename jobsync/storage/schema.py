@@ -33,6 +33,7 @@ __all__ = [
     "import_job_transitions",
     "import_jobs",
     "metadata",
+    "notifications",
     "sync_runs",
     "sync_sources",
     "utc_from_db",
@@ -213,4 +214,32 @@ import_jobs = Table(
     Column("file_size", BigInteger),
     Column("complete_time", UTCDateTime),
     Column("details_at", UTCDateTime),
+)
+
+# Notifications (revision 0006): one row per event, decided once, delivered after its commit.
+# ``event_key`` is unique: deciding an event again (after a crash, on the next pass) adds nothing.
+# No foreign keys: a row must outlive the runs and jobs it speaks of.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("event_key", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("cluster_id", Text, nullable=False),
+    Column("job_id", Text),
+    # The pass that decided it.
+    Column("sync_run_id", ID),
+    # The event's facts as JSON text (times in ISO 8601), scrubbed of secrets.
+    Column("payload", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # When every target had it; NULL while due.
+    Column("sent_at", UTCDateTime),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    # Fingerprints of the targets that have it (never their URLs), space-separated.
+    Column("delivered_to", Text),
+    Index("ux_notifications_event_key", "event_key", unique=True),
+    Index("ix_notifications_sent_at", "sent_at"),
+    # A job's events: whether a stuck job was already announced for its current stay.
+    Index("ix_notifications_job", "cluster_id", "job_id"),
 )

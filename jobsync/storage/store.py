@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -27,7 +27,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from jobsync.domain.fencing import check_fence, clock_shift, shift_pass
-from jobsync.domain.history import SourceMarks, plan_pass
+from jobsync.domain.history import PassPlan, SourceMarks, plan_pass
 from jobsync.domain.records import JobDetails, Snapshot
 from jobsync.errors import ConfigError, StorageError
 from jobsync.observability.redact import error_detail, redact
@@ -183,10 +183,13 @@ def apply_pass(
     details: Mapping[str, JobDetails] | None = None,
     details_requested: int = 0,
     details_failed: int = 0,
+    decide: Callable[[Connection, PassPlan], None] | None = None,
 ) -> PassCounts:
     """Write one pass (jobs, history, details, run record, source marks) in one transaction.
 
-    ``details`` are the progress details fetched for some of the snapshot's jobs.
+    ``details`` are the progress details fetched for some of the snapshot's jobs. ``decide``
+    is called last, in the same transaction, with what the pass wrote: notifications record
+    the events it decides there (``jobsync.service.notify``), so they commit with the pass.
     """
     details = details or {}
     with _no_gc(), engine.begin() as conn:
@@ -247,6 +250,8 @@ def apply_pass(
                 incomplete_reason=None if snapshot.complete else snapshot.incomplete_reason,
             )
         )
+        if decide is not None:
+            decide(conn, plan)
     return counts
 
 

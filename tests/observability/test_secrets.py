@@ -193,3 +193,83 @@ def test_a_database_password_never_leaks(form, postgres_url, canary_sim, monkeyp
     assert results[1].exit_code == 1 and "no_such_database_jobsync" in results[1].output
     assert _leaked([_everything(result) for result in results]) == []
     assert _leaked([database_text(postgres_url)]) == []
+
+
+# -- notification URLs -------------------------------------------------------------------------
+
+NOTIFY_CANARY = f"NOTIFY-{uuid.uuid4().hex}"
+
+
+def _notify_leaked(texts: list[str]) -> list[str]:
+    return [text for text in texts if NOTIFY_CANARY[:8].lower() in text.lower()]
+
+
+def test_a_notification_url_never_leaks_through_deliveries_that_fail(
+    canary_sim, db_url, monkeypatch, tmp_path
+):
+    from tests.receiver import Receiver
+
+    monkeypatch.chdir(tmp_path)
+    receiver = Receiver()
+    try:
+        path = f"hook/{NOTIFY_CANARY}"
+        refused = f"json://u:{NOTIFY_CANARY}@127.0.0.1:1/{NOTIFY_CANARY}"  # nothing listens
+        failing = f"json://u:{NOTIFY_CANARY}-pw@127.0.0.1:{receiver.port}/{path}"
+        receiver.fail(path, 500)
+        runner = CliRunner()
+        env = {"JOBSYNC_API_KEY": CANARY, "JOBSYNC_NOTIFY_URL": f"{failing} {refused}"}
+        sync = ["sync", "--db", db_url, "--base-url", canary_sim.url, "--cluster-id", CLUSTER]
+        seen: list[str] = []
+        for args in (
+            sync,
+            ["--debug", *sync],
+            ["notify", "test"],
+            ["--debug", "notify", "test"],
+            ["status", "--db", db_url],
+            ["status", "--db", db_url, "--format", "json"],
+        ):
+            if args[-1] != "test" and "status" not in args:
+                job = next(j for j in canary_sim.jobs(CLUSTER) if j.state == "Pending")
+                canary_sim.set_state(CLUSTER, job.job_id, "Failed", reason="bad file")
+            result = runner.invoke(cli, args, env=env)
+            seen.append(_everything(result))
+        bad = runner.invoke(
+            cli,
+            [*sync, "--notify", f"nosuchservice://{NOTIFY_CANARY}/x"],
+            env={"JOBSYNC_API_KEY": CANARY},
+        )
+        assert bad.exit_code == 2
+        seen.append(_everything(bad))
+    finally:
+        receiver.close()
+
+    assert receiver.arrivals, "the failing target was really tried"
+    assert any("could not notify" in text for text in seen)  # the warnings were really logged
+    assert any("DEBUG" in text and "apprise" in text for text in seen)  # and Apprise's own lines
+    assert any('"notify_error": "' in text for text in seen)  # status shows the error
+    assert _notify_leaked(seen) == []
+    assert _notify_leaked([database_text(db_url)]) == []
+
+
+def test_objects_never_show_a_notification_url():
+    from jobsync.service.notify import TargetResult
+
+    url = f"json://u:{NOTIFY_CANARY}@127.0.0.1:1/{NOTIFY_CANARY}"
+    settings = resolve_settings(CliValues(notify_urls=(url,)), {})
+    target = settings.notify.targets[0]
+    for obj in (settings, settings.notify, target, TargetResult(target.origin, "JSON", None)):
+        assert NOTIFY_CANARY not in repr(obj) and NOTIFY_CANARY not in str(obj)
+
+
+def test_redact_masks_notification_urls_and_their_secret_parts():
+    token_a, token_b = f"T{NOTIFY_CANARY[7:19]}", f"B{NOTIFY_CANARY[19:31]}"
+    resolve_settings(
+        CliValues(notify_urls=(f"slack://{token_a}/{token_b}/{NOTIFY_CANARY}/#alerts",)), {}
+    )
+    said = redact(
+        f"POST https://hooks.slack.com/services/{token_a}/{token_b}/{NOTIFY_CANARY} failed; "
+        f"{token_a.lower()} {token_b.upper()} slack://{token_a}/{token_b}/{NOTIFY_CANARY}/#alerts"
+    )
+    for part in (token_a, token_b, NOTIFY_CANARY):
+        assert part.lower() not in said.lower(), said
+    assert "https://hooks.slack.com/services/" in said

@@ -113,6 +113,9 @@ def test_a_configured_source_that_never_synced_is_overdue(status, engine, db_url
         "last_success_at": None,
         "overdue": True,
         "error": None,
+        "notify_pending": 0,
+        "notify_failed": 0,
+        "notify_error": None,
     }
     assert rows[CLUSTER]["overdue"] is False
 
