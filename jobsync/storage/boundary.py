@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from jobsync.errors import StorageError
 from jobsync.observability.redact import error_detail, redact
 
-__all__ = ["boundary", "storage_error", "storage_errors"]
+__all__ = ["boundary", "storage_errors"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,7 +34,7 @@ _ALWAYS: tuple[type[BaseException], ...] = (SQLAlchemyError, UnicodeEncodeError)
 Where = str | Engine | Connection | None
 
 
-def storage_error(exc: BaseException, where: Where = None) -> StorageError:
+def _storage_error(exc: BaseException, where: Where = None) -> StorageError:
     """The StorageError for a database's error: which database, and what it said."""
     error = StorageError(f"database {_database(where) or 'error'}: {error_detail(exc)}")
     error.__cause__ = exc
@@ -51,7 +51,7 @@ def storage_errors(where: Where = None) -> Iterator[None]:
     try:
         yield
     except failures as exc:
-        raise storage_error(exc, where) from exc
+        raise _storage_error(exc, where) from exc
 
 
 def boundary(func: Callable[P, R]) -> Callable[P, R]:
@@ -66,7 +66,7 @@ def boundary(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except _failures(where) as exc:
-            raise storage_error(exc, where) from exc
+            raise _storage_error(exc, where) from exc
 
     return wrapper
 

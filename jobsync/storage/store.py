@@ -6,8 +6,8 @@ writers can never interleave on one source; and only while its run is not fenced
 (``jobsync.domain.fencing``). Everything a pass writes, progress details included
 (``jobsync.storage.samples``), is written in that one transaction.
 
-Every public function here is a storage boundary (``jobsync.storage.boundary``): the
-database's errors leave it as StorageError.
+Every public function here that reaches the database is a storage boundary
+(``jobsync.storage.boundary``): the database's errors leave it as StorageError.
 """
 
 from __future__ import annotations
