@@ -10,10 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from jobsync.errors import ConfigError
+from jobsync.storage.store import sqlite_file
 
 __all__ = ["SCHEMA", "Described", "datasette_database_name", "datasette_metadata"]
 
@@ -310,13 +308,10 @@ def datasette_metadata(database: str = "jobsync") -> dict[str, Any]:
 
 def datasette_database_name(url: str) -> str:
     """The name Datasette gives the SQLite file of ``url``: the file name without its suffix."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(f"not a database URL: {exc}") from None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    path = sqlite_file(url)
+    if path is None:
         raise ConfigError(
             "Datasette serves SQLite files: give --db sqlite:///path/to/jobsync.db "
-            "(for PostgreSQL, see the README's BI tools section)"
+            "(for PostgreSQL, see the docs' SQL and BI tools page)"
         )
-    return Path(parsed.database).stem
+    return Path(path).stem

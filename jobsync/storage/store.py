@@ -33,6 +33,7 @@ from jobsync.errors import ConfigError, StorageError
 from jobsync.observability.redact import error_detail, redact
 from jobsync.storage import bulk, scan
 from jobsync.storage.backends import backend_for, backend_for_url
+from jobsync.storage.backends.sqlite import SQLITE
 from jobsync.storage.boundary import boundary, storage_errors
 from jobsync.storage.samples import (
     load_detail_candidates,
@@ -51,6 +52,7 @@ __all__ = [
     "missing_sqlite_file",
     "normalise_url",
     "open_engine",
+    "sqlite_file",
     "start_run",
     "writes_serialised",
 ]
@@ -107,6 +109,17 @@ def missing_sqlite_file(url: str) -> bool:
     parsed = _parse_database_url(url)
     backend = backend_for_url(parsed)
     return backend is not None and backend.missing_file(parsed)
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL names; None for any other database, or SQLite in memory.
+
+    Raises ConfigError for a URL that jobsync cannot use at all.
+    """
+    parsed = _parse_database_url(url)
+    if backend_for_url(parsed) is not SQLITE or parsed.database in (None, "", ":memory:"):
+        return None
+    return str(parsed.database)
 
 
 def writes_serialised(engine: Engine) -> bool:
