@@ -91,6 +91,12 @@ class DaemonMetrics:
         self.retries = Counter(
             "jobsync_retries", "HTTP requests retried, by source.", ["source"], registry=r
         )
+        self.details = Counter(
+            "jobsync_details",
+            "Progress-detail requests, by source and outcome (ok or failed, after retries).",
+            ["source", "outcome"],
+            registry=r,
+        )
         self.skipped = Counter(
             "jobsync_skipped_passes",
             "Scheduled passes not run, by reason: locked (another sync held the lock), "
@@ -109,6 +115,8 @@ class DaemonMetrics:
             for kind in TRANSITION_KINDS:
                 self.transitions.labels(source, kind)
             self.retries.labels(source)
+            for outcome in ("ok", "failed"):
+                self.details.labels(source, outcome)
         for reason in ("locked", "overrun", "missed"):
             self.skipped.labels(reason)
 
@@ -118,6 +126,10 @@ class DaemonMetrics:
         self.pass_duration.labels(result.source, status).observe(result.seconds)
         if result.retries:
             self.retries.labels(result.source).inc(result.retries)
+        if result.details_requested:
+            failed = result.details_failed
+            self.details.labels(result.source, "ok").inc(result.details_requested - failed)
+            self.details.labels(result.source, "failed").inc(failed)
         if result.error is not None:
             self.record_error(type(result.error).__name__, result.source)
         counts = result.counts

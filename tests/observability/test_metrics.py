@@ -5,6 +5,7 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -103,6 +104,18 @@ def test_a_pass_feeds_every_metric():
     assert m[("jobsync_last_success_timestamp_seconds", (("source", "a"),))] > 0
     assert m[("jobsync_jobs", (("source", "a"), ("state", "Pending")))] == 4
     assert m[("jobsync_jobs", (("source", "a"), ("state", "Failed")))] == 0  # every state shown
+
+
+def test_progress_detail_requests_are_counted_by_outcome():
+    metrics = DaemonMetrics(["a"])
+    m = samples(metrics)
+    assert m[("jobsync_details_total", (("outcome", "failed"), ("source", "a")))] == 0
+
+    metrics.record_pass(replace(ok_result(), details_requested=7, details_failed=2))
+    m = samples(metrics)
+
+    assert m[("jobsync_details_total", (("outcome", "ok"), ("source", "a")))] == 5
+    assert m[("jobsync_details_total", (("outcome", "failed"), ("source", "a")))] == 2
 
 
 def test_a_state_that_empties_drops_to_zero():
