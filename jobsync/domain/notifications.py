@@ -273,8 +273,11 @@ def clean(value: Any, limit: int = TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def duration(seconds: float) -> str:
-    """``45s``, ``12m``, ``2h05m``, ``3d04h``."""
+def duration(seconds: float, *, bare_minutes: bool = True) -> str:
+    """``45s``, ``12m``, ``2h05m``, ``3d04h``.
+
+    With ``bare_minutes=False`` whole minutes keep their seconds (``12m00s``).
+    """
     whole = max(0, int(seconds))
     days, rest = divmod(whole, 86400)
     hours, rest = divmod(rest, 3600)
@@ -284,7 +287,7 @@ def duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     if minutes:
-        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
+        return f"{minutes}m{secs:02d}s" if secs or not bare_minutes else f"{minutes}m"
     return f"{secs}s"
 
 
