@@ -97,9 +97,17 @@ class Backend:
         """SQL for the driver: ``{p}`` in ``template`` becomes the driver's placeholder."""
         return template.format(p=self.placeholder)
 
+    def dialect_insert(self, table: Table) -> Any:
+        """The dialect's own INSERT into ``table``, the one that knows ON CONFLICT."""
+        raise NotImplementedError
+
     def upsert(self, table: Table, update_columns: Sequence[str]) -> Any:
         """``INSERT ... ON CONFLICT (primary key) DO UPDATE SET`` the given columns."""
-        raise NotImplementedError
+        stmt = self.dialect_insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=list(table.primary_key.columns),
+            set_={name: stmt.excluded[name] for name in update_columns},
+        )
 
     def order_by_code_points(self, column: str) -> str:
         """An ORDER BY clause that sorts ``column`` as Python compares str (code points)."""

@@ -134,14 +134,10 @@ class PostgreSQLBackend(Backend):
         # the run finished.
         return query.with_for_update()
 
-    def upsert(self, table: Table, update_columns: Sequence[str]) -> Any:
+    def dialect_insert(self, table: Table) -> Any:
         from sqlalchemy.dialects.postgresql import insert
 
-        stmt = insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(table.primary_key.columns),
-            set_={name: stmt.excluded[name] for name in update_columns},
-        )
+        return insert(table)
 
     def order_by_code_points(self, column: str) -> str:
         # The index keeps the database's collation, not "C": the server sorts.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import chain, islice
@@ -179,14 +179,10 @@ class SQLiteBackend(Backend):
         with _file_lock(lock_path(database)) as lost:
             yield lost
 
-    def upsert(self, table: Table, update_columns: Sequence[str]) -> Any:
+    def dialect_insert(self, table: Table) -> Any:
         from sqlalchemy.dialects.sqlite import insert
 
-        stmt = insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(table.primary_key.columns),
-            set_={name: stmt.excluded[name] for name in update_columns},
-        )
+        return insert(table)
 
     def order_by_code_points(self, column: str) -> str:
         # The primary key's index keeps this order: nothing is sorted.
