@@ -24,6 +24,7 @@ from jobsync.observability.redact import Secret
 from jobsync.simulator import Simulator
 from jobsync.storage.migrate import upgrade
 from jobsync.storage.store import normalise_url, open_engine
+from tests.receiver import Receiver
 
 PG_ADMIN_URL = os.environ.get(
     "JOBSYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -110,6 +111,14 @@ def engine(db_url: str) -> Iterator[Engine]:
 def sim() -> Iterator[Simulator]:
     with Simulator(cluster_ids=(CLUSTER,), jobs=50, api_key=API_KEY, seed=1) as simulator:
         yield simulator
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A notification receiver on loopback, closed after the test."""
+    r = Receiver()
+    yield r
+    r.close()
 
 
 @pytest.fixture
