@@ -109,14 +109,18 @@ class Backend:
             set_={name: stmt.excluded[name] for name in update_columns},
         )
 
+    # SQL templates, ``{column}`` standing for a column: see the two methods below.
+    code_point_order: ClassVar[str]
+    epoch_seconds_sql: ClassVar[str]
+
     def order_by_code_points(self, column: str) -> str:
         """An ORDER BY clause that sorts ``column`` as Python compares str (code points)."""
-        raise NotImplementedError
+        return self.code_point_order.format(column=column)
 
     def epoch_seconds(self, column: str) -> str:
         """A time column as seconds (float) since some fixed moment, for ordering without
         converting each row's time in Python."""
-        raise NotImplementedError
+        return self.epoch_seconds_sql.format(column=column)
 
     def time_writer(self) -> TimeWriter | None:
         """What turns a time into the value the driver stores; None: the driver takes aware

@@ -81,6 +81,9 @@ def chunked_reads() -> bool:
 class PostgreSQLBackend(Backend):
     name = "postgresql"
     placeholder = "%s"
+    # The index keeps the database's collation, not "C": the server sorts.
+    code_point_order = 'ORDER BY {column} COLLATE "C"'
+    epoch_seconds_sql = "EXTRACT(EPOCH FROM {column})::float8"
 
     def check_url(self, url: URL, shown: str) -> None:
         driver = url.get_driver_name()
@@ -138,13 +141,6 @@ class PostgreSQLBackend(Backend):
         from sqlalchemy.dialects.postgresql import insert
 
         return insert(table)
-
-    def order_by_code_points(self, column: str) -> str:
-        # The index keeps the database's collation, not "C": the server sorts.
-        return f'ORDER BY {column} COLLATE "C"'
-
-    def epoch_seconds(self, column: str) -> str:
-        return f"EXTRACT(EPOCH FROM {column})::float8"
 
     @contextmanager
     def stream(

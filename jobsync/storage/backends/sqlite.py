@@ -136,6 +136,9 @@ class SQLiteBackend(Backend):
     writes_serialised = True
     # BINARY collation compares UTF-8 bytes, which order as code points do.
     key_order_is_code_point_order = True
+    # The primary key's index keeps this order: nothing is sorted.
+    code_point_order = "ORDER BY {column}"
+    epoch_seconds_sql = "julianday({column}) * 86400.0"
 
     def check_url(self, url: URL, shown: str) -> None:
         driver = url.get_driver_name()
@@ -183,13 +186,6 @@ class SQLiteBackend(Backend):
         from sqlalchemy.dialects.sqlite import insert
 
         return insert(table)
-
-    def order_by_code_points(self, column: str) -> str:
-        # The primary key's index keeps this order: nothing is sorted.
-        return f"ORDER BY {column}"
-
-    def epoch_seconds(self, column: str) -> str:
-        return f"julianday({column}) * 86400.0"
 
     def time_writer(self) -> TimeWriter:
         texts: dict[datetime, str | None] = {}
