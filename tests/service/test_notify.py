@@ -281,7 +281,7 @@ def test_events_decided_in_a_pass_that_does_not_commit_are_not_recorded(engine):
         record_events(conn, [event], created_at=T0, run_id=plan.run_id)
         raise RuntimeError("the pass dies before its commit")
 
-    with pytest.raises(RuntimeError):
+    def j1_fails(decide) -> None:
         apply_pass(
             engine,
             CLUSTER,
@@ -290,15 +290,11 @@ def test_events_decided_in_a_pass_that_does_not_commit_are_not_recorded(engine):
             finished_at=T0,
             decide=decide,
         )
+
+    with pytest.raises(RuntimeError):
+        j1_fails(decide)
     assert rows(engine) == []
-    apply_pass(
-        engine,
-        CLUSTER,
-        run_id,
-        snapshot_of(T0, {"j1": "Failed"}),
-        finished_at=T0,
-        decide=lambda conn, plan: record_events(conn, [event, event], created_at=T0, run_id=7),
-    )
+    j1_fails(lambda conn, plan: record_events(conn, [event, event], created_at=T0, run_id=7))
     assert [(r["event_key"], r["sync_run_id"]) for r in rows(engine)] == [(event.key, 7)]
 
 
