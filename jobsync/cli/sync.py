@@ -13,6 +13,7 @@ from jobsync.cli.common import (
     config_option,
     configure_logging,
     db_option,
+    env_option,
     notify_option,
     open_db,
     parse_duration,
@@ -33,53 +34,46 @@ def source_options(f: F) -> F:
             config_option,
             cluster_option,
             notify_option,
-            click.option(
+            env_option(
                 "--base-url",
-                envvar="JOBSYNC_BASE_URL",
-                show_envvar=True,
+                env="BASE_URL",
                 help="API root [default: https://api.cloud.zilliz.com].",
             ),
-            click.option(
+            env_option(
                 "--api-key-file",
-                envvar="JOBSYNC_API_KEY_FILE",
-                show_envvar=True,
+                env="API_KEY_FILE",
                 type=click.Path(dir_okay=False),
                 help="File holding the API key (mode 600; a UTF-8 BOM and trailing newline "
                 "are ignored). Or set JOBSYNC_API_KEY.",
             ),
-            click.option(
+            env_option(
                 "--page-size",
-                envvar="JOBSYNC_PAGE_SIZE",
-                show_envvar=True,
+                env="PAGE_SIZE",
                 type=click.IntRange(1, 100),
                 help="Jobs per page, 1 to 100 [default: 100].",
             ),
-            click.option(
+            env_option(
                 "--details/--no-details",
                 default=None,
-                envvar="JOBSYNC_DETAILS",
-                show_envvar=True,
+                env="DETAILS",
                 help="Fetch progress details of open and finishing jobs [default: on].",
             ),
-            click.option(
+            env_option(
                 "--details-max-per-pass",
-                envvar="JOBSYNC_DETAILS_MAX_PER_PASS",
-                show_envvar=True,
+                env="DETAILS_MAX_PER_PASS",
                 type=click.IntRange(1, 10_000),
                 help="Ask about at most this many jobs per source per pass [default: 200].",
             ),
-            click.option(
+            env_option(
                 "--details-max-per-run",
-                envvar="JOBSYNC_DETAILS_MAX_PER_RUN",
-                show_envvar=True,
+                env="DETAILS_MAX_PER_RUN",
                 type=click.IntRange(1, 100_000),
                 help="Ask about at most this many jobs in one run, shared evenly by the "
                 "sources (at least one each) [default: 400].",
             ),
-            click.option(
+            env_option(
                 "--details-concurrency",
-                envvar="JOBSYNC_DETAILS_CONCURRENCY",
-                show_envvar=True,
+                env="DETAILS_CONCURRENCY",
                 type=click.IntRange(1, 16),
                 help="Progress requests in flight at once per source [default: 4].",
             ),
@@ -159,13 +153,12 @@ def sync(**values: Any) -> None:
     show_default=True,
     help="/healthz says 503 after this many intervals without a successful pass.",
 )
-@click.option(
+@env_option(
     "--log-format",
     type=click.Choice(LOG_FORMATS),
     default="text",
     show_default=True,
-    envvar="JOBSYNC_LOG_FORMAT",
-    show_envvar=True,
+    env="LOG_FORMAT",
     help="json: one JSON object per line, for log shippers.",
 )
 @click.pass_context
