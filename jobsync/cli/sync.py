@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -26,6 +27,12 @@ from jobsync.observability.redact import redact
 from jobsync.observability.text import escape_control
 
 
+def _count_option(flag: str, most: int, help: str) -> Callable[[F], F]:
+    """``--some-count``: a whole number from 1 to ``most``, also set by ``JOBSYNC_SOME_COUNT``."""
+    env = flag.removeprefix("--").replace("-", "_").upper()
+    return env_option(flag, env=env, type=click.IntRange(1, most), help=help)
+
+
 def source_options(f: F) -> F:
     """Where to sync from and to: the options ``sync`` and ``daemon`` share."""
     for option in reversed(
@@ -46,36 +53,28 @@ def source_options(f: F) -> F:
                 help="File holding the API key (mode 600; a UTF-8 BOM and trailing newline "
                 "are ignored). Or set JOBSYNC_API_KEY.",
             ),
-            env_option(
-                "--page-size",
-                env="PAGE_SIZE",
-                type=click.IntRange(1, 100),
-                help="Jobs per page, 1 to 100 [default: 100].",
-            ),
+            _count_option("--page-size", 100, "Jobs per page, 1 to 100 [default: 100]."),
             env_option(
                 "--details/--no-details",
                 default=None,
                 env="DETAILS",
                 help="Fetch progress details of open and finishing jobs [default: on].",
             ),
-            env_option(
+            _count_option(
                 "--details-max-per-pass",
-                env="DETAILS_MAX_PER_PASS",
-                type=click.IntRange(1, 10_000),
-                help="Ask about at most this many jobs per source per pass [default: 200].",
+                10_000,
+                "Ask about at most this many jobs per source per pass [default: 200].",
             ),
-            env_option(
+            _count_option(
                 "--details-max-per-run",
-                env="DETAILS_MAX_PER_RUN",
-                type=click.IntRange(1, 100_000),
-                help="Ask about at most this many jobs in one run, shared evenly by the "
-                "sources (at least one each) [default: 400].",
+                100_000,
+                "Ask about at most this many jobs in one run, shared evenly by the sources "
+                "(at least one each) [default: 400].",
             ),
-            env_option(
+            _count_option(
                 "--details-concurrency",
-                env="DETAILS_CONCURRENCY",
-                type=click.IntRange(1, 16),
-                help="Progress requests in flight at once per source [default: 4].",
+                16,
+                "Progress requests in flight at once per source [default: 4].",
             ),
         )
     ):
