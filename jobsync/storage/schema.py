@@ -37,6 +37,7 @@ __all__ = [
     "sync_runs",
     "sync_sources",
     "utc_from_db",
+    "view_columns",
     "view_metadata",
 ]
 
@@ -194,26 +195,38 @@ import_job_progress = Table(
 # ``metadata.create_all`` and autogenerate never treat it as a table (the revision creates it).
 view_metadata = MetaData()
 
+
+def view_columns(table: Table, *names: str) -> list[Column[Any]]:
+    """A view's columns that show ``table``'s columns of these names: the same type and key,
+    without the table's constraints."""
+    return [
+        Column(name, table.c[name].type, primary_key=table.c[name].primary_key) for name in names
+    ]
+
+
 import_jobs = Table(
     "import_jobs",
     view_metadata,
-    Column("cluster_id", Text, primary_key=True),
-    Column("job_id", Text, primary_key=True),
-    Column("collection_name", Text),
-    Column("state", String(16)),
-    Column("raw_state", Text),
-    Column("progress", Integer),
-    Column("reason", Text),
-    Column("first_seen_at", UTCDateTime),
-    Column("state_since", UTCDateTime),
-    Column("last_seen_at", UTCDateTime),
-    Column("finished_at", UTCDateTime),
-    Column("vanished_at", UTCDateTime),
-    Column("total_rows", BigInteger),
-    Column("imported_rows", BigInteger),
-    Column("file_size", BigInteger),
-    Column("complete_time", UTCDateTime),
-    Column("details_at", UTCDateTime),
+    *view_columns(
+        import_job_records,
+        "cluster_id",
+        "job_id",
+        "collection_name",
+        "state",
+        "raw_state",
+        "progress",
+        "reason",
+        "first_seen_at",
+        "state_since",
+        "last_seen_at",
+        "finished_at",
+        "vanished_at",
+        "total_rows",
+        "imported_rows",
+        "file_size",
+        "complete_time",
+        "details_at",
+    ),
 )
 
 # Notifications (revision 0006): one row per event, decided once, delivered after its commit.
