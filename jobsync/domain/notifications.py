@@ -228,31 +228,18 @@ def streak_events(source: str, streak: FailedStreak | None, failing_passes: int)
     if streak is None or streak.failures < failing_passes:
         return []
     first = str(streak.first_run_id)
-    events = [
-        Event(
-            key=event_key(SOURCE_FAILING, source, first),
-            kind=SOURCE_FAILING,
+
+    def event(kind: str, **facts: Any) -> Event:
+        return Event(
+            key=event_key(kind, source, first),
+            kind=kind,
             source=source,
-            facts={
-                "failures": streak.failures,
-                "since": iso(streak.since),
-                "last_error": streak.last_error,
-            },
+            facts={"failures": streak.failures, "since": iso(streak.since), **facts},
         )
-    ]
+
+    events = [event(SOURCE_FAILING, last_error=streak.last_error)]
     if streak.recovered_at is not None:
-        events.append(
-            Event(
-                key=event_key(SOURCE_RECOVERED, source, first),
-                kind=SOURCE_RECOVERED,
-                source=source,
-                facts={
-                    "failures": streak.failures,
-                    "since": iso(streak.since),
-                    "recovered_at": iso(streak.recovered_at),
-                },
-            )
-        )
+        events.append(event(SOURCE_RECOVERED, recovered_at=iso(streak.recovered_at)))
     return events
 
 
