@@ -204,28 +204,15 @@ def view_columns(table: Table, *names: str) -> list[Column[Any]]:
     ]
 
 
+# The view shows every column of import_job_records but the bookkeeping of listing and
+# vanishing, in the table's order.
+_NOT_IN_IMPORT_JOBS = {"last_seen_started_at", "listed", "missed_snapshots", "missing_since"}
 import_jobs = Table(
     "import_jobs",
     view_metadata,
     *view_columns(
         import_job_records,
-        "cluster_id",
-        "job_id",
-        "collection_name",
-        "state",
-        "raw_state",
-        "progress",
-        "reason",
-        "first_seen_at",
-        "state_since",
-        "last_seen_at",
-        "finished_at",
-        "vanished_at",
-        "total_rows",
-        "imported_rows",
-        "file_size",
-        "complete_time",
-        "details_at",
+        *(c.name for c in import_job_records.columns if c.name not in _NOT_IN_IMPORT_JOBS),
     ),
 )
 
