@@ -13,9 +13,20 @@ import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, MetaData, Table, create_engine, func, select, text
+from sqlalchemy import (
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    create_engine,
+    func,
+    insert,
+    select,
+    text,
+)
 
 from jobsync.config import HttpSettings, Settings, Source
 from jobsync.domain.records import JobRecord, Snapshot
@@ -23,7 +34,9 @@ from jobsync.observability import redact
 from jobsync.observability.redact import Secret
 from jobsync.simulator import Simulator
 from jobsync.storage.migrate import upgrade
+from jobsync.storage.schema import import_job_records
 from jobsync.storage.store import normalise_url, open_engine
+from tests.receiver import Receiver
 
 PG_ADMIN_URL = os.environ.get(
     "JOBSYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -113,6 +126,14 @@ def sim() -> Iterator[Simulator]:
 
 
 @pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A notification receiver on loopback, closed after the test."""
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
 def no_backoff_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Commands run in a temporary directory, and the client's retries do not sleep."""
     monkeypatch.chdir(tmp_path)
@@ -138,6 +159,18 @@ def settings_for(sim: Simulator, db_url: str, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def insert_job_record(
+    conn: Connection, *, cluster_id: str, job_id: str, state: str, seen_at: datetime, **columns: Any
+) -> None:
+    """One import_job_records row, first seen, in its state since and last seen at ``seen_at``
+    unless ``columns`` say otherwise."""
+    times = ("first_seen_at", "state_since", "last_seen_at", "last_seen_started_at")
+    values = {"cluster_id": cluster_id, "job_id": job_id, "state": state}
+    conn.execute(
+        insert(import_job_records).values({**values, **dict.fromkeys(times, seen_at), **columns})
+    )
 
 
 def count_rows(engine: Engine, table: Table, *where: object) -> int:

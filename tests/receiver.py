@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.polling import poll
 
 DEADLINE = 30.0
 # "Event: job_failed:0123..." in a message for one event, "[job_failed:0123...]" in a digest.
@@ -128,14 +129,7 @@ class Receiver:
         return Counter(k for a in self.accepted(path) for k in a.keys)
 
     def wait_for(self, predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-        end = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > end:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            time.sleep(0.01)  # a poll interval, not a wait for a guessed duration
+        return poll(predicate, what, timeout, interval=0.01)
 
     def close(self) -> None:
         self._release.set()

@@ -73,37 +73,32 @@ def configure_logging(debug: bool, quiet: bool = False, log_format: str = "text"
         logging.captureWarnings(True)
 
 
-def db_option(f: F) -> F:
-    return click.option(
-        "--db",
-        "database_url",
-        envvar="JOBSYNC_DATABASE_URL",
-        show_envvar=True,
-        metavar="URL",
-        help="SQLAlchemy database URL [default: sqlite:///jobsync.db].",
-    )(f)
+def env_option(*decls: str, env: str, **attrs: Any) -> Callable[[F], F]:
+    """A click option that the variable ``JOBSYNC_<env>`` can also set, shown in ``--help``."""
+    return click.option(*decls, envvar=f"JOBSYNC_{env}", show_envvar=True, **attrs)
 
 
-def config_option(f: F) -> F:
-    return click.option(
-        "--config",
-        "config_file",
-        envvar="JOBSYNC_CONFIG",
-        show_envvar=True,
-        type=click.Path(dir_okay=False),
-        help="TOML file with sources [default: ./jobsync.toml if present].",
-    )(f)
-
-
-def cluster_option(f: F) -> F:
-    return click.option(
-        "--cluster-id",
-        "cluster_ids",
-        multiple=True,
-        envvar="JOBSYNC_CLUSTER_ID",
-        show_envvar=True,
-        help="Cluster to sync or show (repeatable; comma-separated in the variable).",
-    )(f)
+db_option = env_option(
+    "--db",
+    "database_url",
+    env="DATABASE_URL",
+    metavar="URL",
+    help="SQLAlchemy database URL [default: sqlite:///jobsync.db].",
+)
+config_option = env_option(
+    "--config",
+    "config_file",
+    env="CONFIG",
+    type=click.Path(dir_okay=False),
+    help="TOML file with sources [default: ./jobsync.toml if present].",
+)
+cluster_option = env_option(
+    "--cluster-id",
+    "cluster_ids",
+    multiple=True,
+    env="CLUSTER_ID",
+    help="Cluster to sync or show (repeatable; comma-separated in the variable).",
+)
 
 
 def format_option(f: F) -> F:
@@ -147,18 +142,16 @@ def settings_from(
     )
 
 
-def notify_option(f: F) -> F:
-    return click.option(
-        "--notify",
-        "notify_urls",
-        multiple=True,
-        metavar="URL",
-        envvar="JOBSYNC_NOTIFY_URL",
-        show_envvar=True,
-        help="Also send notifications to this Apprise URL (repeatable; space-separated in the "
-        "variable). A URL on the command line can be read by other users in the process "
-        "list: prefer JOBSYNC_NOTIFY_URL, or [notify] in the config file.",
-    )(f)
+notify_option = env_option(
+    "--notify",
+    "notify_urls",
+    multiple=True,
+    metavar="URL",
+    env="NOTIFY_URL",
+    help="Also send notifications to this Apprise URL (repeatable; space-separated in the "
+    "variable). A URL on the command line can be read by other users in the process "
+    "list: prefer JOBSYNC_NOTIFY_URL, or [notify] in the config file.",
+)
 
 
 def open_db(settings: Settings, *, readonly: bool = False) -> Any:

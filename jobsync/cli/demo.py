@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import click
 
+from jobsync.cli.common import F
 from jobsync.config import split_ids
+
+
+def _jobs_option(default: int, *, at_least: int, help: str) -> Callable[[F], F]:
+    """``--jobs``: how many jobs the simulator starts each cluster with."""
+    return click.option(
+        "--jobs",
+        "jobs_per_cluster",
+        default=default,
+        show_default=True,
+        type=click.IntRange(min=at_least),
+        help=help,
+    )
 
 
 @click.command()
@@ -18,14 +31,7 @@ from jobsync.config import split_ids
     type=click.IntRange(0, 65535),
     help="Port (0: any free port).",
 )
-@click.option(
-    "--jobs",
-    "jobs_per_cluster",
-    default=200,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Initial jobs per cluster.",
-)
+@_jobs_option(200, at_least=0, help="Initial jobs per cluster.")
 @click.option(
     "--cluster-id",
     "cluster_ids",
@@ -81,14 +87,7 @@ def simulate(
     type=click.Path(dir_okay=False),
     help="SQLite file to (re)create.",
 )
-@click.option(
-    "--jobs",
-    "jobs_per_cluster",
-    default=300,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Simulated jobs per cluster.",
-)
+@_jobs_option(300, at_least=1, help="Simulated jobs per cluster.")
 @click.option(
     "--rounds", default=4, show_default=True, type=click.IntRange(min=1), help="Sync passes to run."
 )

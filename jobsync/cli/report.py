@@ -108,6 +108,13 @@ _older_than_option = _duration_option(
 )
 
 
+def _limit_option(help: str, default: int | None = None) -> Callable[[F], F]:
+    """``--limit``: how many rows a report shows at most (a default, if any, in ``--help``)."""
+    return click.option(
+        "--limit", type=click.IntRange(min=1), default=default, show_default=True, help=help
+    )
+
+
 def _days_option(f: F) -> F:
     return click.option(
         "--days",
@@ -139,7 +146,7 @@ def summary_command(since: float, **filters: Any) -> None:
 @report.command("durations")
 @_filters
 @_since_option
-@click.option("--limit", type=click.IntRange(min=1), help="Show at most this many jobs.")
+@_limit_option("Show at most this many jobs.")
 def durations_command(since: float, limit: int | None, **filters: Any) -> None:
     """Jobs finished in the period, newest first, with min, estimated and max duration.
 
@@ -153,13 +160,7 @@ def durations_command(since: float, limit: int | None, **filters: Any) -> None:
 @report.command("failures")
 @_filters
 @_since_option
-@click.option(
-    "--limit",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Show this many reasons.",
-)
+@_limit_option("Show this many reasons.", default=10)
 def failures_command(since: float, limit: int, **filters: Any) -> None:
     """Top failure reasons of the period, with ids, numbers, paths and quotes ignored.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -13,6 +14,7 @@ from jobsync.cli.common import (
     config_option,
     configure_logging,
     db_option,
+    env_option,
     notify_option,
     open_db,
     parse_duration,
@@ -25,6 +27,12 @@ from jobsync.observability.redact import redact
 from jobsync.observability.text import escape_control
 
 
+def _count_option(flag: str, most: int, help: str) -> Callable[[F], F]:
+    """``--some-count``: a whole number from 1 to ``most``, also set by ``JOBSYNC_SOME_COUNT``."""
+    env = flag.removeprefix("--").replace("-", "_").upper()
+    return env_option(flag, env=env, type=click.IntRange(1, most), help=help)
+
+
 def source_options(f: F) -> F:
     """Where to sync from and to: the options ``sync`` and ``daemon`` share."""
     for option in reversed(
@@ -33,55 +41,40 @@ def source_options(f: F) -> F:
             config_option,
             cluster_option,
             notify_option,
-            click.option(
+            env_option(
                 "--base-url",
-                envvar="JOBSYNC_BASE_URL",
-                show_envvar=True,
+                env="BASE_URL",
                 help="API root [default: https://api.cloud.zilliz.com].",
             ),
-            click.option(
+            env_option(
                 "--api-key-file",
-                envvar="JOBSYNC_API_KEY_FILE",
-                show_envvar=True,
+                env="API_KEY_FILE",
                 type=click.Path(dir_okay=False),
                 help="File holding the API key (mode 600; a UTF-8 BOM and trailing newline "
                 "are ignored). Or set JOBSYNC_API_KEY.",
             ),
-            click.option(
-                "--page-size",
-                envvar="JOBSYNC_PAGE_SIZE",
-                show_envvar=True,
-                type=click.IntRange(1, 100),
-                help="Jobs per page, 1 to 100 [default: 100].",
-            ),
-            click.option(
+            _count_option("--page-size", 100, "Jobs per page, 1 to 100 [default: 100]."),
+            env_option(
                 "--details/--no-details",
                 default=None,
-                envvar="JOBSYNC_DETAILS",
-                show_envvar=True,
+                env="DETAILS",
                 help="Fetch progress details of open and finishing jobs [default: on].",
             ),
-            click.option(
+            _count_option(
                 "--details-max-per-pass",
-                envvar="JOBSYNC_DETAILS_MAX_PER_PASS",
-                show_envvar=True,
-                type=click.IntRange(1, 10_000),
-                help="Ask about at most this many jobs per source per pass [default: 200].",
+                10_000,
+                "Ask about at most this many jobs per source per pass [default: 200].",
             ),
-            click.option(
+            _count_option(
                 "--details-max-per-run",
-                envvar="JOBSYNC_DETAILS_MAX_PER_RUN",
-                show_envvar=True,
-                type=click.IntRange(1, 100_000),
-                help="Ask about at most this many jobs in one run, shared evenly by the "
-                "sources (at least one each) [default: 400].",
+                100_000,
+                "Ask about at most this many jobs in one run, shared evenly by the sources "
+                "(at least one each) [default: 400].",
             ),
-            click.option(
+            _count_option(
                 "--details-concurrency",
-                envvar="JOBSYNC_DETAILS_CONCURRENCY",
-                show_envvar=True,
-                type=click.IntRange(1, 16),
-                help="Progress requests in flight at once per source [default: 4].",
+                16,
+                "Progress requests in flight at once per source [default: 4].",
             ),
         )
     ):
@@ -159,13 +152,12 @@ def sync(**values: Any) -> None:
     show_default=True,
     help="/healthz says 503 after this many intervals without a successful pass.",
 )
-@click.option(
+@env_option(
     "--log-format",
     type=click.Choice(LOG_FORMATS),
     default="text",
     show_default=True,
-    envvar="JOBSYNC_LOG_FORMAT",
-    show_envvar=True,
+    env="LOG_FORMAT",
     help="json: one JSON object per line, for log shippers.",
 )
 @click.pass_context

@@ -228,31 +228,18 @@ def streak_events(source: str, streak: FailedStreak | None, failing_passes: int)
     if streak is None or streak.failures < failing_passes:
         return []
     first = str(streak.first_run_id)
-    events = [
-        Event(
-            key=event_key(SOURCE_FAILING, source, first),
-            kind=SOURCE_FAILING,
+
+    def event(kind: str, **facts: Any) -> Event:
+        return Event(
+            key=event_key(kind, source, first),
+            kind=kind,
             source=source,
-            facts={
-                "failures": streak.failures,
-                "since": iso(streak.since),
-                "last_error": streak.last_error,
-            },
+            facts={"failures": streak.failures, "since": iso(streak.since), **facts},
         )
-    ]
+
+    events = [event(SOURCE_FAILING, last_error=streak.last_error)]
     if streak.recovered_at is not None:
-        events.append(
-            Event(
-                key=event_key(SOURCE_RECOVERED, source, first),
-                kind=SOURCE_RECOVERED,
-                source=source,
-                facts={
-                    "failures": streak.failures,
-                    "since": iso(streak.since),
-                    "recovered_at": iso(streak.recovered_at),
-                },
-            )
-        )
+        events.append(event(SOURCE_RECOVERED, recovered_at=iso(streak.recovered_at)))
     return events
 
 
@@ -273,8 +260,11 @@ def clean(value: Any, limit: int = TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def duration(seconds: float) -> str:
-    """``45s``, ``12m``, ``2h05m``, ``3d04h``."""
+def duration(seconds: float, *, bare_minutes: bool = True) -> str:
+    """``45s``, ``12m``, ``2h05m``, ``3d04h``.
+
+    With ``bare_minutes=False`` whole minutes keep their seconds (``12m00s``).
+    """
     whole = max(0, int(seconds))
     days, rest = divmod(whole, 86400)
     hours, rest = divmod(rest, 3600)
@@ -284,7 +274,7 @@ def duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes:02d}m"
     if minutes:
-        return f"{minutes}m{secs:02d}s" if secs else f"{minutes}m"
+        return f"{minutes}m{secs:02d}s" if secs or not bare_minutes else f"{minutes}m"
     return f"{secs}s"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, select
 
-from jobsync.domain.notifications import MAX_ATTEMPTS
+from jobsync.domain.notifications import MAX_ATTEMPTS, duration
 from jobsync.storage.notifications import delivery_status
 from jobsync.storage.schema import sync_runs, utc_from_db
 
@@ -92,14 +92,4 @@ def _notifications(undelivered: dict[str, Any] | None) -> dict[str, Any]:
 
 def format_age(seconds: float) -> str:
     """``42s``, ``12m05s``, ``3h02m``, ``2d04h``: short enough for a table column."""
-    whole = max(0, int(seconds))
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d{hours:02d}h"
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+    return duration(seconds, bare_minutes=False)

@@ -48,11 +48,17 @@ class DaemonMetrics:
     def __init__(self, sources: Iterable[str], health: Health | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.last_success = Gauge(
+
+        def counter(name: str, documentation: str, *labels: str) -> Counter:
+            return Counter(name, documentation, labels, registry=r)
+
+        def gauge(name: str, documentation: str, *labels: str) -> Gauge:
+            return Gauge(name, documentation, labels, registry=r)
+
+        self.last_success = gauge(
             "jobsync_last_success_timestamp_seconds",
             "Unix time when a pass over the source last succeeded.",
-            ["source"],
-            registry=r,
+            "source",
         )
         self.pass_duration = Histogram(
             "jobsync_pass_duration_seconds",
@@ -61,52 +67,46 @@ class DaemonMetrics:
             buckets=PASS_BUCKETS,
             registry=r,
         )
-        self.passes = Counter(
-            "jobsync_passes",
-            "Passes made, by source and outcome.",
-            ["source", "status"],
-            registry=r,
+        self.passes = counter(
+            "jobsync_passes", "Passes made, by source and outcome.", "source", "status"
         )
-        self.jobs = Gauge(
+        self.jobs = gauge(
             "jobsync_jobs",
             "Jobs the API still lists (not vanished), by source and canonical state, as stored "
             "after the latest pass.",
-            ["source", "state"],
-            registry=r,
+            "source",
+            "state",
         )
-        self.transitions = Counter(
+        self.transitions = counter(
             "jobsync_transitions",
             "History rows recorded, by source and kind (first_seen, change, vanished).",
-            ["source", "kind"],
-            registry=r,
+            "source",
+            "kind",
         )
-        self.errors = Counter(
+        self.errors = counter(
             "jobsync_errors",
             "Errors by source and kind (the error's class name: AuthError, TransportError, "
             'ProtocolError, ApiStatusError, StorageError, ...); source="" when a pass failed '
             "before reaching any source.",
-            ["source", "kind"],
-            registry=r,
+            "source",
+            "kind",
         )
-        self.retries = Counter(
-            "jobsync_retries", "HTTP requests retried, by source.", ["source"], registry=r
-        )
-        self.details = Counter(
+        self.retries = counter("jobsync_retries", "HTTP requests retried, by source.", "source")
+        self.details = counter(
             "jobsync_details",
             "Progress-detail requests, by source and outcome (ok or failed, after retries).",
-            ["source", "outcome"],
-            registry=r,
+            "source",
+            "outcome",
         )
-        self.skipped = Counter(
+        self.skipped = counter(
             "jobsync_skipped_passes",
             "Scheduled passes not run, by reason: locked (another sync held the lock), "
             "overrun (the previous pass was still running), missed (the scheduler woke up "
             "too late).",
-            ["reason"],
-            registry=r,
+            "reason",
         )
         if health is not None:
-            up = Gauge("jobsync_healthy", "1 while /healthz answers 200, else 0.", registry=r)
+            up = gauge("jobsync_healthy", "1 while /healthz answers 200, else 0.")
             up.set_function(lambda: 1.0 if health.check()[0] else 0.0)
         # Create every series a dashboard expects at zero, so a rate() works from the start.
         for source in sources:

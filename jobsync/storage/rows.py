@@ -120,19 +120,24 @@ def _layout(
     )
 
 
+# The order in which new_job_values and first_seen_values spell their tuples out by hand;
+# the layouts below take their columns from it, in the tables' order.
+_NEW_JOB_ORDER = (
+    "job_id",
+    "collection_name",
+    "state",
+    "raw_state",
+    "progress",
+    "reason",
+    "first_seen_at",
+    "finished_at",
+)
+_FIRST_SEEN_ORDER = ("job_id", "to_state", "raw_to_state", "observed_at", "reason")
+
 NEW_JOB = _layout(
     import_job_records,
     from_pass={"cluster_id", "last_seen_at", "last_seen_started_at"},
-    from_job={
-        "job_id",
-        "collection_name",
-        "state",
-        "raw_state",
-        "progress",
-        "reason",
-        "first_seen_at",
-        "finished_at",
-    },
+    from_job=set(_NEW_JOB_ORDER),
     # A new job entered its state when it was first seen.
     same_as={"state_since": "first_seen_at"},
     fixed={"vanished_at": None, "listed": True, "missed_snapshots": 0, "missing_since": None},
@@ -141,7 +146,7 @@ NEW_JOB = _layout(
 FIRST_SEEN = _layout(
     import_job_transitions,
     from_pass={"cluster_id", "window_start", "sync_run_id"},
-    from_job={"job_id", "to_state", "raw_to_state", "observed_at", "reason"},
+    from_job=set(_FIRST_SEEN_ORDER),
     same_as={},
     fixed={"kind": "first_seen", "from_state": None, "raw_from_state": None},
 )
@@ -197,19 +202,7 @@ def first_seen_row(record: JobRecord) -> dict[str, Any]:
     }
 
 
-# The order in which new_job_values and first_seen_values spell their tuples out by hand.
 # Checked here against the layouts, so that a change to the tables cannot pass unnoticed.
-_NEW_JOB_ORDER = (
-    "job_id",
-    "collection_name",
-    "state",
-    "raw_state",
-    "progress",
-    "reason",
-    "first_seen_at",
-    "finished_at",
-)
-_FIRST_SEEN_ORDER = ("job_id", "to_state", "raw_to_state", "observed_at", "reason")
 if NEW_JOB.from_job != _NEW_JOB_ORDER or FIRST_SEEN.from_job != _FIRST_SEEN_ORDER:
     raise RuntimeError("the new-job writers' values are out of step with the tables' columns")
 

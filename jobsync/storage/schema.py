@@ -37,6 +37,7 @@ __all__ = [
     "sync_runs",
     "sync_sources",
     "utc_from_db",
+    "view_columns",
     "view_metadata",
 ]
 
@@ -194,26 +195,25 @@ import_job_progress = Table(
 # ``metadata.create_all`` and autogenerate never treat it as a table (the revision creates it).
 view_metadata = MetaData()
 
+
+def view_columns(table: Table, *names: str) -> list[Column[Any]]:
+    """A view's columns that show ``table``'s columns of these names: the same type and key,
+    without the table's constraints."""
+    return [
+        Column(name, table.c[name].type, primary_key=table.c[name].primary_key) for name in names
+    ]
+
+
+# The view shows every column of import_job_records but the bookkeeping of listing and
+# vanishing, in the table's order.
+_NOT_IN_IMPORT_JOBS = {"last_seen_started_at", "listed", "missed_snapshots", "missing_since"}
 import_jobs = Table(
     "import_jobs",
     view_metadata,
-    Column("cluster_id", Text, primary_key=True),
-    Column("job_id", Text, primary_key=True),
-    Column("collection_name", Text),
-    Column("state", String(16)),
-    Column("raw_state", Text),
-    Column("progress", Integer),
-    Column("reason", Text),
-    Column("first_seen_at", UTCDateTime),
-    Column("state_since", UTCDateTime),
-    Column("last_seen_at", UTCDateTime),
-    Column("finished_at", UTCDateTime),
-    Column("vanished_at", UTCDateTime),
-    Column("total_rows", BigInteger),
-    Column("imported_rows", BigInteger),
-    Column("file_size", BigInteger),
-    Column("complete_time", UTCDateTime),
-    Column("details_at", UTCDateTime),
+    *view_columns(
+        import_job_records,
+        *(c.name for c in import_job_records.columns if c.name not in _NOT_IN_IMPORT_JOBS),
+    ),
 )
 
 # Notifications (revision 0006): one row per event, decided once, delivered after its commit.

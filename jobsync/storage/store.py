@@ -129,6 +129,17 @@ def writes_serialised(engine: Engine) -> bool:
     return backend_for(engine).writes_serialised
 
 
+def _finish_run(
+    conn: Connection, run_id: int, status: str, finished_at: datetime, **values: Any
+) -> None:
+    """Record how a pass ended: its status, when, and the other columns given."""
+    conn.execute(
+        update(sync_runs)
+        .where(sync_runs.c.id == run_id)
+        .values(status=status, finished_at=finished_at, **values)
+    )
+
+
 @boundary
 def start_run(engine: Engine, cluster_id: str, started_at: datetime) -> int:
     """Record a pass as running, in its own transaction, and return its id.
@@ -162,15 +173,8 @@ def fail_run(
     """
     try:
         with storage_errors(engine), engine.begin() as conn:
-            conn.execute(
-                update(sync_runs)
-                .where(sync_runs.c.id == run_id)
-                .values(
-                    status="failed",
-                    finished_at=finished_at,
-                    error=redact(error)[:2000],
-                    retries=retries,
-                )
+            _finish_run(
+                conn, run_id, "failed", finished_at, error=redact(error)[:2000], retries=retries
             )
     except StorageError as exc:
         log.warning("could not record the failure of run %s: %s", run_id, exc)
@@ -238,30 +242,28 @@ def apply_pass(
             vanished_jobs=plan.vanished_jobs,
             rows_written=rows_written + 2,
         )
-        conn.execute(
-            update(sync_runs)
-            .where(sync_runs.c.id == run_id)
-            .values(
-                status="succeeded",
-                finished_at=finished_at,
-                complete=snapshot.complete,
-                pages=snapshot.pages,
-                records=snapshot.records,
-                distinct_jobs=snapshot.distinct_jobs,
-                duplicates=snapshot.duplicates,
-                invalid_records=snapshot.invalid,
-                reported_count=snapshot.reported_count,
-                new_jobs=counts.new_jobs,
-                changed_jobs=counts.changed_jobs,
-                vanished_jobs=counts.vanished_jobs,
-                retries=retries,
-                rows_written=counts.rows_written,
-                snapshot_started_at=snapshot.started_at,
-                snapshot_finished_at=snapshot.finished_at,
-                details_requested=details_requested,
-                details_failed=details_failed,
-                incomplete_reason=None if snapshot.complete else snapshot.incomplete_reason,
-            )
+        _finish_run(
+            conn,
+            run_id,
+            "succeeded",
+            finished_at,
+            complete=snapshot.complete,
+            pages=snapshot.pages,
+            records=snapshot.records,
+            distinct_jobs=snapshot.distinct_jobs,
+            duplicates=snapshot.duplicates,
+            invalid_records=snapshot.invalid,
+            reported_count=snapshot.reported_count,
+            new_jobs=counts.new_jobs,
+            changed_jobs=counts.changed_jobs,
+            vanished_jobs=counts.vanished_jobs,
+            retries=retries,
+            rows_written=counts.rows_written,
+            snapshot_started_at=snapshot.started_at,
+            snapshot_finished_at=snapshot.finished_at,
+            details_requested=details_requested,
+            details_failed=details_failed,
+            incomplete_reason=None if snapshot.complete else snapshot.incomplete_reason,
         )
         if decide is not None:
             decide(conn, plan)

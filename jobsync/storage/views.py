@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Float, Integer, String, Table, Text
 
-from jobsync.storage.schema import UTCDateTime, view_metadata
+from jobsync.storage.schema import UTCDateTime, import_job_records, view_columns, view_metadata
 
 __all__ = [
     "REPORTING_VIEWS",
@@ -39,9 +39,7 @@ job_state_intervals = Table(
 job_durations = Table(
     "job_durations",
     view_metadata,
-    Column("cluster_id", Text, primary_key=True),
-    Column("job_id", Text, primary_key=True),
-    Column("collection_name", Text),
+    *view_columns(import_job_records, "cluster_id", "job_id", "collection_name"),
     Column("final_state", String(16)),
     Column("created_window_start", UTCDateTime),
     Column("created_at", UTCDateTime),
@@ -82,16 +80,19 @@ transition_counts = Table(
 active_jobs = Table(
     "active_jobs",
     view_metadata,
-    Column("cluster_id", Text, primary_key=True),
-    Column("job_id", Text, primary_key=True),
-    Column("collection_name", Text),
-    Column("state", String(16)),
-    Column("raw_state", Text),
-    Column("progress", Integer),
-    Column("imported_rows", BigInteger),
-    Column("total_rows", BigInteger),
-    Column("state_since", UTCDateTime),
-    Column("last_seen_at", UTCDateTime),
+    *view_columns(
+        import_job_records,
+        "cluster_id",
+        "job_id",
+        "collection_name",
+        "state",
+        "raw_state",
+        "progress",
+        "imported_rows",
+        "total_rows",
+        "state_since",
+        "last_seen_at",
+    ),
     Column("seconds_in_state", Float),
 )
 

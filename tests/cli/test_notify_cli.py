@@ -13,16 +13,8 @@ from click.testing import CliRunner
 
 from jobsync.cli import cli
 from tests.conftest import API_KEY, CLUSTER
-from tests.receiver import Receiver
 
 JOBSYNC = str(Path(sys.executable).with_name("jobsync"))
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture

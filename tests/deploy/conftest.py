@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import pytest
 
 from jobsync.simulator import Simulator
+from tests import polling
 from tests.conftest import API_KEY, CLUSTER
 from tests.deploy.promql import exported_names
 
@@ -24,12 +24,7 @@ DEADLINE = 30.0
 
 
 def poll(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    end = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return value
+    return polling.poll(predicate, what, timeout, interval=0.05)
 
 
 @pytest.fixture(scope="session")

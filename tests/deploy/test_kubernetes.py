@@ -35,6 +35,11 @@ def _pod_spec(resource: dict[str, Any]) -> dict[str, Any] | None:
     return spec["template"]["spec"] if "template" in spec else None
 
 
+def _pods(path: Path) -> list[dict[str, Any]]:
+    """The pod specs of a manifest's resources that run pods."""
+    return [pod for resource in _resources(path) if (pod := _pod_spec(resource)) is not None]
+
+
 @pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
@@ -63,10 +68,7 @@ def test_every_manifest_passes_the_schema_check_offline(path, no_network):
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=[p.name for p in MANIFESTS])
 def test_every_pod_runs_the_image_as_uid_10001_without_privileges(path):
-    for resource in _resources(path):
-        pod = _pod_spec(resource)
-        if pod is None:
-            continue
+    for pod in _pods(path):
         assert pod["securityContext"]["runAsUser"] == 10001
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["automountServiceAccountToken"] is False
@@ -85,10 +87,7 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=[p.name for p in MANIFESTS])
 def test_the_key_comes_from_a_secret_as_a_file_only_its_owner_reads(path):
-    for resource in _resources(path):
-        pod = _pod_spec(resource)
-        if pod is None:
-            continue
+    for pod in _pods(path):
         (jobsync,) = pod["containers"]
         env = _env(jobsync)
         assert "JOBSYNC_API_KEY" not in env and "ZILLIZ_API_KEY" not in env

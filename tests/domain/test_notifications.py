@@ -13,6 +13,7 @@ from jobsync.domain.notifications import (
     JOB_STUCK,
     SOURCE_FAILING,
     SOURCE_RECOVERED,
+    Event,
     FailedStreak,
     clean,
     digest,
@@ -109,10 +110,11 @@ def test_the_same_failure_decided_twice_has_the_same_key_and_another_job_another
     assert first[0].key.startswith("job_failed:")
 
 
-def test_keys_stay_short_whatever_the_job_id():
-    event = stuck_job(
+def _pending_for_three_hours(job_id: str) -> Event:
+    """A stuck_job event for a job Pending since T0, seen three hours later."""
+    return stuck_job(
         SOURCE,
-        "j" * 100_000,
+        job_id,
         collection=None,
         state="Pending",
         raw_state="Pending",
@@ -120,6 +122,10 @@ def test_keys_stay_short_whatever_the_job_id():
         progress=None,
         seen_at=T0 + timedelta(hours=3),
     )
+
+
+def test_keys_stay_short_whatever_the_job_id():
+    event = _pending_for_three_hours("j" * 100_000)
     assert len(event.key) <= 64
 
 
@@ -189,19 +195,7 @@ def test_a_message_names_the_job_reason_window_and_key():
 
 
 def test_a_digest_lists_every_event_with_its_key_up_to_a_limit():
-    events = [
-        stuck_job(
-            SOURCE,
-            f"j{i}",
-            collection=None,
-            state="Pending",
-            raw_state="Pending",
-            state_since=T0,
-            progress=None,
-            seen_at=T0 + timedelta(hours=3),
-        )
-        for i in range(DIGEST_LINES + 7)
-    ]
+    events = [_pending_for_three_hours(f"j{i}") for i in range(DIGEST_LINES + 7)]
     events += failed_jobs(_plan({"x": _stored("x", "Pending")}, {"x": ("Failed", None)}), SOURCE)
 
     msg = digest(SOURCE, events)

@@ -34,13 +34,13 @@ from jobsync.reporting import report
 from jobsync.reporting.report_text import format_seconds, normalise_reason
 from jobsync.storage.migrate import upgrade
 from jobsync.storage.schema import (
-    import_job_records,
     import_job_transitions,
     sync_runs,
     sync_sources,
 )
 from jobsync.storage.store import open_engine
 from jobsync.storage.views import daily_job_stats
+from tests.conftest import insert_job_record
 
 NOW = datetime(2024, 5, 10, 12, 0, tzinfo=UTC)
 DAY = 86400.0
@@ -148,24 +148,23 @@ def write_history(engine) -> None:
                     finished = observed
             listed = vanished is None
             last_seen = LAST_SNAPSHOT[cluster] if listed else at(5, 10, 11, 40)
-            conn.execute(
-                insert(import_job_records).values(
-                    cluster_id=cluster,
-                    job_id=job,
-                    collection_name=collection,
-                    state=state,
-                    raw_state=state,
-                    progress=None,
-                    reason=reason,
-                    first_seen_at=transitions[0][3],
-                    state_since=since,
-                    last_seen_at=last_seen,
-                    last_seen_started_at=last_seen - timedelta(seconds=5),
-                    finished_at=finished,
-                    vanished_at=vanished,
-                    listed=listed,
-                    missed_snapshots=0 if listed else 2,
-                )
+            insert_job_record(
+                conn,
+                cluster_id=cluster,
+                job_id=job,
+                state=state,
+                seen_at=last_seen,
+                collection_name=collection,
+                raw_state=state,
+                progress=None,
+                reason=reason,
+                first_seen_at=transitions[0][3],
+                state_since=since,
+                last_seen_started_at=last_seen - timedelta(seconds=5),
+                finished_at=finished,
+                vanished_at=vanished,
+                listed=listed,
+                missed_snapshots=0 if listed else 2,
             )
 
 

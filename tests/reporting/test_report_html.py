@@ -33,9 +33,9 @@ from jobsync.reporting import report
 from jobsync.reporting.report_html import COLOURS, Options, build_html, gather
 from jobsync.service.sync import sync_all
 from jobsync.storage.migrate import upgrade
-from jobsync.storage.schema import import_job_records, import_job_transitions, sync_runs
+from jobsync.storage.schema import import_job_transitions, sync_runs
 from jobsync.storage.store import open_engine
-from tests.conftest import settings_for
+from tests.conftest import insert_job_record, settings_for
 
 START = datetime(2024, 5, 1, 0, 0, tzinfo=UTC)
 PASSES = 12
@@ -291,21 +291,17 @@ def hostile(db_url):
                     reason=HOSTILE_REASON if state == "Failed" else None,
                 )
             )
-            conn.execute(
-                insert(import_job_records).values(
-                    cluster_id="c<b>",
-                    job_id=job,
-                    collection_name=HOSTILE_COLLECTION,
-                    state=state,
-                    raw_state=state + "<i>",
-                    reason=HOSTILE_REASON if state == "Failed" else None,
-                    first_seen_at=observed,
-                    state_since=observed,
-                    last_seen_at=observed,
-                    last_seen_started_at=observed,
-                    finished_at=observed if state == "Failed" else None,
-                    listed=False,
-                )
+            insert_job_record(
+                conn,
+                cluster_id="c<b>",
+                job_id=job,
+                state=state,
+                seen_at=observed,
+                collection_name=HOSTILE_COLLECTION,
+                raw_state=state + "<i>",
+                reason=HOSTILE_REASON if state == "Failed" else None,
+                finished_at=observed if state == "Failed" else None,
+                listed=False,
             )
     yield engine
     engine.dispose()

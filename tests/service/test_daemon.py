@@ -32,6 +32,7 @@ from jobsync.simulator import Fault, Simulator
 from jobsync.storage.locking import sync_lock
 from jobsync.storage.schema import import_job_records, import_job_transitions, sync_runs
 from jobsync.storage.store import open_engine
+from tests import polling
 from tests.conftest import API_KEY, CLUSTER
 
 STOP_DEADLINE = 10.0  # the issue: SIGTERM -> exit 0 within 10 s
@@ -40,14 +41,7 @@ DEADLINE = 20.0  # for anything the tests wait on
 
 def poll(predicate: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
     """Call ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
+    return polling.poll(predicate, what, timeout)
 
 
 class Daemon:

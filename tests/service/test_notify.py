@@ -23,7 +23,6 @@ from jobsync.storage.notifications import failed_streak, record_events
 from jobsync.storage.schema import notifications, sync_runs
 from jobsync.storage.store import apply_pass, start_run
 from tests.conftest import CLUSTER, count_rows, settings_for, snapshot_of
-from tests.receiver import Receiver
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 OPEN = ("Pending", "Importing")
@@ -38,13 +37,6 @@ class Clock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture
@@ -75,6 +67,18 @@ def rows(engine) -> list[dict]:
 
 def open_jobs(sim: Simulator) -> list[str]:
     return [j.job_id for j in sim.jobs(CLUSTER) if j.state in OPEN]
+
+
+def fail_jobs_while_the_target_is_down(
+    engine, sim, db_url, clock, receiver, status: int, jobs: int = 1
+) -> NotifySettings:
+    """A first pass, then ``jobs`` open jobs fail while the one target answers ``status``."""
+    notify = targets(receiver.url())
+    sync(engine, sim, db_url, clock, notify)
+    for job in open_jobs(sim)[:jobs]:
+        sim.set_state(CLUSTER, job, "Failed")
+    receiver.fail("hook", status)
+    return notify
 
 
 def test_a_first_sync_announces_nothing_and_a_later_failure_once_with_reason_and_window(
@@ -201,10 +205,7 @@ def test_a_source_failing_passes_in_a_row_is_announced_once_and_so_is_its_recove
 def test_a_failed_delivery_is_retried_on_the_next_pass_and_shown_until_then(
     engine, sim, db_url, clock, receiver
 ):
-    notify = targets(receiver.url())
-    sync(engine, sim, db_url, clock, notify)
-    sim.set_state(CLUSTER, open_jobs(sim)[0], "Failed")
-    receiver.fail("hook", 503)
+    notify = fail_jobs_while_the_target_is_down(engine, sim, db_url, clock, receiver, 503)
     clock.advance(minutes=1)
     sync(engine, sim, db_url, clock, notify)
 
@@ -229,10 +230,7 @@ def test_a_failed_delivery_is_retried_on_the_next_pass_and_shown_until_then(
 def test_delivery_gives_up_after_the_last_attempt_and_status_says_so(
     engine, sim, db_url, clock, receiver
 ):
-    notify = targets(receiver.url())
-    sync(engine, sim, db_url, clock, notify)
-    sim.set_state(CLUSTER, open_jobs(sim)[0], "Failed")
-    receiver.fail("hook", 500)
+    notify = fail_jobs_while_the_target_is_down(engine, sim, db_url, clock, receiver, 500)
     for _ in range(MAX_ATTEMPTS + 3):
         clock.advance(minutes=1)
         sync(engine, sim, db_url, clock, notify)
@@ -283,7 +281,7 @@ def test_events_decided_in_a_pass_that_does_not_commit_are_not_recorded(engine):
         record_events(conn, [event], created_at=T0, run_id=plan.run_id)
         raise RuntimeError("the pass dies before its commit")
 
-    with pytest.raises(RuntimeError):
+    def j1_fails(decide) -> None:
         apply_pass(
             engine,
             CLUSTER,
@@ -292,15 +290,11 @@ def test_events_decided_in_a_pass_that_does_not_commit_are_not_recorded(engine):
             finished_at=T0,
             decide=decide,
         )
+
+    with pytest.raises(RuntimeError):
+        j1_fails(decide)
     assert rows(engine) == []
-    apply_pass(
-        engine,
-        CLUSTER,
-        run_id,
-        snapshot_of(T0, {"j1": "Failed"}),
-        finished_at=T0,
-        decide=lambda conn, plan: record_events(conn, [event, event], created_at=T0, run_id=7),
-    )
+    j1_fails(lambda conn, plan: record_events(conn, [event, event], created_at=T0, run_id=7))
     assert [(r["event_key"], r["sync_run_id"]) for r in rows(engine)] == [(event.key, 7)]
 
 
@@ -352,11 +346,7 @@ def test_a_url_apprise_cannot_use_is_refused_before_anything_runs():
 def test_a_target_that_fails_is_tried_once_per_pass_however_many_messages_are_due(
     engine, sim, db_url, clock, receiver
 ):
-    notify = targets(receiver.url())
-    sync(engine, sim, db_url, clock, notify)
-    for job in open_jobs(sim)[:3]:
-        sim.set_state(CLUSTER, job, "Failed")
-    receiver.fail("hook", 503)
+    notify = fail_jobs_while_the_target_is_down(engine, sim, db_url, clock, receiver, 503, jobs=3)
     clock.advance(minutes=1)
     sync(engine, sim, db_url, clock, notify)
 

@@ -22,18 +22,10 @@ from sqlalchemy import Engine, func, select
 from jobsync.simulator import LIST_PATH, Fault, Simulator
 from jobsync.storage.schema import notifications, sync_runs
 from tests.conftest import API_KEY, CLUSTER
-from tests.receiver import Receiver
 from tests.storage.test_kill import _assert_sqlite_intact, _check_engine, _wait_for_dead_sessions
 
 DEADLINE = 60.0
 OTHER = "in01-fedcba9876543210"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 @pytest.fixture

@@ -30,7 +30,14 @@ from jobsync.storage.migrate import (
 from jobsync.storage.scan import STORED_IDS_SQL, TRIAGE_SQL
 from jobsync.storage.schema import import_job_records, import_job_transitions, metadata, sync_runs
 from jobsync.storage.store import apply_pass, open_engine, start_run
-from tests.conftest import CLUSTER, count_rows, listed_snapshot, settings_for, snapshot_of
+from tests.conftest import (
+    CLUSTER,
+    count_rows,
+    insert_job_record,
+    listed_snapshot,
+    settings_for,
+    snapshot_of,
+)
 
 
 def test_migrated_schema_matches_the_tables_the_code_uses(engine):
@@ -99,19 +106,15 @@ def test_hostile_text_is_stored_and_read_back_identically(engine):
             insert(sync_runs).values(cluster_id="c", started_at=now, status="running")
         ).inserted_primary_key[0]
         for i, value in enumerate(texts):
-            conn.execute(
-                insert(import_job_records).values(
-                    cluster_id="c",
-                    job_id=f"j{i}",
-                    collection_name=value,
-                    state="Unknown",
-                    raw_state=value,
-                    first_seen_at=now,
-                    state_since=now,
-                    last_seen_at=now,
-                    last_seen_started_at=now,
-                    listed=True,
-                )
+            insert_job_record(
+                conn,
+                cluster_id="c",
+                job_id=f"j{i}",
+                state="Unknown",
+                seen_at=now,
+                collection_name=value,
+                raw_state=value,
+                listed=True,
             )
             conn.execute(
                 insert(import_job_transitions).values(

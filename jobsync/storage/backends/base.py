@@ -97,18 +97,30 @@ class Backend:
         """SQL for the driver: ``{p}`` in ``template`` becomes the driver's placeholder."""
         return template.format(p=self.placeholder)
 
+    def dialect_insert(self, table: Table) -> Any:
+        """The dialect's own INSERT into ``table``, the one that knows ON CONFLICT."""
+        raise NotImplementedError
+
     def upsert(self, table: Table, update_columns: Sequence[str]) -> Any:
         """``INSERT ... ON CONFLICT (primary key) DO UPDATE SET`` the given columns."""
-        raise NotImplementedError
+        stmt = self.dialect_insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=list(table.primary_key.columns),
+            set_={name: stmt.excluded[name] for name in update_columns},
+        )
+
+    # SQL templates, ``{column}`` standing for a column: see the two methods below.
+    code_point_order: ClassVar[str]
+    epoch_seconds_sql: ClassVar[str]
 
     def order_by_code_points(self, column: str) -> str:
         """An ORDER BY clause that sorts ``column`` as Python compares str (code points)."""
-        raise NotImplementedError
+        return self.code_point_order.format(column=column)
 
     def epoch_seconds(self, column: str) -> str:
         """A time column as seconds (float) since some fixed moment, for ordering without
         converting each row's time in Python."""
-        raise NotImplementedError
+        return self.epoch_seconds_sql.format(column=column)
 
     def time_writer(self) -> TimeWriter | None:
         """What turns a time into the value the driver stores; None: the driver takes aware

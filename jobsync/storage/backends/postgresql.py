@@ -81,6 +81,9 @@ def chunked_reads() -> bool:
 class PostgreSQLBackend(Backend):
     name = "postgresql"
     placeholder = "%s"
+    # The index keeps the database's collation, not "C": the server sorts.
+    code_point_order = 'ORDER BY {column} COLLATE "C"'
+    epoch_seconds_sql = "EXTRACT(EPOCH FROM {column})::float8"
 
     def check_url(self, url: URL, shown: str) -> None:
         driver = url.get_driver_name()
@@ -134,21 +137,10 @@ class PostgreSQLBackend(Backend):
         # the run finished.
         return query.with_for_update()
 
-    def upsert(self, table: Table, update_columns: Sequence[str]) -> Any:
+    def dialect_insert(self, table: Table) -> Any:
         from sqlalchemy.dialects.postgresql import insert
 
-        stmt = insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(table.primary_key.columns),
-            set_={name: stmt.excluded[name] for name in update_columns},
-        )
-
-    def order_by_code_points(self, column: str) -> str:
-        # The index keeps the database's collation, not "C": the server sorts.
-        return f'ORDER BY {column} COLLATE "C"'
-
-    def epoch_seconds(self, column: str) -> str:
-        return f"EXTRACT(EPOCH FROM {column})::float8"
+        return insert(table)
 
     @contextmanager
     def stream(

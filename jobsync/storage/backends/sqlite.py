@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import chain, islice
@@ -136,6 +136,9 @@ class SQLiteBackend(Backend):
     writes_serialised = True
     # BINARY collation compares UTF-8 bytes, which order as code points do.
     key_order_is_code_point_order = True
+    # The primary key's index keeps this order: nothing is sorted.
+    code_point_order = "ORDER BY {column}"
+    epoch_seconds_sql = "julianday({column}) * 86400.0"
 
     def check_url(self, url: URL, shown: str) -> None:
         driver = url.get_driver_name()
@@ -179,21 +182,10 @@ class SQLiteBackend(Backend):
         with _file_lock(lock_path(database)) as lost:
             yield lost
 
-    def upsert(self, table: Table, update_columns: Sequence[str]) -> Any:
+    def dialect_insert(self, table: Table) -> Any:
         from sqlalchemy.dialects.sqlite import insert
 
-        stmt = insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(table.primary_key.columns),
-            set_={name: stmt.excluded[name] for name in update_columns},
-        )
-
-    def order_by_code_points(self, column: str) -> str:
-        # The primary key's index keeps this order: nothing is sorted.
-        return f"ORDER BY {column}"
-
-    def epoch_seconds(self, column: str) -> str:
-        return f"julianday({column}) * 86400.0"
+        return insert(table)
 
     def time_writer(self) -> TimeWriter:
         texts: dict[datetime, str | None] = {}
