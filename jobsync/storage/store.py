@@ -33,7 +33,6 @@ from jobsync.errors import ConfigError, StorageError
 from jobsync.observability.redact import error_detail, redact
 from jobsync.storage import bulk, scan
 from jobsync.storage.backends import backend_for, backend_for_url
-from jobsync.storage.backends.sqlite import SQLITE
 from jobsync.storage.boundary import boundary, storage_errors
 from jobsync.storage.samples import (
     load_detail_candidates,
@@ -117,9 +116,8 @@ def sqlite_file(url: str) -> str | None:
     Raises ConfigError for a URL that jobsync cannot use at all.
     """
     parsed = _parse_database_url(url)
-    if backend_for_url(parsed) is not SQLITE or parsed.database in (None, "", ":memory:"):
-        return None
-    return str(parsed.database)
+    backend = backend_for_url(parsed)
+    return None if backend is None else backend.file_of(parsed)
 
 
 def writes_serialised(engine: Engine) -> bool:

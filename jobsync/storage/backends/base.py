@@ -66,6 +66,10 @@ class Backend:
         """An engine set up for jobsync (see the backend's module docstring)."""
         raise NotImplementedError
 
+    def file_of(self, url: URL) -> str | None:
+        """The database file the URL names (None: a server, or a database in memory)."""
+        return None
+
     def missing_file(self, url: URL) -> bool:
         """Whether connecting would create an empty database file (a reader refuses that)."""
         return False

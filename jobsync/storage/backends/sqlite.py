@@ -158,14 +158,13 @@ class SQLiteBackend(Backend):
         _configure(engine, readonly=readonly)
         return engine
 
-    def missing_file(self, url: URL) -> bool:
+    def file_of(self, url: URL) -> str | None:
         path = url.database
-        return (
-            not url.query.get("uri")
-            and bool(path)
-            and path != ":memory:"
-            and not Path(str(path)).exists()
-        )
+        return None if path in (None, "", ":memory:") else str(path)
+
+    def missing_file(self, url: URL) -> bool:
+        path = self.file_of(url)
+        return not url.query.get("uri") and path is not None and not Path(path).exists()
 
     def lock_source(self, conn: Connection, cluster_id: str) -> None:
         pass  # BEGIN IMMEDIATE took the database's write lock: one writer at a time already
