@@ -29,16 +29,13 @@ from jobsync.storage.migrate import upgrade
 from jobsync.storage.schema import import_job_records, import_job_transitions, sync_runs
 from jobsync.storage.store import abandon_stale_runs, normalise_url, open_engine
 from tests.conftest import API_KEY, CLUSTER, count_rows, settings_for
+from tests.polling import poll
 
 DEADLINE = 30.0
 
 
 def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+    poll(condition, what, DEADLINE, interval=0.01)
 
 
 def _statuses(engine) -> list[str]:
