@@ -115,6 +115,11 @@ def sync_source(
         rate_limit=rate_limit,
     )
     details = DetailsOutcome()
+
+    def retries() -> int:
+        """The list's retries and, once fetched, the details' (a failure records both)."""
+        return client.retries + details.retries
+
     try:
         fetch_began = time.monotonic()
         snapshot = fetch_snapshot(client, source, settings.page_size, clock=clock)
@@ -123,8 +128,6 @@ def sync_source(
             details = _fetch_details(
                 engine, source, settings, snapshot, clock, sleep, cancel, rate_limit, write_lock
             )
-            # One tally per pass, so that a pass failing from here on records these too.
-            client.retries += details.retries
         if lock is not None:
             lock.check()
         with write_lock or nullcontext():
@@ -134,19 +137,19 @@ def sync_source(
                 run_id,
                 snapshot,
                 finished_at=clock(),
-                retries=client.retries,
+                retries=retries(),
                 details=details.details,
                 details_requested=details.requested,
                 details_failed=details.failed,
                 decide=notifier.pass_hook(source.key) if notifier is not None else None,
             )
     except JobsyncError as exc:
-        failed = _failed(engine, source, run_id, exc, client.retries, began, clock)
+        failed = _failed(engine, source, run_id, exc, retries(), began, clock)
         _after_failure(engine, source, notifier, write_lock)
         return failed
     except BaseException as exc:
         # A bug or an interrupt: still leave a visible failed run, then let it propagate.
-        fail_run(engine, run_id, clock(), f"{type(exc).__name__}: {exc}", client.retries)
+        fail_run(engine, run_id, clock(), f"{type(exc).__name__}: {exc}", retries())
         raise
     finally:
         client.close()
@@ -158,7 +161,7 @@ def sync_source(
         pages=snapshot.pages,
         jobs=snapshot.distinct_jobs,
         counts=counts,
-        retries=client.retries,
+        retries=retries(),
         seconds=time.monotonic() - began,
         fetch_seconds=fetch_seconds,
         details_requested=details.requested,
