@@ -20,6 +20,7 @@ from jobsync.errors import SchemaError
 from jobsync.observability.redact import redact
 from jobsync.storage.backends import backend_for
 from jobsync.storage.boundary import boundary
+from jobsync.storage.dictionary import comments
 
 __all__ = [
     "HEAD_REVISION",
@@ -104,6 +105,9 @@ def _revision(conn: Connection) -> str | None:
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     """Migrate to ``revision`` (default: the latest); return the revisions before and after.
 
+    Then describe the schema where the database keeps descriptions for tools (PostgreSQL's
+    ``COMMENT ON``), from ``jobsync.storage.dictionary``, changing only what differs.
+
     Concurrent upgrades queue on a lock; the later ones find nothing to do.
     """
     from alembic import command
@@ -120,6 +124,9 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
         except CommandError as exc:
             raise SchemaError(f"cannot migrate the schema: {redact(str(exc))}") from None
         after = _revision(conn)
+        # After every run, not in a revision: a change of wording needs no migration, and a
+        # view that a revision recreated gets its descriptions back.
+        backend_for(conn).describe(conn, comments())
     return before, after or head_revision()
 
 

@@ -18,7 +18,7 @@ Backends hold no state: one instance of each serves every engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar, NamedTuple
 
@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL
 
 from jobsync.domain.history import PassPlan
 from jobsync.domain.records import JobRecord
+from jobsync.storage.dictionary import Comments
 from jobsync.storage.rows import TimeWriter
 
 __all__ = ["Backend", "Fetched", "LostCheck", "Rows"]
@@ -94,6 +95,14 @@ class Backend:
         """``query``, locking the rows it reads until the transaction ends, where that is
         needed for them to stay as read (the fence: ``jobsync.domain.fencing``)."""
         return query
+
+    # -- descriptions -------------------------------------------------------------------------
+
+    def describe(self, conn: Connection, relations: Mapping[str, Comments]) -> int:
+        """Give the tables, views and columns that exist the descriptions ``relations`` has
+        for them, where the database keeps such things for tools; return how many changed.
+        SQLite keeps none (Datasette's metadata carries them there)."""
+        return 0
 
     # -- SQL ----------------------------------------------------------------------------------
 

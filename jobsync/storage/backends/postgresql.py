@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
@@ -46,7 +46,9 @@ from jobsync.domain.records import JobRecord
 from jobsync.errors import ConfigError, LockedError
 from jobsync.observability.redact import error_detail, redact
 from jobsync.storage.backends.base import Backend, LostCheck, Rows
+from jobsync.storage.backends.pgcomments import write_comments
 from jobsync.storage.backends.pgload import large_load
+from jobsync.storage.dictionary import Comments
 from jobsync.storage.rows import (
     FIRST_SEEN,
     NEW_JOB,
@@ -136,6 +138,9 @@ class PostgreSQLBackend(Backend):
         # Another process's abandon_stale_runs then waits for this transaction, and finds
         # the run finished.
         return query.with_for_update()
+
+    def describe(self, conn: Connection, relations: Mapping[str, Comments]) -> int:
+        return write_comments(conn, relations)
 
     def dialect_insert(self, table: Table) -> Any:
         from sqlalchemy.dialects.postgresql import insert

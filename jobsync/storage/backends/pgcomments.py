@@ -1,0 +1,61 @@
+"""PostgreSQL's ``COMMENT ON``: where Superset, Metabase and Grafana read descriptions.
+
+Written after every migration run (``jobsync.storage.migrate.upgrade``) from the data dictionary,
+so a change of wording needs no revision, and a view a revision drops and recreates gets its
+comments back. Only comments that differ from the catalog's are written: an upgrade with
+nothing to do changes nothing, and takes no lock on the tables. Only objects that exist are
+described: a database held at an older revision has fewer columns than the dictionary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import Connection, String, text
+
+from jobsync.storage.dictionary import Comments
+
+__all__ = ["write_comments"]
+
+# The tables and views of the connection's schema, and the comments they have now.
+_RELATIONS = text(
+    """
+    SELECT c.relname, obj_description(c.oid, 'pg_class')
+    FROM pg_class c
+    WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v')
+    """
+)
+_COLUMNS = text(
+    """
+    SELECT c.relname, a.attname, col_description(c.oid, a.attnum)
+    FROM pg_class c
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v')
+    """
+)
+
+
+def write_comments(conn: Connection, relations: Mapping[str, Comments]) -> int:
+    """Comment on the tables, views and columns that exist; return how many comments changed."""
+    quote = conn.dialect.identifier_preparer.quote
+    # COMMENT ON takes no bind parameters: the text goes in as a literal, quoted by the dialect.
+    literal = String().literal_processor(conn.dialect)
+    assert literal is not None  # the PostgreSQL dialect always has one
+    have = dict(conn.execute(_RELATIONS).tuples().all())
+    have_columns = {(table, column): comment for table, column, comment in conn.execute(_COLUMNS)}
+    statements = []
+    for name, wanted in relations.items():
+        if name not in have:
+            continue
+        if have[name] != wanted.comment:
+            keyword = "VIEW" if wanted.kind == "view" else "TABLE"
+            statements.append(f"COMMENT ON {keyword} {quote(name)} IS {literal(wanted.comment)}")
+        for column, comment in wanted.columns.items():
+            if (name, column) in have_columns and have_columns[name, column] != comment:
+                statements.append(
+                    f"COMMENT ON COLUMN {quote(name)}.{quote(column)} IS {literal(comment)}"
+                )
+    for statement in statements:
+        # Sent as it is: no parameters, so the driver reads no placeholder into a % in the text.
+        conn.exec_driver_sql(statement)
+    return len(statements)
