@@ -342,8 +342,7 @@ _VIEWS = {
             "jobs_first_seen": "jobs whose `first_seen` was observed that day",
             "completed": "jobs whose transition to `Completed` was observed that day",
             "failed": "jobs whose transition to `Failed` was observed that day",
-            "failure_rate": "`failed / (completed + failed)`, from 0 to 1; NULL when none "
-            "finished",
+            "failure_rate": "`failed / (completed + failed)`, from 0 to 1; NULL when none finished",
             "p50_seconds": Field(
                 "nearest-rank median of `estimated_seconds` of the jobs finished that day with "
                 "a known estimate; NULL if none",

@@ -1,5 +1,9 @@
-"""docs/schema.md is true: it names every column the database has, says what jobsync.reporting.datasette
-says, and its example queries run on the backend they are written for, against a synced database.
+"""One data dictionary, and everything generated from it agrees with it and with the database.
+
+docs/schema.md is what jobsync.reporting.schema_doc generates; every table, view and column a
+migrated database has is described (found by reflection, on both backends); PostgreSQL carries
+the descriptions as comments; the Datasette metadata names only what exists; and the example
+queries run on the backend they are written for, against a synced database.
 """
 
 from __future__ import annotations
@@ -7,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import html
 import json
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,14 +21,26 @@ from sqlalchemy import Engine, inspect, text
 from jobsync.cli import cli
 from jobsync.domain.clock import SteppingClock
 from jobsync.errors import ConfigError
-from jobsync.reporting.datasette import SCHEMA, datasette_database_name, datasette_metadata
+from jobsync.reporting.datasette import datasette_database_name, datasette_metadata
+from jobsync.reporting.schema_doc import EXAMPLES_BLOCK, block_names, regenerate
 from jobsync.service.sync import sync_source
 from jobsync.simulator import Simulator
+from jobsync.storage.backends import backend_for
+from jobsync.storage.dictionary import (
+    RELATIONS,
+    UNITS,
+    Comments,
+    comments,
+    plain,
+    sqlalchemy_tables,
+)
+from jobsync.storage.examples import EXAMPLE_MOMENT, EXAMPLES
 from jobsync.storage.migrate import upgrade
 from jobsync.storage.store import open_engine
 from tests.conftest import API_KEY, CLUSTER, settings_for
 
-DOC = (Path(__file__).resolve().parents[2] / "docs" / "schema.md").read_text(encoding="utf-8")
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
+DOC = PAGE.read_text(encoding="utf-8")
 VIEWS = [
     "job_state_intervals",
     "job_durations",
@@ -33,65 +48,209 @@ VIEWS = [
     "transition_counts",
     "active_jobs",
 ]
-# The moment the point-in-time examples name; the tests put one inside their history instead.
-EXAMPLE_MOMENT = "2024-05-01 12:00:00"
 
 
-def documented() -> dict[str, tuple[str, dict[str, str]]]:
-    """Each ``### `name` `` section of the doc: its first paragraph and its column table."""
-    found = {}
-    for match in re.finditer(r"^### `(\w+)`\n\n(.+?)\n\n((?:\|[^\n]*\n)+)", DOC, re.M | re.S):
-        name, description, table = match.groups()
-        columns = {}
-        for line in table.splitlines()[2:]:
-            cell = re.fullmatch(r"\| `(\w+)` \| (.*) \|", line)
-            assert cell, f"{name}: cannot read the row {line!r}"
-            columns[cell[1]] = cell[2]
-        found[name] = (description.replace("\n", " "), columns)
-    return found
-
-
-def queries(backend: str) -> list[tuple[str, str]]:
-    """The example queries for one backend: (section title, SQL)."""
-    found = []
-    for section in re.split(r"^### ", DOC.split("## Example queries", 1)[1], flags=re.M)[1:]:
-        title = section.splitlines()[0]
-        for tag, sql in re.findall(r"```sql( \w+)?\n(.*?)```", section, re.S):
-            if tag.strip() in ("", backend):
-                found.append((title, sql))
-    return found
-
-
-def test_the_doc_says_what_jobsync_datasette_says():
-    assert {name: (d.description, d.columns) for name, d in SCHEMA.items()} == documented()
-
-
-def test_every_column_of_every_table_and_view_is_documented(engine):
+def live_schema(engine: Engine) -> dict[str, tuple[str, list[str]]]:
+    """Every table and view of the database, by reflection: its kind and its columns."""
     insp = inspect(engine)
-    live = {
-        name: [c["name"] for c in insp.get_columns(name)]
-        for name in insp.get_table_names() + insp.get_view_names()
+    return {
+        name: (kind, [c["name"] for c in insp.get_columns(name)])
+        for kind, names in (("table", insp.get_table_names()), ("view", insp.get_view_names()))
+        for name in names
     }
+
+
+def undescribed(live: dict[str, tuple[str, list[str]]]) -> list[str]:
+    return [
+        f"{name}.{column}"
+        for name, (_kind, columns) in live.items()
+        for column in columns
+        if name not in RELATIONS or column not in RELATIONS[name].columns
+    ]
+
+
+# -- the dictionary and the database -----------------------------------------------------------
+
+
+def test_every_table_view_and_column_after_upgrade_is_described(engine):
+    live = live_schema(engine)
     assert set(VIEWS) | {"import_jobs", "sync_runs", "import_job_progress"} <= set(live)
-    assert {name: sorted(columns) for name, columns in live.items()} == {
-        name: sorted(d.columns) for name, d in SCHEMA.items()
+    missing = undescribed(live)
+    assert not missing, f"not described in jobsync/storage/dictionary.py: {', '.join(missing)}"
+    gone = [
+        f"{name}.{column}"
+        for name, relation in RELATIONS.items()
+        for column in relation.columns
+        if column not in live.get(name, ("", []))[1]
+    ]
+    assert not gone, f"described but not in the database: {', '.join(gone)}"
+    assert {name: kind for name, (kind, _columns) in live.items()} == {
+        name: relation.kind for name, relation in RELATIONS.items()
     }
-    assert {name for name, d in SCHEMA.items() if d.kind == "view"} == set(insp.get_view_names())
-    for name, columns in live.items():
-        for column in columns:
-            assert f"| `{column}` |" in DOC.split(f"### `{name}`", 1)[1], (name, column)
 
 
-def test_each_backend_has_its_four_example_queries():
-    titles = {
-        "Median duration per collection, last week",
-        "Failure rate per day",
-        "Stuck jobs",
-        "State of every job at a point in time",
-    }
-    for backend in ("sqlite", "postgresql"):
-        assert {title for title, _sql in queries(backend)} == titles
-        assert len(queries(backend)) == len(titles)
+def test_a_column_without_a_description_is_named_in_the_failure():
+    live = {"sync_runs": ("table", [*RELATIONS["sync_runs"].columns, "new_figure"])}
+    live["daily_rollup"] = ("table", ["day"])
+    assert undescribed(live) == ["sync_runs.new_figure", "daily_rollup.day"]
+
+
+def test_the_dictionary_describes_exactly_the_columns_sqlalchemy_declares():
+    tables = sqlalchemy_tables()
+    assert set(tables) == set(RELATIONS)
+    for name, relation in RELATIONS.items():
+        assert set(tables[name].c.keys()) == set(relation.columns), name
+
+
+def test_facets_units_and_sort_name_columns_of_their_own_relation():
+    for name, relation in RELATIONS.items():
+        assert relation.kind in ("table", "view"), name
+        assert relation.description.endswith("."), name
+        assert set(relation.facets) <= set(relation.columns), name
+        assert relation.sort_desc is None or relation.sort_desc in relation.columns, name
+        for column, field in relation.columns.items():
+            assert field.description, (name, column)
+            assert field.unit is None or field.unit in UNITS, (name, column)
+    # Every duration says it is in seconds: what Datasette and the comments show.
+    seconds = [
+        (name, column)
+        for name, relation in RELATIONS.items()
+        for column, field in relation.columns.items()
+        if "seconds" in column and field.unit != "seconds"
+    ]
+    assert not seconds
+
+
+# -- docs/schema.md ----------------------------------------------------------------------------
+
+
+def test_the_page_is_what_the_dictionary_generates():
+    assert regenerate(DOC) == DOC, "docs/schema.md is out of date: run python scripts/schema_doc.py"
+
+
+def test_the_page_has_one_generated_block_per_table_and_view_and_one_for_the_examples():
+    names = block_names(DOC)
+    assert sorted(names) == sorted([*RELATIONS, EXAMPLES_BLOCK])
+    for name in RELATIONS:
+        # Each block sits under its own heading, so the page's links (#sync_runs) keep working.
+        assert f"### `{name}`\n\n<!-- generated: {name} -->" in DOC, name
+
+
+def test_the_page_keeps_what_is_written_around_the_generated_blocks():
+    stale = DOC.replace("| `id` | integer | the run's number, increasing |", "| `id` | ? | old |")
+    assert stale != DOC
+    assert regenerate(stale) == DOC
+    assert "## Windows and the guarantee" in DOC
+    assert "Re-syncing an unchanged list adds no rows." in regenerate(stale)
+
+
+def test_a_block_for_something_the_dictionary_does_not_describe_is_refused():
+    with pytest.raises(ValueError, match="daily_rollup"):
+        regenerate("<!-- generated: daily_rollup -->\n<!-- end generated -->\n")
+
+
+def test_the_page_shows_every_description_unit_and_example():
+    for relation in RELATIONS.values():
+        assert relation.description in DOC
+        for field in relation.columns.values():
+            assert field.description in DOC
+    assert "| `estimated_seconds` | number, seconds |" in DOC
+    for example in EXAMPLES:
+        assert f"### {example.title}\n\n{example.description}\n" in DOC
+        assert example.sqlite in DOC
+        assert example.postgresql is None or example.postgresql in DOC
+
+
+# -- PostgreSQL's COMMENT ON -------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_comments_landed_on_every_table_view_and_column(postgres_url):
+    engine = open_engine(postgres_url)
+    try:
+        upgrade(engine)
+        insp = inspect(engine)
+        wanted = comments()
+        found = {}
+        for name, (_kind, columns) in live_schema(engine).items():
+            found[name] = insp.get_table_comment(name)["text"]
+            for column in insp.get_columns(name):
+                found[f"{name}.{column['name']}"] = column["comment"]
+        assert {key: value for key, value in found.items() if not value} == {}
+        assert found == {
+            **{name: c.comment for name, c in wanted.items()},
+            **{
+                f"{name}.{col}": text
+                for name, c in wanted.items()
+                for col, text in c.columns.items()
+            },
+        }
+        assert found["job_durations.estimated_seconds"].endswith("(unit: seconds)")
+        assert "`" not in json.dumps(found)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_comments_are_written_only_where_they_differ_and_upgrade_restores_them(postgres_url):
+    engine = open_engine(postgres_url)
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            assert backend_for(conn).describe(conn, comments()) == 0
+            conn.exec_driver_sql("COMMENT ON VIEW active_jobs IS 'stale'")
+            conn.exec_driver_sql("COMMENT ON COLUMN sync_runs.pages IS NULL")
+        upgrade(engine)  # at the head already: only the comments are brought back in step
+        insp = inspect(engine)
+        assert insp.get_table_comment("active_jobs")["text"] == comments()["active_jobs"].comment
+        pages = next(c for c in insp.get_columns("sync_runs") if c["name"] == "pages")
+        assert pages["comment"] == "list pages read"
+        with engine.begin() as conn:
+            assert backend_for(conn).describe(conn, comments()) == 0
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_comments_keep_quotes_percent_signs_and_backslashes(postgres_url):
+    engine = open_engine(postgres_url)
+    odd = "it's 100% 'quoted' \\ :name %s"
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            written = backend_for(conn).describe(
+                conn, {"sync_runs": Comments("table", odd, {"id": odd, "no_such_column": odd})}
+            )
+        assert written == 2
+        insp = inspect(engine)
+        assert insp.get_table_comment("sync_runs")["text"] == odd
+        assert next(c for c in insp.get_columns("sync_runs") if c["name"] == "id")["comment"] == odd
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_an_older_revision_gets_the_comments_of_what_it_has(postgres_url):
+    engine = open_engine(postgres_url)
+    try:
+        upgrade(engine, "0004")  # no notifications table, no fencing columns yet
+        insp = inspect(engine)
+        assert "notifications" not in insp.get_table_names()
+        assert insp.get_table_comment("daily_job_stats")["text"] == plain(
+            RELATIONS["daily_job_stats"].description
+        )
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_keeps_no_comments_and_upgrade_still_works(tmp_path):
+    engine = open_engine(f"sqlite:///{tmp_path / 'jobsync.db'}")
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            assert backend_for(conn).describe(conn, comments()) == 0
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -117,30 +276,68 @@ def synced(engine: Engine) -> tuple[Engine, str]:
 def test_the_example_queries_run_and_answer(synced):
     engine, moment = synced
     backend = engine.dialect.name
-    examples = queries(backend)
-    assert examples
     with engine.connect() as conn:
-        for title, sql in examples:
-            assert ";" not in sql.rstrip().rstrip(";"), title  # one statement each
-            result = conn.execute(text(sql.replace(EXAMPLE_MOMENT, moment)))
-            rows = result.all()
-            assert rows, f"{title} ({backend}) found nothing"
-            assert all(value is not None for value in rows[0][:2]), title
+        for example in EXAMPLES:
+            sql = example.sqlite if backend == "sqlite" else example.postgresql or example.sqlite
+            assert ";" not in sql.rstrip().rstrip(";"), example.name  # one statement each
+            rows = conn.execute(text(sql.replace(EXAMPLE_MOMENT, moment))).all()
+            assert rows, f"{example.title} ({backend}) found nothing"
+            assert all(value is not None for value in rows[0][:2]), example.name
+
+
+def test_the_examples_have_distinct_names_fit_for_a_url():
+    names = [example.name for example in EXAMPLES]
+    assert len(set(names)) == len(names) == 4
+    assert all(name.isidentifier() and name.islower() for name in names)
 
 
 # -- Datasette -------------------------------------------------------------------------------
 
 
-def test_datasette_metadata_describes_every_table_view_and_column():
+def test_datasette_metadata_says_what_the_dictionary_says():
     document = datasette_metadata("jobsync")
-    tables = document["databases"]["jobsync"]["tables"]
+    database = document["databases"]["jobsync"]
+    tables = database["tables"]
     assert document["title"] and document["description"]
-    assert set(VIEWS) | {"import_jobs", "import_job_transitions"} <= set(tables)
-    for name, described in SCHEMA.items():
-        assert tables[name]["description"] == described.description.replace("`", "")
-        assert list(tables[name]["columns"]) == list(described.columns)
-        assert all(tables[name]["columns"].values())
+    assert list(tables) == list(RELATIONS)
+    for name, relation in RELATIONS.items():
+        assert tables[name]["description"] == plain(relation.description)
+        assert tables[name]["columns"] == {
+            column: plain(field.description) for column, field in relation.columns.items()
+        }
+        assert tables[name].get("facets", []) == list(relation.facets)
+        assert tables[name].get("sort_desc") == relation.sort_desc
+    assert tables["job_durations"]["units"] == {
+        "min_seconds": "s",
+        "max_seconds": "s",
+        "estimated_seconds": "s",
+    }
+    assert tables["import_jobs"]["units"] == {"progress": "percent", "file_size": "B"}
+    assert "units" not in tables["sync_runs"]
+    assert database["queries"] == {
+        example.name: {
+            "title": example.title,
+            "description": plain(example.description),
+            "sql": example.sqlite.strip(),
+        }
+        for example in EXAMPLES
+    }
     assert "`" not in json.dumps(document)
+
+
+def test_datasette_metadata_names_only_tables_and_columns_that_exist(tmp_path):
+    engine = open_engine(f"sqlite:///{tmp_path / 'jobsync.db'}")
+    try:
+        upgrade(engine)
+        live = {name: set(columns) for name, (_kind, columns) in live_schema(engine).items()}
+    finally:
+        engine.dispose()
+    tables = datasette_metadata("jobsync")["databases"]["jobsync"]["tables"]
+    assert set(tables) == set(live)
+    for name, table in tables.items():
+        named = {*table["columns"], *table.get("units", {}), *table.get("facets", [])}
+        named |= {table["sort_desc"]} if "sort_desc" in table else set()
+        assert named <= live[name], (name, named - live[name])
 
 
 @pytest.mark.parametrize(
@@ -189,13 +386,15 @@ def test_db_datasette_metadata_refuses_postgresql_with_exit_status_2():
     assert "Error: Datasette serves SQLite files" in result.output
 
 
-def test_datasette_serves_the_views_with_the_descriptions(tmp_path, sim):
-    """Only where Datasette is installed (it is not a dependency of jobsync)."""
+def test_datasette_serves_the_views_with_descriptions_units_facets_and_saved_queries(tmp_path, sim):
+    """Datasette itself reads the metadata: what it shows, and every saved query runs."""
     datasette_app = pytest.importorskip("datasette.app")
     path = tmp_path / "jobsync.db"
     engine = open_engine(f"sqlite:///{path}")
     settings = settings_for(sim, f"sqlite:///{path}")
     upgrade(engine)
+    assert sync_source(engine, settings.sources[0], settings).ok
+    sim.advance(fraction=1.0)
     assert sync_source(engine, settings.sources[0], settings).ok
     engine.dispose()
     ds = datasette_app.Datasette([str(path)], metadata=datasette_metadata("jobsync"))
@@ -205,6 +404,16 @@ def test_datasette_serves_the_views_with_the_descriptions(tmp_path, sim):
 
     page = asyncio.run(fetch("/jobsync/job_durations"))
     assert page.status_code == 200
-    assert SCHEMA["job_durations"].description.replace("`", "") in html.unescape(page.text)
+    shown = html.unescape(page.text)
+    assert plain(RELATIONS["job_durations"].description) in shown
+    assert "&nbsp;s<" in page.text or "\xa0s<" in shown  # a duration, with its unit
+    facets = asyncio.run(fetch("/jobsync/job_durations.json?_shape=objects")).json()
+    assert set(RELATIONS["job_durations"].facets) <= set(facets["facet_results"])
     rows = asyncio.run(fetch("/jobsync/active_jobs.json?_shape=array")).json()
-    assert rows and set(rows[0]) == set(SCHEMA["active_jobs"].columns)
+    assert rows and set(rows[0]) == set(RELATIONS["active_jobs"].columns)
+    for example in EXAMPLES:
+        answer = asyncio.run(fetch(f"/jobsync/{example.name}.json?_shape=objects"))
+        assert answer.status_code == 200, (example.name, answer.text)
+        assert answer.json()["ok"], example.name
+    failure_rate = asyncio.run(fetch("/jobsync/failure_rate_per_day.json?_shape=array")).json()
+    assert failure_rate and set(failure_rate[0]) == {"day", "completed", "failed", "failure_rate"}

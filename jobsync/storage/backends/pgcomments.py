@@ -41,7 +41,7 @@ def write_comments(conn: Connection, relations: Mapping[str, Comments]) -> int:
     # COMMENT ON takes no bind parameters: the text goes in as a literal, quoted by the dialect.
     literal = String().literal_processor(conn.dialect)
     assert literal is not None  # the PostgreSQL dialect always has one
-    have = dict(conn.execute(_RELATIONS).tuples().all())
+    have = {name: comment for name, comment in conn.execute(_RELATIONS)}
     have_columns = {(table, column): comment for table, column, comment in conn.execute(_COLUMNS)}
     statements = []
     for name, wanted in relations.items():
