@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import Connection, String, text
+from sqlalchemy import Connection, text
 
 from jobsync.storage.dictionary import Comments
 
@@ -33,14 +33,19 @@ _COLUMNS = text(
     WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v')
     """
 )
+_VERBATIM = {"no_parameters": True}
 
 
 def write_comments(conn: Connection, relations: Mapping[str, Comments]) -> int:
     """Comment on the tables, views and columns that exist; return how many comments changed."""
-    quote = conn.dialect.identifier_preparer.quote
-    # COMMENT ON takes no bind parameters: the text goes in as a literal, quoted by the dialect.
-    literal = String().literal_processor(conn.dialect)
-    assert literal is not None  # the PostgreSQL dialect always has one
+    from psycopg import sql
+
+    driver = conn.connection.driver_connection
+
+    def comment_on(target: sql.Composable, comment: str) -> str:
+        # COMMENT ON takes no parameters: psycopg quotes the text as a literal.
+        return sql.SQL("COMMENT ON {} IS {}").format(target, sql.Literal(comment)).as_string(driver)
+
     have = {name: comment for name, comment in conn.execute(_RELATIONS)}
     have_columns = {(table, column): comment for table, column, comment in conn.execute(_COLUMNS)}
     statements = []
@@ -48,14 +53,14 @@ def write_comments(conn: Connection, relations: Mapping[str, Comments]) -> int:
         if name not in have:
             continue
         if have[name] != wanted.comment:
-            keyword = "VIEW" if wanted.kind == "view" else "TABLE"
-            statements.append(f"COMMENT ON {keyword} {quote(name)} IS {literal(wanted.comment)}")
+            keyword = sql.SQL("VIEW" if wanted.kind == "view" else "TABLE")
+            target = sql.SQL("{} {}").format(keyword, sql.Identifier(name))
+            statements.append(comment_on(target, wanted.comment))
         for column, comment in wanted.columns.items():
             if (name, column) in have_columns and have_columns[name, column] != comment:
-                statements.append(
-                    f"COMMENT ON COLUMN {quote(name)}.{quote(column)} IS {literal(comment)}"
-                )
+                target = sql.SQL("COLUMN {}").format(sql.Identifier(name, column))
+                statements.append(comment_on(target, comment))
     for statement in statements:
-        # Sent as it is: no parameters, so the driver reads no placeholder into a % in the text.
-        conn.exec_driver_sql(statement)
+        # Verbatim: a '%' in a description is no placeholder.
+        conn.exec_driver_sql(statement, execution_options=_VERBATIM)
     return len(statements)
