@@ -18,7 +18,7 @@ every table, view and column of a migrated database is described here, on both b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 from sqlalchemy import (
@@ -36,14 +36,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
-from jobsync.storage.schema import metadata, view_metadata
-
 __all__ = [
     "RELATIONS",
     "UNITS",
     "Comments",
     "Field",
     "Relation",
+    "annotate",
     "comments",
     "plain",
     "sqlalchemy_tables",
@@ -421,14 +420,28 @@ def comments() -> dict[str, Comments]:
     }
 
 
+def annotate(tables: Iterable[Table]) -> None:
+    """Give SQLAlchemy's tables the comments ``upgrade`` writes (``Table.comment``,
+    ``Column.comment``): what Alembic's autogenerate compares with the database is then what
+    the database has, and ``metadata.create_all`` writes them too."""
+    described = comments()
+    for table in tables:
+        if table.name in described:
+            table.comment = described[table.name].comment
+            for column in table.columns:
+                column.comment = described[table.name].columns.get(column.name)
+
+
 # Alembic's own table, which jobsync's SQLAlchemy metadata does not declare.
 _ALEMBIC_VERSION = Table("alembic_version", MetaData(), Column("version_num", String(32)))
 
 
 def sqlalchemy_tables() -> dict[str, Table]:
     """The SQLAlchemy table of every table and view jobsync creates, by name."""
-    # views' tables join view_metadata when their module is imported.
+    # Imported here: schema imports this module (annotate). The views' tables join
+    # view_metadata when their module is imported.
     import jobsync.storage.views  # noqa: F401
+    from jobsync.storage.schema import metadata, view_metadata
 
     return {
         **metadata.tables,

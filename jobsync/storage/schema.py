@@ -26,6 +26,8 @@ from sqlalchemy import (
     TypeDecorator,
 )
 
+from jobsync.storage.dictionary import annotate
+
 __all__ = [
     "UTCDateTime",
     "import_job_progress",
@@ -243,3 +245,7 @@ notifications = Table(
     # A job's events: whether a stuck job was already announced for its current stay.
     Index("ix_notifications_job", "cluster_id", "job_id"),
 )
+
+# The descriptions of jobsync.storage.dictionary, as SQLAlchemy comments: migrate.upgrade writes
+# them to PostgreSQL after every run, so autogenerate must expect them.
+annotate(metadata.tables.values())
