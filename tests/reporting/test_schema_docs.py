@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, inspect, make_url, text
 
 from jobsync.cli import cli
 from jobsync.domain.clock import SteppingClock
@@ -35,7 +36,7 @@ from jobsync.storage.dictionary import (
     sqlalchemy_tables,
 )
 from jobsync.storage.examples import EXAMPLE_MOMENT, EXAMPLES
-from jobsync.storage.migrate import upgrade
+from jobsync.storage.migrate import head_revision, upgrade
 from jobsync.storage.store import open_engine
 from tests.conftest import API_KEY, CLUSTER, settings_for
 
@@ -417,3 +418,28 @@ def test_datasette_serves_the_views_with_descriptions_units_facets_and_saved_que
         assert answer.json()["ok"], example.name
     failure_rate = asyncio.run(fetch("/jobsync/failure_rate_per_day.json?_shape=array")).json()
     assert failure_rate and set(failure_rate[0]) == {"day", "completed", "failed", "failure_rate"}
+
+
+@pytest.mark.postgres
+def test_a_role_that_owns_nothing_upgrades_without_touching_the_comments(postgres_url):
+    """Only an owner may comment: another role's upgrade with nothing to do must not fail."""
+    engine = open_engine(postgres_url)
+    role = f"jobsync_guest_{uuid.uuid4().hex[:8]}"
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("COMMENT ON TABLE sync_runs IS 'as the owner left it'")
+            conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+            conn.exec_driver_sql(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}")
+        guest = open_engine(make_url(postgres_url).set(username=role).render_as_string(False))
+        try:
+            assert upgrade(guest) == (head_revision(), head_revision())
+        finally:
+            guest.dispose()
+        assert inspect(engine).get_table_comment("sync_runs")["text"] == "as the owner left it"
+    finally:
+        with engine.begin() as conn:
+            if conn.exec_driver_sql(f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'").first():
+                conn.exec_driver_sql(f"DROP OWNED BY {role}")
+                conn.exec_driver_sql(f"DROP ROLE {role}")
+        engine.dispose()

@@ -4,7 +4,9 @@ Written after every migration run (``jobsync.storage.migrate.upgrade``) from the
 so a change of wording needs no revision, and a view a revision drops and recreates gets its
 comments back. Only comments that differ from the catalog's are written: an upgrade with
 nothing to do changes nothing, and takes no lock on the tables. Only objects that exist are
-described: a database held at an older revision has fewer columns than the dictionary.
+described: a database held at an older revision has fewer columns than the dictionary. Only
+the owner may comment, so objects of another owner are left as they are rather than failing an
+upgrade that has nothing else to do.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from jobsync.storage.dictionary import Comments
 
 __all__ = ["write_comments"]
 
-# The tables and views of the connection's schema, and the comments they have now.
+# The tables and views of the connection's schema that its role owns, and their comments now.
 _RELATIONS = text(
     """
     SELECT c.relname, obj_description(c.oid, 'pg_class')
     FROM pg_class c
     WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v')
+      AND pg_has_role(c.relowner, 'USAGE')
     """
 )
 _COLUMNS = text(
@@ -31,6 +34,7 @@ _COLUMNS = text(
     FROM pg_class c
     JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
     WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p', 'v')
+      AND pg_has_role(c.relowner, 'USAGE')
     """
 )
 _VERBATIM = {"no_parameters": True}
