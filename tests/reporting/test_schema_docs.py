@@ -410,6 +410,11 @@ def test_datasette_serves_the_views_with_descriptions_units_facets_and_saved_que
     assert "&nbsp;s<" in page.text or "\xa0s<" in shown  # a duration, with its unit
     facets = asyncio.run(fetch("/jobsync/job_durations.json?_shape=objects")).json()
     assert set(RELATIONS["job_durations"].facets) <= set(facets["facet_results"])
+    for name, relation in RELATIONS.items():
+        # Every table and view, with its facets, sort and units, as Datasette serves it.
+        answer = asyncio.run(fetch(f"/jobsync/{name}.json?_shape=objects"))
+        assert answer.status_code == 200, (name, answer.text)
+        assert set(relation.facets) <= set(answer.json()["facet_results"]), name
     rows = asyncio.run(fetch("/jobsync/active_jobs.json?_shape=array")).json()
     assert rows and set(rows[0]) == set(RELATIONS["active_jobs"].columns)
     for example in EXAMPLES:
