@@ -10,8 +10,8 @@ What each module holds, from the top down:
   speed;
 - ``rows``: what the rows jobsync writes hold, spelled once, by column name;
 - ``schema`` and ``views``: the tables and views as SQLAlchemy Core objects;
-- ``dictionary`` and ``examples``: what every table, view and column means (with units and
-  facets), and the example queries: docs, comments and Datasette metadata come from them;
+- ``descriptions`` and ``examples``: what every table, view and column means (with units and
+  facets), and the example queries; ``dictionary`` derives comments and types from them;
 - ``boundary``: where the database's errors become StorageError;
 - ``backends``: everything that differs between SQLite and PostgreSQL, one module each behind
   one seam (``backends.base.Backend``), and the lookup that picks one.

@@ -77,7 +77,7 @@ def test_every_table_view_and_column_after_upgrade_is_described(engine):
     live = live_schema(engine)
     assert set(VIEWS) | {"import_jobs", "sync_runs", "import_job_progress"} <= set(live)
     missing = undescribed(live)
-    assert not missing, f"not described in jobsync/storage/dictionary.py: {', '.join(missing)}"
+    assert not missing, f"not described in jobsync/storage/descriptions.py: {', '.join(missing)}"
     gone = [
         f"{name}.{column}"
         for name, relation in RELATIONS.items()
