@@ -28,6 +28,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Float,
     Integer,
     MetaData,
     Numeric,
@@ -118,12 +119,13 @@ def type_name(sql_type: TypeEngine[object]) -> str:
     """The kind of value a column holds, as people name it (the same on both backends)."""
     if isinstance(sql_type, TypeDecorator):
         sql_type = sql_type.impl_instance
-    # Every time jobsync stores is UTC (UTCDateTime); Float is a kind of Numeric.
+    # Every time jobsync stores is UTC (UTCDateTime).
     for kind, name in (
         (DateTime, "timestamp (UTC)"),
         (Date, "date"),
         (Boolean, "boolean"),
         (Integer, "integer"),
+        (Float, "number"),
         (Numeric, "number"),
         (String, "text"),
     ):
