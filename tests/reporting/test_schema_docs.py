@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -448,3 +450,45 @@ def test_a_role_that_owns_nothing_upgrades_without_touching_the_comments(postgre
                 conn.exec_driver_sql(f"DROP OWNED BY {role}")
                 conn.exec_driver_sql(f"DROP ROLE {role}")
         engine.dispose()
+
+
+def test_the_documented_datasette_command_line_serves_the_saved_queries(tmp_path, sim):
+    """`jobsync db datasette-metadata -o metadata.json && datasette jobsync.db -m metadata.json`,
+    as the docs give it, with Datasette's own command line."""
+    pytest.importorskip("datasette")
+    path = tmp_path / "jobsync.db"
+    engine = open_engine(f"sqlite:///{path}")
+    settings = settings_for(sim, f"sqlite:///{path}")
+    upgrade(engine)
+    assert sync_source(engine, settings.sources[0], settings).ok
+    engine.dispose()
+    out = tmp_path / "metadata.json"
+    result = CliRunner().invoke(
+        cli, ["db", "datasette-metadata", "--db", f"sqlite:///{path}", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    served = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "datasette",
+            str(path),
+            "-m",
+            str(out),
+            "--get",
+            "/jobsync/failure_rate_per_day.json?_shape=objects",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert served.returncode == 0, served.stderr
+    answer = json.loads(served.stdout)
+    assert answer["ok"]
+    assert answer["rows"] and set(answer["rows"][0]) == {
+        "day",
+        "completed",
+        "failed",
+        "failure_rate",
+    }
