@@ -139,7 +139,8 @@ def simulate_history(
     weekend), about a third of the open ones move on a state each hour, one afternoon two days
     before the end most finishing jobs fail (an incident to find on the failure rate chart),
     and over the last day three jobs stop moving (the stuck jobs to find). Finished jobs leave
-    the API's list after two days, as a real one's retention would drop them.
+    the API's list after two days (or two gaps between passes, if longer), as a real list's
+    retention would drop them.
     """
     rounds = rounds if rounds is not None else days * PASSES_PER_DAY
     midnight = end.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -155,7 +156,8 @@ def simulate_history(
         api_key=DEMO_KEY,
         seed=seed,
         clock=clock,
-        retention=RETENTION,
+        # Never shorter than two gaps between passes: a pass must see a job finish first.
+        retention=max(RETENTION, 2 * gap),
     ) as sim:
         settings = Settings(
             database_url="sqlite://",  # unused: the engine is given
