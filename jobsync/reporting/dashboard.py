@@ -22,7 +22,16 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, text
 
-__all__ = ["DASHBOARD_QUERIES", "STUCK_AFTER_SECONDS", "DashboardQuery", "run_dashboard_query"]
+__all__ = [
+    "DASHBOARD_QUERIES",
+    "DURATIONS_PER_DAY",
+    "FAILURE_RATE_PER_DAY",
+    "IMPORTS_PER_DAY",
+    "STUCK_AFTER_SECONDS",
+    "STUCK_JOBS",
+    "DashboardQuery",
+    "run_dashboard_query",
+]
 
 # The default of ``jobsync report stuck --older-than`` (2h): the dashboard agrees with the report.
 STUCK_AFTER_SECONDS = 7200
