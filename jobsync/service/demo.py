@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -203,10 +204,15 @@ def _arrivals(rng: random.Random, jobs: int, now: datetime, hours: float) -> int
 
 
 def _example_jobs(changes: Sequence[StateChange]) -> list[tuple[str, str]]:
-    # Prefer jobs that changed more than once: their history shows several windows.
-    counts: dict[tuple[str, str], int] = {}
+    # Prefer jobs that changed more than once, each change long after the one before: passes
+    # hours apart then saw every change, so their history shows several windows.
+    times: dict[tuple[str, str], list[datetime]] = {}
     for change in changes:
-        key = (change.cluster_id, change.job_id)
-        counts[key] = counts.get(key, 0) + 1
-    ranked = sorted(counts, key=lambda k: (-counts[k], k))
+        times.setdefault((change.cluster_id, change.job_id), []).append(change.at)
+
+    def shortest_gap(key: tuple[str, str]) -> timedelta:
+        moments = times[key]
+        return min((b - a for a, b in pairwise(moments)), default=timedelta(0))
+
+    ranked = sorted(times, key=lambda k: (-len(times[k]), -shortest_gap(k), k))
     return ranked[:2]
