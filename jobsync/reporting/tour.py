@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine, func, select
 
-from jobsync.reporting.dashboard import FAILURE_RATE_PER_DAY, IMPORTS_PER_DAY, run_dashboard_query
 from jobsync.reporting.output import render
 from jobsync.reporting.queries import job_history, overview
+from jobsync.storage.dashboard import FAILURE_RATE_PER_DAY, IMPORTS_PER_DAY, run_dashboard_query
 from jobsync.storage.schema import import_job_progress
 
 __all__ = ["tour_report"]

@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, insert, select, text
 
-from jobsync.reporting.dashboard import (
+from jobsync.service.demo import simulate_history
+from jobsync.storage.dashboard import (
     DASHBOARD_QUERIES,
     STUCK_AFTER_SECONDS,
     DashboardQuery,
     run_dashboard_query,
 )
-from jobsync.service.demo import simulate_history
 from jobsync.storage.migrate import upgrade
 from jobsync.storage.schema import metadata
 from jobsync.storage.store import normalise_url, open_engine

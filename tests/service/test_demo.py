@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from jobsync.cli import cli
-from jobsync.reporting.dashboard import FAILURE_RATE_PER_DAY, STUCK_JOBS, run_dashboard_query
 from jobsync.service.demo import simulate_history
+from jobsync.storage.dashboard import FAILURE_RATE_PER_DAY, STUCK_JOBS, run_dashboard_query
 from jobsync.storage.migrate import upgrade
 from jobsync.storage.store import open_engine
 

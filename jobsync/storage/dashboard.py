@@ -1,8 +1,9 @@
 """The four dashboard questions as SQL that runs unchanged on SQLite and PostgreSQL.
 
-These texts are the one source: docs/sql-and-bi.md shows them word for word (a test compares
-the two), the BI how-to pastes them into Superset and Grafana, and a test runs each on both
-backends over the same history and requires the same rows.
+SQL that names jobsync's views lives in storage, although these texts are for people and BI
+tools first. They are the one source: docs/sql-and-bi.md shows them word for word (a test
+compares the two), the Superset walk-through pastes them as they are, and a test runs each on
+both backends over the same history and requires the same rows.
 
 What keeps them portable: only views and functions both databases share (``SUM``, ``COUNT``,
 ``MAX``, ``NULLIF``, ``SUBSTR``, ``CAST``, ``ROW_NUMBER``), sums cast back to ``BIGINT``
@@ -21,6 +22,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, text
+
+from jobsync.storage.boundary import boundary
 
 __all__ = [
     "DASHBOARD_QUERIES",
@@ -118,6 +121,7 @@ DASHBOARD_QUERIES: tuple[DashboardQuery, ...] = (
 )
 
 
+@boundary
 def run_dashboard_query(engine: Engine, query: DashboardQuery) -> list[dict[str, Any]]:
     """The rows of one dashboard query, as a BI tool would get them."""
     with engine.connect() as conn:
