@@ -87,12 +87,22 @@ def simulate(
     type=click.Path(dir_okay=False),
     help="SQLite file to (re)create.",
 )
-@_jobs_option(300, at_least=1, help="Simulated jobs per cluster.")
+@_jobs_option(300, at_least=1, help="Simulated jobs per cluster at the start.")
 @click.option(
-    "--rounds", default=4, show_default=True, type=click.IntRange(min=1), help="Sync passes to run."
+    "--days",
+    default=14,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Days of history to simulate, up to now.",
 )
-def demo(db_file: str, jobs_per_cluster: int, rounds: int) -> None:
-    """Simulate an API, sync it a few rounds into a local SQLite file, and print a summary.
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    help="Sync passes to run, evenly spread over the days [default: 8 a day].",
+)
+def demo(db_file: str, jobs_per_cluster: int, days: int, rounds: int | None) -> None:
+    """Simulate an API through two weeks of history, sync it into a local SQLite file, and
+    print a summary. Simulated time: it takes seconds.
 
     Example: jobsync demo
     """
@@ -101,6 +111,11 @@ def demo(db_file: str, jobs_per_cluster: int, rounds: int) -> None:
 
     click.echo(
         run_demo(
-            db_file, report=tour_report, jobs=jobs_per_cluster, rounds=rounds, progress=click.echo
+            db_file,
+            report=tour_report,
+            jobs=jobs_per_cluster,
+            rounds=rounds,
+            days=days,
+            progress=click.echo,
         )
     )

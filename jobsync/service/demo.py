@@ -7,9 +7,12 @@ command (``jobsync.reporting.tour.tour_report``).
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -22,11 +25,14 @@ from jobsync.simulator import Simulator, StateChange
 from jobsync.storage.migrate import upgrade
 from jobsync.storage.store import open_engine
 
-__all__ = ["run_demo", "serve_simulator"]
+__all__ = ["History", "run_demo", "serve_simulator", "simulate_history"]
 
 DEMO_CLUSTERS = ("in01-0123456789abcdef", "in02-fedcba9876543210")
 DEMO_KEY = "demo-key"
-ROUND = timedelta(minutes=10)
+DEMO_DAYS = 14
+PASSES_PER_DAY = 8
+STEP = timedelta(hours=1)  # how far the simulated world moves between two of its steps
+RETENTION = timedelta(days=2)
 
 # What the tour shows of the database, given the (cluster_id, job_id) of jobs worth showing.
 Report = Callable[[Engine, Sequence[tuple[str, str]]], str]
@@ -69,23 +75,93 @@ def run_demo(
     *,
     report: Report,
     jobs: int = 300,
-    rounds: int = 4,
+    rounds: int | None = None,
+    days: int = DEMO_DAYS,
     progress: Callable[[str], None] = lambda _line: None,
+    now: datetime | None = None,
 ) -> str:
-    """Sync a progressing simulator ``rounds`` times into a fresh SQLite file; return what
-    ``report`` says of it, between a line saying what was written and hints to go further."""
+    """Sync a simulator through ``days`` of simulated history, ``rounds`` passes in all (default
+    PASSES_PER_DAY a day), into a fresh SQLite file; return what ``report`` says of it, between
+    a line saying what was written and hints to go further. The history ends at ``now``."""
     path = Path(db_file)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     engine = open_engine(f"sqlite:///{path}")
-    upgrade(engine)
-    # Demo time runs fast: each round is ten simulated minutes, so the windows read naturally.
-    clock = SteppingClock(datetime.now(UTC) - ROUND * rounds)
+    try:
+        upgrade(engine)
+        history = simulate_history(
+            engine,
+            jobs=jobs,
+            rounds=rounds,
+            days=days,
+            end=now or datetime.now(UTC),
+            progress=progress,
+        )
+        shown = report(engine, history.examples)
+    finally:
+        engine.dispose()
+    return (
+        f"\nWrote {path} ({history.rounds} passes over {len(DEMO_CLUSTERS)} simulated clusters, "
+        f"{history.first:%Y-%m-%d %H:%M} to {history.last:%Y-%m-%d %H:%M} UTC).\n"
+        f"{shown}\n"
+        "\nEach change happened inside (window_start, observed_at]. Explore further with:\n"
+        f"  jobsync jobs --db sqlite:///{path}\n"
+        f"  jobsync report html --db sqlite:///{path} -o jobsync-demo.html\n"
+        f"  sqlite3 {path} 'SELECT * FROM daily_job_stats ORDER BY day'"
+    )
+
+
+@dataclass(frozen=True)
+class History:
+    """What ``simulate_history`` did: its passes, their first and last time, example jobs."""
+
+    rounds: int
+    first: datetime
+    last: datetime
+    examples: list[tuple[str, str]]
+
+
+def simulate_history(
+    engine: Engine,
+    *,
+    jobs: int = 300,
+    rounds: int | None = None,
+    days: int = DEMO_DAYS,
+    end: datetime,
+    seed: int = 7,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> History:
+    """Sync the bundled simulator ``rounds`` times over ``days`` simulated UTC days ending at
+    ``end`` into a migrated database, on a simulated clock: seconds of real time.
+
+    The first pass is at midnight UTC ``days - 1`` days before ``end``'s day, so the daily
+    figures have ``days`` days; the passes are evenly spaced up to ``end``. Between passes the
+    simulated world moves on an hour at a time: new jobs arrive (fewer at night and at the
+    weekend), about a third of the open ones move on a state each hour, one afternoon two days
+    before the end most finishing jobs fail (an incident to find on the failure rate chart),
+    and over the last day three jobs stop moving (the stuck jobs to find). Finished jobs leave
+    the API's list after two days (or two gaps between passes, if longer), as a real list's
+    retention would drop them.
+    """
+    rounds = rounds if rounds is not None else days * PASSES_PER_DAY
+    midnight = end.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    first = midnight - timedelta(days=days - 1)
+    gap = (end - first) / max(1, rounds - 1)
+    incident = (midnight - timedelta(days=2) + timedelta(hours=13), timedelta(hours=5))
+    stuck_from = end - timedelta(hours=20)
+    rng = random.Random(seed)
+    clock = SteppingClock(first)
     with Simulator(
-        cluster_ids=DEMO_CLUSTERS, jobs=jobs, api_key=DEMO_KEY, seed=7, clock=clock
+        cluster_ids=DEMO_CLUSTERS,
+        jobs=jobs,
+        api_key=DEMO_KEY,
+        seed=seed,
+        clock=clock,
+        # Never shorter than two gaps between passes: a pass must see a job finish first.
+        retention=max(RETENTION, 2 * gap),
     ) as sim:
         settings = Settings(
-            database_url=f"sqlite:///{path}",
+            database_url="sqlite://",  # unused: the engine is given
             sources=tuple(
                 Source(name=c, cluster_id=c, base_url=sim.url, api_key=Secret(DEMO_KEY))
                 for c in DEMO_CLUSTERS
@@ -93,33 +169,50 @@ def run_demo(
             # The bundled simulator has no rate limit; the real API's would make the tour slow.
             http=HttpSettings(requests_per_second=500.0),
         )
+        held = 0
         for round_number in range(1, rounds + 1):
             for result in sync_all(engine, settings, clock=clock):
-                progress(f"pass {round_number}: {result.summary()}")
-            if round_number < rounds:
-                clock.skip(ROUND / 2)
-                sim.advance(fraction=0.35)
-                sim.add_jobs(max(1, jobs // 20), cluster_id=DEMO_CLUSTERS[0])
-                clock.skip(ROUND / 2)
+                progress(f"pass {round_number} ({clock.now:%a %d %b %H:%M}): {result.summary()}")
+            if round_number == rounds:
+                break
+            target = first + gap * round_number
+            while clock.now < target:
+                span = min(STEP, target - clock.now)
+                clock.skip(span)
+                now = clock.now
+                in_incident = incident[0] <= now < incident[0] + incident[1]
+                sim.failure_ratio = 0.7 if in_incident else 0.15
+                sim.advance(fraction=0.35 * (span / STEP))
+                for cluster_id in DEMO_CLUSTERS:
+                    added = sim.add_jobs(_arrivals(rng, jobs, now, span / STEP), cluster_id)
+                    if added and held < 3 and now >= stuck_from:
+                        sim.hold_jobs(cluster_id, [added[0].job_id])
+                        held += 1
         changes = sim.change_log
-    try:
-        shown = report(engine, _example_jobs(changes))
-    finally:
-        engine.dispose()
-    return (
-        f"\nWrote {path} ({rounds} passes over {len(DEMO_CLUSTERS)} simulated clusters).\n"
-        f"{shown}\n"
-        "\nEach change happened inside (window_start, observed_at]. Explore further with:\n"
-        f"  jobsync jobs --db sqlite:///{path}\n"
-        f"  sqlite3 {path} 'SELECT * FROM import_job_transitions LIMIT 20'"
-    )
+    return History(rounds, first, clock.now, _example_jobs(changes))
+
+
+def _arrivals(rng: random.Random, jobs: int, now: datetime, hours: float) -> int:
+    """New jobs in one cluster over ``hours`` simulated hours up to ``now``: about ``jobs / 10``
+    a weekday, most of them in working hours, a third as many at the weekend."""
+    per_day = max(1.0, jobs / 10)
+    share = 1.5 / 24 if 8 <= now.hour < 20 else 0.5 / 24
+    if now.weekday() >= 5:
+        share /= 3
+    expected = per_day * share * hours
+    return int(expected) + (1 if rng.random() < expected - int(expected) else 0)
 
 
 def _example_jobs(changes: Sequence[StateChange]) -> list[tuple[str, str]]:
-    # Prefer jobs that changed more than once: their history shows several windows.
-    counts: dict[tuple[str, str], int] = {}
+    # Prefer jobs that changed more than once, each change long after the one before: passes
+    # hours apart then saw every change, so their history shows several windows.
+    times: dict[tuple[str, str], list[datetime]] = {}
     for change in changes:
-        key = (change.cluster_id, change.job_id)
-        counts[key] = counts.get(key, 0) + 1
-    ranked = sorted(counts, key=lambda k: (-counts[k], k))
+        times.setdefault((change.cluster_id, change.job_id), []).append(change.at)
+
+    def shortest_gap(key: tuple[str, str]) -> timedelta:
+        moments = times[key]
+        return min((b - a for a, b in pairwise(moments)), default=timedelta(0))
+
+    ranked = sorted(times, key=lambda k: (-len(times[k]), -shortest_gap(k), k))
     return ranked[:2]

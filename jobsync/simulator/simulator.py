@@ -198,12 +198,32 @@ class Simulator:
 
         `fraction` of each cluster's Pending/Importing jobs (rounded stochastically), or exactly
         `count` across all clusters (all of them if fewer are open). Default: fraction=0.1.
-        About one finishing job in five fails, with a reason.
+        About one finishing job in five fails (`failure_ratio`), with a reason; held jobs
+        (`hold_jobs`) stay where they are.
         """
         if fraction is None and count is None:
             fraction = 0.1
         with self._lock:
             return self._world.advance(self._clock(), fraction, count)
+
+    def hold_jobs(self, cluster_id: str, job_ids: Iterable[str]) -> None:
+        """Leave these jobs where they are on every later `advance()`, as stuck jobs stay
+        (`set_state` still moves them)."""
+        with self._lock:
+            self._world.cluster(cluster_id, self._clock()).held.update(job_ids)
+
+    @property
+    def failure_ratio(self) -> float:
+        """The share of jobs finishing on `advance()` that fail (0.2 unless set)."""
+        with self._lock:
+            return self._world.failure_ratio
+
+    @failure_ratio.setter
+    def failure_ratio(self, value: float) -> None:
+        if not 0.0 <= value <= 1.0:
+            raise ValueError("failure_ratio must be within 0..1")
+        with self._lock:
+            self._world.failure_ratio = value
 
     def set_state(
         self, cluster_id: str, job_id: str, state: str, reason: str | None = None

@@ -156,11 +156,12 @@ def _job_id(job: Job) -> str:
 class Cluster:
     """One cluster's job list, oldest first (so appending a new job keeps it ordered)."""
 
-    __slots__ = ("cluster_id", "jobs", "next_expiry")
+    __slots__ = ("cluster_id", "held", "jobs", "next_expiry")
 
     def __init__(self, cluster_id: str) -> None:
         self.cluster_id = cluster_id
         self.jobs: list[Job] = []
+        self.held: set[str] = set()  # ids of jobs advance() leaves where they are
         self.next_expiry: datetime | None = None  # earliest finished_at + retention, or None
 
     def newest_first(self, start: int, stop: int) -> list[Job]:
@@ -214,6 +215,7 @@ class World:
             raise ValueError("jobs must be >= 0")
         self.rng = random.Random(seed)
         self.retention = retention
+        self.failure_ratio = FAILURE_RATIO
         self.clusters = {cid: Cluster(cid) for cid in cluster_ids}
         self.change_log: list[StateChange] = []
         # Milvus takes job ids from its timestamp oracle: 18 digits, growing with creation time.
@@ -256,7 +258,7 @@ class World:
         for cluster, job in chosen:
             target = _STEPS[job.state]
             if target is None:
-                target = FAILED if self.rng.random() < FAILURE_RATIO else COMPLETED
+                target = FAILED if self.rng.random() < self.failure_ratio else COMPLETED
             changes.append(self._change(cluster, job, target, now, None))
         return changes
 
@@ -315,7 +317,7 @@ class World:
             raise ValueError("fraction must be within 0..1")
         chosen: list[tuple[Cluster, Job]] = []
         for c in clusters:
-            movable = [j for j in c.jobs if j.state in _STEPS]
+            movable = [j for j in c.jobs if j.state in _STEPS and j.job_id not in c.held]
             # Stochastic rounding: rounding 0.4 jobs down on every tick would freeze a small
             # cluster under run_progression.
             wanted = fraction * len(movable)
@@ -326,7 +328,9 @@ class World:
     def _choose_count(self, clusters: list[Cluster], count: int) -> list[tuple[Cluster, Job]]:
         if count < 0:
             raise ValueError("count must be >= 0")
-        pool = [(c, j) for c in clusters for j in c.jobs if j.state in _STEPS]
+        pool = [
+            (c, j) for c in clusters for j in c.jobs if j.state in _STEPS and j.job_id not in c.held
+        ]
         return self.rng.sample(pool, min(count, len(pool)))
 
     def _populate(

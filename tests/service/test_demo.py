@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, date, datetime, timedelta
 
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from jobsync.cli import cli
+from jobsync.service.demo import simulate_history
+from jobsync.storage.dashboard import FAILURE_RATE_PER_DAY, STUCK_JOBS, run_dashboard_query
+from jobsync.storage.migrate import upgrade
+from jobsync.storage.store import open_engine
 
 
 def test_demo_writes_a_sqlite_file_and_prints_a_summary(tmp_path, monkeypatch):
@@ -39,3 +45,56 @@ def test_demo_starts_over_when_run_again(tmp_path, monkeypatch):
     assert again.exit_code == 0, again.output
     db = sqlite3.connect(tmp_path / "jobsync-demo.db")
     assert db.execute("SELECT count(*) FROM sync_runs").fetchone()[0] == 2 * 2
+
+
+def test_demo_fills_two_weeks_of_days_with_enough_jobs_per_collection(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    result = CliRunner().invoke(cli, ["demo", "--jobs", "60", "--rounds", "28"])
+
+    assert result.exit_code == 0, result.output
+    db = sqlite3.connect(tmp_path / "jobsync-demo.db")
+    days = [d for (d,) in db.execute("SELECT DISTINCT day FROM daily_job_stats ORDER BY day")]
+    last_pass = db.execute("SELECT substr(max(started_at), 1, 10) FROM sync_runs").fetchone()[0]
+    last = date.fromisoformat(last_pass)  # today, unless midnight passed during the demo
+    assert days == [(last - timedelta(days=13 - n)).isoformat() for n in range(14)]
+    runs = db.execute("SELECT count(*) FROM sync_runs").fetchone()[0]
+    assert runs == 28 * 2
+    # Every collection's durations rest on jobs whose start a pass saw, many of them.
+    observed = dict(
+        db.execute(
+            "SELECT collection_name, count(*) FROM job_durations"
+            " WHERE is_finished = 1 AND created_window_start IS NOT NULL"
+            " GROUP BY collection_name"
+        )
+    )
+    assert len(observed) == 8 and min(observed.values()) >= 10, observed
+    # The first day holds the backlog: far more jobs first seen than any later day.
+    first_seen = [
+        n
+        for (n,) in db.execute(
+            "SELECT SUM(jobs_first_seen) FROM daily_job_stats GROUP BY day ORDER BY day"
+        )
+    ]
+    assert first_seen[0] > 3 * max(first_seen[1:])
+
+
+def test_the_simulated_history_has_an_incident_and_stuck_jobs(tmp_path):
+    end = datetime(2024, 5, 8, 15, 20, tzinfo=UTC)
+    engine = open_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    upgrade(engine)
+    history = simulate_history(engine, jobs=60, days=7, rounds=7 * 4, end=end)
+    rates = run_dashboard_query(engine, FAILURE_RATE_PER_DAY)
+    stuck = run_dashboard_query(engine, STUCK_JOBS)
+    with engine.connect() as conn:
+        started = conn.execute(text("SELECT min(started_at), max(started_at) FROM sync_runs")).one()
+    engine.dispose()
+
+    assert history.rounds == 28
+    assert history.first == datetime(2024, 5, 2, tzinfo=UTC)
+    assert started[0].startswith("2024-05-02 00:00") and started[1].startswith("2024-05-08 15:2")
+    worst = max(rates, key=lambda r: r["failure_rate"])
+    assert worst["day"] == "2024-05-06"  # the incident: two days before the end's day
+    # The three jobs held from 20 h before the end, and perhaps a slow one.
+    assert len(stuck) >= 3
+    assert all(r["state"] in ("Pending", "Importing") for r in stuck)

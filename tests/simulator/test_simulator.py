@@ -792,3 +792,19 @@ def test_milvus_mode_keeps_finished_jobs_three_hours(make_sim, clock):
     assert len(sim.jobs()) == 2
     clock.tick(minutes=1)
     assert len(sim.jobs()) == 1
+
+
+def test_held_jobs_stay_where_they_are_and_the_failure_ratio_is_settable():
+    sim = Simulator(cluster_ids=("c1",), jobs=0, seed=3)
+    held, *others = sim.add_jobs(20, "c1")
+    sim.hold_jobs("c1", [held.job_id])
+    sim.failure_ratio = 1.0
+
+    for _ in range(3):
+        sim.advance(fraction=1.0)
+
+    states = {j.job_id: j.state for j in sim.jobs("c1")}
+    assert states[held.job_id] == "Pending"
+    assert {states[j.job_id] for j in others} == {"Failed"}
+    with pytest.raises(ValueError, match="failure_ratio"):
+        sim.failure_ratio = 1.5
