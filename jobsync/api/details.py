@@ -2,8 +2,9 @@
 
 Which jobs to ask about, and why only those: ``jobsync.service.details``.
 
-Requests go out from a few threads at once, each with its own client, under the same per-key
-rate limiter as the list (the limiter counts per endpoint, so details have their own budget).
+Requests go out from a few threads at once while the list is still being read, under the same
+per-key rate limiters as the list (one per endpoint, so details have their own budget): a pass
+takes about as long as the larger of the two, not their sum.
 Details are extras: a failing request is logged, counted and skipped, never a failed pass; a
 rejected key, or three server failures in a row, stop the requests for the rest of the pass
 rather than hammer a server that cannot answer; a stop request (SIGTERM) ends them too, and the
@@ -16,10 +17,11 @@ one that answered is remembered per source for the life of the process.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,6 +34,7 @@ from jobsync.observability.redact import redact
 
 __all__ = [
     "PROGRESS_PATHS",
+    "DetailsFetcher",
     "DetailsOutcome",
     "PathMemory",
     "fetch_details",
@@ -120,7 +123,10 @@ class _Pass:
     def succeeded(self, details: JobDetails) -> None:
         with self.lock:
             self.outcome.requested += 1
-            self.outcome.details[details.job_id] = details
+            known = self.outcome.details.get(details.job_id)
+            # A job asked about twice keeps the later answer.
+            if known is None or known.sampled_at <= details.sampled_at:
+                self.outcome.details[details.job_id] = details
             self.outcome.ambiguous_times += details.ambiguous_time
             self.server_failures = 0
 
@@ -144,6 +150,158 @@ class _Pass:
             self.stop(f"{GIVE_UP_AFTER} progress requests in a row failed")
 
 
+class DetailsFetcher:
+    """Asks about jobs as they are offered, while the pass is still reading its list.
+
+    ``offer`` queues a job with a priority (smaller first; ties by arrival); ``concurrency``
+    threads take the best queued job each time one of them is free, so jobs offered late but
+    more urgent overtake the ones queued early. At most ``limit`` requests go in all. While the
+    list is still being read (before ``close``), jobs of a priority class above 0 may take only
+    ``limit - reserve`` of them, so the jobs the list is yet to reveal (class 0: new or changed)
+    still find room. A job is asked about once, or twice when ``offer(..., again=True)`` says the
+    list showed it change after it was asked. ``finish`` waits for the queue to run dry and
+    returns the outcome; it never raises for a failed request.
+
+    The first request goes alone: it finds the progress path, so the others do not all meet the
+    404s. ``client`` serves every thread at once, as it does the list's pages.
+    """
+
+    def __init__(
+        self,
+        client: ApiClient,
+        source: Source,
+        *,
+        limit: int,
+        concurrency: int,
+        clock: Callable[[], datetime],
+        cancel: threading.Event | None = None,
+        memory: PathMemory = KNOWN_PATHS,
+        reserve: int = 0,
+    ) -> None:
+        self._client = client
+        self._state = _Pass(source, memory, clock)
+        self._limit = limit
+        self._reserve = min(reserve, limit)
+        self._workers = max(1, concurrency)
+        self._cancel = cancel
+        self._queue: list[tuple[tuple[float, ...], int, str, bool]] = []
+        self._seq = itertools.count()
+        self._taken: set[str] = set()
+        self._again: set[str] = set()
+        self._started = 0
+        self._closed = False
+        self._wake = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._retries_before = client.retries
+        self._first_done = False
+        self._aborted = False
+
+    def offer(self, job_id: str, priority: tuple[float, ...], *, again: bool = False) -> None:
+        """Queue ``job_id``; ``again``: ask about it again if it was already asked about."""
+        with self._wake:
+            if job_id in self._taken and not (again and job_id not in self._again):
+                return
+            heapq.heappush(self._queue, (priority, next(self._seq), job_id, again))
+            if not self._threads:
+                self._spawn(1)
+            self._wake.notify()
+
+    def abort(self) -> None:
+        """Ask about nothing more (the requests in flight end on their own)."""
+        with self._wake:
+            self._aborted = True
+            self._closed = True
+            self._wake.notify_all()
+
+    def close(self) -> None:
+        """No more offers: the list has been read."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+
+    def finish(self) -> DetailsOutcome:
+        """Close, wait until every queued job was asked about (or asking stopped), and tell."""
+        self.close()
+        while True:
+            with self._wake:
+                threads = list(self._threads)
+            for thread in threads:
+                thread.join()
+            with self._wake:
+                if len(self._threads) == len(threads):
+                    break
+        state = self._state
+        state.outcome.retries += self._client.retries - self._retries_before
+        name = state.source.name
+        if state.logged > LOGGED_FAILURES:
+            log.warning(
+                "%s: %d more progress requests failed", name, state.logged - LOGGED_FAILURES
+            )
+        if state.outcome.ambiguous_times:
+            log.warning(
+                "%s: %d completeTime values had no time zone and were ignored",
+                name,
+                state.outcome.ambiguous_times,
+            )
+        return state.outcome
+
+    def _spawn(self, count: int) -> None:
+        # Called with the condition held.
+        for _ in range(count):
+            thread = threading.Thread(
+                target=self._work, name=f"jobsync-details-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def _done(self) -> bool:
+        return (
+            self._started >= self._limit
+            or self._aborted
+            or self._state.stopped
+            or (self._cancel is not None and self._cancel.is_set())
+        )
+
+    def _take(self) -> str | None:
+        """The best job to ask about next; None when there is nothing more to do."""
+        with self._wake:
+            while True:
+                if self._done():
+                    self._wake.notify_all()
+                    return None
+                queue = self._queue
+                while queue and (
+                    (queue[0][2] in self._taken and not queue[0][3])
+                    or (queue[0][3] and queue[0][2] in self._again)
+                ):
+                    heapq.heappop(queue)  # a job already asked about (or asked twice)
+                held_back = (
+                    not self._closed
+                    and bool(queue)
+                    and queue[0][0][0] > 0
+                    and self._started >= self._limit - self._reserve
+                )
+                if queue and not held_back:
+                    _, _, job_id, again = heapq.heappop(queue)
+                    if job_id in self._taken and again:
+                        self._again.add(job_id)
+                    self._taken.add(job_id)
+                    self._started += 1
+                    return job_id
+                if self._closed and not queue:
+                    return None
+                self._wake.wait()
+
+    def _work(self) -> None:
+        while (job_id := self._take()) is not None:
+            _fetch_one(self._client, self._state, job_id)
+            with self._wake:
+                if not self._first_done:
+                    self._first_done = True
+                    self._spawn(self._workers - 1)
+                self._wake.notify_all()
+
+
 def fetch_details(
     client: ApiClient,
     source: Source,
@@ -154,43 +312,20 @@ def fetch_details(
     cancel: threading.Event | None = None,
     memory: PathMemory = KNOWN_PATHS,
 ) -> DetailsOutcome:
-    """Ask the progress endpoint about ``job_ids``; never raises for a failed request.
-
-    ``client`` serves all ``concurrency`` threads at once, as it does the list's pages.
-    """
-    state = _Pass(source, memory, clock)
-    if not job_ids:
-        return state.outcome
-    workers = max(1, min(concurrency, len(job_ids)))
-    retries_before = client.retries
-
-    def one(job_id: str) -> None:
-        if state.stopped or (cancel is not None and cancel.is_set()):
-            return
-        _fetch_one(client, state, job_id)
-
-    try:
-        # The first request alone: it finds the path, so the others do not all meet the 404s.
-        one(job_ids[0])
-        if workers == 1:
-            for job_id in job_ids[1:]:
-                one(job_id)
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="jobsync-details") as pool:
-                list(pool.map(one, job_ids[1:]))
-    finally:
-        state.outcome.retries += client.retries - retries_before
-    if state.logged > LOGGED_FAILURES:
-        log.warning(
-            "%s: %d more progress requests failed", source.name, state.logged - LOGGED_FAILURES
-        )
-    if state.outcome.ambiguous_times:
-        log.warning(
-            "%s: %d completeTime values had no time zone and were ignored",
-            source.name,
-            state.outcome.ambiguous_times,
-        )
-    return state.outcome
+    """Ask the progress endpoint about ``job_ids``, in that order; never raises for a failed
+    request."""
+    fetcher = DetailsFetcher(
+        client,
+        source,
+        limit=len(job_ids),
+        concurrency=concurrency,
+        clock=clock,
+        cancel=cancel,
+        memory=memory,
+    )
+    for position, job_id in enumerate(job_ids):
+        fetcher.offer(job_id, (0, position))
+    return fetcher.finish()
 
 
 def _fetch_one(client: ApiClient, state: _Pass, job_id: str) -> None:
