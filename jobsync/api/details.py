@@ -29,6 +29,7 @@ from typing import Any
 from jobsync.api.client import ApiClient
 from jobsync.config import Source
 from jobsync.domain.records import JobDetails, parse_progress_data
+from jobsync.domain.states import is_terminal
 from jobsync.errors import ApiError, ApiStatusError, AuthError, Cancelled, TransportError
 from jobsync.observability.redact import redact
 
@@ -262,6 +263,17 @@ class DetailsFetcher:
             or (self._cancel is not None and self._cancel.is_set())
         )
 
+    def _asked_enough(self, job_id: str, again: bool) -> bool:
+        """Whether a queued job needs no request (called with the condition held)."""
+        if job_id not in self._taken:
+            return False
+        if not again or job_id in self._again:
+            return True
+        # Asked again only if the first answer did not already show it finished.
+        with self._state.lock:
+            first = self._state.outcome.details.get(job_id)
+        return first is not None and is_terminal(first.raw_state)
+
     def _take(self) -> str | None:
         """The best job to ask about next; None when there is nothing more to do."""
         with self._wake:
@@ -270,11 +282,8 @@ class DetailsFetcher:
                     self._wake.notify_all()
                     return None
                 queue = self._queue
-                while queue and (
-                    (queue[0][2] in self._taken and not queue[0][3])
-                    or (queue[0][3] and queue[0][2] in self._again)
-                ):
-                    heapq.heappop(queue)  # a job already asked about (or asked twice)
+                while queue and self._asked_enough(queue[0][2], queue[0][3]):
+                    heapq.heappop(queue)
                 held_back = (
                     not self._closed
                     and bool(queue)
