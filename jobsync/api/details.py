@@ -203,9 +203,13 @@ class DetailsFetcher:
             if job_id in self._taken and not (again and job_id not in self._again):
                 return
             heapq.heappush(self._queue, (priority, next(self._seq), job_id, again))
+            self._wake.notify()
+
+    def start(self) -> None:
+        """Begin asking (after the first offers, so that the first request is the best)."""
+        with self._wake:
             if not self._threads:
                 self._spawn(1)
-            self._wake.notify()
 
     def abort(self) -> None:
         """Ask about nothing more (the requests in flight end on their own)."""
@@ -222,6 +226,7 @@ class DetailsFetcher:
 
     def finish(self) -> DetailsOutcome:
         """Close, wait until every queued job was asked about (or asking stopped), and tell."""
+        self.start()  # for the jobs offered after the last page, if none came before
         self.close()
         while True:
             with self._wake:
@@ -334,6 +339,7 @@ def fetch_details(
     )
     for position, job_id in enumerate(job_ids):
         fetcher.offer(job_id, (0, position))
+    fetcher.start()
     return fetcher.finish()
 
 

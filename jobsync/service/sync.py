@@ -234,6 +234,7 @@ class _Asking:
         self.plan = DetailsPlan(
             self.fetcher, known, stored, now=clock(), interval=settings.details_interval
         )
+        self.fetcher.start()
 
     def abort(self) -> None:
         """The list failed: ask nothing more, and wait for the requests in flight."""
