@@ -33,11 +33,20 @@ def _count_option(flag: str, most: int, help: str) -> Callable[[F], F]:
     return env_option(flag, env=env, type=click.IntRange(1, most), help=help)
 
 
-def _positive(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """Option callback: a positive, finite number (click's FloatRange lets nan and inf by)."""
-    if value is not None and not (0 < value < float("inf")):
-        raise click.BadParameter(f"{value!r} is not a positive number")
-    return value
+def _positive(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """Option callback: a positive, finite number, or one ``Error:`` line and exit 2."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0 < number < float("inf"):
+        raise ConfigError(
+            f"--requests-per-second (or JOBSYNC_REQUESTS_PER_SECOND) must be a positive number, "
+            f"not {value!r:.40}"
+        )
+    return number
 
 
 def source_options(f: F) -> F:
@@ -94,7 +103,6 @@ def source_options(f: F) -> F:
             env_option(
                 "--requests-per-second",
                 env="REQUESTS_PER_SECOND",
-                type=float,
                 callback=_positive,
                 metavar="RATE",
                 help="Requests per second per API key and endpoint, for every source "

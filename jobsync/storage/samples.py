@@ -96,7 +96,12 @@ def load_known_jobs(engine: Engine, cluster_id: str) -> KnownJobs:
         r.progress,
         r.details_at,
         case((moved, True), else_=False).label("moved"),
-    ).where(r.cluster_id == cluster_id, or_(r.state.not_in(_TERMINAL), owed))
+    ).where(
+        r.cluster_id == cluster_id,
+        # A job the latest pass did not list is not asked about before the list shows it.
+        r.listed.is_(True),
+        or_(r.state.not_in(_TERMINAL), owed),
+    )
     open_jobs: dict[str, KnownJob] = {}
     owed_ids: set[str] = set()
     with engine.connect() as conn:
