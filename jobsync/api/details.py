@@ -63,24 +63,36 @@ def progress_request(source: Source, job_id: str) -> tuple[dict[str, Any], dict[
 
 
 class PathMemory:
-    """Which progress path answered, per API root and source, for the life of the process."""
+    """Which progress path answered, per API root and source, for the life of the process.
+
+    A source that has not asked yet starts with the path another source of the same API root
+    found: the server is the same.
+    """
 
     def __init__(self) -> None:
         self._paths: dict[tuple[str, str], str] = {}
+        self._roots: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    def known(self, source: Source) -> str | None:
+        """The path that answered for ``source`` (or its API root), if one did."""
+        with self._lock:
+            return self._paths.get((source.base_url, source.key)) or self._roots.get(
+                source.base_url
+            )
 
     def order(self, source: Source) -> tuple[str, ...]:
         """The paths to try for ``source``, the one that answered last time first."""
         paths = MILVUS_PROGRESS_PATHS if source.kind == "milvus" else PROGRESS_PATHS
-        with self._lock:
-            known = self._paths.get((source.base_url, source.key))
-        if known is None:
+        known = self.known(source)
+        if known is None or known not in paths:
             return paths
         return (known, *(p for p in paths if p != known))
 
     def remember(self, source: Source, path: str) -> None:
         with self._lock:
             self._paths[(source.base_url, source.key)] = path
+            self._roots[source.base_url] = path
 
 
 KNOWN_PATHS = PathMemory()
@@ -163,8 +175,9 @@ class DetailsFetcher:
     list showed it change after it was asked. ``finish`` waits for the queue to run dry and
     returns the outcome; it never raises for a failed request.
 
-    The first request goes alone: it finds the progress path, so the others do not all meet the
-    404s. ``client`` serves every thread at once, as it does the list's pages.
+    Until a source (or another of its API root) has found the progress path, the first request
+    goes alone, so that the others do not all meet the 404s. ``client`` serves every thread at
+    once, as it does the list's pages.
     """
 
     def __init__(
@@ -189,6 +202,9 @@ class DetailsFetcher:
         self._seq = itertools.count()
         self._taken: set[str] = set()
         self._again: set[str] = set()
+        self._in_flight: set[str] = set()
+        # Offers to ask again about a job whose first request is still in flight.
+        self._deferred: dict[str, tuple[tuple[float, ...], int, str, bool]] = {}
         self._started = 0
         self._closed = False
         self._wake = threading.Condition()
@@ -209,7 +225,11 @@ class DetailsFetcher:
         """Begin asking (after the first offers, so that the first request is the best)."""
         with self._wake:
             if not self._threads:
-                self._spawn(1)
+                if self._state.memory.known(self._state.source) is not None:
+                    self._first_done = True  # the path is known: no need to go alone
+                    self._spawn(self._workers)
+                else:
+                    self._spawn(1)
 
     def abort(self) -> None:
         """Ask about nothing more (the requests in flight end on their own)."""
@@ -287,8 +307,15 @@ class DetailsFetcher:
                     self._wake.notify_all()
                     return None
                 queue = self._queue
-                while queue and self._asked_enough(queue[0][2], queue[0][3]):
-                    heapq.heappop(queue)
+                while queue:
+                    _, _, head, again = queue[0]
+                    if again and head in self._in_flight and head not in self._again:
+                        # Decide once its first answer is in (see _asked_enough).
+                        self._deferred[head] = heapq.heappop(queue)
+                    elif self._asked_enough(head, again):
+                        heapq.heappop(queue)
+                    else:
+                        break
                 held_back = (
                     not self._closed
                     and bool(queue)
@@ -300,9 +327,10 @@ class DetailsFetcher:
                     if job_id in self._taken and again:
                         self._again.add(job_id)
                     self._taken.add(job_id)
+                    self._in_flight.add(job_id)
                     self._started += 1
                     return job_id
-                if self._closed and not queue:
+                if self._closed and not queue and not self._deferred:
                     return None
                 self._wake.wait()
 
@@ -310,6 +338,10 @@ class DetailsFetcher:
         while (job_id := self._take()) is not None:
             _fetch_one(self._client, self._state, job_id)
             with self._wake:
+                self._in_flight.discard(job_id)
+                waiting = self._deferred.pop(job_id, None)
+                if waiting is not None:
+                    heapq.heappush(self._queue, waiting)
                 if not self._first_done:
                     self._first_done = True
                     self._spawn(self._workers - 1)
