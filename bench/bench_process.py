@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -107,15 +108,22 @@ class Sim:
         self.child.close(("stop", None))
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, busy cores of the whole machine meanwhile, stdout) of one process."""
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """(wall seconds, its CPU seconds, busy cores of the whole machine meanwhile, stdout) of
+    one process."""
     busy = busy_seconds()
+    cpu = _children_cpu()
     began = time.perf_counter()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     wall = time.perf_counter() - began
     if done.returncode != 0:
         raise RuntimeError(f"{argv[0]} exited {done.returncode}: {done.stderr[-2000:]}")
-    return wall, (busy_seconds() - busy) / wall, done.stdout
+    return wall, _children_cpu() - cpu, (busy_seconds() - busy) / wall, done.stdout
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def jobsync_sync(sim: Sim, clusters: tuple[str, ...], db: Path, *extra: str) -> list[str]:
@@ -142,7 +150,7 @@ def latency_case(name: str, rep: int, seed: int, workdir: Path) -> list[dict[str
             if fresh and db.exists():
                 db.unlink()
             sim.ask("reset")
-            wall, busy, _ = timed(jobsync_sync(sim, clusters, db, *extra), env)
+            wall, cpu, busy, _ = timed(jobsync_sync(sim, clusters, db, *extra), env)
             stats = sim.ask("stats")
             floors = (stats["list_requests"] / RATE, stats["progress_requests"] / RATE)
             rows.append(
@@ -151,6 +159,7 @@ def latency_case(name: str, rep: int, seed: int, workdir: Path) -> list[dict[str
                     "step": step,
                     "rep": rep,
                     "wall": wall,
+                    "cpu": cpu,
                     "busy_cores": busy,
                     **stats,
                     "list_floor": floors[0],
@@ -177,16 +186,18 @@ def big_case(rep: int, seed: int, workdir: Path) -> list[dict[str, Any]]:
             if step == "1% re-sync":
                 moved = sim.ask("advance", jobs // 100)
                 log(f"advanced {moved} jobs")
-            floor, floor_busy, seen = timed(client, env)
-            wall, busy, out = timed(jobsync_sync(sim, clusters, db, *fast), env)
+            floor, floor_cpu, floor_busy, seen = timed(client, env)
+            wall, cpu, busy, out = timed(jobsync_sync(sim, clusters, db, *fast), env)
             rows.append(
                 {
                     "case": "big",
                     "step": step,
                     "rep": rep,
                     "wall": wall,
+                    "cpu": cpu,
                     "busy_cores": busy,
                     "minimal_client": floor,
+                    "minimal_client_cpu": floor_cpu,
                     "minimal_client_busy_cores": floor_busy,
                     "minimal_client_jobs": int(seen.strip()),
                     "ratio": wall / floor,
@@ -205,12 +216,15 @@ def summarise(rows: list[dict[str, Any]]) -> list[list[str]]:
     for case, step in keys:
         runs = [r for r in rows if (r["case"], r["step"]) == (case, step)]
         wall = statistics.median(r["wall"] for r in runs)
+        cpu = statistics.median(r["cpu"] for r in runs)
         busy = statistics.median(r["busy_cores"] for r in runs)
         if case == "big":
             floor = statistics.median(r["minimal_client"] for r in runs)
+            floor_cpu = statistics.median(r["minimal_client_cpu"] for r in runs)
             target = FIRST_TARGET if step == "first sync" else RESYNC_TARGET
             table.append(
-                [case, step, f"{wall:.2f}", f"client {floor:.2f}", "", "",
+                [case, step, f"{wall:.2f}", f"{cpu:.2f}",
+                 f"minimal client {floor:.2f} s, cpu {floor_cpu:.2f} s", "", "",
                  f"{wall / floor:.2f}x (<= {target})", f"{busy:.2f}"]
             )  # fmt: skip
             continue
@@ -219,7 +233,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[list[str]]:
         larger = max(lists, progress) / RATE
         peaks = f"{max(r['list_peak'] for r in runs)}/{max(r['progress_peak'] for r in runs)}"
         table.append(
-            [case, step, f"{wall:.2f}", f"{lists:g} / {progress:g}",
+            [case, step, f"{wall:.2f}", f"{cpu:.2f}", f"{lists:g} / {progress:g}",
              f"{lists / RATE:.1f} / {progress / RATE:.1f}", peaks,
              f"{wall / larger:.2f}x (<= {LATENCY_TARGET})", f"{busy:.2f}"]
         )  # fmt: skip
@@ -249,7 +263,7 @@ def main() -> int:
                     rows += latency_case(case, rep, seed, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    header = ["case", "step", "wall s", "requests list / progress", "floors s",
+    header = ["case", "step", "wall s", "cpu s", "requests list / progress", "floors s",
               "peak/s list/progress", "ratio", "busy cores"]  # fmt: skip
     print(harness.format_table(header, summarise(rows)))
     print(f"medians of {args.repeat} run(s); {harness.code_version()}")
