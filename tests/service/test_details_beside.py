@@ -217,3 +217,38 @@ def test_the_limiter_takes_its_rate_from_the_caller(rate):
     limiters = RateLimiters(20)
     assert limiters.limiter(None, "https://x", LIST_PATH, rate).limit == rate
     assert limiters.limiter(None, "https://x", "/other").limit == 20
+
+
+# -- the fetcher's queue ---------------------------------------------------------------------
+
+
+def test_news_overtakes_routine_jobs_which_leave_room_while_the_list_is_read():
+    from jobsync.api.client import ApiClient
+    from jobsync.api.details import DetailsFetcher, PathMemory
+
+    with Simulator(cluster_ids=(CLUSTER,), jobs=5, api_key=API_KEY) as sim:
+        r1, r2, r3, n1, n2 = (j.job_id for j in sim.jobs())
+        source = Source(name=CLUSTER, cluster_id=CLUSTER, base_url=sim.url, api_key=Secret(API_KEY))
+        with ApiClient(sim.url, Secret(API_KEY), FAST_HTTP) as client:
+            fetcher = DetailsFetcher(
+                client,
+                source,
+                limit=3,
+                concurrency=1,
+                clock=Clock(),
+                memory=PathMemory(),
+                reserve=2,
+            )
+            for age, job_id in enumerate((r1, r2, r3)):
+                fetcher.offer(job_id, (1.0, float(age)))
+            fetcher.start()
+            # While the list is read, routine jobs take only limit - reserve = 1 request.
+            fetcher.offer(n1, (0.0, 1.0))
+            fetcher.offer(n2, (0.0, 2.0))
+            fetcher.offer(n1, (0.0, 3.0))  # offered twice: asked once
+            outcome = fetcher.finish()
+
+        asked = [r.body["jobId"] for r in sim.requests if r.path in PROGRESS_PATHS]
+        # One routine job (the oldest), whenever the worker took it; both news.
+        assert sorted(asked) == sorted([r1, n1, n2])
+        assert outcome.requested == 3 and set(outcome.details) == {r1, n1, n2}
