@@ -21,7 +21,7 @@ import heapq
 import itertools
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,7 +38,6 @@ __all__ = [
     "DetailsFetcher",
     "DetailsOutcome",
     "PathMemory",
-    "fetch_details",
     "progress_request",
 ]
 
@@ -346,33 +345,6 @@ class DetailsFetcher:
                     self._first_done = True
                     self._spawn(self._workers - 1)
                 self._wake.notify_all()
-
-
-def fetch_details(
-    client: ApiClient,
-    source: Source,
-    job_ids: Sequence[str],
-    *,
-    concurrency: int,
-    clock: Callable[[], datetime],
-    cancel: threading.Event | None = None,
-    memory: PathMemory = KNOWN_PATHS,
-) -> DetailsOutcome:
-    """Ask the progress endpoint about ``job_ids``, in that order; never raises for a failed
-    request."""
-    fetcher = DetailsFetcher(
-        client,
-        source,
-        limit=len(job_ids),
-        concurrency=concurrency,
-        clock=clock,
-        cancel=cancel,
-        memory=memory,
-    )
-    for position, job_id in enumerate(job_ids):
-        fetcher.offer(job_id, (0, position))
-    fetcher.start()
-    return fetcher.finish()
 
 
 def _fetch_one(client: ApiClient, state: _Pass, job_id: str) -> None:
