@@ -124,9 +124,9 @@ def sync_source(
 
     asking: _Asking | None = None
     try:
-        fetch_began = time.monotonic()
         if settings.details:
             asking = _Asking(engine, source, settings, clock, sleep, cancel, rate_limit, write_lock)
+        fetch_began = time.monotonic()
         try:
             snapshot = fetch_snapshot(
                 client,
