@@ -75,13 +75,13 @@ def test_known_open_jobs_are_asked_about_before_the_list_shows_them(engine):
     clock = Clock()
     with Simulator(
         cluster_ids=(CLUSTER,),
-        jobs=300,
+        jobs=150,
         api_key=API_KEY,
         clock=clock,
         latency=0.02,
         initial_states={"Importing": 1},
     ) as sim:
-        _sync(engine, sim, clock, details_max_per_pass=300)
+        _sync(engine, sim, clock, details_max_per_pass=150)
         clock.now += timedelta(minutes=10)  # every open job is due again
         sim.reset_counters()
         http = HttpSettings(**{**FAST_HTTP.__dict__, "page_concurrency": 1})
