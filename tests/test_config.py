@@ -155,3 +155,60 @@ def test_reading_commands_do_not_need_the_keys(tmp_path):
     assert settings.sources[0].api_key is None
     with pytest.raises(ConfigError, match="UNSET_KEY is not set"):
         resolve_settings(CliValues(config_file=str(path)), {})
+
+
+# -- requests_per_second and details_interval ----------------------------------------------------
+
+
+def test_the_rate_comes_from_the_option_then_the_file_then_the_default(tmp_path):
+    path = _write(
+        tmp_path,
+        """
+requests_per_second = 50
+details_interval = 90
+
+[[sources]]
+cluster_id = "a"
+api_key_env = "K"
+requests_per_second = 5
+
+[[sources]]
+cluster_id = "b"
+api_key_env = "K"
+
+[[sources]]
+cluster_id = "c"
+api_key_env = "OTHER"
+requests_per_second = 1000.5
+""",
+    )
+    env = {"K": "k", "OTHER": "o"}
+    settings = resolve_settings(CliValues(config_file=str(path)), env)
+    a, b, c = settings.sources
+    assert settings.http.requests_per_second == 50 and settings.details_interval == 90
+    # a and b share a key: the smallest rate holds for both; c has a key of its own.
+    assert (settings.rate_for(a), settings.rate_for(b), settings.rate_for(c)) == (5, 5, 1000.5)
+
+    given = resolve_settings(CliValues(config_file=str(path), requests_per_second=300.0), env)
+    assert [given.rate_for(s) for s in given.sources] == [300, 300, 300]
+
+    default = resolve_settings(CliValues(cluster_ids=("x",)), {"JOBSYNC_API_KEY": "k"})
+    assert default.rate_for(default.sources[0]) == 20 and default.details_interval == 300
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "true", '"20"'])
+@pytest.mark.parametrize("where", ["top", "source"])
+def test_a_rate_that_is_not_a_positive_number_is_refused(tmp_path, value, where):
+    line = f"requests_per_second = {value}\n"
+    top = line if where == "top" else ""
+    source = line if where == "source" else ""
+    path = _write(tmp_path, f'{top}[[sources]]\ncluster_id = "a"\n{source}')
+    with pytest.raises(ConfigError, match="requests_per_second"):
+        resolve_settings(CliValues(config_file=str(path)), {"JOBSYNC_API_KEY": "k"})
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan"])
+def test_a_details_interval_that_is_not_a_positive_number_is_refused(tmp_path, value):
+    path = _write(tmp_path, f"details_interval = {value}\n")
+    with pytest.raises(ConfigError, match="details_interval"):
+        resolve_settings(CliValues(config_file=str(path)), {})

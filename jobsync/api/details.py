@@ -2,8 +2,9 @@
 
 Which jobs to ask about, and why only those: ``jobsync.service.details``.
 
-Requests go out from a few threads at once, each with its own client, under the same per-key
-rate limiter as the list (the limiter counts per endpoint, so details have their own budget).
+Requests go out from a few threads at once while the list is still being read, under the same
+per-key rate limiters as the list (one per endpoint, so details have their own budget): a pass
+takes about as long as the larger of the two, not their sum.
 Details are extras: a failing request is logged, counted and skipped, never a failed pass; a
 rejected key, or three server failures in a row, stop the requests for the rest of the pass
 rather than hammer a server that cannot answer; a stop request (SIGTERM) ends them too, and the
@@ -16,10 +17,11 @@ one that answered is remembered per source for the life of the process.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,14 +29,15 @@ from typing import Any
 from jobsync.api.client import ApiClient
 from jobsync.config import Source
 from jobsync.domain.records import JobDetails, parse_progress_data
+from jobsync.domain.states import is_terminal
 from jobsync.errors import ApiError, ApiStatusError, AuthError, Cancelled, TransportError
 from jobsync.observability.redact import redact
 
 __all__ = [
     "PROGRESS_PATHS",
+    "DetailsFetcher",
     "DetailsOutcome",
     "PathMemory",
-    "fetch_details",
     "progress_request",
 ]
 
@@ -59,24 +62,36 @@ def progress_request(source: Source, job_id: str) -> tuple[dict[str, Any], dict[
 
 
 class PathMemory:
-    """Which progress path answered, per API root and source, for the life of the process."""
+    """Which progress path answered, per API root and source, for the life of the process.
+
+    A source that has not asked yet starts with the path another source of the same API root
+    found: the server is the same.
+    """
 
     def __init__(self) -> None:
         self._paths: dict[tuple[str, str], str] = {}
+        self._roots: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    def known(self, source: Source) -> str | None:
+        """The path that answered for ``source`` (or its API root), if one did."""
+        with self._lock:
+            return self._paths.get((source.base_url, source.key)) or self._roots.get(
+                source.base_url
+            )
 
     def order(self, source: Source) -> tuple[str, ...]:
         """The paths to try for ``source``, the one that answered last time first."""
         paths = MILVUS_PROGRESS_PATHS if source.kind == "milvus" else PROGRESS_PATHS
-        with self._lock:
-            known = self._paths.get((source.base_url, source.key))
-        if known is None:
+        known = self.known(source)
+        if known is None or known not in paths:
             return paths
         return (known, *(p for p in paths if p != known))
 
     def remember(self, source: Source, path: str) -> None:
         with self._lock:
             self._paths[(source.base_url, source.key)] = path
+            self._roots[source.base_url] = path
 
 
 KNOWN_PATHS = PathMemory()
@@ -120,7 +135,10 @@ class _Pass:
     def succeeded(self, details: JobDetails) -> None:
         with self.lock:
             self.outcome.requested += 1
-            self.outcome.details[details.job_id] = details
+            known = self.outcome.details.get(details.job_id)
+            # A job asked about twice keeps the later answer.
+            if known is None or known.sampled_at <= details.sampled_at:
+                self.outcome.details[details.job_id] = details
             self.outcome.ambiguous_times += details.ambiguous_time
             self.server_failures = 0
 
@@ -144,53 +162,189 @@ class _Pass:
             self.stop(f"{GIVE_UP_AFTER} progress requests in a row failed")
 
 
-def fetch_details(
-    client: ApiClient,
-    source: Source,
-    job_ids: Sequence[str],
-    *,
-    concurrency: int,
-    clock: Callable[[], datetime],
-    cancel: threading.Event | None = None,
-    memory: PathMemory = KNOWN_PATHS,
-) -> DetailsOutcome:
-    """Ask the progress endpoint about ``job_ids``; never raises for a failed request.
+class DetailsFetcher:
+    """Asks about jobs as they are offered, while the pass is still reading its list.
 
-    ``client`` serves all ``concurrency`` threads at once, as it does the list's pages.
+    ``offer`` queues a job with a priority (smaller first; ties by arrival); ``concurrency``
+    threads take the best queued job each time one of them is free, so jobs offered late but
+    more urgent overtake the ones queued early. At most ``limit`` requests go in all. While the
+    list is still being read (before ``close``), jobs of a priority class above 0 may take only
+    ``limit - reserve`` of them, so the jobs the list is yet to reveal (class 0: new or changed)
+    still find room. A job is asked about once, or twice when ``offer(..., again=True)`` says the
+    list showed it change after it was asked. ``finish`` waits for the queue to run dry and
+    returns the outcome; it never raises for a failed request.
+
+    Until a source (or another of its API root) has found the progress path, the first request
+    goes alone, so that the others do not all meet the 404s. ``client`` serves every thread at
+    once, as it does the list's pages.
     """
-    state = _Pass(source, memory, clock)
-    if not job_ids:
+
+    def __init__(
+        self,
+        client: ApiClient,
+        source: Source,
+        *,
+        limit: int,
+        concurrency: int,
+        clock: Callable[[], datetime],
+        cancel: threading.Event | None = None,
+        memory: PathMemory = KNOWN_PATHS,
+        reserve: int = 0,
+    ) -> None:
+        self._client = client
+        self._state = _Pass(source, memory, clock)
+        self._limit = limit
+        self._reserve = min(reserve, limit)
+        self._workers = max(1, concurrency)
+        self._cancel = cancel
+        self._queue: list[tuple[tuple[float, ...], int, str, bool]] = []
+        self._seq = itertools.count()
+        self._taken: set[str] = set()
+        self._again: set[str] = set()
+        self._in_flight: set[str] = set()
+        # Offers to ask again about a job whose first request is still in flight.
+        self._deferred: dict[str, tuple[tuple[float, ...], int, str, bool]] = {}
+        self._started = 0
+        self._closed = False
+        self._wake = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._retries_before = client.retries
+        self._first_done = False
+        self._aborted = False
+
+    def offer(self, job_id: str, priority: tuple[float, ...], *, again: bool = False) -> None:
+        """Queue ``job_id``; ``again``: ask about it again if it was already asked about."""
+        with self._wake:
+            if job_id in self._taken and not (again and job_id not in self._again):
+                return
+            heapq.heappush(self._queue, (priority, next(self._seq), job_id, again))
+            self._wake.notify()
+
+    def start(self) -> None:
+        """Begin asking (after the first offers, so that the first request is the best)."""
+        with self._wake:
+            if not self._threads:
+                if self._state.memory.known(self._state.source) is not None:
+                    self._first_done = True  # the path is known: no need to go alone
+                    self._spawn(self._workers)
+                else:
+                    self._spawn(1)
+
+    def abort(self) -> None:
+        """Ask about nothing more (the requests in flight end on their own)."""
+        with self._wake:
+            self._aborted = True
+            self._closed = True
+            self._wake.notify_all()
+
+    def close(self) -> None:
+        """No more offers: the list has been read."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+
+    def finish(self) -> DetailsOutcome:
+        """Close, wait until every queued job was asked about (or asking stopped), and tell."""
+        self.start()  # for the jobs offered after the last page, if none came before
+        self.close()
+        while True:
+            with self._wake:
+                threads = list(self._threads)
+            for thread in threads:
+                thread.join()
+            with self._wake:
+                if len(self._threads) == len(threads):
+                    break
+        state = self._state
+        state.outcome.retries += self._client.retries - self._retries_before
+        name = state.source.name
+        if state.logged > LOGGED_FAILURES:
+            log.warning(
+                "%s: %d more progress requests failed", name, state.logged - LOGGED_FAILURES
+            )
+        if state.outcome.ambiguous_times:
+            log.warning(
+                "%s: %d completeTime values had no time zone and were ignored",
+                name,
+                state.outcome.ambiguous_times,
+            )
         return state.outcome
-    workers = max(1, min(concurrency, len(job_ids)))
-    retries_before = client.retries
 
-    def one(job_id: str) -> None:
-        if state.stopped or (cancel is not None and cancel.is_set()):
-            return
-        _fetch_one(client, state, job_id)
+    def _spawn(self, count: int) -> None:
+        # Called with the condition held.
+        for _ in range(count):
+            thread = threading.Thread(
+                target=self._work, name=f"jobsync-details-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
-    try:
-        # The first request alone: it finds the path, so the others do not all meet the 404s.
-        one(job_ids[0])
-        if workers == 1:
-            for job_id in job_ids[1:]:
-                one(job_id)
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix="jobsync-details") as pool:
-                list(pool.map(one, job_ids[1:]))
-    finally:
-        state.outcome.retries += client.retries - retries_before
-    if state.logged > LOGGED_FAILURES:
-        log.warning(
-            "%s: %d more progress requests failed", source.name, state.logged - LOGGED_FAILURES
+    def _done(self) -> bool:
+        return (
+            self._started >= self._limit
+            or self._aborted
+            or self._state.stopped
+            or (self._cancel is not None and self._cancel.is_set())
         )
-    if state.outcome.ambiguous_times:
-        log.warning(
-            "%s: %d completeTime values had no time zone and were ignored",
-            source.name,
-            state.outcome.ambiguous_times,
-        )
-    return state.outcome
+
+    def _asked_enough(self, job_id: str, again: bool) -> bool:
+        """Whether a queued job needs no request (called with the condition held)."""
+        if job_id not in self._taken:
+            return False
+        if not again or job_id in self._again:
+            return True
+        # Asked again only if the first answer did not already show it finished.
+        with self._state.lock:
+            first = self._state.outcome.details.get(job_id)
+        return first is not None and is_terminal(first.raw_state)
+
+    def _take(self) -> str | None:
+        """The best job to ask about next; None when there is nothing more to do."""
+        with self._wake:
+            while True:
+                if self._done():
+                    self._wake.notify_all()
+                    return None
+                queue = self._queue
+                while queue:
+                    _, _, head, again = queue[0]
+                    if again and head in self._in_flight and head not in self._again:
+                        # Decide once its first answer is in (see _asked_enough).
+                        self._deferred[head] = heapq.heappop(queue)
+                    elif self._asked_enough(head, again):
+                        heapq.heappop(queue)
+                    else:
+                        break
+                held_back = (
+                    not self._closed
+                    and bool(queue)
+                    and queue[0][0][0] > 0
+                    and self._started >= self._limit - self._reserve
+                )
+                if queue and not held_back:
+                    _, _, job_id, again = heapq.heappop(queue)
+                    if job_id in self._taken and again:
+                        self._again.add(job_id)
+                    self._taken.add(job_id)
+                    self._in_flight.add(job_id)
+                    self._started += 1
+                    return job_id
+                if self._closed and not queue and not self._deferred:
+                    return None
+                self._wake.wait()
+
+    def _work(self) -> None:
+        while (job_id := self._take()) is not None:
+            _fetch_one(self._client, self._state, job_id)
+            with self._wake:
+                self._in_flight.discard(job_id)
+                waiting = self._deferred.pop(job_id, None)
+                if waiting is not None:
+                    heapq.heappush(self._queue, waiting)
+                if not self._first_done:
+                    self._first_done = True
+                    self._spawn(self._workers - 1)
+                self._wake.notify_all()
 
 
 def _fetch_one(client: ApiClient, state: _Pass, job_id: str) -> None:

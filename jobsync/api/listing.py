@@ -31,7 +31,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Collection, Generator
+from collections.abc import Callable, Collection, Generator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -44,10 +44,18 @@ from jobsync.domain.completeness import (
     stood_still_or_grew_at_the_head,
     walk_adds_up,
 )
-from jobsync.domain.records import ListPage, Snapshot, parse_list_data
+from jobsync.domain.records import JobRecord, ListPage, Snapshot, parse_list_data
 from jobsync.errors import ProtocolError
 
-__all__ = ["HEAD_PAGES", "LIST_PATH", "MAX_WALKS", "STALE_PAGES", "fetch_snapshot", "iter_pages"]
+__all__ = [
+    "HEAD_PAGES",
+    "LIST_PATH",
+    "MAX_WALKS",
+    "STALE_PAGES",
+    "PageHook",
+    "fetch_snapshot",
+    "iter_pages",
+]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,10 @@ MAX_WALKS = 3
 STALE_PAGES = 50
 # Pages of the head read again after a walk, looking for the first job the walk saw.
 HEAD_PAGES = 10
+
+
+# Told the records of each page as it is taken (see fetch_snapshot).
+PageHook = Callable[[Sequence[JobRecord]], None]
 
 
 @dataclass
@@ -178,21 +190,28 @@ def fetch_snapshot(
     clock: Clock = utcnow,
     max_pages: int = MAX_PAGES,
     max_walks: int = MAX_WALKS,
+    on_page: PageHook | None = None,
 ) -> Snapshot:
     """Walk the list (again only while completeness cannot be proven) and return the
-    de-duplicated snapshot, with the reason when it is not complete."""
+    de-duplicated snapshot, with the reason when it is not complete.
+
+    ``on_page`` is given the records of each page as it is taken into the snapshot (a head
+    read again and a second walk included), so that progress requests can start while the list
+    is still being read.
+    """
+    hook = on_page or _no_hook
     if source.kind == "milvus":
-        return _fetch_unpaged(client, source, clock)
+        return _fetch_unpaged(client, source, clock, hook)
     snapshot = Snapshot(source_key=source.key, started_at=clock(), finished_at=clock())
     reason: str | None = None
     for _ in range(max_walks):
-        walk = _walk(client, source, page_size, snapshot, clock, max_pages)
+        walk = _walk(client, source, page_size, snapshot, clock, max_pages, hook)
         snapshot.walks += 1
         snapshot.finished_at = clock()
         if walk.cut is not None:
             reason = walk.cut  # walking again would meet the same server
             break
-        reason = _unproven(client, source, page_size, walk, snapshot, clock)
+        reason = _unproven(client, source, page_size, walk, snapshot, clock, hook)
         if reason is None:
             break
         log.info("%s: %s; reading the list again", source.name, reason)
@@ -205,13 +224,18 @@ def fetch_snapshot(
     return snapshot
 
 
-def _fetch_unpaged(client: ApiClient, source: Source, clock: Clock) -> Snapshot:
+def _no_hook(records: Sequence[JobRecord]) -> None:
+    pass
+
+
+def _fetch_unpaged(client: ApiClient, source: Source, clock: Clock, hook: PageHook) -> Snapshot:
     # Self-hosted Milvus has no paging: one answer holds every job, so it cannot move under us.
     snapshot = Snapshot(source_key=source.key, started_at=clock(), finished_at=clock())
     page = parse_list_data(client.call(LIST_PATH, source.list_body()), clock())
     snapshot.finished_at = clock()
     snapshot.walks = 1
     _take_page(snapshot, page, None)
+    hook(page.records)
     snapshot.complete = page.invalid == 0
     return snapshot
 
@@ -223,6 +247,7 @@ def _walk(
     snapshot: Snapshot,
     clock: Clock,
     max_pages: int,
+    hook: PageHook,
 ) -> _Walk:
     walk = _Walk()
     jobs = snapshot.jobs
@@ -241,7 +266,9 @@ def _walk(
                 [r.job_id for r in page.records],
                 jobs if seen_this_walk is None else seen_this_walk,
             )
-            if _take_page(snapshot, page, seen_this_walk) or not page.size:
+            fresh = _take_page(snapshot, page, seen_this_walk)
+            hook(page.records)
+            if fresh or not page.size:
                 walk.stale_pages = 0
             else:
                 walk.stale_pages += 1
@@ -295,6 +322,7 @@ def _unproven(
     walk: _Walk,
     snapshot: Snapshot,
     clock: Clock,
+    hook: PageHook,
 ) -> str | None:
     """None when the walk is proven complete (``jobsync.domain.completeness``); else why not.
     Reads the head of the list again unless the whole list came in one answer."""
@@ -307,7 +335,7 @@ def _unproven(
         # pages, so reading it again would tell us nothing (and would double the requests of
         # every source with fewer jobs than a page).
         return None
-    head = _read_head(client, source, page_size, walk, snapshot, clock)
+    head = _read_head(client, source, page_size, walk, snapshot, clock, hook)
     return stood_still_or_grew_at_the_head(walk.first_count, walk.first_ids, walk.order, head)
 
 
@@ -318,6 +346,7 @@ def _read_head(
     walk: _Walk,
     snapshot: Snapshot,
     clock: Clock,
+    hook: PageHook,
 ) -> Head:
     """Read pages from 1 until one shows a job the walk saw (at most HEAD_PAGES of them).
 
@@ -332,6 +361,7 @@ def _read_head(
         met = head.take(page.count, [r.job_id for r in page.records], first=number == 1)
         for record in page.records:
             snapshot.jobs[record.job_id] = record
+        hook(page.records)
         if met or page.size < page_size:
             break
     else:

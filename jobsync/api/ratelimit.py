@@ -1,7 +1,10 @@
-"""Staying under the API's rate limit: 20 requests per second per key per endpoint.
+"""Staying under the API's rate limit: by default 20 requests per second per key per endpoint.
 
 Requests that share a key share a limiter, whichever source or thread sends them: the sources of
-a pass run concurrently, and so do the pages of one source.
+a pass run concurrently, and so do the pages of one source. Each endpoint has its own limiter,
+so the list and the progress requests of a pass run side by side, each on its own budget. The
+rate is a setting (``requests_per_second``): Zilliz Cloud documents 20, a self-hosted Milvus or
+a larger quota allows more.
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
-        if limit <= 0 or period <= 0:
+        if not (limit > 0 and period > 0):
             raise ValueError("a rate limit must be positive")
+        self.limit = limit
         self.interval = period / limit * (1 + self.MARGIN)
         self.window = period * (1 + self.MARGIN)
         self._clock = clock
@@ -116,26 +120,39 @@ class RateLimiters:
         self._limiters: dict[tuple[object, str], RateLimiter] = {}
         self._lock = threading.Lock()
 
-    def limiter(self, key: Secret | None, base_url: str, path: str) -> RateLimiter:
-        """The limiter for requests to ``path`` made with ``key``."""
+    def limiter(
+        self, key: Secret | None, base_url: str, path: str, rate: float | None = None
+    ) -> RateLimiter:
+        """The limiter for requests to ``path`` made with ``key``, at ``rate`` requests per
+        period (None: the limit these limiters were made with).
+
+        A limiter is made on first use at the rate its first user asks for; the caller gives
+        every user of one key the same rate (``Settings.rate_for``).
+        """
         # The limit is per user, so the key (not the base URL) is what is shared.
         identity: object = key if key is not None else base_url
+        limit = self._limit if rate is None else rate
         with self._lock:
             found = self._limiters.get((identity, path))
-            if found is None:
-                found = RateLimiter(self._limit, self._period, clock=self._clock, sleep=self._sleep)
+            if found is None or found.limit != limit:
+                found = RateLimiter(limit, self._period, clock=self._clock, sleep=self._sleep)
                 self._limiters[(identity, path)] = found
         return found
 
     def for_key(
-        self, key: Secret | None, base_url: str, cancel: threading.Event | None = None
+        self,
+        key: Secret | None,
+        base_url: str,
+        cancel: threading.Event | None = None,
+        *,
+        rate: float | None = None,
     ) -> Callable[[str], None]:
-        """The ``acquire(path)`` function for requests made with ``key``.
+        """The ``acquire(path)`` function for requests made with ``key`` (at ``rate``).
 
         With ``cancel``, a request waiting for its slot stops (Cancelled) when a stop is asked.
         """
 
         def acquire(path: str) -> None:
-            self.limiter(key, base_url, path).acquire(cancel)
+            self.limiter(key, base_url, path, rate).acquire(cancel)
 
         return acquire

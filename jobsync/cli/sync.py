@@ -33,6 +33,22 @@ def _count_option(flag: str, most: int, help: str) -> Callable[[F], F]:
     return env_option(flag, env=env, type=click.IntRange(1, most), help=help)
 
 
+def _positive(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """Option callback: a positive, finite number, or one ``Error:`` line and exit 2."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not 0 < number < float("inf"):
+        raise ConfigError(
+            f"--requests-per-second (or JOBSYNC_REQUESTS_PER_SECOND) must be a positive number, "
+            f"not {value!r:.40}"
+        )
+    return number
+
+
 def source_options(f: F) -> F:
     """Where to sync from and to: the options ``sync`` and ``daemon`` share."""
     for option in reversed(
@@ -75,6 +91,22 @@ def source_options(f: F) -> F:
                 "--details-concurrency",
                 16,
                 "Progress requests in flight at once per source [default: 4].",
+            ),
+            env_option(
+                "--details-interval",
+                env="DETAILS_INTERVAL",
+                metavar="DURATION",
+                callback=parse_duration,
+                help="Ask about an open job whose figures did not move again only after this "
+                "long: 30s, 5m, 1h [default: 5m].",
+            ),
+            env_option(
+                "--requests-per-second",
+                env="REQUESTS_PER_SECOND",
+                callback=_positive,
+                metavar="RATE",
+                help="Requests per second per API key and endpoint, for every source "
+                "[default: 20, Zilliz Cloud's limit; or the config file's].",
             ),
         )
     ):

@@ -12,9 +12,17 @@ table; :func:`resolve_settings` here puts them together.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
-from jobsync.config.checks import _check_page_size, _check_range, _first, check_base_url, split_ids
+from jobsync.config.checks import (
+    _check_page_size,
+    _check_range,
+    _first,
+    check_base_url,
+    check_positive,
+    split_ids,
+)
 from jobsync.config.files import (
     _check_unique_names,
     _config_path,
@@ -27,11 +35,13 @@ from jobsync.config.settings import (
     DEFAULT_BASE_URL,
     DEFAULT_DATABASE_URL,
     DEFAULT_DETAILS_CONCURRENCY,
+    DEFAULT_DETAILS_INTERVAL,
     DEFAULT_DETAILS_MAX_PER_PASS,
     DEFAULT_DETAILS_MAX_PER_RUN,
     DEFAULT_DIGEST_AFTER,
     DEFAULT_FAILING_PASSES,
     DEFAULT_PAGE_SIZE,
+    DEFAULT_REQUESTS_PER_SECOND,
     DEFAULT_STUCK_AFTER,
     MAX_DETAILS_CONCURRENCY,
     MAX_DETAILS_PER_PASS,
@@ -48,10 +58,12 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_DATABASE_URL",
     "DEFAULT_DETAILS_CONCURRENCY",
+    "DEFAULT_DETAILS_INTERVAL",
     "DEFAULT_DETAILS_MAX_PER_PASS",
     "DEFAULT_DIGEST_AFTER",
     "DEFAULT_FAILING_PASSES",
     "DEFAULT_PAGE_SIZE",
+    "DEFAULT_REQUESTS_PER_SECOND",
     "DEFAULT_STUCK_AFTER",
     "CliValues",
     "HttpSettings",
@@ -121,18 +133,32 @@ def resolve_settings(
         DEFAULT_DETAILS_CONCURRENCY,
         MAX_DETAILS_CONCURRENCY,
     )
+    # The command line and the environment set the rate of every source; the file's top-level
+    # value is the default of its sources, each of which may set its own.
+    if cli.requests_per_second is not None:
+        rate = check_positive(cli.requests_per_second, "requests per second")
+        sources = tuple(replace(s, requests_per_second=None) for s in sources)
+    else:
+        rate = float(file_values.get("requests_per_second", DEFAULT_REQUESTS_PER_SECOND))
+    interval = _first(cli.details_interval, file_values.get("details_interval"))
     return Settings(
         database_url=database_url,
         sources=sources,
         page_size=page_size,
         http=HttpSettings(
-            page_concurrency=file_values.get("page_concurrency", HttpSettings.page_concurrency)
+            page_concurrency=file_values.get("page_concurrency", HttpSettings.page_concurrency),
+            requests_per_second=rate,
         ),
         config_file=config_path,
         details=bool(details),
         details_max_per_pass=max_per_pass,
         details_max_per_run=max_per_run,
         details_concurrency=concurrency,
+        details_interval=(
+            DEFAULT_DETAILS_INTERVAL
+            if interval is None
+            else check_positive(interval, "details interval")
+        ),
         notify=_notify_settings(
             file_values.get("notify", {}),
             config_path,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +25,18 @@ def _check_range(value: object, name: str, default: int, most: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
         raise ConfigError(f"{name} must be a whole number from 1 to {most}, not {value!r:.40}")
     return value
+
+
+def check_positive(value: object, name: str) -> float:
+    """A positive, finite number (a rate, an interval); ``name`` says where it came from."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{name} must be a positive number, not {value!r:.40}")
+    return float(value)
 
 
 def check_base_url(url: str) -> str:
@@ -76,7 +89,10 @@ def _check_fields(table: Mapping[str, Any], fields: Mapping[str, type], where: s
         if expected is None:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"{where}: unknown field {name!r} (known: {known})")
-        # bool is an int in Python; only a field meant to be a bool takes true/false.
+        # bool is an int in Python; only a field meant to be a bool takes true/false. A field
+        # meant to be a number (float) takes a whole number too.
+        if expected is float and isinstance(value, int):
+            expected = int
         if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise ConfigError(
                 f"{where}: field {name!r} must be {expected.__name__}, not {type(value).__name__}"

@@ -7,7 +7,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobsync.config.checks import _check_fields, _check_page_size, _check_range, check_base_url
+from jobsync.config.checks import (
+    _check_fields,
+    _check_page_size,
+    _check_range,
+    check_base_url,
+    check_positive,
+)
 from jobsync.config.keys import _source_key
 from jobsync.config.notify import _check_notify_table
 from jobsync.config.settings import (
@@ -40,6 +46,8 @@ _TOP_LEVEL_FIELDS = {
     "details_max_per_pass": int,
     "details_max_per_run": int,
     "details_concurrency": int,
+    "details_interval": float,
+    "requests_per_second": float,
     "notify": dict,
 }
 _SOURCE_FIELDS = {
@@ -52,6 +60,7 @@ _SOURCE_FIELDS = {
     "base_url": str,
     "api_key_env": str,
     "api_key_file": str,
+    "requests_per_second": float,
 }
 
 
@@ -73,6 +82,9 @@ def _load_config_file(path: Path) -> dict[str, Any]:
     ):
         if name in data:
             _check_range(data[name], f"config file {path}: {name}", 0, most)
+    for name in ("requests_per_second", "details_interval"):
+        if name in data:
+            check_positive(data[name], f"config file {path}: {name}")
     for index, table in enumerate(data.get("sources", [])):
         if not isinstance(table, dict):
             raise ConfigError(f"config file {path}: sources[{index}] must be a table ([[sources]])")
@@ -112,8 +124,12 @@ def _source_from_table(
         base_url = check_base_url(base_url)
     except ConfigError as exc:
         raise ConfigError(f"{where}: field 'base_url': {exc}") from None
+    rate = table.get("requests_per_second")
+    if rate is not None:
+        rate = check_positive(rate, f"{where}: requests_per_second")
     return Source(
         name=name,
+        requests_per_second=rate,
         kind=kind,
         cluster_id=cluster_id,
         project_id=project_id,

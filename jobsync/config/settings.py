@@ -22,6 +22,10 @@ DEFAULT_DETAILS_MAX_PER_RUN = 400
 MAX_DETAILS_PER_RUN = 100_000
 DEFAULT_DETAILS_CONCURRENCY = 4
 MAX_DETAILS_CONCURRENCY = 16
+# The documented limit of Zilliz Cloud: 20 requests per second per API key per endpoint.
+DEFAULT_REQUESTS_PER_SECOND = 20.0
+# An open job whose figures did not move is asked about again only this often (seconds).
+DEFAULT_DETAILS_INTERVAL = 300.0
 
 DEFAULT_STUCK_AFTER = 2 * 3600.0
 DEFAULT_FAILING_PASSES = 3
@@ -45,8 +49,9 @@ class HttpSettings:
     backoff_jitter: float = 0.5
     retry_after_cap: float = 60.0
     max_body_bytes: int = 16 * 1024 * 1024
-    # The documented limit: 20 requests per second per API key per endpoint.
-    requests_per_second: float = 20.0
+    # Per API key per endpoint (``requests_per_second``); a source may set its own
+    # (``Source.requests_per_second``, see ``Settings.rate_for``).
+    requests_per_second: float = DEFAULT_REQUESTS_PER_SECOND
     # Sources synced at once.
     max_concurrent_sources: int = 4
     # List pages of one source in flight at once (all under the key's rate limiter): 4 keep a
@@ -66,6 +71,8 @@ class Source:
     project_id: str | None = None
     region_id: str | None = None
     db_name: str | None = None
+    # This source's own rate (``requests_per_second`` in its table); None: the run's.
+    requests_per_second: float | None = None
 
     @property
     def key(self) -> str:
@@ -125,7 +132,19 @@ class Settings:
     # the progress requests: each source gets an even share, at least one job.
     details_max_per_run: int = DEFAULT_DETAILS_MAX_PER_RUN
     details_concurrency: int = DEFAULT_DETAILS_CONCURRENCY
+    # Seconds before an open job whose figures did not move at its last ask is asked again.
+    details_interval: float = DEFAULT_DETAILS_INTERVAL
     notify: NotifySettings = NotifySettings()
+
+    def rate_for(self, source: Source) -> float:
+        """Requests per second per endpoint for ``source``'s API key.
+
+        The limit belongs to the key, so sources that share a key share one budget; when they
+        give different rates the smallest holds, whichever source's pass comes first.
+        """
+        identity = _key_identity(source)
+        sharing = [s for s in self.sources if _key_identity(s) == identity] or [source]
+        return min(s.requests_per_second or self.http.requests_per_second for s in sharing)
 
     def details_cap(self) -> int:
         """Jobs each source may ask about in one run: its own cap, within its share of the run's."""
@@ -143,6 +162,11 @@ class Settings:
         )
 
 
+def _key_identity(source: Source) -> object:
+    # As the rate limiters tell keys apart: by the key, or by the API root without one.
+    return source.api_key if source.api_key is not None else source.base_url
+
+
 @dataclass(frozen=True)
 class CliValues:
     """What the command line (including click's ``envvar=`` options) supplied; None = not given."""
@@ -157,5 +181,7 @@ class CliValues:
     details_max_per_pass: int | None = None
     details_max_per_run: int | None = None
     details_concurrency: int | None = None
+    requests_per_second: float | None = None
+    details_interval: float | None = None
     # --notify: Apprise URLs for this run, on top of the config file's [notify] targets.
     notify_urls: Sequence[str] = ()

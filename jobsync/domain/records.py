@@ -22,7 +22,6 @@ exactly as sent, whatever its length.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from sys import intern
@@ -31,7 +30,6 @@ from typing import Any
 from jobsync.errors import ProtocolError
 
 __all__ = [
-    "DetailCandidates",
     "JobDetails",
     "JobRecord",
     "ListPage",
@@ -234,25 +232,6 @@ class JobDetails:
     sampled_at: datetime
     # completeTime was a timestamp without Z or an offset, and was dropped.
     ambiguous_time: bool = False
-
-
-@dataclass(frozen=True)
-class DetailCandidates:
-    """What the database knew of a source before a pass, for choosing jobs to fetch details of.
-
-    Nothing here grows with the number of stored jobs, only with the jobs that changed:
-
-    - ``finishing``: listed in a terminal state, stored in a non-terminal one;
-    - ``asked``: when details were last fetched (seconds since some epoch) of the listed jobs
-      stored in a non-terminal state that were ever asked about (the others: never);
-    - ``finished_new``: listed in a terminal state and not stored, in job id order, at most as
-      many as a pass may ask about; empty before a source's first complete pass (every job is
-      new then).
-    """
-
-    finishing: Sequence[str] = ()
-    asked: Mapping[str, float] = field(default_factory=dict)
-    finished_new: Sequence[str] = ()
 
 
 def parse_progress_data(data: Any, job_id: str, sampled_at: datetime) -> JobDetails:

@@ -1,39 +1,118 @@
-"""Progress details: which jobs to ask the progress endpoint about.
+"""Progress details: which jobs to ask the progress endpoint about, and in what order.
 
 The list shows a job's state and little else. The progress endpoint adds row counts, the file
-size, the failure reason and the API's own ``completeTime``, one job per request, so it is asked
-only where the answer can be new: about jobs listed in a non-terminal state, about jobs that
-finish on this pass (stored non-terminal, listed terminal), and about jobs that started and
-finished between two passes (first listed already terminal, on a source that has had a complete
-pass before). Never about the already finished jobs of a source's very first pass: a first sync
-of 100,000 finished jobs must not make 100,000 requests. A pass asks about at most
-``details_max_per_pass`` jobs: finishing ones first, then new finished ones, then open ones,
-least recently asked first, so that a long list of open jobs is covered over several passes.
+size, the failure reason and the API's own ``completeTime``, one job per request, and has its
+own rate budget: so a pass asks while it is still reading the list, and spends that budget where
+the answer can be news.
+
+- At once, before the first page: the stored open jobs that are due (never asked about, moved at
+  their last ask, or last asked ``details_interval`` ago or more), least recently asked first;
+  and the stored finished jobs that were last asked about before they finished (each finished
+  job is asked about once after it finishes, never on every pass).
+- As each page arrives, ahead of those: jobs new to the database that are open, jobs whose
+  listed state (or listed progress) differs from the stored one (a job that finishes on this
+  pass among them; if it was already asked about this pass, it is asked once more), and, on a
+  source that has had a complete pass, jobs first listed already finished (they started and
+  finished between passes). Never the already finished jobs of a source's very first pass: a
+  first sync of 100,000 finished jobs must not make 100,000 requests.
+
+At most ``details_cap`` requests per pass; while the list is still being read, the stored open
+jobs may take only half of them, so that what the list reveals still finds room. An open job
+that did not move is thus asked about once per interval, and a re-sync in which nothing changed
+asks about nothing and writes nothing for details.
 
 The asking itself is ``jobsync.api.details``.
 """
 
 from __future__ import annotations
 
-import heapq
+import logging
+from collections.abc import Callable, Collection, Sequence
+from datetime import datetime, timedelta
 
-from jobsync.domain.records import DetailCandidates, Snapshot
+from jobsync.api.details import DetailsFetcher
+from jobsync.domain.records import JobRecord
 from jobsync.domain.states import is_terminal
+from jobsync.errors import StorageError
+from jobsync.storage.samples import KnownJob, KnownJobs
 
-__all__ = ["select_jobs"]
+__all__ = ["DetailsPlan", "due"]
+
+log = logging.getLogger(__name__)
+
+# Priority classes (smaller first): what the list shows is new or changed, then the rest.
+NEWS = 0.0
+ROUTINE = 1.0
 
 
-def select_jobs(snapshot: Snapshot, candidates: DetailCandidates, limit: int) -> list[str]:
-    """The jobs to ask about, most useful first, at most ``limit`` of them."""
-    asked = candidates.asked
+def due(job: KnownJob, now: datetime, interval: float) -> bool:
+    """Whether a stored open job is worth asking about before the list shows it changed."""
+    return job.asked is None or job.moved or now - job.asked >= timedelta(seconds=interval)
 
-    def least_recent(job_id: str) -> tuple[float, str]:
-        # Never asked (new, or stored before details existed) comes first.
-        return (asked.get(job_id, float("-inf")), job_id)
 
-    chosen = sorted(candidates.finishing, key=least_recent)[:limit]
-    chosen += sorted(candidates.finished_new)[: limit - len(chosen)]
-    still_open = (j for j, record in snapshot.jobs.items() if not is_terminal(record.raw_state))
-    # nsmallest: a long list of open jobs is not sorted whole for the few that fit.
-    chosen += heapq.nsmallest(limit - len(chosen), still_open, key=least_recent)
-    return chosen
+class DetailsPlan:
+    """Feeds a ``DetailsFetcher`` by the rules in the module doc, from the list's pages.
+
+    ``stored``: which of some job ids the database holds (asked only about the ids of a page
+    that are listed finished and not known otherwise, and only on a source that has had a
+    complete pass).
+    """
+
+    def __init__(
+        self,
+        fetcher: DetailsFetcher,
+        known: KnownJobs,
+        stored: Callable[[Collection[str]], Collection[str]],
+        *,
+        now: datetime,
+        interval: float,
+    ) -> None:
+        self._fetcher = fetcher
+        self._known = known
+        self._stored = stored
+        self._arrivals = 0
+        self._offered: set[str] = set()
+        epoch = datetime.min.replace(tzinfo=now.tzinfo)
+        for job_id, job in known.open.items():
+            if due(job, now, interval):
+                asked = job.asked if job.asked is not None else epoch
+                fetcher.offer(job_id, (ROUTINE, (asked - epoch).total_seconds()))
+        for job_id in sorted(known.owed):
+            self._news(job_id)
+
+    def _news(self, job_id: str, *, again: bool = False) -> None:
+        # A job the walk shows twice (pages move, a walk is repeated) is news once.
+        if job_id in self._offered:
+            return
+        self._offered.add(job_id)
+        self._arrivals += 1
+        self._fetcher.offer(job_id, (NEWS, float(self._arrivals)), again=again)
+
+    def listed(self, records: Sequence[JobRecord]) -> None:
+        """A page arrived: queue what it shows to be news."""
+        known = self._known
+        unknown_finished: list[str] = []
+        for record in records:
+            job_id = record.job_id
+            job = known.open.get(job_id)
+            if job is not None:
+                if record.raw_state != job.raw_state:
+                    self._news(job_id, again=True)
+                elif record.progress is not None and record.progress != job.progress:
+                    self._news(job_id)
+            elif job_id in known.owed:
+                continue  # queued at once
+            elif not is_terminal(record.raw_state):
+                self._news(job_id)  # new, or listed open again
+            elif known.had_complete:
+                unknown_finished.append(job_id)
+        if unknown_finished:
+            try:
+                stored = self._stored(unknown_finished)
+            except StorageError as exc:
+                # Details never fail a pass: these few go unasked this time.
+                log.warning("cannot tell which listed jobs are new: %s", exc)
+                return
+            for job_id in unknown_finished:
+                if job_id not in stored:
+                    self._news(job_id)  # started and finished between two passes

@@ -3,8 +3,9 @@
 This is the only place where fetching and storing meet. All HTTP happens before the write
 transaction opens, so a slow or failing API never holds a database lock; a pass that fails
 leaves nothing behind but its ``sync_runs`` row (status ``failed``, redacted error text).
-Progress details (``jobsync.api.details``) are fetched between the two, after a short read of what
-the source's stored jobs need; they never fail a pass.
+Progress details (``jobsync.api.details``) are fetched while the list is read, after a short
+read of what the source's stored jobs need (``jobsync.service.details``); they never fail a
+pass.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -20,14 +21,14 @@ from dataclasses import dataclass, replace
 from sqlalchemy import Engine
 
 from jobsync.api.client import ApiClient
-from jobsync.api.details import DetailsOutcome, fetch_details
+from jobsync.api.details import DetailsFetcher, DetailsOutcome
 from jobsync.api.listing import fetch_snapshot
 from jobsync.api.ratelimit import RateLimiters
 from jobsync.config import Settings, Source
 from jobsync.domain.clock import Clock, utcnow
 from jobsync.domain.records import Snapshot
 from jobsync.errors import JobsyncError, StorageError
-from jobsync.service.details import select_jobs
+from jobsync.service.details import DetailsPlan
 from jobsync.service.notify import Notifier
 from jobsync.storage.locking import SyncLock, sync_lock
 from jobsync.storage.store import (
@@ -35,8 +36,9 @@ from jobsync.storage.store import (
     abandon_stale_runs,
     apply_pass,
     fail_run,
-    load_detail_candidates,
+    load_known_jobs,
     start_run,
+    stored_among,
     writes_serialised,
 )
 
@@ -120,14 +122,26 @@ def sync_source(
         """The list's retries and, once fetched, the details' (a failure records both)."""
         return client.retries + details.retries
 
+    asking: _Asking | None = None
     try:
-        fetch_began = time.monotonic()
-        snapshot = fetch_snapshot(client, source, settings.page_size, clock=clock)
-        fetch_seconds = time.monotonic() - fetch_began
         if settings.details:
-            details = _fetch_details(
-                engine, source, settings, snapshot, clock, sleep, cancel, rate_limit, write_lock
+            asking = _Asking(engine, source, settings, clock, sleep, cancel, rate_limit, write_lock)
+        fetch_began = time.monotonic()
+        try:
+            snapshot = fetch_snapshot(
+                client,
+                source,
+                settings.page_size,
+                clock=clock,
+                on_page=asking.plan.listed if asking is not None else None,
             )
+        except BaseException:
+            if asking is not None:
+                asking.abort()
+            raise
+        fetch_seconds = time.monotonic() - fetch_began
+        if asking is not None:
+            details = asking.finish(snapshot)
         if lock is not None:
             lock.check()
         with write_lock or nullcontext():
@@ -175,39 +189,72 @@ def sync_source(
 DETAIL_RETRIES = 2
 
 
-def _fetch_details(
-    engine: Engine,
-    source: Source,
-    settings: Settings,
-    snapshot: Snapshot,
-    clock: Clock,
-    sleep: Callable[[float], None] | None,
-    cancel: threading.Event | None,
-    rate_limit: Callable[[str], None] | None,
-    write_lock: threading.Lock | None,
-) -> DetailsOutcome:
-    """Choose the jobs worth asking about and fetch their details (all HTTP, no transaction)."""
-    limit = settings.details_cap()
-    # Under the write lock: on SQLite even a read begins IMMEDIATE, and must not queue behind
-    # another source's long write into the busy timeout.
-    with write_lock or nullcontext():
-        candidates = load_detail_candidates(engine, source.key, snapshot.jobs, limit)
-    wanted = select_jobs(snapshot, candidates, limit)
-    http = replace(settings.http, max_retries=min(settings.http.max_retries, DETAIL_RETRIES))
+class _Asking:
+    """The progress requests of one pass, running beside its list (``jobsync.service.details``).
 
-    if not wanted:
-        return DetailsOutcome()
-    with ApiClient(
-        source.base_url, source.api_key, http, sleep=sleep, cancel=cancel, rate_limit=rate_limit
-    ) as client:
-        return fetch_details(
-            client,
+    Made before the first page is read: it reads what the database knows of the source's open
+    jobs and queues the due ones at once; ``plan.listed`` queues what each page shows is news.
+    All of it is HTTP and reads: it ends (``finish``) before the pass's write transaction.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        source: Source,
+        settings: Settings,
+        clock: Clock,
+        sleep: Callable[[float], None] | None,
+        cancel: threading.Event | None,
+        rate_limit: Callable[[str], None] | None,
+        write_lock: threading.Lock | None,
+    ) -> None:
+        # Under the write lock: on SQLite even a read begins IMMEDIATE, and must not queue
+        # behind another source's long write into the busy timeout.
+        with write_lock or nullcontext():
+            known = load_known_jobs(engine, source.key)
+        http = replace(settings.http, max_retries=min(settings.http.max_retries, DETAIL_RETRIES))
+        self.client = ApiClient(
+            source.base_url, source.api_key, http, sleep=sleep, cancel=cancel, rate_limit=rate_limit
+        )
+        limit = settings.details_cap()
+        self.fetcher = DetailsFetcher(
+            self.client,
             source,
-            wanted,
+            limit=limit,
             concurrency=settings.details_concurrency,
             clock=clock,
             cancel=cancel,
+            reserve=limit // 2,
         )
+
+        def stored(job_ids: Collection[str]) -> Collection[str]:
+            with write_lock or nullcontext():
+                return stored_among(engine, source.key, job_ids)
+
+        self.plan = DetailsPlan(
+            self.fetcher, known, stored, now=clock(), interval=settings.details_interval
+        )
+        self.fetcher.start()
+
+    def abort(self) -> None:
+        """The list failed: ask nothing more, and wait for the requests in flight."""
+        try:
+            self.fetcher.abort()
+            self.fetcher.finish()
+        finally:
+            self.client.close()
+
+    def finish(self, snapshot: Snapshot) -> DetailsOutcome:
+        """Wait for the queued requests; keep the details of the jobs the snapshot lists (a
+        job asked about before the list showed it may have left the list)."""
+        try:
+            outcome = self.fetcher.finish()
+        finally:
+            self.client.close()
+        unlisted = [job_id for job_id in outcome.details if job_id not in snapshot.jobs]
+        for job_id in unlisted:
+            del outcome.details[job_id]
+        return outcome
 
 
 def _failed(
@@ -282,7 +329,9 @@ def sync_all(
             sleep=sleep,
             cancel=cancel,
             # With cancel, a request waiting for its slot is not sent after a stop.
-            rate_limit=limiters.for_key(source.api_key, source.base_url, cancel),
+            rate_limit=limiters.for_key(
+                source.api_key, source.base_url, cancel, rate=settings.rate_for(source)
+            ),
             write_lock=write_lock,
             lock=lock,
             notifier=notifier,

@@ -3,98 +3,134 @@
 A job's figures (row counts, file size, ``completeTime``, when details were last fetched) go on
 its row in ``import_job_records``; ``import_job_progress`` gets a sample only when the figures
 differ from the job's previous ones, so a pass where nothing moved writes no samples. Everything
-here runs inside the pass's one transaction, except ``load_detail_candidates``: a read made
-before the pass fetches details, long before it writes.
+here runs inside the pass's one transaction, except ``load_known_jobs`` and ``stored_among``:
+reads made while the pass reads the list and fetches details, long before it writes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import replace
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from itertools import chain
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    case,
+    exists,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from jobsync.domain.history import StoredJob
-from jobsync.domain.records import DetailCandidates, JobDetails, JobRecord, Snapshot
-from jobsync.domain.states import TERMINAL_STATES, canonical_state, is_terminal
-from jobsync.storage.backends import backend_for
+from jobsync.domain.records import JobDetails, JobRecord, Snapshot
+from jobsync.domain.states import TERMINAL_STATES, canonical_state
 from jobsync.storage.boundary import boundary
-from jobsync.storage.scan import STORED_IDS_SQL, stream
 from jobsync.storage.schema import import_job_progress, import_job_records, sync_sources
 
-__all__ = ["load_detail_candidates", "load_figures", "with_details", "write_details"]
+__all__ = [
+    "KnownJob",
+    "KnownJobs",
+    "load_figures",
+    "load_known_jobs",
+    "stored_among",
+    "with_details",
+    "write_details",
+]
 
 _TERMINAL = sorted(TERMINAL_STATES)
 
 
-@boundary
-def load_detail_candidates(
-    engine: Engine, cluster_id: str, listed: Mapping[str, JobRecord], limit: int
-) -> DetailCandidates:
-    """A read made before the pass fetches details (and long before it writes).
+@dataclass(frozen=True, slots=True)
+class KnownJob:
+    """A stored job that a pass may ask about before the list has shown it.
 
-    Memory stays with what changed, however many jobs are stored (a million-job source holds
-    its snapshot already): stored open jobs are streamed and kept only when listed terminal
-    (finishing) or ever asked about. The listed terminal jobs that are not stored are found by
-    walking their sorted ids alongside the stored ids in the same order, instead of holding a
-    set of every listed id; the walk stops at the ``limit`` smallest. Before a source's first
-    complete pass every listed job is new, and that walk is skipped.
+    ``asked``: when details were last fetched (None: never). ``moved``: the figures changed at
+    that last ask (it wrote a sample, and an earlier sample exists): such a job is worth asking
+    about again at once, one that did not move only after the details interval.
     """
-    finishing: list[str] = []
-    asked: dict[str, float] = {}
+
+    state: str
+    raw_state: str | None
+    progress: int | None
+    asked: datetime | None
+    moved: bool
+
+
+@dataclass(frozen=True)
+class KnownJobs:
+    """What the database knew of a source before a pass, for choosing jobs to ask about.
+
+    ``open``: the stored jobs in a non-terminal state; ``owed``: the stored finished jobs last
+    asked about before they finished (each is asked once after it finishes); ``had_complete``:
+    the source has had a complete pass (before it, every listed job is new, and the finished
+    ones are never asked about). Nothing here grows with the finished jobs a source keeps.
+    """
+
+    open: Mapping[str, KnownJob] = field(default_factory=dict)
+    owed: frozenset[str] = frozenset()
+    had_complete: bool = False
+
+
+@boundary
+def load_known_jobs(engine: Engine, cluster_id: str) -> KnownJobs:
+    """A read made before the pass's list is read (and long before it writes)."""
+    r = import_job_records.c
+    p = import_job_progress.c
+    same_job = (p.cluster_id == r.cluster_id, p.job_id == r.job_id)
+    moved = and_(
+        exists().where(*same_job, p.sampled_at == r.details_at),
+        exists().where(*same_job, p.sampled_at < r.details_at),
+    )
+    owed = and_(r.state.in_(_TERMINAL), r.details_at.is_not(None), r.details_at < r.finished_at)
+    query = select(
+        r.job_id,
+        r.state,
+        r.raw_state,
+        r.progress,
+        r.details_at,
+        case((moved, True), else_=False).label("moved"),
+    ).where(
+        r.cluster_id == cluster_id,
+        # A job the latest pass did not list is not asked about before the list shows it.
+        r.listed.is_(True),
+        or_(r.state.not_in(_TERMINAL), owed),
+    )
+    open_jobs: dict[str, KnownJob] = {}
+    owed_ids: set[str] = set()
     with engine.connect() as conn:
-        backend = backend_for(conn)
-        p = backend.placeholder
         had_complete = conn.execute(
             select(sync_sources.c.last_complete_run_id).where(
                 sync_sources.c.cluster_id == cluster_id
             )
         ).scalar()
-        # When details were last fetched, as a number: ordering it then needs no conversion
-        # per row, and a source's stored jobs are many, most of them finished.
-        asked_at = backend.epoch_seconds("details_at")
-        sql = (
-            f"SELECT job_id, {asked_at} FROM import_job_records "
-            f"WHERE cluster_id = {p} AND state NOT IN ({', '.join([p] * len(_TERMINAL))})"
-        )
-        with stream(conn, sql, (cluster_id, *_TERMINAL), to_the_end=True) as rows:
-            for job_id, asked_at in rows:
-                record = listed.get(job_id)
-                if record is None:
-                    continue  # one that is not listed is never asked about
-                if asked_at is not None:
-                    asked[record.job_id] = asked_at  # the snapshot's own id string
-                if is_terminal(record.raw_state):
-                    finishing.append(record.job_id)
-        finished_new = (
-            _unstored_finished(conn, cluster_id, listed, limit) if had_complete is not None else []
-        )
-    return DetailCandidates(finishing, asked, finished_new)
+        for row in conn.execute(query):
+            if row.state in TERMINAL_STATES:
+                owed_ids.add(row.job_id)
+            else:
+                open_jobs[row.job_id] = KnownJob(
+                    row.state, row.raw_state, row.progress, row.details_at, bool(row.moved)
+                )
+    return KnownJobs(open_jobs, frozenset(owed_ids), had_complete is not None)
 
 
-def _unstored_finished(
-    conn: Connection, cluster_id: str, listed: Mapping[str, JobRecord], limit: int
-) -> list[str]:
-    """The ``limit`` smallest ids of the listed terminal jobs that are not stored."""
-    wanted = sorted(j for j, record in listed.items() if is_terminal(record.raw_state))
-    found: list[str] = []
-    i, end = 0, len(wanted)
-    backend = backend_for(conn)
-    sql = backend.sql(STORED_IDS_SQL) + backend.order_by_code_points("job_id")
-    # Not to_the_end: the walk stops at the limit.
-    with stream(conn, sql, (cluster_id,)) as rows:
-        for (stored_id,) in rows:
-            while i < end and wanted[i] < stored_id:
-                found.append(wanted[i])
-                i += 1
-            if len(found) >= limit or i == end:
-                return found[:limit]
-            if wanted[i] == stored_id:
-                i += 1
-    # Past the last stored id: the rest are not stored either.
-    return found + wanted[i : i + limit - len(found)]
+@boundary
+def stored_among(engine: Engine, cluster_id: str, job_ids: Collection[str]) -> set[str]:
+    """Which of ``job_ids`` (a page's worth) are stored for the source."""
+    if not job_ids:
+        return set()
+    r = import_job_records.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(r.job_id).where(r.cluster_id == cluster_id, r.job_id.in_(list(job_ids)))
+        )
+        return {job_id for (job_id,) in rows}
 
 
 # What a progress sample records; a new sample is written only when one of them moved.

@@ -35,8 +35,9 @@ from jobsync.storage import bulk, scan
 from jobsync.storage.backends import backend_for, backend_for_url
 from jobsync.storage.boundary import boundary, storage_errors
 from jobsync.storage.samples import (
-    load_detail_candidates,
     load_figures,
+    load_known_jobs,
+    stored_among,
     with_details,
     write_details,
 )
@@ -47,12 +48,13 @@ __all__ = [
     "abandon_stale_runs",
     "apply_pass",
     "fail_run",
-    "load_detail_candidates",
+    "load_known_jobs",
     "missing_sqlite_file",
     "normalise_url",
     "open_engine",
     "sqlite_file",
     "start_run",
+    "stored_among",
     "writes_serialised",
 ]
 

@@ -144,3 +144,17 @@ def test_db_current_of_a_database_from_a_newer_jobsync_says_so(future_db, tmp_pa
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("9999 (unknown to this version of jobsync")
     assert "upgrade jobsync" in result.stdout and "jobsync db upgrade" not in result.stdout
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "abc", "inf"])
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_a_rate_that_is_not_a_positive_number_is_one_line_and_exit_2(value, how, tmp_path):
+    args = ["--requests-per-second", value] if how == "option" else []
+    env = {"JOBSYNC_API_KEY": API_KEY}
+    if how == "env":
+        env["JOBSYNC_REQUESTS_PER_SECOND"] = value
+    result = run(
+        "sync", "--cluster-id", CLUSTER, "--db", "sqlite:///x.db", *args, cwd=tmp_path, env=env
+    )
+    assert "positive number" in assert_one_error_line(result, 2, API_KEY)
+    assert not (tmp_path / "x.db").exists()

@@ -16,7 +16,6 @@ from jobsync.api.details import PROGRESS_PATHS
 from jobsync.cli import cli
 from jobsync.config import CliValues, Settings, Source, resolve_settings
 from jobsync.domain.records import (
-    DetailCandidates,
     JobRecord,
     Snapshot,
     parse_complete_time,
@@ -25,9 +24,10 @@ from jobsync.domain.records import (
 )
 from jobsync.errors import ConfigError, ProtocolError, SupersededError
 from jobsync.observability.redact import Secret
-from jobsync.service.details import select_jobs
+from jobsync.service.details import DetailsPlan, due
 from jobsync.service.sync import sync_all, sync_source
 from jobsync.simulator import LIST_PATH, Fault, Simulator
+from jobsync.storage.samples import KnownJob, KnownJobs, load_known_jobs, stored_among
 from jobsync.storage.schema import (
     import_job_progress,
     import_job_records,
@@ -35,7 +35,7 @@ from jobsync.storage.schema import (
     import_jobs,
     sync_runs,
 )
-from jobsync.storage.store import apply_pass, load_detail_candidates, start_run
+from jobsync.storage.store import apply_pass, start_run
 from tests.conftest import API_KEY, CLUSTER, settings_for
 
 DESCRIBE, GET_PROGRESS, GET_PROGRESS_SNAKE = PROGRESS_PATHS
@@ -167,12 +167,19 @@ def test_open_jobs_get_samples_and_an_unchanged_resync_writes_none(engine, zsim)
     zsim.reset_counters()
     second = _sync(engine, zsim)
 
-    assert len(_progress_requests(zsim)) == len(open_ids)  # still asked: they are open
+    # Nothing changed, and the interval has not passed: nothing asked, nothing written.
+    assert _progress_requests(zsim) == []
+    assert second.counts.rows_written == 2  # the run record and the source mark only
+
+    zsim._clock.now += timedelta(minutes=5)
+    third = _sync(engine, zsim)
+    assert len(_progress_requests(zsim)) == len(open_ids)  # asked again: they are open
     assert len(_samples(engine)) == len(samples)  # but nothing moved
-    assert _run(engine, second.run_id)["details_requested"] == len(open_ids)
+    assert _run(engine, third.run_id)["details_requested"] == len(open_ids)
 
     importing = next(j.job_id for j in zsim.jobs() if j.state == "Importing")
     _set_progress(zsim, importing, 95)
+    zsim._clock.now += timedelta(minutes=5)
     _sync(engine, zsim)
 
     new = _samples(engine)[len(samples) :]
@@ -210,15 +217,15 @@ def test_a_first_sync_of_finished_jobs_makes_no_progress_requests(engine, clock)
         assert _progress_requests(sim) == []  # finished and known: never asked again
 
 
-def test_the_cap_takes_finishing_jobs_first_then_the_least_recently_asked(engine, clock):
+def test_the_cap_takes_news_and_the_least_recently_asked_and_spares_the_unchanged(engine, clock):
     with Simulator(
         cluster_ids=(CLUSTER,), jobs=10, api_key=API_KEY, clock=clock, initial_states={"Pending": 1}
     ) as sim:
         all_ids = {j.job_id for j in sim.jobs()}
 
-        def asked() -> list[str]:
+        def asked(minutes: int = 1) -> list[str]:
             sim.reset_counters()
-            clock.now += timedelta(minutes=1)
+            clock.now += timedelta(minutes=minutes)
             _sync(engine, sim, details_max_per_pass=4, details_concurrency=1)
             return [r.body["jobId"] for r in _progress_requests(sim)]
 
@@ -229,10 +236,15 @@ def test_the_cap_takes_finishing_jobs_first_then_the_least_recently_asked(engine
         finishing = first[-1]
         sim.set_state(CLUSTER, finishing, "Completed")
         third = asked()
-        never = sorted(all_ids - set(first) - set(second))
-        # Finishing first, then the two never asked about, then the one asked longest ago.
-        assert third[:3] == [finishing, *never]
-        assert third[3] in set(first) - {finishing}
+        never = all_ids - set(first) - set(second)
+        # The finishing job and the two never asked about; those asked within the interval
+        # whose figures did not move wait.
+        assert len(third) == 3 and set(third) == {finishing, *never}
+
+        fourth = asked(minutes=5)
+        # All are due now: the least recently asked first, the finished one never again.
+        assert set(fourth[:3]) == set(first) - {finishing}
+        assert fourth[3] in set(second)
 
 
 def test_a_run_of_many_sources_shares_one_budget_of_progress_requests(engine, clock):
@@ -324,6 +336,7 @@ def test_a_missing_describe_falls_back_and_the_path_is_remembered(engine, zsim):
     assert first.details_failed == 0 and len(_samples(engine)) == len(open_ids)
 
     zsim.reset_counters()
+    zsim._clock.now += timedelta(minutes=5)  # the open jobs are due again
     _sync(engine, zsim)
     assert {r.path for r in _progress_requests(zsim)} == {GET_PROGRESS}
 
@@ -486,23 +499,89 @@ def _snapshot(states: dict[str, str]) -> Snapshot:
     return snapshot
 
 
-def test_selection_order_finishing_then_new_finished_then_open_by_age():
-    snapshot = _snapshot(
-        {"open-old": "Importing", "open-new": "Pending", "open-never": "Importing",
-         "fin": "Completed", "new-fin": "Failed", "old-fin": "Completed"}
-    )  # fmt: skip
-    candidates = DetailCandidates(
-        finishing=["fin"],
-        asked={"open-old": 100.0, "open-new": 3700.0, "fin": 100.0},
-        finished_new=["new-fin"],
-    )
+class Offers:
+    """Stands in for the DetailsFetcher: records what the plan offers, best first."""
 
-    assert select_jobs(snapshot, candidates, 100) == [
-        "fin", "new-fin", "open-never", "open-old", "open-new"
+    def __init__(self) -> None:
+        self.offers: list[tuple[tuple[float, ...], int, str, bool]] = []
+
+    def offer(self, job_id: str, priority: tuple[float, ...], *, again: bool = False) -> None:
+        self.offers.append((priority, len(self.offers), job_id, again))
+
+    def order(self) -> list[str]:
+        return [job_id for _, _, job_id, _ in sorted(self.offers)]
+
+
+def _record(job_id: str, state: str, progress: int | None = None) -> JobRecord:
+    return JobRecord(job_id, "c", state, progress, None, T0)
+
+
+def _known(asked_ago: float | None, *, state: str = "Importing", moved: bool = False) -> KnownJob:
+    asked = None if asked_ago is None else T0 - timedelta(seconds=asked_ago)
+    canonical = "Pending" if state == "Pending" else "Importing"
+    return KnownJob(canonical, state, None, asked, moved)
+
+
+def test_plan_asks_news_first_then_due_open_jobs_by_age_of_their_last_sample():
+    known = KnownJobs(
+        open={
+            "never": _known(None),
+            "old": _known(3600),
+            "recent": _known(60),  # unchanged within the interval: not asked
+            "moved": _known(30, moved=True),  # moved at its last ask: asked again at once
+            "finishing": _known(10),
+            "changed": _known(10, state="Pending"),
+        },
+        owed=frozenset({"owed"}),
+        had_complete=True,
+    )
+    offers = Offers()
+    lookups: list[list[str]] = []
+
+    def stored(ids):
+        lookups.append(sorted(ids))
+        return {"old-fin"}
+
+    plan = DetailsPlan(offers, known, stored, now=T0, interval=300)  # type: ignore[arg-type]
+    # Known open jobs are queued before any page: the due ones, least recently asked first.
+    assert offers.order() == ["owed", "never", "old", "moved"]
+
+    plan.listed(
+        [
+            _record("recent", "Importing"),
+            _record("finishing", "Completed"),
+            _record("changed", "Importing"),
+            _record("new-open", "Pending"),
+            _record("new-fin", "Failed"),
+            _record("old-fin", "Completed"),
+            _record("owed", "Completed"),
+        ]
+    )
+    plan.listed([_record("new-open", "Importing"), _record("finishing", "Completed")])
+
+    assert offers.order() == [
+        "owed", "finishing", "changed", "new-open", "new-fin", "never", "old", "moved"
     ]  # fmt: skip
-    assert select_jobs(snapshot, candidates, 2) == ["fin", "new-fin"]
-    first_pass = DetailCandidates()
-    assert select_jobs(snapshot, first_pass, 100) == ["open-never", "open-new", "open-old"]
+    # A job that finishes on this pass is asked about even if it was asked before the page came.
+    assert [j for _, _, j, again in offers.offers if again] == ["finishing", "changed"]
+    # Only the listed finished jobs that are not known are looked up, once per page.
+    assert lookups == [["new-fin", "old-fin"]]
+
+
+def test_plan_on_a_first_pass_asks_about_open_jobs_only():
+    offers = Offers()
+    plan = DetailsPlan(
+        offers, KnownJobs(), lambda ids: pytest.fail("no lookup"), now=T0, interval=300
+    )  # type: ignore[arg-type]
+    plan.listed([_record("a", "Completed"), _record("b", "Importing"), _record("c", "Failed")])
+    assert offers.order() == ["b"]
+
+
+def test_plan_due_rule_is_the_interval_unless_never_asked_or_moved():
+    assert due(_known(None), T0, 300)
+    assert due(_known(300), T0, 300)
+    assert not due(_known(299), T0, 300)
+    assert due(_known(1, moved=True), T0, 300)
 
 
 def _stored_pass(engine: Engine, states: dict[str, str], at: datetime) -> None:
@@ -513,41 +592,50 @@ def _stored_pass(engine: Engine, states: dict[str, str], at: datetime) -> None:
     apply_pass(engine, "s", run_id, snapshot, finished_at=at)
 
 
-def test_candidates_hold_only_what_changed_and_walk_ids_in_order(engine):
-    # Ids chosen so that byte order and a naive locale order could differ ("B" < "a" < "b").
+def test_known_jobs_hold_open_jobs_and_finished_jobs_owed_an_ask(engine):
     stored = {"a1": "Importing", "a2": "Importing", "a3": "Pending", "B9": "Completed",
-              "c1": "Completed", "m5": "Importing"}  # fmt: skip
+              "c1": "Completed", "c2": "Failed"}  # fmt: skip
     _stored_pass(engine, stored, T0)
+    later = T0 + timedelta(minutes=1)
+    r = import_job_records.c
     with engine.begin() as conn:
         conn.execute(
-            update(import_job_records)
-            .where(import_job_records.c.job_id.in_(["a2", "a3"]))
-            .values(details_at=T0)
+            update(import_job_records).where(r.job_id.in_(["a2", "a3"])).values(details_at=later)
         )
-    listed = _snapshot(
-        {
-            "a1": "Completed",
-            "a2": "Importing",
-            "a3": "Pending",
-            "B9": "Completed",
-            "c1": "Completed",
-            "m5": "Importing",
-            "A0": "Failed",
-            "b0": "Completed",
-            "m4": "Failed",
-            "z9": "Completed",
-            "z8": "Importing",
-        }
-    ).jobs
+        # c1 was last asked about before it finished; c2 after.
+        conn.execute(
+            update(import_job_records)
+            .where(r.job_id == "c1")
+            .values(details_at=T0 - timedelta(seconds=1), finished_at=T0)
+        )
+        conn.execute(
+            update(import_job_records)
+            .where(r.job_id == "c2")
+            .values(details_at=later, finished_at=T0)
+        )
+        run_id = conn.execute(select(func.max(sync_runs.c.id))).scalar()
+        # a2 moved at its last ask (a sample then, and one before); a3 has one sample only.
+        for job_id, at in (("a2", T0), ("a2", later), ("a3", later)):
+            conn.execute(
+                import_job_progress.insert().values(
+                    cluster_id="s",
+                    job_id=job_id,
+                    sampled_at=at,
+                    sync_run_id=run_id,
+                    state="Importing",
+                )
+            )
 
-    found = load_detail_candidates(engine, "s", listed, limit=10)
+    known = load_known_jobs(engine, "s")
 
-    assert found.finishing == ["a1"]  # listed terminal, stored open
-    assert set(found.asked) == {"a2", "a3"}  # never-asked open jobs take no memory
-    assert found.finished_new == ["A0", "b0", "m4", "z9"]  # not stored, terminal, in order
-    assert load_detail_candidates(engine, "s", listed, limit=2).finished_new == ["A0", "b0"]
-    # Before a complete pass every job is new: none is "finished new".
-    assert load_detail_candidates(engine, "other", listed, limit=10).finished_new == []
+    assert set(known.open) == {"a1", "a2", "a3"}
+    assert known.open["a1"].asked is None and not known.open["a1"].moved
+    assert known.open["a2"].asked == later and known.open["a2"].moved
+    assert not known.open["a3"].moved
+    assert known.owed == {"c1"}
+    assert known.had_complete
+    assert load_known_jobs(engine, "other") == KnownJobs()
+    assert stored_among(engine, "s", ["a1", "zz", "c2"]) == {"a1", "c2"}
 
 
 # -- parsing, without HTTP ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from jobsync.storage.migrate import (
     require_current_schema,
     upgrade,
 )
-from jobsync.storage.samples import load_detail_candidates
+from jobsync.storage.samples import load_known_jobs, stored_among
 from jobsync.storage.schema import import_job_records, import_job_transitions, sync_runs
 from jobsync.storage.store import (
     abandon_stale_runs,
@@ -44,7 +44,8 @@ ENTRY_POINTS = {
     "start_run": lambda e: start_run(e, "c", NOW),
     "apply_pass": lambda e: apply_pass(e, "c", 1, listed_snapshot(3, NOW), finished_at=NOW),
     "abandon_stale_runs": lambda e: abandon_stale_runs(e, NOW),
-    "load_detail_candidates": lambda e: load_detail_candidates(e, "c", {}, 10),
+    "load_known_jobs": lambda e: load_known_jobs(e, "c"),
+    "stored_among": lambda e: stored_among(e, "c", ["a"]),
     "ensure_schema": ensure_schema,
     "upgrade": upgrade,
     "current_revision": current_revision,
