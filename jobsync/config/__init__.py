@@ -23,6 +23,7 @@ from jobsync.config.files import (
 )
 from jobsync.config.keys import _key_from_cli, read_key_file
 from jobsync.config.notify import _notify_settings
+from jobsync.config.retention import parse_retention, parse_window
 from jobsync.config.settings import (
     DEFAULT_BASE_URL,
     DEFAULT_DATABASE_URL,
@@ -32,6 +33,7 @@ from jobsync.config.settings import (
     DEFAULT_DIGEST_AFTER,
     DEFAULT_FAILING_PASSES,
     DEFAULT_PAGE_SIZE,
+    DEFAULT_RETENTION,
     DEFAULT_STUCK_AFTER,
     MAX_DETAILS_CONCURRENCY,
     MAX_DETAILS_PER_PASS,
@@ -52,6 +54,7 @@ __all__ = [
     "DEFAULT_DIGEST_AFTER",
     "DEFAULT_FAILING_PASSES",
     "DEFAULT_PAGE_SIZE",
+    "DEFAULT_RETENTION",
     "DEFAULT_STUCK_AFTER",
     "CliValues",
     "HttpSettings",
@@ -60,6 +63,7 @@ __all__ = [
     "Settings",
     "Source",
     "check_base_url",
+    "parse_window",
     "read_key_file",
     "resolve_settings",
     "split_ids",
@@ -133,6 +137,11 @@ def resolve_settings(
         details_max_per_pass=max_per_pass,
         details_max_per_run=max_per_run,
         details_concurrency=concurrency,
+        retention=(
+            parse_retention(file_values["retention"], f"config file {config_path}")
+            if "retention" in file_values
+            else DEFAULT_RETENTION
+        ),
         notify=_notify_settings(
             file_values.get("notify", {}),
             config_path,

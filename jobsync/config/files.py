@@ -10,6 +10,7 @@ from typing import Any
 from jobsync.config.checks import _check_fields, _check_page_size, _check_range, check_base_url
 from jobsync.config.keys import _source_key
 from jobsync.config.notify import _check_notify_table
+from jobsync.config.retention import parse_retention
 from jobsync.config.settings import (
     DEFAULT_BASE_URL,
     DEFAULT_CONFIG_FILE,
@@ -41,6 +42,8 @@ _TOP_LEVEL_FIELDS = {
     "details_max_per_run": int,
     "details_concurrency": int,
     "notify": dict,
+    # A duration or 0; checked by jobsync.config.retention.
+    "retention": object,
 }
 _SOURCE_FIELDS = {
     "name": str,
@@ -76,6 +79,8 @@ def _load_config_file(path: Path) -> dict[str, Any]:
     for index, table in enumerate(data.get("sources", [])):
         if not isinstance(table, dict):
             raise ConfigError(f"config file {path}: sources[{index}] must be a table ([[sources]])")
+    if "retention" in data:
+        parse_retention(data["retention"], f"config file {path}")
     if "notify" in data:
         _check_notify_table(data["notify"], f"config file {path}, [notify]")
     return data

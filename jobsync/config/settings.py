@@ -24,6 +24,7 @@ DEFAULT_DETAILS_CONCURRENCY = 4
 MAX_DETAILS_CONCURRENCY = 16
 
 DEFAULT_STUCK_AFTER = 2 * 3600.0
+DEFAULT_RETENTION = 90 * 86400.0  # seconds; jobsync.config.retention reads the setting
 DEFAULT_FAILING_PASSES = 3
 DEFAULT_DIGEST_AFTER = 5
 
@@ -126,6 +127,8 @@ class Settings:
     details_max_per_run: int = DEFAULT_DETAILS_MAX_PER_RUN
     details_concurrency: int = DEFAULT_DETAILS_CONCURRENCY
     notify: NotifySettings = NotifySettings()
+    # Seconds of run metadata the daemon keeps (``retention``); None keeps everything.
+    retention: float | None = DEFAULT_RETENTION
 
     def details_cap(self) -> int:
         """Jobs each source may ask about in one run: its own cap, within its share of the run's."""
