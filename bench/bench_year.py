@@ -263,8 +263,10 @@ def main() -> int:
         f"{args.backend}: {args.sources} sources every {args.every:g}s for {args.days} days, "
         f"{args.arrivals:g} arrivals/day/source, {args.listed} listed; database {url}"
     )
-    print(f"{'day':>5} {'passes':>9} {'size MB':>9} {'runs':>8} {'rolled':>7} "
-          f"{'transitions':>11} {'samples':>8} {'prune s':>8} {'ms/pass':>8} {'elapsed':>8}")
+    print(
+        f"{'day':>5} {'passes':>9} {'size MB':>9} {'runs':>8} {'rolled':>7} "
+        f"{'transitions':>11} {'samples':>8} {'prune s':>8} {'ms/pass':>8} {'elapsed':>8}"
+    )
     began = time.perf_counter()
     passes = 0
     prune_seconds = 0.0
@@ -281,9 +283,7 @@ def main() -> int:
                 checkpoint(engine)
             pass_seconds = time.perf_counter() - day_began
             t0 = time.perf_counter()
-            prune_database(
-                engine, RETENTION, clock=lambda d=day: START + timedelta(days=d)
-            )
+            prune_database(engine, RETENTION, clock=lambda d=day: START + timedelta(days=d))
             prune_seconds = time.perf_counter() - t0
             if day % args.month == 0 or day == args.days:
                 checkpoint(engine)
@@ -322,8 +322,10 @@ def main() -> int:
         if per_run:
             kept = 200 * 1440 * 90 * per_run
             final["200_sources_each_minute_90d_bytes"] = kept
-            print(f"sync_runs keeps {per_run:.0f} bytes a pass (rows and index): 200 sources "
-                  f"each minute for 90 days keep {kept / 1e9:.1f} GB of passes")
+            print(
+                f"sync_runs keeps {per_run:.0f} bytes a pass (rows and index): 200 sources "
+                f"each minute for 90 days keep {kept / 1e9:.1f} GB of passes"
+            )
         print("commands (seconds, fresh process each):", json.dumps(timings))
         if out:
             out.write(json.dumps(final) + "\n")
