@@ -74,6 +74,10 @@ def load_detail_candidates(
     return DetailCandidates(finishing, asked, finished_new)
 
 
+# Listed terminal jobs looked up by key rather than found by walking every stored id.
+_LOOKUP = 500
+
+
 def _unstored_finished(
     conn: Connection, cluster_id: str, listed: Mapping[str, JobRecord], limit: int
 ) -> list[str]:
@@ -82,6 +86,17 @@ def _unstored_finished(
     found: list[str] = []
     i, end = 0, len(wanted)
     backend = backend_for(conn)
+    if end <= _LOOKUP:
+        # The usual list: few jobs, looked up by key. The walk below would read stored ids up
+        # to the largest wanted one, most of a long history, on every pass.
+        p = backend.placeholder
+        sql = backend.sql(STORED_IDS_SQL) + f"AND job_id IN ({', '.join([p] * end)})"
+        stored = (
+            {row[0] for row in backend.fetchall(conn, sql, (cluster_id, *wanted)).rows}
+            if end
+            else set()
+        )
+        return [job_id for job_id in wanted if job_id not in stored][:limit]
     sql = backend.sql(STORED_IDS_SQL) + backend.order_by_code_points("job_id")
     # Not to_the_end: the walk stops at the limit.
     with stream(conn, sql, (cluster_id,)) as rows:
