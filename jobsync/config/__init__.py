@@ -6,7 +6,8 @@ mapping of the environment, so resolution is a pure function that tests can driv
 
 ``settings`` holds the frozen objects and their defaults, ``checks`` the shared checks,
 ``keys`` the API keys, ``files`` the config file and its sources, ``notify`` the ``[notify]``
-table; :func:`resolve_settings` here puts them together.
+table, ``retention`` how long run metadata is kept; :func:`resolve_settings` here puts them
+together.
 """
 
 from __future__ import annotations

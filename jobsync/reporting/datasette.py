@@ -177,6 +177,21 @@ SCHEMA: dict[str, Described] = {
             "delivered_to": "fingerprints of the targets that have it (never their URLs)",
         },
     ),
+    "sync_run_days": Described(
+        "table",
+        "The passes that pruning removed from `sync_runs`, per source and the UTC day they "
+        "started: added to in the transaction that deletes them, so each pass is counted "
+        "once, here or there.",
+        {
+            "cluster_id": _CLUSTER,
+            "day": "the UTC day the passes started",
+            "passes": "passes pruned",
+            "failures": "of them, passes that did not succeed (`failed` or `abandoned`)",
+            "retries": "their retried requests, summed",
+            "pages": "their list pages, summed",
+            "seconds": "their time from start to finish, summed",
+        },
+    ),
     "alembic_version": Described(
         "table",
         "The schema revision (Alembic's); `jobsync db current` reads it.",

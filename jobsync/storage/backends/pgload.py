@@ -12,9 +12,9 @@ safe and pays (docs/benchmarks.md has the figures behind each threshold):
   rows are at least 1/``KEY_TABLE_SHARE`` of those already stored: adding it back checks the
   whole table in one join, which costs more than the per-row trigger below that share;
 - the indexes ``ix_import_job_transitions_job`` and ``_run`` and the primary key of
-  ``import_job_records`` are rebuilt when the load at least doubles their table: a rebuild sorts the whole table. A
-  table whose size the planner does not know yet (never analyzed) counts as large unless it
-  has no pages;
+  ``import_job_records`` are rebuilt when the load at least doubles their table: a rebuild
+  sorts the whole table. A table whose size the planner does not know yet (never analyzed)
+  counts as large unless it has no pages;
 - the tables concerned can all be locked at once without waiting (``NOWAIT``), and the role
   may alter them. The exclusive lock is taken only when no other transaction holds any lock
   on them, so it cannot deadlock with another pass; otherwise the pass loads row by row.
