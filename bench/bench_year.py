@@ -236,6 +236,9 @@ def main() -> int:
     parser.add_argument("--arrivals", type=float, default=24.0, help="new jobs a day per source")
     parser.add_argument("--listed", type=int, default=50, help="jobs the list shows")
     parser.add_argument("--month", type=int, default=30, help="days per reported month")
+    parser.add_argument(
+        "--retention-days", type=float, default=RETENTION / 86400, help="the window pruned to"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep-db", action="store_true", help="leave the database behind")
     parser.add_argument("--json", help="write one JSON line per month here")
@@ -287,7 +290,8 @@ def main() -> int:
                 checkpoint(engine)
             pass_seconds = time.perf_counter() - day_began
             t0 = time.perf_counter()
-            prune_database(engine, RETENTION, clock=lambda d=day: START + timedelta(days=d))
+            keep = args.retention_days * 86400
+            prune_database(engine, keep, clock=lambda d=day: START + timedelta(days=d))
             prune_seconds = time.perf_counter() - t0
             if day % args.month == 0 or day == args.days:
                 checkpoint(engine)
@@ -324,11 +328,12 @@ def main() -> int:
             "commands_seconds": timings,
         }
         if per_run:
+            # The most a retention window can hold: every pass of the window.
             kept = 200 * 1440 * 90 * per_run
             final["200_sources_each_minute_90d_bytes"] = kept
             print(
                 f"sync_runs keeps {per_run:.0f} bytes a pass (rows and index): 200 sources "
-                f"each minute for 90 days keep {kept / 1e9:.1f} GB of passes"
+                f"each minute keep at most {kept / 1e9:.1f} GB of passes in 90 days"
             )
         print("commands (seconds, fresh process each):", json.dumps(timings))
         if out:
