@@ -98,7 +98,7 @@ RUNS = 20_000
 
 
 def _many_old_passes(url: str) -> None:
-    """RUNS passes that recorded nothing, written straight into sync_runs (fast)."""
+    """RUNS more passes that recorded nothing, written straight into sync_runs (fast)."""
     engine = open_engine(url)
     upgrade(engine)
     rows = [
@@ -118,36 +118,38 @@ def _many_old_passes(url: str) -> None:
 
 
 def test_a_prune_killed_half_way_leaves_every_pass_counted_once(db_url, tmp_path):
-    _many_old_passes(db_url)
     engine = open_engine(db_url)
 
     def rolled_up() -> int:
         with engine.connect() as conn:
-            return int(
-                conn.execute(select(func.coalesce(func.sum(sync_run_days.c.passes), 0))).scalar()
-            )
+            total = select(func.coalesce(func.sum(sync_run_days.c.passes), 0))
+            return int(conn.execute(total).scalar())
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSYNC_")}
-    prune = subprocess.Popen(
-        [sys.executable, "-m", "jobsync", "db", "prune", "--db", db_url, "--keep", "1d"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        poll(rolled_up, "the first batch to commit", 60, interval=0.005)
-        prune.send_signal(signal.SIGKILL)
-    finally:
-        prune.wait(30)
-    assert prune.returncode == -signal.SIGKILL
-
-    left, rolled = count_rows(engine, sync_runs), rolled_up()
-    assert 0 < rolled < RUNS - 1  # it was stopped half-way ...
-    assert left + rolled == RUNS  # ... and no pass is lost or counted twice
+    command = [sys.executable, "-m", "jobsync", "db", "prune", "--db", db_url, "--keep", "1d"]
+    total = 0
+    # A loaded machine may let a prune finish before the kill lands: then more passes, again.
+    for _attempt in range(3):
+        _many_old_passes(db_url)
+        total += RUNS
+        prune = subprocess.Popen(
+            command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        before = rolled_up()
+        try:
+            poll(lambda: rolled_up() > before, "a batch to commit", 60, interval=0.002)
+            prune.send_signal(signal.SIGKILL)
+        finally:
+            prune.wait(30)
+        left, rolled = count_rows(engine, sync_runs), rolled_up()
+        assert left + rolled == total  # no pass lost or counted twice, whenever it stopped
+        if prune.returncode == -signal.SIGKILL and left > 1:
+            break  # stopped half-way
+    else:
+        pytest.fail("every prune finished before it could be killed")
 
     again = _invoke("db", "prune", "--db", db_url, "--keep", "1d")
     assert again.exit_code == 0, again.output
     assert count_rows(engine, sync_runs) == 1  # the latest pass stays
-    assert rolled_up() == RUNS - 1
+    assert rolled_up() == total - 1
     engine.dispose()
