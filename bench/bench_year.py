@@ -351,6 +351,7 @@ def main() -> int:
             for p in (path, f"{path}-wal", f"{path}-shm", f"{path}.lock"):
                 if os.path.exists(p):
                     os.remove(p)
+            os.rmdir(os.path.dirname(path))
     return 0
 
 
