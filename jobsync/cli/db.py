@@ -59,6 +59,61 @@ def db_current(database_url: str | None, config_file: str | None) -> None:
         click.echo(f"{current} (latest is {head}: run `jobsync db upgrade`)")
 
 
+def _keep_window(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """``--keep``: a window longer than zero (``30d``, ``12h``, ``2w``), else a usage error."""
+    from jobsync.config import parse_window
+
+    if value is None:
+        return None
+    try:
+        return parse_window(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@db.command("prune")
+@click.option(
+    "--keep",
+    metavar="DURATION",
+    callback=_keep_window,
+    help="Keep this much history, e.g. 30d, 12h or 2w [default: the config file's retention, 90d].",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be removed, and remove nothing.")
+@db_option
+@config_option
+def db_prune(
+    keep: float | None, dry_run: bool, database_url: str | None, config_file: str | None
+) -> None:
+    """Remove old passes that recorded nothing (rolled up per source and day first) and thin
+    old progress samples; jobs and transitions are kept.
+
+    Example: jobsync db prune --keep 30d
+    """
+    from jobsync.service.retention import prune_database
+    from jobsync.storage.boundary import storage_errors
+    from jobsync.storage.migrate import require_current_schema
+
+    settings = settings_from(database_url=database_url, config_file=config_file)
+    window = keep if keep is not None else settings.retention
+    if window is None:
+        click.echo("retention is never: nothing pruned")
+        return
+    open_db(settings, readonly=True).dispose()  # refuses a SQLite file that is not there
+    engine = open_db(settings)  # a dry run writes too, and rolls every batch back
+    try:
+        with storage_errors(settings.database_url):
+            require_current_schema(engine, needs="db prune needs")
+        result = prune_database(engine, window, dry_run=dry_run)
+    finally:
+        engine.dispose()
+    verb = "would remove" if dry_run else "removed"
+    click.echo(
+        f"{verb} {result.runs} pass(es) started before "
+        f"{result.cutoff.isoformat(timespec='seconds')} (rolled up into {result.days} "
+        f"source-day row(s) of sync_run_days) and {result.samples} progress sample(s)"
+    )
+
+
 @db.command("datasette-metadata")
 @db_option
 @config_option

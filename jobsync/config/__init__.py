@@ -6,7 +6,8 @@ mapping of the environment, so resolution is a pure function that tests can driv
 
 ``settings`` holds the frozen objects and their defaults, ``checks`` the shared checks,
 ``keys`` the API keys, ``files`` the config file and its sources, ``notify`` the ``[notify]``
-table; :func:`resolve_settings` here puts them together.
+table, ``retention`` how long run metadata is kept; :func:`resolve_settings` here puts them
+together.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from jobsync.config.files import (
 )
 from jobsync.config.keys import _key_from_cli, read_key_file
 from jobsync.config.notify import _notify_settings
+from jobsync.config.retention import parse_retention, parse_window
 from jobsync.config.settings import (
     DEFAULT_BASE_URL,
     DEFAULT_DATABASE_URL,
@@ -42,6 +44,7 @@ from jobsync.config.settings import (
     DEFAULT_FAILING_PASSES,
     DEFAULT_PAGE_SIZE,
     DEFAULT_REQUESTS_PER_SECOND,
+    DEFAULT_RETENTION,
     DEFAULT_STUCK_AFTER,
     MAX_DETAILS_CONCURRENCY,
     MAX_DETAILS_PER_PASS,
@@ -64,6 +67,7 @@ __all__ = [
     "DEFAULT_FAILING_PASSES",
     "DEFAULT_PAGE_SIZE",
     "DEFAULT_REQUESTS_PER_SECOND",
+    "DEFAULT_RETENTION",
     "DEFAULT_STUCK_AFTER",
     "CliValues",
     "HttpSettings",
@@ -72,6 +76,7 @@ __all__ = [
     "Settings",
     "Source",
     "check_base_url",
+    "parse_window",
     "read_key_file",
     "resolve_settings",
     "split_ids",
@@ -158,6 +163,11 @@ def resolve_settings(
             DEFAULT_DETAILS_INTERVAL
             if interval is None
             else check_positive(interval, "details interval")
+        ),
+        retention=(
+            parse_retention(file_values["retention"], f"config file {config_path}")
+            if "retention" in file_values
+            else DEFAULT_RETENTION
         ),
         notify=_notify_settings(
             file_values.get("notify", {}),

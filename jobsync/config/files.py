@@ -16,6 +16,7 @@ from jobsync.config.checks import (
 )
 from jobsync.config.keys import _source_key
 from jobsync.config.notify import _check_notify_table
+from jobsync.config.retention import parse_retention
 from jobsync.config.settings import (
     DEFAULT_BASE_URL,
     DEFAULT_CONFIG_FILE,
@@ -49,6 +50,8 @@ _TOP_LEVEL_FIELDS = {
     "details_interval": float,
     "requests_per_second": float,
     "notify": dict,
+    # A duration or 0; checked by jobsync.config.retention.
+    "retention": object,
 }
 _SOURCE_FIELDS = {
     "name": str,
@@ -88,6 +91,8 @@ def _load_config_file(path: Path) -> dict[str, Any]:
     for index, table in enumerate(data.get("sources", [])):
         if not isinstance(table, dict):
             raise ConfigError(f"config file {path}: sources[{index}] must be a table ([[sources]])")
+    if "retention" in data:
+        parse_retention(data["retention"], f"config file {path}")
     if "notify" in data:
         _check_notify_table(data["notify"], f"config file {path}, [notify]")
     return data

@@ -28,6 +28,7 @@ DEFAULT_REQUESTS_PER_SECOND = 20.0
 DEFAULT_DETAILS_INTERVAL = 300.0
 
 DEFAULT_STUCK_AFTER = 2 * 3600.0
+DEFAULT_RETENTION = 90 * 86400.0  # seconds; jobsync.config.retention reads the setting
 DEFAULT_FAILING_PASSES = 3
 DEFAULT_DIGEST_AFTER = 5
 
@@ -135,6 +136,8 @@ class Settings:
     # Seconds before an open job whose figures did not move at its last ask is asked again.
     details_interval: float = DEFAULT_DETAILS_INTERVAL
     notify: NotifySettings = NotifySettings()
+    # Seconds of run metadata the daemon keeps (``retention``); None keeps everything.
+    retention: float | None = DEFAULT_RETENTION
 
     def rate_for(self, source: Source) -> float:
         """Requests per second per endpoint for ``source``'s API key.

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, func, select
 
-from jobsync.storage.schema import import_job_transitions, import_jobs, sync_runs
+from jobsync.storage.schema import import_job_transitions, import_jobs, sync_run_days, sync_runs
 
 __all__ = ["job_history", "list_jobs", "overview"]
 
@@ -74,15 +74,25 @@ def job_history(
 
 
 def overview(engine: Engine) -> dict[str, dict[str, int]]:
-    """Totals for a short summary: jobs per state, transitions per kind, passes per status."""
+    """Totals for a short summary: jobs per state, transitions per kind, passes per status
+    (pruned passes included, from ``sync_run_days``)."""
     with engine.connect() as conn:
 
         def counts(column: ColumnElement[str]) -> dict[str, int]:
             query = select(column, func.count()).group_by(column).order_by(column)
             return {key: int(n) for key, n in conn.execute(query).all()}
 
+        runs = counts(sync_runs.c.status)
+        # Pruned passes live on in sync_run_days (one that did not succeed counts as failed).
+        d = sync_run_days.c
+        passes, failures = conn.execute(
+            select(func.coalesce(func.sum(d.passes), 0), func.coalesce(func.sum(d.failures), 0))
+        ).one()
+        for status, n in (("succeeded", passes - failures), ("failed", failures)):
+            if n:
+                runs[status] = runs.get(status, 0) + int(n)
         return {
             "jobs_by_state": counts(import_jobs.c.state),
             "transitions_by_kind": counts(import_job_transitions.c.kind),
-            "runs_by_status": counts(sync_runs.c.status),
+            "runs_by_status": dict(sorted(runs.items())),
         }

@@ -54,6 +54,7 @@ from jobsync.observability.logs import fields
 from jobsync.observability.metrics import Health, MetricsServer
 from jobsync.service.metrics import DaemonMetrics, jobs_by_state
 from jobsync.service.notify import Notifier
+from jobsync.service.retention import RETENTION_EVERY, apply_retention
 from jobsync.service.sync import PassResult, sync_all
 from jobsync.storage.boundary import storage_errors
 from jobsync.storage.migrate import ensure_schema
@@ -211,8 +212,39 @@ class _Daemon:
             misfire_grace_time=max(1, math.ceil(self._schedule.interval / 2)),
             next_run_time=datetime.now(UTC),  # the first pass at start-up
         )
+        self._schedule_retention()
         self._scheduler.add_listener(self._on_started, EVENT_SCHEDULER_STARTED)
         self._scheduler.add_listener(self._on_not_run, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+
+    # -- retention (jobsync.service.retention) --------------------------------------------------
+
+    def _schedule_retention(self) -> None:
+        """Prune by ``retention`` at start-up and every RETENTION_EVERY, in a worker of its own:
+        its batches are short transactions beside the passes, which it never holds up."""
+        if self._settings.retention is None:
+            return
+        self._scheduler.add_executor(ThreadPoolExecutor(max_workers=1), "retention")
+        self._scheduler.add_job(
+            self._prune,
+            trigger=IntervalTrigger(seconds=RETENTION_EVERY, timezone=UTC),
+            id="retention",
+            name="retention",
+            executor="retention",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=math.ceil(RETENTION_EVERY),
+            next_run_time=datetime.now(UTC),
+        )
+
+    def _prune(self) -> None:
+        try:
+            apply_retention(self._engine, self._settings, stop=self._stop.is_set)
+        except JobsyncError as exc:
+            log.error(
+                "retention failed: %s (tried again later)",
+                exc,
+                extra=fields(event="retention_error", error=str(exc)),
+            )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stop.is_set():

@@ -35,6 +35,7 @@ from jobsync.storage.store import (
     PassCounts,
     abandon_stale_runs,
     apply_pass,
+    checkpoint,
     fail_run,
     load_known_jobs,
     start_run,
@@ -351,4 +352,7 @@ def sync_all(
                 results = list(pool.map(one, settings.sources))
         if notifier is not None and not (cancel is not None and cancel.is_set()):
             notifier.deliver(engine, cancel)
-        return results
+    # The WAL back into the database file while no reader holds it (SQLite; see
+    # docs/deployment.md): it must not keep growing beside readers that come and go.
+    checkpoint(engine)
+    return results

@@ -5,6 +5,7 @@ What each module holds, from the top down:
 - ``store``: engines, run records, and applying a pass in one transaction;
 - ``samples``: progress details, chosen before a pass and written with it;
 - ``migrate``: the schema's revisions, run from code with Alembic;
+- ``prune``: bounded run metadata: old empty passes rolled up per day, old samples thinned;
 - ``locking``: one sync at a time per database;
 - ``scan`` and ``bulk``: reading a source's stored jobs and writing a pass's rows, at driver
   speed;

@@ -218,6 +218,22 @@ _TABLES = {
         facets=("cluster_id", "kind"),
         sort_desc="id",
     ),
+    "sync_run_days": _relation(
+        "table",
+        "The passes that pruning removed from `sync_runs`, per source and the UTC day they "
+        "started: added to in the transaction that deletes them, so each pass is counted "
+        "once, here or there.",
+        {
+            "cluster_id": _CLUSTER,
+            "day": "the UTC day the passes started",
+            "passes": "passes pruned",
+            "failures": "of them, passes that did not succeed (`failed` or `abandoned`)",
+            "retries": "their retried requests, summed",
+            "pages": "their list pages, summed",
+            "seconds": Field("their time from start to finish, summed", "seconds"),
+        },
+        facets=("cluster_id",),
+    ),
     "alembic_version": _relation(
         "table",
         "The schema revision (Alembic's); `jobsync db current` reads it.",

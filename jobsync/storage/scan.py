@@ -84,7 +84,20 @@ def load_for_pass(
     # A listed job that is stored but vanished is never among the rows triage read, so it is
     # one of the unknown ones: no unknown jobs (a re-sync without new jobs), no vanished read.
     back: list[str] = []
-    if found.unknown:
+    if len(found.unknown) <= _BATCH:
+        # The usual pass: a few new ids, looked up by key. Reading every vanished id instead
+        # would cost each pass the source's whole history.
+        p = backend.placeholder
+        if found.unknown:
+            sql = (
+                backend.sql(_VANISHED_SQL)
+                + f" AND job_id IN ({', '.join([p] * len(found.unknown))})"
+            )
+            back = [
+                job_id
+                for (job_id,) in backend.fetchall(conn, sql, (cluster_id, *found.unknown)).rows
+            ]
+    else:
         vanished = backend.sql(_VANISHED_SQL)
         with stream(conn, vanished, (cluster_id,), to_the_end=True) as rows:
             back = [job_id for (job_id,) in rows if job_id in jobs]

@@ -14,8 +14,10 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -36,6 +38,7 @@ __all__ = [
     "import_jobs",
     "metadata",
     "notifications",
+    "sync_run_days",
     "sync_runs",
     "sync_sources",
     "utc_from_db",
@@ -171,6 +174,8 @@ import_job_transitions = Table(
     Column("sync_run_id", ID, ForeignKey("sync_runs.id"), nullable=False),
     Column("reason", Text),
     Index("ix_import_job_transitions_job", "cluster_id", "job_id", "id"),
+    # Revision 0008: pruning asks whether a run recorded anything.
+    Index("ix_import_job_transitions_run", "sync_run_id"),
 )
 
 import_job_progress = Table(
@@ -191,6 +196,7 @@ import_job_progress = Table(
     Column("complete_time", UTCDateTime),
     Column("reason", Text),
     Index("ix_import_job_progress_job", "cluster_id", "job_id", "sampled_at"),
+    Index("ix_import_job_progress_run", "sync_run_id"),
 )
 
 # The ``import_jobs`` view, for reading only. It lives in its own MetaData so that
@@ -244,6 +250,23 @@ notifications = Table(
     Index("ix_notifications_sent_at", "sent_at"),
     # A job's events: whether a stuck job was already announced for its current stay.
     Index("ix_notifications_job", "cluster_id", "job_id"),
+    Index("ix_notifications_run", "sync_run_id"),
+)
+
+# The passes pruned from sync_runs (revision 0008), per source and the UTC day they started:
+# added to in the transaction that deletes them, so each pass is counted here or there, once.
+sync_run_days = Table(
+    "sync_run_days",
+    metadata,
+    Column("cluster_id", Text, primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("passes", Integer, nullable=False, default=0),
+    # Passes that did not succeed (failed or abandoned).
+    Column("failures", Integer, nullable=False, default=0),
+    Column("retries", BigInteger, nullable=False, default=0),
+    Column("pages", BigInteger, nullable=False, default=0),
+    # The passes' time from start to finish, summed.
+    Column("seconds", Float, nullable=False, default=0),
 )
 
 # The descriptions of jobsync.storage.dictionary, as SQLAlchemy comments: migrate.upgrade writes

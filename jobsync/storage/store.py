@@ -47,6 +47,7 @@ __all__ = [
     "PassCounts",
     "abandon_stale_runs",
     "apply_pass",
+    "checkpoint",
     "fail_run",
     "load_known_jobs",
     "missing_sqlite_file",
@@ -120,6 +121,17 @@ def sqlite_file(url: str) -> str | None:
     parsed = _parse_database_url(url)
     backend = backend_for_url(parsed)
     return None if backend is None else backend.file_of(parsed)
+
+
+def checkpoint(engine: Engine) -> None:
+    """After a round of passes: let the database give back its write-ahead log where it keeps
+    one beside the file (SQLite), without waiting for readers (``Backend.checkpoint``).
+    Best effort: the passes are committed whatever happens here."""
+    try:
+        with storage_errors(engine):
+            backend_for(engine).checkpoint(engine)
+    except StorageError as exc:
+        log.warning("could not checkpoint the database: %s", exc)
 
 
 def writes_serialised(engine: Engine) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert
 from sqlalchemy.exc import OperationalError
 
 from jobsync.storage.migrate import HEAD_REVISION
@@ -131,27 +132,28 @@ def test_reading_commands_work_in_a_directory_the_reader_cannot_write(synced, si
 
 
 def test_a_reader_in_a_read_only_directory_sees_commits_still_in_the_wal(synced, sim, shared_dir):
-    """While a writer is connected, the last passes are in the -wal, not yet in the main file:
-    the reader must see them (immutable=1 would not)."""
+    """While a reader held a snapshot during the pass, the pass could not checkpoint: its commit
+    is in the -wal, not yet in the main file, and the reader must see it (immutable=1 would
+    not)."""
     url = f"sqlite:///{synced}"
     job_id = sim.jobs()[0].job_id
-    holder = open_engine(url)
+    holder = sqlite3.connect(synced, isolation_level=None)
     try:
-        with holder.connect() as conn:
-            conn.execute(text("SELECT 1 FROM sync_runs"))
-            conn.rollback()  # keeps the connection (and so the -wal) open, but no lock
-            sim.set_state(CLUSTER, job_id, "Failed", reason="disk full")
-            result = as_root(
-                "sync", "--db", url, "--base-url", sim.url, "--cluster-id", CLUSTER,
-                cwd=shared_dir,
-            )  # fmt: skip
-            assert result.returncode == 0, result.stderr
-            assert (synced.parent / f"{synced.name}-wal").stat().st_size > 0
-            synced.parent.chmod(0o555)
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1 FROM sync_runs").fetchall()  # a snapshot older than the pass
+        sim.set_state(CLUSTER, job_id, "Failed", reason="disk full")
+        result = as_root(
+            "sync", "--db", url, "--base-url", sim.url, "--cluster-id", CLUSTER,
+            cwd=shared_dir,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        holder.execute("COMMIT")  # keeps the connection (and so the -wal) open, but no lock
+        assert (synced.parent / f"{synced.name}-wal").stat().st_size > 0
+        synced.parent.chmod(0o555)
 
-            shown = as_nobody("history", job_id, "--db", url, "--format", "json", cwd=shared_dir)
+        shown = as_nobody("history", job_id, "--db", url, "--format", "json", cwd=shared_dir)
     finally:
-        holder.dispose()
+        holder.close()
     assert shown.returncode == 0, shown.stderr
     assert [row["to_state"] for row in json.loads(shown.stdout)][-1] == "Failed"
 

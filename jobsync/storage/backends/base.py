@@ -75,6 +75,10 @@ class Backend:
         """Whether connecting would create an empty database file (a reader refuses that)."""
         return False
 
+    def checkpoint(self, engine: Engine) -> None:
+        """After passes: give back what a write-ahead log holds where the database keeps one
+        beside its file (SQLite), without waiting for readers. Nothing elsewhere."""
+
     # -- locks --------------------------------------------------------------------------------
 
     def sync_lock(self, engine: Engine) -> AbstractContextManager[LostCheck | None]:

@@ -44,6 +44,7 @@ from jobsync.storage.rows import (
 __all__ = [
     "NEW_ROWS_PER_STATEMENT",
     "SQLITE",
+    "SQLITE_JOURNAL_SIZE_LIMIT",
     "SQLITE_PAGE_SIZE",
     "SQLiteBackend",
     "lock_path",
@@ -51,6 +52,10 @@ __all__ = [
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+# While a reader holds an old snapshot (a BI tool's open transaction), checkpoints cannot reset
+# the WAL and it grows with every commit; once a checkpoint can reset it, it is cut back to
+# this size (and to nothing by ``checkpoint`` after the passes, when no reader is in it).
+SQLITE_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 # For databases jobsync creates (an existing file keeps its own): larger pages mean fewer page
 # splits and WAL frames when a first sync appends its rows in key order.
 SQLITE_PAGE_SIZE = 8192
@@ -166,6 +171,21 @@ class SQLiteBackend(Backend):
         path = self.file_of(url)
         return not url.query.get("uri") and path is not None and not Path(path).exists()
 
+    def checkpoint(self, engine: Engine) -> None:
+        """``wal_checkpoint(TRUNCATE)`` with no busy timeout: copies the WAL into the database
+        and empties the file when no reader is using it; while one is, it copies what it can
+        and returns at once instead of waiting for the reader (for up to the busy timeout)."""
+        if not engine.url.database or engine.url.database == ":memory:":
+            return
+        with engine.connect() as conn:
+            cursor = self.driver(conn).cursor()
+            try:
+                cursor.execute("PRAGMA busy_timeout = 0")
+                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+                cursor.close()
+
     def lock_source(self, conn: Connection, cluster_id: str) -> None:
         pass  # BEGIN IMMEDIATE took the database's write lock: one writer at a time already
 
@@ -272,6 +292,7 @@ def _configure(engine: Engine, *, readonly: bool) -> None:
             # In WAL mode NORMAL is still safe against a killed process; only power loss can
             # lose the latest commit.
             cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute(f"PRAGMA journal_size_limit = {SQLITE_JOURNAL_SIZE_LIMIT}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
