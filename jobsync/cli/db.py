@@ -79,10 +79,20 @@ def _keep_window(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Keep this much history, e.g. 30d, 12h or 2w [default: the config file's retention, 90d].",
 )
 @click.option("--dry-run", is_flag=True, help="Count what would be removed, and remove nothing.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Passes per transaction [default: 500]: smaller batches hold each source's write lock "
+    "for less time.",
+)
 @db_option
 @config_option
 def db_prune(
-    keep: float | None, dry_run: bool, database_url: str | None, config_file: str | None
+    keep: float | None,
+    dry_run: bool,
+    batch_size: int | None,
+    database_url: str | None,
+    config_file: str | None,
 ) -> None:
     """Remove old passes that recorded nothing (rolled up per source and day first) and thin
     old progress samples; jobs and transitions are kept.
@@ -103,7 +113,7 @@ def db_prune(
     try:
         with storage_errors(settings.database_url):
             require_current_schema(engine, needs="db prune needs")
-        result = prune_database(engine, window, dry_run=dry_run)
+        result = prune_database(engine, window, dry_run=dry_run, batch_size=batch_size)
     finally:
         engine.dispose()
     verb = "would remove" if dry_run else "removed"

@@ -31,16 +31,19 @@ def prune_database(
     keep: float,
     *,
     clock: Clock = utcnow,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     dry_run: bool = False,
     stop: Callable[[], bool] | None = None,
 ) -> PruneResult:
-    """Prune what is older than ``keep`` seconds; see ``jobsync.storage.prune``."""
+    """Prune what is older than ``keep`` seconds; see ``jobsync.storage.prune``.
+
+    ``batch_size`` None is the storage's default.
+    """
     return prune(
         engine,
         timedelta(seconds=keep),
         now=clock(),
-        batch_size=batch_size,
+        batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
         dry_run=dry_run,
         stop=stop,
     )
