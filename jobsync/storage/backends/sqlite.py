@@ -6,18 +6,23 @@ with "database is locked" when another writer got there first; taking the write 
 makes writers queue instead. That write lock is also the source's write lock of a pass and the
 migrations' lock. Read-only engines open the file read-only (``_read_only_target``).
 
-The sync lock is an exclusive ``flock`` on ``<database>.lock`` beside the database file's real
+The database-wide lock is a ``flock`` on ``<database>.lock`` beside the database file's real
 path (symbolic links resolved, so two paths to one file share one lock; never on the database
-file itself: closing any descriptor of it would drop SQLite's own POSIX locks). The operating
-system releases it when the process dies.
+file itself: closing any descriptor of it would drop SQLite's own POSIX locks): shared by
+passes, exclusive for upgrades and pruning (and for a whole run of older jobsync versions).
+Each source's passes also take an exclusive ``flock`` on a file of their own in
+``<database>.locks/``. ``flock`` locks belong to an open file, not a process, so two blocks of
+one process exclude each other too; the operating system releases them when the process dies.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from itertools import chain, islice
 from pathlib import Path
@@ -47,10 +52,12 @@ __all__ = [
     "SQLITE_PAGE_SIZE",
     "SQLiteBackend",
     "lock_path",
+    "source_lock_path",
     "utc_text",
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+_LOCK_POLL = 0.05  # seconds between attempts at a file lock that is waited for
 # For databases jobsync creates (an existing file keeps its own): larger pages mean fewer page
 # splits and WAL frames when a first sync appends its rows in key order.
 SQLITE_PAGE_SIZE = 8192
@@ -173,13 +180,38 @@ class SQLiteBackend(Backend):
         pass  # likewise
 
     @contextmanager
-    def sync_lock(self, engine: Engine) -> Iterator[LostCheck | None]:
+    def database_lock(
+        self, engine: Engine, *, shared: bool, wait: float = 0.0
+    ) -> Iterator[LostCheck | None]:
         database = engine.url.database
         if not database or database == ":memory:":
             yield None
             return
-        with _file_lock(lock_path(database)) as lost:
+        path = lock_path(database)
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        with _file_lock(path, mode, wait, lambda: _database_locked(path)) as lost:
             yield lost
+
+    @contextmanager
+    def source_locks(
+        self, engine: Engine, keys: Sequence[str]
+    ) -> Iterator[dict[str, LostCheck | None]]:
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield dict.fromkeys(keys)
+            return
+        with self.database_lock(engine, shared=True) as database_lost, ExitStack() as held:
+            taken: dict[str, LostCheck | None] = {}
+            for key in keys:
+                path = source_lock_path(database, key)
+                try:
+                    lost = held.enter_context(
+                        _file_lock(path, fcntl.LOCK_EX, 0.0, lambda: "", note=key)
+                    )
+                except LockedError:
+                    continue
+                taken[key] = _either(database_lost, lost)
+            yield taken
 
     def dialect_insert(self, table: Table) -> Any:
         from sqlalchemy.dialects.sqlite import insert
@@ -311,21 +343,54 @@ def _read_only_target(filename: str, is_uri: bool) -> str | None:
     return target
 
 
+def source_lock_path(database: str, cluster_id: str) -> Path:
+    """The lock file of one source's passes: in ``<database>.locks/`` beside the database's
+    real path, named by a digest of the source (any text may name a source)."""
+    digest = hashlib.sha256(cluster_id.encode("utf-8")).hexdigest()[:32]
+    return Path(f"{os.path.realpath(database)}.locks") / f"{digest}.lock"
+
+
+def _database_locked(path: Path) -> str:
+    return (
+        "another jobsync sync is running on this database, or it is being upgraded or "
+        f"pruned (lock file {path})"
+    )
+
+
+def _either(first: LostCheck | None, second: LostCheck) -> LostCheck:
+    def lost() -> str | None:
+        return (first() if first is not None else None) or second()
+
+    return lost
+
+
 @contextmanager
-def _file_lock(path: Path) -> Iterator[LostCheck]:
+def _file_lock(
+    path: Path, mode: int, wait: float, refused: Callable[[], str], note: str | None = None
+) -> Iterator[LostCheck]:
+    """Hold ``flock(mode)`` on ``path`` (created if missing), or raise LockedError(refused()).
+
+    ``wait``: seconds to keep trying (0: once). ``note``: written into the file, for people.
+    """
     try:
+        if note is not None:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
         raise StorageError(f"cannot open lock file {path}: {exc.strerror}") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(
-                f"another jobsync sync is running on this database (lock file {path})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockedError(refused()) from None
+                time.sleep(_LOCK_POLL)
+        if mode == fcntl.LOCK_EX:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}{'' if note is None else ' ' + note}\n".encode())
         held = os.fstat(fd)
 
         def lost() -> str | None:

@@ -1,0 +1,53 @@
+"""Replicas: which process ran a pass, per-source period claims, and a shared request budget.
+
+- ``sync_runs.host`` and ``sync_runs.pid``: the process that ran the pass (NULL for older runs).
+- ``sync_claims``: one row per source, the latest schedule period a daemon claimed for it, so
+  that N daemons sharing a database sync each source once per period. One row per source,
+  overwritten each period: it never grows.
+- ``rate_slots``: one row per (API key fingerprint, endpoint), the next free request slot,
+  so that processes sharing a key share its rate limit. A fingerprint, never the key.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-06
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0007"
+down_revision: str | None = "0006"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+TS = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("sync_runs") as batch:
+        batch.add_column(sa.Column("host", sa.Text))
+        batch.add_column(sa.Column("pid", sa.Integer))
+    op.create_table(
+        "sync_claims",
+        sa.Column("cluster_id", sa.Text, primary_key=True),
+        sa.Column("period_start", TS, nullable=False),
+        sa.Column("claimed_at", TS, nullable=False),
+        sa.Column("host", sa.Text),
+        sa.Column("pid", sa.Integer),
+    )
+    op.create_table(
+        "rate_slots",
+        sa.Column("key_fingerprint", sa.String(64), primary_key=True),
+        sa.Column("endpoint", sa.Text, primary_key=True),
+        sa.Column("next_at", TS, nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("rate_slots")
+    op.drop_table("sync_claims")
+    with op.batch_alter_table("sync_runs") as batch:
+        batch.drop_column("pid")
+        batch.drop_column("host")
