@@ -14,7 +14,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from jobsync.config.checks import _check_page_size, _check_range, _first, check_base_url, split_ids
+from jobsync.config.checks import (
+    _check_page_size,
+    _check_range,
+    _first,
+    check_base_url,
+    duration_seconds,
+    split_ids,
+)
 from jobsync.config.files import (
     _check_unique_names,
     _config_path,
@@ -60,6 +67,7 @@ __all__ = [
     "Settings",
     "Source",
     "check_base_url",
+    "duration_seconds",
     "read_key_file",
     "resolve_settings",
     "split_ids",

@@ -7,7 +7,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from jobsync.config.checks import _check_fields, _check_page_size, _check_range, check_base_url
+from jobsync.config.checks import (
+    _check_fields,
+    _check_page_size,
+    _check_range,
+    check_base_url,
+    check_schedule,
+)
 from jobsync.config.keys import _source_key
 from jobsync.config.notify import _check_notify_table
 from jobsync.config.settings import (
@@ -52,6 +58,8 @@ _SOURCE_FIELDS = {
     "base_url": str,
     "api_key_env": str,
     "api_key_file": str,
+    "every": str,
+    "cron": str,
 }
 
 
@@ -112,8 +120,11 @@ def _source_from_table(
         base_url = check_base_url(base_url)
     except ConfigError as exc:
         raise ConfigError(f"{where}: field 'base_url': {exc}") from None
+    every, cron = check_schedule(table, where)
     return Source(
         name=name,
+        every=every,
+        cron=cron,
         kind=kind,
         cluster_id=cluster_id,
         project_id=project_id,

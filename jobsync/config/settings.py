@@ -66,6 +66,10 @@ class Source:
     project_id: str | None = None
     region_id: str | None = None
     db_name: str | None = None
+    # The source's own schedule in a daemon (seconds, or a crontab expression in UTC); None
+    # for both: the daemon's --every/--cron.
+    every: float | None = None
+    cron: str | None = None
 
     @property
     def key(self) -> str:

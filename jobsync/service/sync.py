@@ -27,9 +27,9 @@ from jobsync.config import Settings, Source
 from jobsync.domain.clock import Clock, utcnow
 from jobsync.domain.records import Snapshot
 from jobsync.errors import JobsyncError, LockedError, StorageError
+from jobsync.service.budget import paced, shared_budget
 from jobsync.service.details import select_jobs
 from jobsync.service.notify import Notifier
-from jobsync.service.budget import paced, shared_budget
 from jobsync.storage.locking import SyncLock, source_locks
 from jobsync.storage.store import (
     PassCounts,

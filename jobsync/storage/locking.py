@@ -32,7 +32,14 @@ from jobsync.errors import SupersededError
 from jobsync.storage.backends import backend_for
 from jobsync.storage.boundary import storage_errors
 
-__all__ = ["SourceLocks", "SyncLock", "maintenance_lock", "source_locks", "sync_lock"]
+__all__ = [
+    "SourceLocks",
+    "SyncLock",
+    "daemon_lock",
+    "maintenance_lock",
+    "source_locks",
+    "sync_lock",
+]
 
 
 class SyncLock:
@@ -73,6 +80,16 @@ def source_locks(engine: Engine, keys: Sequence[str]) -> Iterator[SourceLocks]:
             held={key: SyncLock(lost) for key, lost in held.items()},
             refused=tuple(key for key in keys if key not in held),
         )
+
+
+@contextmanager
+def daemon_lock(engine: Engine) -> Iterator[None]:
+    """Hold for a daemon's life: on SQLite a second daemon on the same file is refused
+    (LockedError); on PostgreSQL replicas share the database, and this holds nothing."""
+    with ExitStack() as stack:
+        with storage_errors(engine):
+            stack.enter_context(backend_for(engine).daemon_lock(engine))
+        yield
 
 
 @contextmanager

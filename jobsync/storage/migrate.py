@@ -24,12 +24,12 @@ from jobsync.storage.locking import maintenance_lock
 
 __all__ = [
     "HEAD_REVISION",
+    "UPGRADE_WAIT",
     "current_revision",
     "ensure_schema",
     "head_revision",
     "is_known_revision",
     "migrations_dir",
-    "UPGRADE_WAIT",
     "require_current_schema",
     "upgrade",
 ]

@@ -19,7 +19,7 @@ Backends hold no state: one instance of each serves every engine.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, ClassVar, NamedTuple
 
 from sqlalchemy import Connection, Engine, Select, Table
@@ -100,6 +100,11 @@ class Backend:
         whether it (or the database-wide lock) was lost. A source lock taken here excludes
         every other process and every other ``source_locks`` block of this one."""
         raise NotImplementedError
+
+    def daemon_lock(self, engine: Engine) -> AbstractContextManager[None]:
+        """Held for a daemon's life where only one daemon may use the database (SQLite):
+        LockedError if another holds it. Where replicas may share it, holds nothing."""
+        return nullcontext()
 
     def reserve_slot(
         self, conn: Connection, fingerprint: str, endpoint: str, interval: float

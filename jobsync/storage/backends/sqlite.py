@@ -213,6 +213,24 @@ class SQLiteBackend(Backend):
                 taken[key] = _either(database_lost, lost)
             yield taken
 
+    @contextmanager
+    def daemon_lock(self, engine: Engine) -> Iterator[None]:
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield None
+            return
+        path = Path(f"{os.path.realpath(database)}.locks") / "daemon.lock"
+
+        def refused() -> str:
+            return (
+                "another jobsync daemon is already running on this SQLite database "
+                f"(lock file {path}): run one daemon per SQLite file, or use PostgreSQL "
+                "to run several"
+            )
+
+        with _file_lock(path, fcntl.LOCK_EX, 0.0, refused, note="daemon"):
+            yield None
+
     def dialect_insert(self, table: Table) -> Any:
         from sqlalchemy.dialects.sqlite import insert
 

@@ -1,0 +1,111 @@
+"""When a daemon's passes run: ``--every``/``--cron`` for every source, or a source's own.
+
+Interval schedules are aligned on a fixed epoch, not on the moment the daemon started, so
+that replicas started at different times agree on the periods (``Schedule.period_start``):
+each claims a source once per period (``jobsync.storage.coordination``). Their clocks must
+agree to well within a period (NTP does that).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from jobsync.config import Source
+from jobsync.errors import ConfigError
+
+__all__ = ["MIN_INTERVAL", "Schedule", "cron", "every", "source_schedule"]
+
+MIN_INTERVAL = 0.1  # seconds; anything shorter is a busy loop, not a schedule
+_CRON_LOOKAHEAD = 10  # fire times examined to find a cron schedule's longest gap
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When passes run. ``interval`` is the gap between passes in seconds (for a cron
+    expression: the longest gap among its next runs), which sizes the misfire grace time
+    and the health window. ``period_start(now)`` is when the period holding ``now`` began."""
+
+    trigger: BaseTrigger
+    interval: float
+    description: str
+    period_start: Callable[[datetime], datetime]
+
+
+def every(seconds: float, what: str = "--every") -> Schedule:
+    """A pass every ``seconds`` (fractions allowed, at least :data:`MIN_INTERVAL`)."""
+    if not math.isfinite(seconds) or seconds < MIN_INTERVAL:
+        raise ConfigError(f"{what} must be at least {MIN_INTERVAL:g}s, not {seconds:g}s")
+    step = timedelta(seconds=seconds)
+    # A moment APScheduler computes as a period's first may read a hair before it in float
+    # arithmetic: a pass counts as in the period it is at most this close to.
+    slack = timedelta(seconds=min(0.05, seconds / 10))
+
+    def period_start(now: datetime) -> datetime:
+        return EPOCH + step * ((now + slack - EPOCH) // step)
+
+    trigger = IntervalTrigger(seconds=seconds, start_date=EPOCH, timezone=UTC)
+    return Schedule(trigger, seconds, f"every {seconds:g}s", period_start)
+
+
+def cron(expression: str, what: str = "--cron") -> Schedule:
+    """Passes at the times a five-field crontab expression names, in UTC."""
+    try:
+        trigger = CronTrigger.from_crontab(expression, timezone=UTC)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{what} {expression!r} is not a crontab expression "
+            f'(minute hour day month weekday, e.g. "*/5 * * * *"): {exc}'
+        ) from None
+    times = _fire_times(trigger, datetime.now(UTC), _CRON_LOOKAHEAD + 1)
+    if len(times) < 2:
+        raise ConfigError(f"{what} {expression!r} never fires (or fires only once)")
+    gap = max((b - a).total_seconds() for a, b in itertools.pairwise(times))
+
+    def period_start(now: datetime) -> datetime:
+        # The latest fire time at or before now (a cron fire time is a whole second).
+        began = now - timedelta(seconds=gap + 1)
+        latest = began
+        for fire in _fire_times(trigger, began, _CRON_LOOKAHEAD + 2):
+            if fire > now + timedelta(milliseconds=50):
+                break
+            latest = fire
+        return latest
+
+    return Schedule(trigger, gap, f"cron {expression!r} (UTC)", period_start)
+
+
+def source_schedule(source: Source, default: Schedule | None) -> Schedule:
+    """The source's own schedule (``every``/``cron`` in the config file), else ``default``
+    (ConfigError if there is none)."""
+    where = f"source {source.name!r}:"
+    if source.every is not None:
+        return every(source.every, f"{where} every")
+    if source.cron is not None:
+        return cron(source.cron, f"{where} cron")
+    if default is None:
+        raise ConfigError(
+            f"source {source.name!r} has no schedule of its own: give --every or --cron"
+        )
+    return default
+
+
+def _fire_times(trigger: CronTrigger, start: datetime, count: int) -> list[datetime]:
+    times: list[datetime] = []
+    moment = start
+    previous: datetime | None = None
+    for _ in range(count):
+        fire = trigger.get_next_fire_time(previous, moment)
+        if fire is None:
+            break
+        times.append(fire)
+        previous = moment = fire
+    return times
