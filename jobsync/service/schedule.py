@@ -45,12 +45,11 @@ def every(seconds: float, what: str = "--every") -> Schedule:
     if not math.isfinite(seconds) or seconds < MIN_INTERVAL:
         raise ConfigError(f"{what} must be at least {MIN_INTERVAL:g}s, not {seconds:g}s")
     step = timedelta(seconds=seconds)
-    # A moment APScheduler computes as a period's first may read a hair before it in float
-    # arithmetic: a pass counts as in the period it is at most this close to.
-    slack = timedelta(seconds=min(0.05, seconds / 10))
 
+    # Whole microseconds, as APScheduler computes the fire times: a pass fired at a period's
+    # start (never before it) falls in that period.
     def period_start(now: datetime) -> datetime:
-        return EPOCH + step * ((now + slack - EPOCH) // step)
+        return EPOCH + step * ((now - EPOCH) // step)
 
     trigger = IntervalTrigger(seconds=seconds, start_date=EPOCH, timezone=UTC)
     return Schedule(trigger, seconds, f"every {seconds:g}s", period_start)
@@ -75,7 +74,7 @@ def cron(expression: str, what: str = "--cron") -> Schedule:
         began = now - timedelta(seconds=gap + 1)
         latest = began
         for fire in _fire_times(trigger, began, _CRON_LOOKAHEAD + 2):
-            if fire > now + timedelta(milliseconds=50):
+            if fire > now:
                 break
             latest = fire
         return latest
