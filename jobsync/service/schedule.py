@@ -1,6 +1,7 @@
 """When a daemon's passes run: ``--every``/``--cron`` for every source, or a source's own.
 
-Interval schedules are aligned on a fixed epoch, not on the moment the daemon started, so
+Passes start at a random moment in the first tenth of their period (at most a second in):
+``_jitter``. Interval schedules are aligned on a fixed epoch, not on the moment the daemon started, so
 that replicas started at different times agree on the periods (``Schedule.period_start``):
 each claims a source once per period (``jobsync.storage.coordination``). Their clocks must
 agree to well within a period (NTP does that).
@@ -26,6 +27,8 @@ __all__ = ["MIN_INTERVAL", "Schedule", "cron", "every", "source_schedule"]
 MIN_INTERVAL = 0.1  # seconds; anything shorter is a busy loop, not a schedule
 _CRON_LOOKAHEAD = 10  # fire times examined to find a cron schedule's longest gap
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+JITTER_SHARE = 0.1  # of the interval, and at most JITTER_MAX seconds: see _jitter
+JITTER_MAX = 1.0
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,9 @@ def every(seconds: float, what: str = "--every") -> Schedule:
     def period_start(now: datetime) -> datetime:
         return EPOCH + step * ((now - EPOCH) // step)
 
-    trigger = IntervalTrigger(seconds=seconds, start_date=EPOCH, timezone=UTC)
+    trigger = IntervalTrigger(
+        seconds=seconds, start_date=EPOCH, timezone=UTC, jitter=_jitter(seconds)
+    )
     return Schedule(trigger, seconds, f"every {seconds:g}s", period_start)
 
 
@@ -68,6 +73,7 @@ def cron(expression: str, what: str = "--cron") -> Schedule:
     if len(times) < 2:
         raise ConfigError(f"{what} {expression!r} never fires (or fires only once)")
     gap = max((b - a).total_seconds() for a, b in itertools.pairwise(times))
+    trigger.jitter = _jitter(min((b - a).total_seconds() for a, b in itertools.pairwise(times)))
 
     def period_start(now: datetime) -> datetime:
         # The latest fire time at or before now (a cron fire time is a whole second).
@@ -95,6 +101,13 @@ def source_schedule(source: Source, default: Schedule | None) -> Schedule:
             f"source {source.name!r} has no schedule of its own: give --every or --cron"
         )
     return default
+
+
+def _jitter(interval: float) -> float:
+    """Each pass starts up to this much after its period begins, at random: the sources of a
+    daemon do not all send their first request at the same instant, and replicas racing for
+    a period's claims win about as often as each other."""
+    return min(interval * JITTER_SHARE, JITTER_MAX)
 
 
 def _fire_times(trigger: CronTrigger, start: datetime, count: int) -> list[datetime]:
