@@ -182,6 +182,8 @@ def _report(url, args, clusters, began, ended, killed, killed_at, peaks, changes
         f"transitions recorded: {recorded}; duplicated: {duplicated}; never made by the "
         f"simulator: {phantom}; simulator changes: {len(changes)}",
     ]
+    errors = Counter((r.status, (r.error or "")[:120]) for r in runs if r.status != "succeeded")
+    out += [f"  {n} x {status}: {error}" for (status, error), n in errors.most_common(5)]
     print("\n".join(out))
 
 

@@ -28,9 +28,11 @@ from jobsync.storage.coordination import replicas_possible, reserve_slot
 __all__ = ["SharedBudget", "key_fingerprint", "paced", "shared_budget"]
 
 # Slots are this much wider than the limit: arrivals, not departures, are what is counted.
-MARGIN = 0.05
+MARGIN = 0.1
 # A request that starts later than this share of an interval after its slot takes a new slot.
-LATE = 0.25
+# With slots 1.1/limit apart and no request more than one interval late, any one second holds
+# at most (1 + 1.1/limit) / (1.1/limit) slots' requests: under the limit.
+LATE = 1.0
 # Past that many late wake-ups in a row, a request goes anyway (a machine that busy is slow
 # enough to stay under the limit by itself).
 MAX_ATTEMPTS = 8
