@@ -53,9 +53,19 @@ def main() -> int:
             # Both started before either is waited for: the same instant, as cron starts them.
             procs = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "jobsync", "sync", "--db", db, "--base-url",
-                     sim.url, "--cluster-id", cluster, "--details" if args.details
-                     else "--no-details"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "jobsync",
+                        "sync",
+                        "--db",
+                        db,
+                        "--base-url",
+                        sim.url,
+                        "--cluster-id",
+                        cluster,
+                        "--details" if args.details else "--no-details",
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                     env=env,

@@ -46,6 +46,7 @@ def main() -> int:
     parser.add_argument("--kill-at", type=float, default=None, help="default: half-way")
     parser.add_argument("--pg-url", default=harness.DEFAULT_PG_URL)
     parser.add_argument("--details", action="store_true", help="progress details on")
+    parser.add_argument("--logs", type=Path, help="keep the replicas' JSON logs here")
     args = parser.parse_args()
     kill_at = args.duration / 2 if args.kill_at is None else args.kill_at
 
@@ -65,7 +66,9 @@ def main() -> int:
             config = _config(Path(tmp), sim.url, url, clusters, args.details)
             sim.run_progression(interval=1.0, fraction=0.05, new_jobs=0)
             began = datetime.now(UTC)
-            procs = [_start(Path(tmp), i, config, args.period) for i in range(args.replicas)]
+            logs = args.logs or Path(tmp)
+            logs.mkdir(parents=True, exist_ok=True)
+            procs = [_start(logs, i, config, args.period) for i in range(args.replicas)]
             killed: int | None = None
             killed_at: datetime | None = None
             t0 = time.monotonic()
@@ -76,9 +79,10 @@ def main() -> int:
                     procs[0].wait()
                     log(f"killed replica pid {killed} at {elapsed:.1f}s")
                 time.sleep(0.5)
-            for p in procs[1:]:
+            alive = [p for p in procs if p.poll() is None]
+            for p in alive:
                 p.send_signal(signal.SIGTERM)
-            for p in procs[1:]:
+            for p in alive:
                 p.wait(timeout=30)
             ended = datetime.now(UTC)
             sim.stop_progression()
@@ -106,8 +110,18 @@ def _start(tmp: Path, index: int, config: Path, period: float) -> subprocess.Pop
     env["JOBSYNC_API_KEY"] = KEY
     err = (tmp / f"replica{index}.log").open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "jobsync", "daemon", "--config", str(config), "--every",
-         f"{period:g}s", "--log-format", "json"],
+        [
+            sys.executable,
+            "-m",
+            "jobsync",
+            "daemon",
+            "--config",
+            str(config),
+            "--every",
+            f"{period:g}s",
+            "--log-format",
+            "json",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=err,
         stdin=subprocess.DEVNULL,
@@ -175,8 +189,10 @@ def _report(url, args, clusters, began, ended, killed, killed_at, peaks, changes
         f"passes per source per period {dict(sorted(histogram.items()))}",
         f"  excluding the period of the kill and the next: {dict(sorted(histogram_alive.items()))}",
         "share per replica: "
-        + ", ".join(f"pid {pid}{' (killed)' if pid == killed else ''}: {n} ({n / len(runs):.1%})"
-                    for pid, n in sorted(share.items())),
+        + ", ".join(
+            f"pid {pid}{' (killed)' if pid == killed else ''}: {n} ({n / len(runs):.1%})"
+            for pid, n in sorted(share.items())
+        ),
         "peak requests started within one second, per endpoint: "
         + ", ".join(f"{path}: {n}" for (_, path), n in sorted(peaks.items())),
         f"transitions recorded: {recorded}; duplicated: {duplicated}; never made by the "

@@ -86,6 +86,9 @@ SCHEMA: dict[str, Described] = {
             "writes only if that is still the latest (else it fails as superseded)",
             "incomplete_reason": "why the snapshot could not be proven complete; NULL when it "
             "was, or when the pass failed",
+            "host": "the host name of the process that ran the pass (NULL for passes before "
+            "revision 0007)",
+            "pid": "that process's id: with several daemons, which replica ran each pass",
         },
     ),
     "sync_sources": Described(
@@ -175,6 +178,31 @@ SCHEMA: dict[str, Described] = {
             "attempts": "delivery attempts so far; after 5 failed ones it is given up",
             "last_error": "why the latest attempt failed, redacted; NULL if none did",
             "delivered_to": "fingerprints of the targets that have it (never their URLs)",
+        },
+    ),
+    "sync_claims": Described(
+        "table",
+        "One row per source: the latest schedule period a daemon claimed for it, so that "
+        "daemons sharing a database sync each source once per period. Overwritten every "
+        "period: it never grows.",
+        {
+            "cluster_id": "the source: its cluster id, or its `name` for self-hosted Milvus",
+            "period_start": "when the claimed period began",
+            "claimed_at": "when it was claimed",
+            "host": "the host name of the daemon that claimed it",
+            "pid": "that daemon's process id",
+        },
+    ),
+    "rate_slots": Described(
+        "table",
+        "One row per API key and endpoint, on PostgreSQL: the next moment a request with that "
+        "key may go, shared by every process using the key so that together they stay under "
+        "its rate limit.",
+        {
+            "key_fingerprint": "a truncated SHA-256 of a fixed prefix and the key (never the "
+            "key itself)",
+            "endpoint": "the API path, e.g. `/v2/vectordb/jobs/import/list`",
+            "next_at": "the next free request slot, on the database server's clock",
         },
     ),
     "alembic_version": Described(

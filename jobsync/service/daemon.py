@@ -6,8 +6,9 @@ A thin wrapper that owns signals, scheduling and monitoring; what a pass does st
 job store (a job store must never be shared between processes: the database is what coordinates
 them), one job per source on the source's own schedule (``jobsync.service.schedule``) with
 ``max_instances=1`` so a slow pass is never overlapped by the next of its source,
-``coalesce=True`` so a backlog of missed runs becomes one, a ``misfire_grace_time`` of at least
-half the interval (the default of one second silently drops a late wake-up), and a first pass
+``coalesce=True`` so a backlog of missed runs becomes one, a ``misfire_grace_time`` of one
+interval (the default of one second silently drops a late wake-up, and with many sources a run
+waits in the thread pool's queue for a free worker), and a first pass
 at start-up. A pass longer than its interval logs one line saying so, instead of APScheduler's
 warning per run it skipped. Every source shares the daemon's rate limiters.
 
@@ -42,7 +43,9 @@ from typing import Any
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
     EVENT_SCHEDULER_STARTED,
+    JobSubmissionEvent,
     SchedulerEvent,
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -151,7 +154,8 @@ class _Daemon:
         self._signal_name = "stop requested"
         self._idle = threading.Condition(threading.RLock())
         self._running = 0  # passes in flight (at most one per source: max_instances=1)
-        self._not_run: dict[str, int] = {}  # per source: runs not started while a pass ran
+        self._not_run: dict[str, int] = {}  # per job: runs not started while one was pending
+        self._due: dict[str, datetime] = {}  # per job: when the run submitted last was due
         self._claims = replicas_possible(engine)
         workers = max(1, min(settings.http.max_concurrent_sources, len(settings.sources)))
         self._scheduler = BlockingScheduler(
@@ -223,13 +227,19 @@ class _Daemon:
                 name=f"sync {source.name}",
                 max_instances=1,
                 coalesce=True,
-                # A positive whole number of seconds (APScheduler's rule), at least half the
-                # interval.
-                misfire_grace_time=max(1, math.ceil(schedule.interval / 2)),
+                # A positive whole number of seconds (APScheduler's rule): one interval. It
+                # counts from the scheduled time to the start in a worker, queueing included.
+                misfire_grace_time=max(1, math.ceil(schedule.interval)),
                 next_run_time=start,
             )
         self._scheduler.add_listener(self._on_started, EVENT_SCHEDULER_STARTED)
         self._scheduler.add_listener(self._on_not_run, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self._scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
+
+    def _on_submitted(self, event: SchedulerEvent) -> None:
+        if isinstance(event, JobSubmissionEvent) and event.scheduled_run_times:
+            with self._idle:
+                self._due[str(event.job_id)] = min(event.scheduled_run_times)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stop.is_set():
@@ -295,33 +305,41 @@ class _Daemon:
             if self._cancel.is_set():
                 return  # stopping: start nothing new
             self._running += 1
+        job_id = f"sync:{source.key}"
+        with self._idle:
+            due = self._due.get(job_id)
+        late = 0.0 if due is None else max(0.0, (datetime.now(UTC) - due).total_seconds())
         began = time.monotonic()
         try:
             self._sync_once(source)
         finally:
             with self._idle:
                 self._running -= 1
-                skipped = self._not_run.pop(f"sync:{source.key}", 0)
+                skipped = self._not_run.pop(job_id, 0)
                 self._idle.notify_all()
-            self._say_if_overrun(source, time.monotonic() - began, skipped)
+            self._say_if_overrun(source, time.monotonic() - began, late, skipped)
 
-    def _say_if_overrun(self, source: Source, seconds: float, skipped: int) -> None:
-        """One line for a pass longer than its source's interval (not one per skipped run)."""
+    def _say_if_overrun(self, source: Source, seconds: float, late: float, skipped: int) -> None:
+        """One line for a pass that ran past its next scheduled run (not one per run skipped):
+        it took longer than the interval, or waited that long for a free worker."""
         interval = self._schedules[source.key].interval
-        if seconds <= interval and not skipped:
+        if late + seconds <= interval and not skipped:
             return
-        covered = max(skipped + 1, math.floor(seconds / interval) + 1)
+        covered = max(skipped + 1, math.floor((late + seconds) / interval) + 1)
+        waited = f" after waiting {late:.1f}s for a free worker" if late >= 0.1 * interval else ""
         log.warning(
-            "%s: the pass took %.1fs, longer than its interval of %gs: it covered %d "
+            "%s: the pass took %.1fs%s, longer than its interval of %gs: it covered %d "
             "scheduled runs",
             source.name,
             seconds,
+            waited,
             interval,
             covered,
             extra=fields(
                 event="overrun",
                 source=source.name,
                 duration=round(seconds, 3),
+                waited=round(late, 3),
                 interval=interval,
                 runs_covered=covered,
             ),

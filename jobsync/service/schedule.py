@@ -1,10 +1,11 @@
 """When a daemon's passes run: ``--every``/``--cron`` for every source, or a source's own.
 
 Passes start at a random moment in the first tenth of their period (at most a second in):
-``_jitter``. Interval schedules are aligned on a fixed epoch, not on the moment the daemon started, so
-that replicas started at different times agree on the periods (``Schedule.period_start``):
-each claims a source once per period (``jobsync.storage.coordination``). Their clocks must
-agree to well within a period (NTP does that).
+``_jitter``. Interval schedules are aligned on a fixed epoch, not on the moment the daemon
+started, so that replicas started at different times agree on the periods
+(``Schedule.period_start``): each claims a source once per period
+(``jobsync.storage.coordination``). Their clocks must agree to well within a period (NTP does
+that).
 """
 
 from __future__ import annotations
