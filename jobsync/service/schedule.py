@@ -64,23 +64,26 @@ def every(seconds: float, what: str = "--every") -> Schedule:
 def cron(expression: str, what: str = "--cron") -> Schedule:
     """Passes at the times a five-field crontab expression names, in UTC."""
     try:
-        trigger = CronTrigger.from_crontab(expression, timezone=UTC)
+        # Without jitter: what the periods are computed from (every replica agrees on them).
+        plain = CronTrigger.from_crontab(expression, timezone=UTC)
     except ValueError as exc:
         raise ConfigError(
             f"{what} {expression!r} is not a crontab expression "
             f'(minute hour day month weekday, e.g. "*/5 * * * *"): {exc}'
         ) from None
-    times = _fire_times(trigger, datetime.now(UTC), _CRON_LOOKAHEAD + 1)
+    times = _fire_times(plain, datetime.now(UTC), _CRON_LOOKAHEAD + 1)
     if len(times) < 2:
         raise ConfigError(f"{what} {expression!r} never fires (or fires only once)")
-    gap = max((b - a).total_seconds() for a, b in itertools.pairwise(times))
-    trigger.jitter = _jitter(min((b - a).total_seconds() for a, b in itertools.pairwise(times)))
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+    gap = max(gaps)
+    trigger = CronTrigger.from_crontab(expression, timezone=UTC)
+    trigger.jitter = _jitter(min(gaps))
 
     def period_start(now: datetime) -> datetime:
         # The latest fire time at or before now (a cron fire time is a whole second).
         began = now - timedelta(seconds=gap + 1)
         latest = began
-        for fire in _fire_times(trigger, began, _CRON_LOOKAHEAD + 2):
+        for fire in _fire_times(plain, began, _CRON_LOOKAHEAD + 2):
             if fire > now:
                 break
             latest = fire
