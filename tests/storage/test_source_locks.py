@@ -170,3 +170,23 @@ def test_sync_of_a_source_another_pass_holds_exits_75_with_one_line(db_url, engi
     assert result.exit_code == 75
     assert result.output.startswith("Error: another jobsync sync is running on this database")
     assert result.output.count("\n") == 1
+
+
+def test_a_run_cut_off_mid_pass_is_abandoned_and_the_next_period_synced_by_another(
+    db_url, engine
+):
+    with Simulator(cluster_ids=(A,), jobs=10, api_key=API_KEY, seed=6) as sim:
+        settings = settings_for(sim, db_url)
+        period = NOW
+        # One replica claimed the period and started its pass, then lost its connection: its
+        # session locks went with it, and its run stays 'running'.
+        assert claim_period(engine, A, period, NOW)
+        cut_off = start_run(engine, A, NOW)
+        # Another replica finds this period taken, and claims and syncs the next one.
+        assert not claim_period(engine, A, period, NOW)
+        assert claim_period(engine, A, period + timedelta(seconds=10), NOW)
+        [result] = sync_all(engine, settings)
+    assert result.ok
+    statuses = _statuses(engine)
+    assert statuses[cut_off] == (A, "abandoned")
+    assert statuses[result.run_id] == (A, "succeeded")
