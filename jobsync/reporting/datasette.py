@@ -202,7 +202,9 @@ SCHEMA: dict[str, Described] = {
             "key_fingerprint": "a truncated SHA-256 of a fixed prefix and the key (never the "
             "key itself)",
             "endpoint": "the API path, e.g. `/v2/vectordb/jobs/import/list`",
-            "next_at": "the next free request slot, on the database server's clock",
+            "next_at": "the next request slot to hand out, on the database server's clock",
+            "send_at": "the earliest moment the next request may go: one interval after the "
+            "latest request went",
         },
     ),
     "alembic_version": Described(

@@ -3,10 +3,11 @@
 The API allows 20 requests per second per key and endpoint, counted across every client.
 Inside one process, ``jobsync.api.ratelimit`` paces the requests that share a key; processes
 that share a database and a key (replicas, crontab lines) also reserve each request's slot in
-the database (``jobsync.storage.coordination.reserve_slot``), spaced a little wider than the
-limit, and wait for it. A request that wakes up late for its slot (a busy machine) takes a
-new one instead of bunching up with the requests after it. On SQLite there is no shared
-budget: one daemon per database, and the in-process limiter is the budget.
+the database (``jobsync.storage.coordination``), spaced a little wider than the limit, wait
+for it, and then take the right to go, counted at the moment they go: a request that wakes up
+late for its slot (a busy machine) waits a little more instead of bunching up with the next.
+On SQLite there is no shared budget: one daemon per database, and the in-process limiter is
+the budget (two crontab lines sharing a key each have their own).
 
 The database sees a fingerprint of the key (a truncated SHA-256 of a fixed prefix and the
 key), never the key itself.
@@ -16,26 +17,22 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections.abc import Callable
 
 from sqlalchemy import Engine
 
 from jobsync.api.ratelimit import RateLimiters, pause
 from jobsync.config import Source
-from jobsync.storage.coordination import replicas_possible, reserve_slot
+from jobsync.storage.coordination import replicas_possible, reserve_slot, take_send
 
 __all__ = ["SharedBudget", "key_fingerprint", "paced", "shared_budget"]
 
-# Slots are this much wider than the limit: arrivals, not departures, are what is counted.
+# Requests go at least this much more than 1/limit apart: arrivals, not departures, are what
+# the server counts. Any one second then holds at most floor(limit / 1.1) + 1 of them.
 MARGIN = 0.1
-# A request that starts later than this share of an interval after its slot takes a new slot.
-# With slots 1.1/limit apart and no request more than one interval late, any one second holds
-# at most (1 + 1.1/limit) / (1.1/limit) slots' requests: under the limit.
-LATE = 1.0
-# Past that many late wake-ups in a row, a request goes anyway (a machine that busy is slow
-# enough to stay under the limit by itself).
-MAX_ATTEMPTS = 8
+# Attempts to go once the slot has come; past them a request goes anyway (a machine that busy
+# is slow enough to stay under the limit by itself).
+MAX_ATTEMPTS = 20
 
 
 def key_fingerprint(source: Source) -> str:
@@ -53,22 +50,21 @@ class SharedBudget:
         requests_per_second: float,
         *,
         sleep: Callable[[float], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._engine = engine
         self.interval = (1 + MARGIN) / requests_per_second
         self._sleep = sleep
-        self._clock = clock
 
     def acquire(self, fingerprint: str, path: str, cancel: threading.Event | None) -> None:
         """Wait for a slot of the key's shared budget for ``path`` (Cancelled on a stop)."""
+        wait = reserve_slot(self._engine, fingerprint, path, self.interval)
+        if wait > 0:
+            pause(wait, cancel, self._sleep)
         for _ in range(MAX_ATTEMPTS):
-            wait = reserve_slot(self._engine, fingerprint, path, self.interval)
-            due = self._clock() + wait
-            if wait > 0:
-                pause(wait, cancel, self._sleep)
-            if self._sleep is not None or self._clock() - due <= LATE * self.interval:
+            wait = take_send(self._engine, fingerprint, path, self.interval)
+            if wait <= 0 or self._sleep is not None:
                 return
+            pause(wait, cancel, self._sleep)
 
 
 def shared_budget(

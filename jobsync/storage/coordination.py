@@ -6,10 +6,13 @@ and when the next request with a shared API key may go.
   ``INSERT ... ON CONFLICT DO UPDATE ... WHERE period_start < new`` that only one process can
   win. A replica that dies holds no claim on later periods, so the others take its sources
   from the next period on.
-- **Request slots.** Each (API key fingerprint, endpoint) has one row in ``rate_slots``: the
-  next free moment on the database server's clock. Reserving a slot advances it by one
-  interval in one ``UPDATE ... RETURNING`` (a generic cell rate algorithm), so processes that
-  share a key space their requests evenly together. Only a fingerprint of the key is stored.
+- **Request slots.** Each (API key fingerprint, endpoint) has one row in ``rate_slots``, on
+  the database server's clock. A request first reserves a slot (``next_at`` moves one interval
+  on): the processes' requests queue in order instead of all asking at once. At its slot it
+  takes the right to go (``send_at``: a generic cell rate algorithm without burst, one
+  conditional ``UPDATE``): if a late wake-up put it too close behind the request before, it
+  waits the difference. So requests that share a key are spaced by at least one interval
+  when they go, whoever sends them. Only a fingerprint of the key is stored.
 
 Every public function here is a storage boundary: the database's errors leave as StorageError.
 """
@@ -25,7 +28,7 @@ from jobsync.storage.boundary import boundary
 from jobsync.storage.schema import sync_claims
 from jobsync.storage.store import process_identity
 
-__all__ = ["claim_period", "replicas_possible", "reserve_slot"]
+__all__ = ["claim_period", "replicas_possible", "reserve_slot", "take_send"]
 
 
 def replicas_possible(engine: Engine) -> bool:
@@ -54,6 +57,16 @@ def claim_period(engine: Engine, cluster_id: str, period_start: datetime, now: d
     ).returning(sync_claims.c.cluster_id)
     with engine.begin() as conn:
         return conn.execute(stmt).first() is not None
+
+
+@boundary
+def take_send(engine: Engine, fingerprint: str, endpoint: str, interval: float) -> float:
+    """At the moment of sending: 0.0 if a request may go now (and the next may go ``interval``
+    seconds later), else the seconds to wait before asking again. Counted when requests go,
+    not when their slots were reserved, so a thread that wakes up late never bunches up
+    requests: any ``1 / interval`` requests span at least a second."""
+    with engine.begin() as conn:
+        return max(0.0, backend_for(conn).take_send(conn, fingerprint, endpoint, interval))
 
 
 @boundary

@@ -242,6 +242,7 @@ rate_slots = Table(
     Column("key_fingerprint", String(64), primary_key=True),
     Column("endpoint", Text, primary_key=True),
     Column("next_at", UTCDateTime, nullable=False),
+    Column("send_at", UTCDateTime, nullable=False),
 )
 
 # ``event_key`` is unique: deciding an event again (after a crash, on the next pass) adds nothing.

@@ -4,7 +4,8 @@
 - ``sync_claims``: one row per source, the latest schedule period a daemon claimed for it, so
   that N daemons sharing a database sync each source once per period. One row per source,
   overwritten each period: it never grows.
-- ``rate_slots``: one row per (API key fingerprint, endpoint), the next free request slot,
+- ``rate_slots``: one row per (API key fingerprint, endpoint): the next request slot to hand
+  out (``next_at``) and the earliest moment the next request may actually go (``send_at``),
   so that processes sharing a key share its rate limit. A fingerprint, never the key.
 
 Revision ID: 0007
@@ -42,6 +43,7 @@ def upgrade() -> None:
         sa.Column("key_fingerprint", sa.String(64), primary_key=True),
         sa.Column("endpoint", sa.Text, primary_key=True),
         sa.Column("next_at", TS, nullable=False),
+        sa.Column("send_at", TS, nullable=False),
     )
 
 

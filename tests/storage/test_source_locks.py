@@ -15,7 +15,12 @@ from sqlalchemy import select
 from jobsync.errors import LockedError
 from jobsync.service.sync import sync_all
 from jobsync.simulator import Simulator
-from jobsync.storage.coordination import claim_period, replicas_possible, reserve_slot
+from jobsync.storage.coordination import (
+    claim_period,
+    replicas_possible,
+    reserve_slot,
+    take_send,
+)
 from jobsync.storage.locking import daemon_lock, maintenance_lock, source_locks
 from jobsync.storage.migrate import current_revision, head_revision, upgrade
 from jobsync.storage.schema import sync_runs
@@ -155,6 +160,17 @@ def test_request_slots_are_spaced_across_reservations(postgres_url):
         assert 0.4 < after - before <= 0.5
 
 
+def test_requests_go_one_interval_apart_whenever_they_ask(postgres_url):
+    engine = open_engine(postgres_url)
+    upgrade(engine)
+    reserve_slot(engine, "e" * 32, "/list", 0.5)  # makes the row; the first may go at once
+    first = take_send(engine, "e" * 32, "/list", 0.5)
+    second = take_send(engine, "e" * 32, "/list", 0.5)  # right behind it: must wait
+    engine.dispose()
+    assert first == 0.0
+    assert 0.4 < second <= 0.5
+
+
 def test_sync_of_a_source_another_pass_holds_exits_75_with_one_line(db_url, engine):
     from click.testing import CliRunner
 
@@ -172,9 +188,7 @@ def test_sync_of_a_source_another_pass_holds_exits_75_with_one_line(db_url, engi
     assert result.output.count("\n") == 1
 
 
-def test_a_run_cut_off_mid_pass_is_abandoned_and_the_next_period_synced_by_another(
-    db_url, engine
-):
+def test_a_run_cut_off_mid_pass_is_abandoned_and_the_next_period_synced_by_another(db_url, engine):
     with Simulator(cluster_ids=(A,), jobs=10, api_key=API_KEY, seed=6) as sim:
         settings = settings_for(sim, db_url)
         period = NOW

@@ -114,6 +114,14 @@ class Backend:
         (``jobsync.storage.coordination``). Only where ``shared_by_replicas``."""
         raise NotImplementedError
 
+    def take_send(
+        self, conn: Connection, fingerprint: str, endpoint: str, interval: float
+    ) -> float:
+        """Take the right to send a request now if ``send_at`` of ``(fingerprint, endpoint)``
+        has come (0.0; it moves one interval on), else say how long until it comes. The row
+        exists: ``reserve_slot`` made it. Only where ``shared_by_replicas``."""
+        raise NotImplementedError
+
     def lock_source(self, conn: Connection, cluster_id: str) -> None:
         """First thing in a pass's write transaction: no other pass of the source may write
         until this transaction ends."""

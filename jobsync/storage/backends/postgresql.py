@@ -145,8 +145,9 @@ class PostgreSQLBackend(Backend):
         # clock_timestamp(), not now(): the moment of the statement, not of its transaction.
         result = conn.execute(
             text(
-                "INSERT INTO rate_slots (key_fingerprint, endpoint, next_at) "
-                "VALUES (:fp, :endpoint, clock_timestamp() + make_interval(secs => :iv)) "
+                "INSERT INTO rate_slots (key_fingerprint, endpoint, next_at, send_at) "
+                "VALUES (:fp, :endpoint, clock_timestamp() + make_interval(secs => :iv), "
+                "clock_timestamp()) "
                 "ON CONFLICT (key_fingerprint, endpoint) DO UPDATE SET next_at = "
                 "GREATEST(rate_slots.next_at, clock_timestamp()) + make_interval(secs => :iv) "
                 "RETURNING EXTRACT(EPOCH FROM next_at - clock_timestamp())::float8 - :iv"
@@ -154,6 +155,25 @@ class PostgreSQLBackend(Backend):
             {"fp": fingerprint, "endpoint": endpoint, "iv": interval},
         )
         return float(result.scalar_one())
+
+    def take_send(
+        self, conn: Connection, fingerprint: str, endpoint: str, interval: float
+    ) -> float:
+        # A generic cell rate algorithm with no burst: a request goes only when send_at has
+        # come, and pushes it one interval past the moment it went.
+        result = conn.execute(
+            text(
+                "WITH taken AS (UPDATE rate_slots SET send_at = GREATEST(send_at, "
+                "clock_timestamp()) + make_interval(secs => :iv) "
+                "WHERE key_fingerprint = :fp AND endpoint = :endpoint "
+                "AND send_at <= clock_timestamp() RETURNING 1) "
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM taken) THEN 0.0 ELSE "
+                "(SELECT EXTRACT(EPOCH FROM send_at - clock_timestamp())::float8 "
+                "FROM rate_slots WHERE key_fingerprint = :fp AND endpoint = :endpoint) END"
+            ),
+            {"fp": fingerprint, "endpoint": endpoint, "iv": interval},
+        )
+        return float(result.scalar_one() or 0.0)
 
     def lock_source(self, conn: Connection, cluster_id: str) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(lock_key(f"source:{cluster_id}"))))
