@@ -38,7 +38,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
 
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
@@ -62,8 +61,9 @@ from jobsync.observability.logs import fields
 from jobsync.observability.metrics import Health, MetricsServer
 from jobsync.service.metrics import DaemonMetrics, jobs_by_state
 from jobsync.service.notify import Notifier
+from jobsync.service.passlog import QuietSkips, log_overrun, log_pass
 from jobsync.service.schedule import MIN_INTERVAL, Schedule, cron, every, source_schedule
-from jobsync.service.sync import PassResult, sync_all
+from jobsync.service.sync import sync_all
 from jobsync.storage.boundary import storage_errors
 from jobsync.storage.coordination import claim_period, replicas_possible
 from jobsync.storage.locking import daemon_lock
@@ -84,14 +84,6 @@ log = logging.getLogger(__name__)
 # How long a stop waits for the pass in flight to finish its write: the whole stop must end
 # within 10 s, inside systemd's TimeoutStopSec=15 (docs/deployment.md).
 STOP_GRACE = 8.0
-# APScheduler's own lines about runs it did not start: the daemon says it once per pass instead.
-_APSCHEDULER_SKIPS = ("skipped: maximum number of running instances", "was missed by")
-
-
-class _QuietSkips(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = str(record.msg)
-        return not any(text in message for text in _APSCHEDULER_SKIPS)
 
 
 @dataclass(frozen=True)
@@ -170,7 +162,7 @@ class _Daemon:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
-        quiet = _QuietSkips()
+        quiet = QuietSkips()
         scheduler_logs = [logging.getLogger(n) for n in ("apscheduler.scheduler", "apscheduler")]
         scheduler_logs.append(logging.getLogger("apscheduler.executors.default"))
         server: MetricsServer | None = None
@@ -267,7 +259,7 @@ class _Daemon:
             self._shutdown_scheduler()
 
     def _on_not_run(self, event: SchedulerEvent) -> None:
-        # APScheduler's own warning for each is filtered out (_QuietSkips): the pass that ran
+        # APScheduler's own warning for each is filtered out (QuietSkips): the pass that ran
         # over says it once, when it ends. Counted for dashboards.
         overrun = event.code == EVENT_JOB_MAX_INSTANCES
         self._metrics.record_skip("overrun" if overrun else "missed")
@@ -323,27 +315,8 @@ class _Daemon:
         """One line for a pass that ran past its next scheduled run (not one per run skipped):
         it took longer than the interval, or waited that long for a free worker."""
         interval = self._schedules[source.key].interval
-        if late + seconds <= interval and not skipped:
-            return
-        covered = max(skipped + 1, math.floor((late + seconds) / interval) + 1)
-        waited = f" after waiting {late:.1f}s for a free worker" if late >= 0.1 * interval else ""
-        log.warning(
-            "%s: the pass took %.1fs%s, longer than its interval of %gs: it covered %d "
-            "scheduled runs",
-            source.name,
-            seconds,
-            waited,
-            interval,
-            covered,
-            extra=fields(
-                event="overrun",
-                source=source.name,
-                duration=round(seconds, 3),
-                waited=round(late, 3),
-                interval=interval,
-                runs_covered=covered,
-            ),
-        )
+        if late + seconds > interval or skipped:
+            log_overrun(log, source.name, interval, seconds, late, skipped)
 
     def _sync_once(self, source: Source) -> None:
         if self._claims and not self._claim(source):
@@ -379,7 +352,7 @@ class _Daemon:
             self._metrics.record_error(type(exc).__name__)
             raise
         for result in results:
-            _log_pass(result)
+            log_pass(log, result)
         # Job counts first: a scrape that sees a pass counted then also sees what it stored.
         self._refresh_job_counts(source)
         for result in results:
@@ -422,29 +395,3 @@ class _Daemon:
             self._metrics.record_error("StorageError", source.name)
             return
         self._metrics.set_jobs(source.name, counts)
-
-
-def _log_pass(result: PassResult) -> None:
-    """The one line per pass per source, with its counts (the library logs only at DEBUG)."""
-    values: dict[str, Any] = {
-        "event": "pass",
-        "source": result.source,
-        "run_id": result.run_id,
-        "status": "succeeded" if result.ok else "failed",
-        "complete": result.complete,
-        "pages": result.pages,
-        "jobs": result.jobs,
-        "retries": result.retries,
-        "duration": round(result.seconds, 3),
-    }
-    if result.counts is not None:
-        values["counts"] = {
-            "new": result.counts.new_jobs,
-            "changed": result.counts.changed_jobs,
-            "vanished": result.counts.vanished_jobs,
-        }
-    if result.error is not None:
-        values["error_kind"] = type(result.error).__name__
-        values["error"] = str(result.error)
-    level = logging.INFO if result.ok else logging.ERROR
-    log.log(level, "%s", result.summary(), extra=fields(**values))
