@@ -281,54 +281,67 @@ def sync_all(
     # another source into its busy timeout.
     write_lock = threading.Lock() if writes_serialised(engine) else None
 
-    def one(source: Source, lock: SyncLock) -> PassResult:
-        return sync_source(
-            engine,
-            source,
-            settings,
-            clock=clock,
-            sleep=sleep,
-            cancel=cancel,
-            # With cancel, a request waiting for its slot is not sent after a stop.
-            rate_limit=paced(limiters, budget, source, cancel),
-            write_lock=write_lock,
-            lock=lock,
-            notifier=notifier,
-        )
+    def one(source: Source) -> PassResult:
+        # The source's lock for its own pass only: a run of a thousand sources holds at most
+        # ``workers`` locks (and, on SQLite, lock files) at a time.
+        try:
+            with source_locks(engine, [source.key]) as locks:
+                lock = locks.held.get(source.key)
+                if lock is None:
+                    return _locked_out(source, _source_locked([source]))
+                abandoned = abandon_stale_runs(engine, clock(), [source.key])
+                if abandoned:
+                    log.warning(
+                        "%s: marked %d run(s) of a stopped process as abandoned",
+                        source.name,
+                        abandoned,
+                    )
+                return sync_source(
+                    engine,
+                    source,
+                    settings,
+                    clock=clock,
+                    sleep=sleep,
+                    cancel=cancel,
+                    # With cancel, a request waiting for its slot is not sent after a stop.
+                    rate_limit=paced(limiters, budget, source, cancel),
+                    write_lock=write_lock,
+                    lock=lock,
+                    notifier=notifier,
+                )
+        except LockedError as exc:  # the database is being upgraded or pruned
+            return _locked_out(source, str(exc))
+        except StorageError as exc:
+            return PassResult(source=source.name, run_id=None, ok=False, error=exc)
 
-    with source_locks(engine, [source.key for source in chosen]) as locks:
-        if locks.refused and not locks.held:
-            names = ", ".join(repr(s.name) for s in chosen)
-            raise LockedError(
-                f"another jobsync sync is running on this database (it holds the lock of "
-                f"{'source' if len(chosen) == 1 else 'sources'} {names})"
-            )
-        abandoned = abandon_stale_runs(engine, clock(), list(locks.held))
-        if abandoned:
-            log.warning("marked %d run(s) of a stopped process as abandoned", abandoned)
-        mine = [s for s in chosen if s.key in locks.held]
-        workers = max(1, min(settings.http.max_concurrent_sources, len(mine)))
-        if workers == 1:
-            done = [one(s, locks.held[s.key]) for s in mine]
-        else:
-            with ThreadPoolExecutor(
-                max_workers=workers, thread_name_prefix="jobsync-source"
-            ) as pool:
-                done = list(pool.map(lambda s: one(s, locks.held[s.key]), mine))
-        by_key = {s.key: result for s, result in zip(mine, done, strict=True)}
-        results = [by_key.get(s.key) or _locked_out(s) for s in chosen]
+    workers = max(1, min(settings.http.max_concurrent_sources, len(chosen)))
+    if workers == 1:
+        results = [one(s) for s in chosen]
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jobsync-source") as pool:
+            results = list(pool.map(one, chosen))
+    refused = [r for r in results if r.run_id is None and isinstance(r.error, LockedError)]
+    if chosen and len(refused) == len(results):
+        # Nothing was synced: one line says why, as when the database was locked as a whole.
+        first = str(refused[0].error)
+        raise LockedError(
+            first if len(chosen) == 1 or "upgraded" in first else _source_locked(chosen)
+        )
     if notifier is not None and not (cancel is not None and cancel.is_set()):
         _deliver(engine, notifier, cancel)
     return results
 
 
-def _locked_out(source: Source) -> PassResult:
-    return PassResult(
-        source=source.name,
-        run_id=None,
-        ok=False,
-        error=LockedError("another jobsync sync is running this source"),
+def _source_locked(sources: Sequence[Source]) -> str:
+    names = ", ".join(repr(s.name) for s in sources)
+    return (
+        f"another jobsync sync is running on this database (it holds the lock of "
+        f"{'source' if len(sources) == 1 else 'sources'} {names})"
     )
+
+
+def _locked_out(source: Source, why: str) -> PassResult:
+    return PassResult(source=source.name, run_id=None, ok=False, error=LockedError(why))
 
 
 def _deliver(engine: Engine, notifier: Notifier, cancel: threading.Event | None) -> None:
