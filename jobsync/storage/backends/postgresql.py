@@ -129,7 +129,7 @@ class PostgreSQLBackend(Backend):
     def source_locks(
         self, engine: Engine, keys: Sequence[str]
     ) -> Iterator[dict[str, LostCheck | None]]:
-        # One session holds them all: a run of 1,000 sources takes one connection, not 1,000.
+        # One session holds all the locks of one call (one connection, however many keys).
         with _lock_session(engine) as (conn, alive):
             if not _try_lock(conn, func.pg_try_advisory_lock_shared(lock_key(_SYNC_LOCK))):
                 raise LockedError(_database_locked(engine))
