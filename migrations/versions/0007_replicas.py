@@ -27,9 +27,9 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("sync_runs") as batch:
-        batch.add_column(sa.Column("host", sa.Text))
-        batch.add_column(sa.Column("pid", sa.Integer))
+    # Plain ADD COLUMN (no batch copy): nullable columns, and other tables reference sync_runs.
+    op.add_column("sync_runs", sa.Column("host", sa.Text))
+    op.add_column("sync_runs", sa.Column("pid", sa.Integer))
     op.create_table(
         "sync_claims",
         sa.Column("cluster_id", sa.Text, primary_key=True),
@@ -50,6 +50,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("rate_slots")
     op.drop_table("sync_claims")
-    with op.batch_alter_table("sync_runs") as batch:
-        batch.drop_column("pid")
-        batch.drop_column("host")
+    # Not a batch copy: SQLite would drop sync_runs, which other tables reference. Plain
+    # DROP COLUMN needs SQLite 3.35 or newer.
+    op.execute("ALTER TABLE sync_runs DROP COLUMN pid")
+    op.execute("ALTER TABLE sync_runs DROP COLUMN host")

@@ -18,10 +18,8 @@ one process exclude each other too; the operating system releases them when the 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from itertools import chain, islice
@@ -37,6 +35,14 @@ from jobsync.domain.records import JobRecord
 from jobsync.domain.states import FAILED
 from jobsync.errors import ConfigError, LockedError, StorageError
 from jobsync.storage.backends.base import Backend, LostCheck
+from jobsync.storage.backends.filelock import (
+    database_locked,
+    either,
+    file_lock,
+    lock_path,
+    locks_dir,
+    source_lock_path,
+)
 from jobsync.storage.rows import (
     FIRST_SEEN,
     NEW_JOB,
@@ -57,7 +63,6 @@ __all__ = [
 ]
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
-_LOCK_POLL = 0.05  # seconds between attempts at a file lock that is waited for
 # For databases jobsync creates (an existing file keeps its own): larger pages mean fewer page
 # splits and WAL frames when a first sync appends its rows in key order.
 SQLITE_PAGE_SIZE = 8192
@@ -132,11 +137,6 @@ def utc_text(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def lock_path(database: str) -> Path:
-    """The lock file of a SQLite database: beside its real path, whatever path was given."""
-    return Path(f"{os.path.realpath(database)}.lock")
-
-
 class SQLiteBackend(Backend):
     name = "sqlite"
     placeholder = "?"
@@ -189,7 +189,7 @@ class SQLiteBackend(Backend):
             return
         path = lock_path(database)
         mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-        with _file_lock(path, mode, wait, lambda: _database_locked(path)) as lost:
+        with file_lock(path, mode, wait, lambda: database_locked(path)) as lost:
             yield lost
 
     @contextmanager
@@ -206,11 +206,11 @@ class SQLiteBackend(Backend):
                 path = source_lock_path(database, key)
                 try:
                     lost = held.enter_context(
-                        _file_lock(path, fcntl.LOCK_EX, 0.0, lambda: "", note=key)
+                        file_lock(path, fcntl.LOCK_EX, 0.0, lambda: "", note=key)
                     )
                 except LockedError:
                     continue
-                taken[key] = _either(database_lost, lost)
+                taken[key] = either(database_lost, lost)
             yield taken
 
     @contextmanager
@@ -219,7 +219,7 @@ class SQLiteBackend(Backend):
         if not database or database == ":memory:":
             yield None
             return
-        path = Path(f"{os.path.realpath(database)}.locks") / "daemon.lock"
+        path = locks_dir(database) / "daemon.lock"
 
         def refused() -> str:
             return (
@@ -228,7 +228,7 @@ class SQLiteBackend(Backend):
                 "to run several"
             )
 
-        with _file_lock(path, fcntl.LOCK_EX, 0.0, refused, note="daemon"):
+        with file_lock(path, fcntl.LOCK_EX, 0.0, refused, note="daemon"):
             yield None
 
     def dialect_insert(self, table: Table) -> Any:
@@ -359,68 +359,3 @@ def _read_only_target(filename: str, is_uri: bool) -> str | None:
     if not os.access(path.parent, os.W_OK) and not Path(f"{path}-wal").exists():
         target += "&immutable=1"
     return target
-
-
-def source_lock_path(database: str, cluster_id: str) -> Path:
-    """The lock file of one source's passes: in ``<database>.locks/`` beside the database's
-    real path, named by a digest of the source (any text may name a source)."""
-    digest = hashlib.sha256(cluster_id.encode("utf-8")).hexdigest()[:32]
-    return Path(f"{os.path.realpath(database)}.locks") / f"{digest}.lock"
-
-
-def _database_locked(path: Path) -> str:
-    return (
-        "another jobsync sync is running on this database, or it is being upgraded or "
-        f"pruned (lock file {path})"
-    )
-
-
-def _either(first: LostCheck | None, second: LostCheck) -> LostCheck:
-    def lost() -> str | None:
-        return (first() if first is not None else None) or second()
-
-    return lost
-
-
-@contextmanager
-def _file_lock(
-    path: Path, mode: int, wait: float, refused: Callable[[], str], note: str | None = None
-) -> Iterator[LostCheck]:
-    """Hold ``flock(mode)`` on ``path`` (created if missing), or raise LockedError(refused()).
-
-    ``wait``: seconds to keep trying (0: once). ``note``: written into the file, for people.
-    """
-    try:
-        if note is not None:
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StorageError(f"cannot open lock file {path}: {exc.strerror}") from None
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise LockedError(refused()) from None
-                time.sleep(_LOCK_POLL)
-        if mode == fcntl.LOCK_EX:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}{'' if note is None else ' ' + note}\n".encode())
-        held = os.fstat(fd)
-
-        def lost() -> str | None:
-            # Someone removed or replaced the file: the next process locks another inode.
-            try:
-                now = os.stat(path)
-            except FileNotFoundError:
-                return f"lock file {path} was removed"
-            if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
-                return f"lock file {path} was replaced"
-            return None
-
-        yield lost
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
