@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
 
-from jobsync.config import CliValues, Settings, resolve_settings
+from jobsync.config import CliValues, Settings, duration_seconds, resolve_settings
 from jobsync.errors import JobsyncError, SchemaError
 from jobsync.observability.logs import JsonFormatter, TextFormatter
 from jobsync.observability.redact import redact
@@ -112,19 +111,13 @@ def format_option(f: F) -> F:
     )(f)
 
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-
-
 def parse_duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     """Option callback: ``30s``, ``5m``, ``1h``, ``1h30m``, ``0.5s``, ``2d`` -> seconds."""
     if value is None:
         return None
-    text = value.strip().lower()
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+    seconds = duration_seconds(value)
+    if seconds is None:
         raise click.BadParameter(f"{value!r} is not a duration: write e.g. 30s, 5m, 1h or 1h30m")
-    seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
     if seconds <= 0:
         raise click.BadParameter(f"{value!r} must be longer than zero")
     return seconds

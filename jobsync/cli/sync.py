@@ -206,11 +206,16 @@ def daemon(
 ) -> None:
     """Sync on a schedule until SIGTERM or SIGINT, logging one line per pass per source.
 
-    Exit status: 0 when stopped by a signal, 1 failure at start-up, 2 usage or config error.
+    --every/--cron is the schedule of the sources without 'every' or 'cron' of their own in
+    the config file. Several daemons may share a PostgreSQL database (each source is synced
+    once per period); on SQLite a second one is refused.
+
+    Exit status: 0 when stopped by a signal, 1 failure at start-up, 2 usage or config error,
+    75 another daemon runs on the same SQLite file.
 
     Example: JOBSYNC_API_KEY=... jobsync daemon --every 60s --cluster-id in01-0123456789abcdef
     """
-    if (every is None) == (cron_expr is None):
+    if every is not None and cron_expr is not None:
         raise click.UsageError("give exactly one of --every and --cron")
     # Before the import: importing Alembic and APScheduler logs, in the chosen format too.
     configure_logging(bool(ctx.obj and ctx.obj.get("debug")), log_format=log_format)
@@ -220,7 +225,18 @@ def daemon(
     keep_large_blocks_unmapped()  # one process runs every pass: see jobsync.service.memory
 
     settings = _syncsettings_from(values)
-    schedule = d.every(every) if every is not None else d.cron(str(cron_expr))
+    schedule = (
+        d.every(every)
+        if every is not None
+        else d.cron(cron_expr)
+        if cron_expr is not None
+        else None
+    )
+    if schedule is None and any(s.every is None and s.cron is None for s in settings.sources):
+        raise click.UsageError(
+            "give exactly one of --every and --cron (sources with 'every' or 'cron' of their "
+            "own in the config file need neither)"
+        )
     options = d.DaemonOptions(
         metrics_host=metrics_host, metrics_port=metrics_port, unhealthy_after=unhealthy_after
     )

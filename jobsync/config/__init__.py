@@ -22,6 +22,7 @@ from jobsync.config.checks import (
     _first,
     check_base_url,
     check_positive,
+    duration_seconds,
     split_ids,
 )
 from jobsync.config.files import (
@@ -76,6 +77,7 @@ __all__ = [
     "Settings",
     "Source",
     "check_base_url",
+    "duration_seconds",
     "parse_window",
     "read_key_file",
     "resolve_settings",

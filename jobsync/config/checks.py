@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -17,6 +18,38 @@ from jobsync.errors import ConfigError
 def _first(*values: Any) -> Any:
     """The first value that was given (None means not given; False and 0 are answers)."""
     return next((v for v in values if v is not None), None)
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def duration_seconds(value: str) -> float | None:
+    """``30s``, ``5m``, ``1h``, ``1h30m``, ``0.5s``, ``2d`` -> seconds; None if not a duration."""
+    text = value.strip().lower()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def check_schedule(table: Mapping[str, Any], where: str) -> tuple[float | None, str | None]:
+    """A source's own schedule: ``every`` (a duration) or ``cron`` (checked by the daemon)."""
+    every, cron = table.get("every"), table.get("cron")
+    if every is not None and cron is not None:
+        raise ConfigError(f"{where}: give 'every' or 'cron', not both")
+    if every is None:
+        if cron is not None and not cron.strip():
+            raise ConfigError(f"{where}: field 'cron' is empty")
+        return None, cron
+    seconds = duration_seconds(every)
+    if seconds is None:
+        raise ConfigError(
+            f"{where}: field 'every' must be a duration (e.g. 30s, 5m, 1h), not {every!r:.40}"
+        )
+    if seconds <= 0:
+        raise ConfigError(f"{where}: field 'every' must be longer than zero")
+    return seconds, None
 
 
 def _check_range(value: object, name: str, default: int, most: int) -> int:

@@ -13,6 +13,7 @@ from jobsync.config.checks import (
     _check_range,
     check_base_url,
     check_positive,
+    check_schedule,
 )
 from jobsync.config.keys import _source_key
 from jobsync.config.notify import _check_notify_table
@@ -64,6 +65,8 @@ _SOURCE_FIELDS = {
     "api_key_env": str,
     "api_key_file": str,
     "requests_per_second": float,
+    "every": str,
+    "cron": str,
 }
 
 
@@ -132,9 +135,12 @@ def _source_from_table(
     rate = table.get("requests_per_second")
     if rate is not None:
         rate = check_positive(rate, f"{where}: requests_per_second")
+    every, cron = check_schedule(table, where)
     return Source(
         name=name,
         requests_per_second=rate,
+        every=every,
+        cron=cron,
         kind=kind,
         cluster_id=cluster_id,
         project_id=project_id,

@@ -74,6 +74,10 @@ class Source:
     db_name: str | None = None
     # This source's own rate (``requests_per_second`` in its table); None: the run's.
     requests_per_second: float | None = None
+    # The source's own schedule in a daemon (seconds, or a crontab expression in UTC); None
+    # for both: the daemon's --every/--cron.
+    every: float | None = None
+    cron: str | None = None
 
     @property
     def key(self) -> str:

@@ -3,11 +3,19 @@ SIGINT.
 
 A thin wrapper that owns signals, scheduling and monitoring; what a pass does stays in
 ``jobsync.service.sync``. The schedule is APScheduler 3's ``BlockingScheduler`` in UTC with a memory
-job store (a job store must never be shared between processes: the database's sync lock is what
-coordinates them), one job with ``max_instances=1`` so a slow pass is never overlapped by the
-next, ``coalesce=True`` so a backlog of missed runs becomes one, a ``misfire_grace_time`` of at
-least half the interval (the default of one second silently drops a late wake-up), and a first
-pass at start-up.
+job store (a job store must never be shared between processes: the database is what coordinates
+them), one job per source on the source's own schedule (``jobsync.service.schedule``) with
+``max_instances=1`` so a slow pass is never overlapped by the next of its source,
+``coalesce=True`` so a backlog of missed runs becomes one, a ``misfire_grace_time`` of one
+interval (the default of one second silently drops a late wake-up, and with many sources a run
+waits in the thread pool's queue for a free worker), and a first pass
+at start-up. A pass longer than its interval logs one line saying so, instead of APScheduler's
+warning per run it skipped. Every source shares the daemon's rate limiters.
+
+Replicas: where several daemons may share the database (PostgreSQL), a daemon claims a source's
+period before syncing it (``jobsync.storage.coordination``), so each source is synced once per
+period whichever replica gets there first, and the source's lock keeps two passes of one source
+apart. On SQLite a second daemon on the same file is refused at start (``daemon_lock``).
 
 Stopping: APScheduler 3 installs no signal handlers, so this module does. A handler only sets
 two events (signal handlers must not take the scheduler's or the thread pool's locks, which
@@ -21,95 +29,63 @@ the process exits at once, and the database rolls the open transaction back.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import math
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
-from typing import Any
 
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
     EVENT_SCHEDULER_STARTED,
+    JobSubmissionEvent,
     SchedulerEvent,
 )
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
 from jobsync.api.ratelimit import RateLimiters
-from jobsync.config import Settings
-from jobsync.errors import ConfigError, JobsyncError, LockedError, StorageError
+from jobsync.config import Settings, Source
+from jobsync.domain.clock import Clock, utcnow
+from jobsync.errors import JobsyncError, LockedError, StorageError
 from jobsync.observability.logs import fields
 from jobsync.observability.metrics import Health, MetricsServer
 from jobsync.service.metrics import DaemonMetrics, jobs_by_state
 from jobsync.service.notify import Notifier
+from jobsync.service.passlog import QuietSkips, log_overrun, log_pass
 from jobsync.service.retention import RETENTION_EVERY, apply_retention
-from jobsync.service.sync import PassResult, sync_all
+from jobsync.service.schedule import MIN_INTERVAL, Schedule, cron, every, source_schedule
+from jobsync.service.sync import sync_all
 from jobsync.storage.boundary import storage_errors
+from jobsync.storage.coordination import claim_period, replicas_possible
+from jobsync.storage.locking import daemon_lock
 from jobsync.storage.migrate import ensure_schema
 
-__all__ = ["STOP_GRACE", "DaemonOptions", "Schedule", "cron", "every", "run_daemon"]
+__all__ = [
+    "MIN_INTERVAL",
+    "STOP_GRACE",
+    "DaemonOptions",
+    "Schedule",
+    "cron",
+    "every",
+    "run_daemon",
+]
 
 log = logging.getLogger(__name__)
 
 # How long a stop waits for the pass in flight to finish its write: the whole stop must end
 # within 10 s, inside systemd's TimeoutStopSec=15 (docs/deployment.md).
 STOP_GRACE = 8.0
-MIN_INTERVAL = 0.1  # seconds; anything shorter is a busy loop, not a schedule
-_CRON_LOOKAHEAD = 10  # fire times examined to find a cron schedule's longest gap
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """When passes run. ``interval`` is the gap between passes in seconds (for a cron
-    expression: the longest gap among its next runs), which sizes the misfire grace time
-    and the health window."""
-
-    trigger: BaseTrigger
-    interval: float
-    description: str
-
-
-def every(seconds: float) -> Schedule:
-    """A pass every ``seconds`` (fractions allowed, at least :data:`MIN_INTERVAL`)."""
-    if not math.isfinite(seconds) or seconds < MIN_INTERVAL:
-        raise ConfigError(f"--every must be at least {MIN_INTERVAL:g}s, not {seconds:g}s")
-    return Schedule(IntervalTrigger(seconds=seconds, timezone=UTC), seconds, f"every {seconds:g}s")
-
-
-def cron(expression: str) -> Schedule:
-    """Passes at the times a five-field crontab expression names, in UTC."""
-    try:
-        trigger = CronTrigger.from_crontab(expression, timezone=UTC)
-    except ValueError as exc:
-        raise ConfigError(
-            f"--cron {expression!r} is not a crontab expression "
-            f'(minute hour day month weekday, e.g. "*/5 * * * *"): {exc}'
-        ) from None
-    times: list[datetime] = []
-    moment = datetime.now(UTC)
-    previous: datetime | None = None
-    for _ in range(_CRON_LOOKAHEAD + 1):
-        fire = trigger.get_next_fire_time(previous, moment)
-        if fire is None:
-            break
-        times.append(fire)
-        previous = moment = fire
-    if len(times) < 2:
-        raise ConfigError(f"--cron {expression!r} never fires (or fires only once)")
-    gap = max((b - a).total_seconds() for a, b in itertools.pairwise(times))
-    return Schedule(trigger, gap, f"cron {expression!r} (UTC)")
 
 
 @dataclass(frozen=True)
@@ -123,40 +99,63 @@ class DaemonOptions:
 
 
 def run_daemon(
-    engine: Engine, settings: Settings, schedule: Schedule, options: DaemonOptions
+    engine: Engine,
+    settings: Settings,
+    schedule: Schedule | None,
+    options: DaemonOptions,
+    *,
+    clock: Clock = utcnow,
 ) -> None:
-    """Sync on ``schedule`` until SIGTERM or SIGINT; return once stopped cleanly.
+    """Sync each source on its schedule (``schedule`` for those without their own) until
+    SIGTERM or SIGINT; return once stopped cleanly. ``schedule`` may be None only when every
+    source has its own (ConfigError otherwise).
 
-    Call from the main thread (signal handlers can only be installed there).
+    Call from the main thread (signal handlers can only be installed there). ConfigError for
+    a source's schedule that cannot be used; LockedError for a second daemon on SQLite.
     """
-    _Daemon(engine, settings, schedule, options).run()
+    _Daemon(engine, settings, schedule, options, clock).run()
 
 
 class _Daemon:
     def __init__(
-        self, engine: Engine, settings: Settings, schedule: Schedule, options: DaemonOptions
+        self,
+        engine: Engine,
+        settings: Settings,
+        schedule: Schedule | None,
+        options: DaemonOptions,
+        clock: Clock,
     ) -> None:
         self._engine = engine
         self._settings = settings
-        self._schedule = schedule
         self._options = options
+        self._clock = clock
+        self._schedules = {s.key: source_schedule(s, schedule) for s in settings.sources}
+        self._description = (
+            schedule.description if schedule is not None else "each source on its own schedule"
+        )
+        self._default = schedule
         names = [s.name for s in settings.sources]
-        self._health = Health(names, options.unhealthy_after * schedule.interval)
+        longest = max((x.interval for x in self._schedules.values()), default=MIN_INTERVAL)
+        self._health = Health(names, options.unhealthy_after * longest)
         self._metrics = DaemonMetrics(names, self._health)
         self._stop = threading.Event()  # a stop was requested
         self._cancel = threading.Event()  # handed to sync_all: ends a pass that is fetching
-        # One pacer for the daemon's life: a pass starting just after another stays within the
-        # rate limit together with the end of the previous one.
+        # One pacer for the daemon's life, shared by every source: a pass starting just after
+        # another stays within the rate limit together with the end of the previous one.
         self._limiters = RateLimiters(settings.http.requests_per_second)
         # Built once: a target Apprise cannot use stops the daemon at start-up (exit 2).
         self._notifier = Notifier(settings.notify) if settings.notify.targets else None
         self._signal_name = "stop requested"
         self._idle = threading.Condition(threading.RLock())
-        self._running = 0  # passes in flight (0 or 1: max_instances=1)
+        self._running = 0  # passes in flight (at most one per source: max_instances=1)
+        self._not_run: dict[str, int] = {}  # per job: runs not started while one was pending
+        self._due: dict[str, datetime] = {}  # per job: when the run submitted last was due
+        self._claims = replicas_possible(engine)
+        workers = max(1, min(settings.http.max_concurrent_sources, len(settings.sources)))
         self._scheduler = BlockingScheduler(
             timezone=UTC,
             jobstores={"default": MemoryJobStore()},
-            executors={"default": ThreadPoolExecutor(max_workers=1)},
+            executors={"default": ThreadPoolExecutor(max_workers=workers)},
         )
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -165,56 +164,77 @@ class _Daemon:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        quiet = QuietSkips()
+        scheduler_logs = [logging.getLogger(n) for n in ("apscheduler.scheduler", "apscheduler")]
+        scheduler_logs.append(logging.getLogger("apscheduler.executors.default"))
         server: MetricsServer | None = None
         try:
-            ensure_schema(self._engine)
-            if self._options.metrics_port is not None:
-                server = MetricsServer(
-                    self._options.metrics_host,
-                    self._options.metrics_port,
-                    self._metrics.registry,
-                    self._health,
-                )
-                server.start()
+            for logger in scheduler_logs:
+                logger.addFilter(quiet)
+            with daemon_lock(self._engine):
+                ensure_schema(self._engine)
+                if self._options.metrics_port is not None:
+                    server = MetricsServer(
+                        self._options.metrics_host,
+                        self._options.metrics_port,
+                        self._metrics.registry,
+                        self._health,
+                    )
+                    server.start()
+                    log.info(
+                        "metrics at %s/metrics, health at %s/healthz",
+                        server.url,
+                        server.url,
+                        extra=fields(event="listening", url=server.url),
+                    )
+                threading.Thread(target=self._stopper, name="jobsync stopper", daemon=True).start()
+                self._schedule_passes()
+                own = sum(1 for s in self._schedules.values() if s is not self._default)
                 log.info(
-                    "metrics at %s/metrics, health at %s/healthz",
-                    server.url,
-                    server.url,
-                    extra=fields(event="listening", url=server.url),
+                    "daemon started: %s, %d source(s)%s",
+                    self._description,
+                    len(self._settings.sources),
+                    f" ({own} on their own schedule)" if own and self._default else "",
+                    extra=fields(event="started", schedule=self._description),
                 )
-            threading.Thread(target=self._stopper, name="jobsync stopper", daemon=True).start()
-            self._schedule_passes()
-            log.info(
-                "daemon started: %s, %d source(s)",
-                self._schedule.description,
-                len(self._settings.sources),
-                extra=fields(event="started", schedule=self._schedule.description),
-            )
-            if not self._stop.is_set():
-                self._scheduler.start()  # blocks until the stopper shuts it down
-            self._wait_for_pass_in_flight()
+                if not self._stop.is_set():
+                    self._scheduler.start()  # blocks until the stopper shuts it down
+                self._wait_for_pass_in_flight()
             log.info("daemon stopped", extra=fields(event="stopped"))
         finally:
             if server is not None:
                 server.close()
+            for logger in scheduler_logs:
+                logger.removeFilter(quiet)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
     def _schedule_passes(self) -> None:
-        self._scheduler.add_job(
-            self._pass,
-            trigger=self._schedule.trigger,
-            id="sync",
-            name="sync pass",
-            max_instances=1,
-            coalesce=True,
-            # A positive whole number of seconds (APScheduler's rule), at least half the interval.
-            misfire_grace_time=max(1, math.ceil(self._schedule.interval / 2)),
-            next_run_time=datetime.now(UTC),  # the first pass at start-up
-        )
+        start = datetime.now(UTC)  # the first pass of every source at start-up
+        for source in self._settings.sources:
+            schedule = self._schedules[source.key]
+            self._scheduler.add_job(
+                self._pass,
+                args=(source,),
+                trigger=schedule.trigger,
+                id=f"sync:{source.key}",
+                name=f"sync {source.name}",
+                max_instances=1,
+                coalesce=True,
+                # A positive whole number of seconds (APScheduler's rule): one interval. It
+                # counts from the scheduled time to the start in a worker, queueing included.
+                misfire_grace_time=max(1, math.ceil(schedule.interval)),
+                next_run_time=start,
+            )
         self._schedule_retention()
         self._scheduler.add_listener(self._on_started, EVENT_SCHEDULER_STARTED)
         self._scheduler.add_listener(self._on_not_run, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
+        self._scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
+
+    def _on_submitted(self, event: SchedulerEvent) -> None:
+        if isinstance(event, JobSubmissionEvent) and event.scheduled_run_times:
+            with self._idle:
+                self._due[str(event.job_id)] = min(event.scheduled_run_times)
 
     # -- retention (jobsync.service.retention) --------------------------------------------------
 
@@ -272,9 +292,13 @@ class _Daemon:
             self._shutdown_scheduler()
 
     def _on_not_run(self, event: SchedulerEvent) -> None:
-        # APScheduler logs these itself (a WARNING line each); count them for dashboards.
+        # APScheduler's own warning for each is filtered out (QuietSkips): the pass that ran
+        # over says it once, when it ends. Counted for dashboards.
         overrun = event.code == EVENT_JOB_MAX_INSTANCES
         self._metrics.record_skip("overrun" if overrun else "missed")
+        job_id = str(getattr(event, "job_id", ""))
+        with self._idle:
+            self._not_run[job_id] = self._not_run.get(job_id, 0) + 1
 
     def _shutdown_scheduler(self) -> None:
         # Not running: not started yet (see _on_started), or already shut down.
@@ -301,23 +325,40 @@ class _Daemon:
 
     # -- one scheduled pass -------------------------------------------------------------------
 
-    def _pass(self) -> None:
+    def _pass(self, source: Source) -> None:
         with self._idle:
             if self._cancel.is_set():
                 return  # stopping: start nothing new
             self._running += 1
+        job_id = f"sync:{source.key}"
+        with self._idle:
+            due = self._due.get(job_id)
+        late = 0.0 if due is None else max(0.0, (datetime.now(UTC) - due).total_seconds())
+        began = time.monotonic()
         try:
-            self._sync_once()
+            self._sync_once(source)
         finally:
             with self._idle:
                 self._running -= 1
+                skipped = self._not_run.pop(job_id, 0)
                 self._idle.notify_all()
+            self._say_if_overrun(source, time.monotonic() - began, late, skipped)
 
-    def _sync_once(self) -> None:
+    def _say_if_overrun(self, source: Source, seconds: float, late: float, skipped: int) -> None:
+        """One line for a pass that ran past its next scheduled run (not one per run skipped):
+        it took longer than the interval, or waited that long for a free worker."""
+        interval = self._schedules[source.key].interval
+        if late + seconds > interval or skipped:
+            log_overrun(log, source.name, interval, seconds, late, skipped)
+
+    def _sync_once(self, source: Source) -> None:
+        if self._claims and not self._claim(source):
+            return
         try:
             results = sync_all(
                 self._engine,
                 self._settings,
+                sources=[source],
                 cancel=self._cancel,
                 limiters=self._limiters,
                 notifier=self._notifier,
@@ -344,52 +385,46 @@ class _Daemon:
             self._metrics.record_error(type(exc).__name__)
             raise
         for result in results:
-            _log_pass(result)
+            log_pass(log, result)
         # Job counts first: a scrape that sees a pass counted then also sees what it stored.
-        self._refresh_job_counts()
+        self._refresh_job_counts(source)
         for result in results:
             self._metrics.record_pass(result)
             if result.ok:
                 self._health.record_success(result.source)
 
-    def _refresh_job_counts(self) -> None:
-        for source in self._settings.sources:
-            try:
-                with storage_errors(self._engine):
-                    counts = jobs_by_state(self._engine, source.key)
-            except StorageError as exc:
-                log.warning(
-                    "cannot count the jobs of %s for the metrics: %s",
-                    source.name,
-                    exc,
-                    extra=fields(event="metrics_error", source=source.name),
-                )
-                self._metrics.record_error("StorageError", source.name)
-                continue
-            self._metrics.set_jobs(source.name, counts)
+    def _claim(self, source: Source) -> bool:
+        """Whether this replica syncs the source in the current period (another may have)."""
+        now = self._clock()
+        period = self._schedules[source.key].period_start(now)
+        try:
+            claimed = claim_period(self._engine, source.key, period, now)
+        except StorageError as exc:
+            log.error(
+                "%s: cannot claim this period: %s",
+                source.name,
+                exc,
+                extra=fields(event="pass_error", source=source.name, error=str(exc)),
+            )
+            self._metrics.record_error("StorageError", source.name)
+            return False
+        if not claimed:
+            log.debug("%s: another replica has this period's pass", source.name)
+            # Synced this period all the same: by another replica.
+            self._health.record_success(source.name)
+        return claimed
 
-
-def _log_pass(result: PassResult) -> None:
-    """The one line per pass per source, with its counts (the library logs only at DEBUG)."""
-    values: dict[str, Any] = {
-        "event": "pass",
-        "source": result.source,
-        "run_id": result.run_id,
-        "status": "succeeded" if result.ok else "failed",
-        "complete": result.complete,
-        "pages": result.pages,
-        "jobs": result.jobs,
-        "retries": result.retries,
-        "duration": round(result.seconds, 3),
-    }
-    if result.counts is not None:
-        values["counts"] = {
-            "new": result.counts.new_jobs,
-            "changed": result.counts.changed_jobs,
-            "vanished": result.counts.vanished_jobs,
-        }
-    if result.error is not None:
-        values["error_kind"] = type(result.error).__name__
-        values["error"] = str(result.error)
-    level = logging.INFO if result.ok else logging.ERROR
-    log.log(level, "%s", result.summary(), extra=fields(**values))
+    def _refresh_job_counts(self, source: Source) -> None:
+        try:
+            with storage_errors(self._engine):
+                counts = jobs_by_state(self._engine, source.key)
+        except StorageError as exc:
+            log.warning(
+                "cannot count the jobs of %s for the metrics: %s",
+                source.name,
+                exc,
+                extra=fields(event="metrics_error", source=source.name),
+            )
+            self._metrics.record_error("StorageError", source.name)
+            return
+        self._metrics.set_jobs(source.name, counts)

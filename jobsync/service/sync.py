@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -27,10 +27,11 @@ from jobsync.api.ratelimit import RateLimiters
 from jobsync.config import Settings, Source
 from jobsync.domain.clock import Clock, utcnow
 from jobsync.domain.records import Snapshot
-from jobsync.errors import JobsyncError, StorageError
+from jobsync.errors import JobsyncError, LockedError, StorageError
+from jobsync.service.budget import paced, shared_budget
 from jobsync.service.details import DetailsPlan
 from jobsync.service.notify import Notifier
-from jobsync.storage.locking import SyncLock, sync_lock
+from jobsync.storage.locking import SyncLock, source_locks
 from jobsync.storage.store import (
     PassCounts,
     abandon_stale_runs,
@@ -297,62 +298,114 @@ def sync_all(
     engine: Engine,
     settings: Settings,
     *,
+    sources: Sequence[Source] | None = None,
     clock: Clock = utcnow,
     sleep: Callable[[float], None] | None = None,
     cancel: threading.Event | None = None,
     limiters: RateLimiters | None = None,
     notifier: Notifier | None = None,
 ) -> list[PassResult]:
-    """One pass over every configured source; one failing never stops the others.
+    """One pass over every configured source (or over ``sources``); one failing never stops
+    the others.
 
     Sources are synced concurrently (``http.max_concurrent_sources`` at a time) and requests
-    that share an API key share one rate limiter. Holds the database's sync lock throughout
-    (LockedError if another sync has it). Results come back in the order of the sources.
-    A long-lived caller passes its own ``limiters``, so that back-to-back passes share them.
+    that share an API key share one rate limiter (and, on PostgreSQL, one budget with every
+    other process using the key: ``jobsync.service.budget``). Each pass holds its source's lock
+    (``jobsync.storage.locking``): a source whose lock another pass holds fails with
+    LockedError, without a request; when that is every source, LockedError is raised. Results
+    come back in the order of the sources. A long-lived caller passes its own ``limiters``, so
+    that back-to-back passes share them.
 
     With notification targets (``settings.notify``, or a long-lived caller's ``notifier``), the
     passes decide notification events and, once they have all committed, what is due is
-    delivered, still under the lock; not after a stop was requested (the next run delivers).
+    delivered, by one process at a time; not after a stop was requested (the next run delivers).
     """
+    chosen = list(settings.sources if sources is None else sources)
     if notifier is None and settings.notify.targets:
         notifier = Notifier(settings.notify, clock=clock)
     limiters = limiters or RateLimiters(settings.http.requests_per_second)
+    budget = shared_budget(engine, sleep)
     # SQLite has one writer at a time anyway; queueing here keeps a long write from running
     # another source into its busy timeout.
     write_lock = threading.Lock() if writes_serialised(engine) else None
 
     def one(source: Source) -> PassResult:
-        return sync_source(
-            engine,
-            source,
-            settings,
-            clock=clock,
-            sleep=sleep,
-            cancel=cancel,
-            # With cancel, a request waiting for its slot is not sent after a stop.
-            rate_limit=limiters.for_key(
-                source.api_key, source.base_url, cancel, rate=settings.rate_for(source)
-            ),
-            write_lock=write_lock,
-            lock=lock,
-            notifier=notifier,
-        )
+        # The source's lock for its own pass only: a run of a thousand sources holds at most
+        # ``workers`` locks (and, on SQLite, lock files) at a time.
+        try:
+            with source_locks(engine, [source.key]) as locks:
+                lock = locks.held.get(source.key)
+                if lock is None:
+                    return _locked_out(source, _source_locked([source]))
+                abandoned = abandon_stale_runs(engine, clock(), [source.key])
+                if abandoned:
+                    log.warning(
+                        "%s: marked %d run(s) of a stopped process as abandoned",
+                        source.name,
+                        abandoned,
+                    )
+                return sync_source(
+                    engine,
+                    source,
+                    settings,
+                    clock=clock,
+                    sleep=sleep,
+                    cancel=cancel,
+                    # With cancel, a request waiting for its slot is not sent after a stop.
+                    rate_limit=paced(limiters, budget, source, settings.rate_for(source), cancel),
+                    write_lock=write_lock,
+                    lock=lock,
+                    notifier=notifier,
+                )
+        except LockedError as exc:  # the database is being upgraded or pruned
+            return _locked_out(source, str(exc))
+        except StorageError as exc:
+            return PassResult(source=source.name, run_id=None, ok=False, error=exc)
 
-    with sync_lock(engine) as lock:
-        abandoned = abandon_stale_runs(engine, clock())
-        if abandoned:
-            log.warning("marked %d run(s) of a stopped process as abandoned", abandoned)
-        workers = max(1, min(settings.http.max_concurrent_sources, len(settings.sources)))
-        if workers == 1:
-            results = [one(source) for source in settings.sources]
-        else:
-            with ThreadPoolExecutor(
-                max_workers=workers, thread_name_prefix="jobsync-source"
-            ) as pool:
-                results = list(pool.map(one, settings.sources))
-        if notifier is not None and not (cancel is not None and cancel.is_set()):
-            notifier.deliver(engine, cancel)
+    workers = max(1, min(settings.http.max_concurrent_sources, len(chosen)))
+    if workers == 1:
+        results = [one(s) for s in chosen]
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="jobsync-source") as pool:
+            results = list(pool.map(one, chosen))
+    refused = [r for r in results if r.run_id is None and isinstance(r.error, LockedError)]
+    if chosen and len(refused) == len(results):
+        # Nothing was synced: one line says why, as when the database was locked as a whole.
+        first = str(refused[0].error)
+        raise LockedError(
+            first if len(chosen) == 1 or "upgraded" in first else _source_locked(chosen)
+        )
+    if notifier is not None and not (cancel is not None and cancel.is_set()):
+        _deliver(engine, notifier, cancel)
     # The WAL back into the database file while no reader holds it (SQLite; see
     # docs/deployment.md): it must not keep growing beside readers that come and go.
     checkpoint(engine)
     return results
+
+
+def _source_locked(sources: Sequence[Source]) -> str:
+    names = ", ".join(repr(s.name) for s in sources)
+    return (
+        f"another jobsync sync is running on this database (it holds the lock of "
+        f"{'source' if len(sources) == 1 else 'sources'} {names})"
+    )
+
+
+def _locked_out(source: Source, why: str) -> PassResult:
+    return PassResult(source=source.name, run_id=None, ok=False, error=LockedError(why))
+
+
+def _deliver(engine: Engine, notifier: Notifier, cancel: threading.Event | None) -> None:
+    """Deliver what is due, unless another process is delivering right now (it sends it)."""
+    try:
+        with source_locks(engine, [NOTIFY_LOCK]) as locks:
+            if locks.held:
+                notifier.deliver(engine, cancel)
+    except LockedError:
+        pass  # the database is being upgraded or pruned: the next run delivers
+    except StorageError as exc:
+        log.warning("could not deliver notifications: %s", exc)
+
+
+# A lock name no source can have (a NUL never reaches the API or the database).
+NOTIFY_LOCK = "\x00jobsync:notify"

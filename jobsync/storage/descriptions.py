@@ -118,6 +118,9 @@ _TABLES = {
             "writes only if that is still the latest (else it fails as superseded)",
             "incomplete_reason": "why the snapshot could not be proven complete; NULL when it "
             "was, or when the pass failed",
+            "host": "the host name of the process that ran the pass (NULL for passes before "
+            "revision 0007)",
+            "pid": "that process's id: with several daemons, which replica ran each pass",
         },
         facets=("cluster_id", "status", "complete"),
         sort_desc="id",
@@ -217,6 +220,33 @@ _TABLES = {
         },
         facets=("cluster_id", "kind"),
         sort_desc="id",
+    ),
+    "sync_claims": _relation(
+        "table",
+        "One row per source: the latest schedule period a daemon claimed for it, so that "
+        "daemons sharing a database sync each source once per period. Overwritten every "
+        "period: it never grows.",
+        {
+            "cluster_id": _CLUSTER,
+            "period_start": "when the claimed period began",
+            "claimed_at": "when it was claimed",
+            "host": "the host name of the daemon that claimed it",
+            "pid": "that daemon's process id",
+        },
+    ),
+    "rate_slots": _relation(
+        "table",
+        "One row per API key and endpoint, on PostgreSQL: the next moment a request with that "
+        "key may go, shared by every process using the key so that together they stay under "
+        "its rate limit.",
+        {
+            "key_fingerprint": "a truncated SHA-256 of a fixed prefix and the key (never the "
+            "key itself)",
+            "endpoint": "the API path, e.g. `/v2/vectordb/jobs/import/list`",
+            "next_at": "the next request slot to hand out, on the database server's clock",
+            "send_at": "the earliest moment the next request may go: one interval after the "
+            "latest request went",
+        },
     ),
     "sync_run_days": _relation(
         "table",

@@ -21,9 +21,11 @@ from jobsync.observability.redact import redact
 from jobsync.storage.backends import backend_for
 from jobsync.storage.boundary import boundary
 from jobsync.storage.dictionary import comments
+from jobsync.storage.locking import maintenance_lock
 
 __all__ = [
     "HEAD_REVISION",
+    "UPGRADE_WAIT",
     "current_revision",
     "ensure_schema",
     "head_revision",
@@ -101,15 +103,32 @@ def _revision(conn: Connection) -> str | None:
     return rows[0] if rows else None
 
 
+# How long ``upgrade`` waits for passes in flight to end before it gives up (LockedError).
+UPGRADE_WAIT = 60.0
+
+
 @boundary
-def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+def upgrade(
+    engine: Engine, revision: str = "head", *, wait: float = UPGRADE_WAIT
+) -> tuple[str | None, str]:
     """Migrate to ``revision`` (default: the latest); return the revisions before and after.
 
     Then describe the schema where the database keeps descriptions for tools (PostgreSQL's
     ``COMMENT ON``), from ``jobsync.storage.dictionary``, changing only what differs.
 
-    Concurrent upgrades queue on a lock; the later ones find nothing to do.
+    Concurrent upgrades queue on a lock; the later ones find nothing to do. Migrating an
+    existing schema also holds the database-wide lock exclusive (``maintenance_lock``): it
+    waits up to ``wait`` seconds for passes in flight, and no pass starts until it is done.
+    Creating the schema in an empty database needs no such lock: no pass can run there yet.
     """
+    current = current_revision(engine)
+    if current is None or (revision == "head" and current == HEAD_REVISION):
+        return _upgrade(engine, revision)
+    with maintenance_lock(engine, wait=wait):
+        return _upgrade(engine, revision)
+
+
+def _upgrade(engine: Engine, revision: str) -> tuple[str | None, str]:
     from alembic import command
     from alembic.util import CommandError
 

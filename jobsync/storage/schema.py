@@ -38,6 +38,8 @@ __all__ = [
     "import_jobs",
     "metadata",
     "notifications",
+    "rate_slots",
+    "sync_claims",
     "sync_run_days",
     "sync_runs",
     "sync_sources",
@@ -111,6 +113,9 @@ sync_runs = Table(
     # The source's latest applied pass when this one began (revision 0005): the fence.
     Column("base_run_id", ID),
     Column("incomplete_reason", Text),
+    # The process that ran the pass (revision 0007; NULL for older runs).
+    Column("host", Text),
+    Column("pid", Integer),
     Index("ix_sync_runs_cluster_started", "cluster_id", "started_at"),
 )
 
@@ -225,6 +230,29 @@ import_jobs = Table(
 )
 
 # Notifications (revision 0006): one row per event, decided once, delivered after its commit.
+# The latest schedule period a daemon claimed per source (revision 0007): N daemons on one
+# database sync each source once per period. One row per source, overwritten: it never grows.
+sync_claims = Table(
+    "sync_claims",
+    metadata,
+    Column("cluster_id", Text, primary_key=True),
+    Column("period_start", UTCDateTime, nullable=False),
+    Column("claimed_at", UTCDateTime, nullable=False),
+    Column("host", Text),
+    Column("pid", Integer),
+)
+
+# The next free request slot per (API key fingerprint, endpoint) (revision 0007): processes that
+# share a key share its rate limit. A fingerprint of the key, never the key.
+rate_slots = Table(
+    "rate_slots",
+    metadata,
+    Column("key_fingerprint", String(64), primary_key=True),
+    Column("endpoint", Text, primary_key=True),
+    Column("next_at", UTCDateTime, nullable=False),
+    Column("send_at", UTCDateTime, nullable=False),
+)
+
 # ``event_key`` is unique: deciding an event again (after a crash, on the next pass) adds nothing.
 # No foreign keys: a row must outlive the runs and jobs it speaks of.
 notifications = Table(

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import os
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import cache
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -53,6 +56,7 @@ __all__ = [
     "missing_sqlite_file",
     "normalise_url",
     "open_engine",
+    "process_identity",
     "sqlite_file",
     "start_run",
     "stored_among",
@@ -156,7 +160,8 @@ def _finish_run(
 def start_run(engine: Engine, cluster_id: str, started_at: datetime) -> int:
     """Record a pass as running, in its own transaction, and return its id.
 
-    The row also takes the source's latest applied pass (``base_run_id``): the fence that
+    The row names this process (``host``, ``pid``): with replicas, which one ran each pass.
+    It also takes the source's latest applied pass (``base_run_id``): the fence that
     ``apply_pass`` checks, in the same statement so no pass can be applied in between.
     """
     base = (
@@ -164,11 +169,17 @@ def start_run(engine: Engine, cluster_id: str, started_at: datetime) -> int:
         .where(sync_sources.c.cluster_id == cluster_id)
         .scalar_subquery()
     )
+    host, pid = process_identity()
     with engine.begin() as conn:
         result = conn.execute(
             insert(sync_runs)
             .values(
-                cluster_id=cluster_id, started_at=started_at, status="running", base_run_id=base
+                cluster_id=cluster_id,
+                started_at=started_at,
+                status="running",
+                base_run_id=base,
+                host=host,
+                pid=pid,
             )
             .returning(sync_runs.c.id)
         )
@@ -309,19 +320,37 @@ def _no_gc() -> Iterator[None]:
 
 
 @boundary
-def abandon_stale_runs(engine: Engine, finished_at: datetime) -> int:
-    """Mark runs left 'running' by a process that died. Call only while holding the sync lock."""
+def abandon_stale_runs(engine: Engine, finished_at: datetime, cluster_ids: Sequence[str]) -> int:
+    """Mark runs of ``cluster_ids`` left 'running' by a process that died or lost its lock.
+
+    Call only while holding those sources' locks: then no other pass of them is running, and
+    a run still marked running is one whose process will never finish it (a pass that lost
+    its lock and still runs is fenced off: it finds its run abandoned and writes nothing).
+    Runs of other sources are left alone: other processes may be running them right now.
+    """
+    if not cluster_ids:
+        return 0
+    abandoned = 0
     with engine.begin() as conn:
-        result = conn.execute(
-            update(sync_runs)
-            .where(sync_runs.c.status == "running")
-            .values(
-                status="abandoned",
-                finished_at=finished_at,
-                error="the process running this pass stopped before it finished",
+        for at in range(0, len(cluster_ids), 500):
+            chunk = cluster_ids[at : at + 500]
+            result = conn.execute(
+                update(sync_runs)
+                .where(sync_runs.c.status == "running", sync_runs.c.cluster_id.in_(chunk))
+                .values(
+                    status="abandoned",
+                    finished_at=finished_at,
+                    error="the process running this pass stopped before it finished",
+                )
             )
-        )
-    return int(result.rowcount or 0)
+            abandoned += int(result.rowcount or 0)
+    return abandoned
+
+
+@cache
+def process_identity() -> tuple[str, int]:
+    """This process's host name and pid, as ``sync_runs`` records them."""
+    return socket.gethostname()[:255], os.getpid()
 
 
 def _load_marks(conn: Connection, cluster_id: str) -> SourceMarks:

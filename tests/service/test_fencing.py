@@ -117,7 +117,7 @@ def test_a_pass_marked_abandoned_by_another_process_writes_nothing(sim, db_url, 
 
     def taken_over() -> None:
         # What another process does when it finds the lock free: this run is 'running'.
-        assert abandon_stale_runs(engine, utcnow()) == 1
+        assert abandon_stale_runs(engine, utcnow(), [source.key]) == 1
 
     result = sync_source(engine, source, settings, lock=SyncLock(taken_over))
     assert isinstance(result.error, SupersededError)
@@ -238,9 +238,9 @@ def test_postgres_terminated_lock_session_and_the_pass_stands_down(postgres_url)
         with admin.connect() as conn:
             killed = conn.execute(
                 text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "SELECT pg_terminate_backend(pid) FROM (SELECT DISTINCT pid FROM pg_locks "
                     "WHERE locktype = 'advisory' AND granted AND database = "
-                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())) AS held"
                 )
             ).all()
             conn.commit()

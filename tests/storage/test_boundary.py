@@ -43,7 +43,7 @@ def _with_lock(engine):
 ENTRY_POINTS = {
     "start_run": lambda e: start_run(e, "c", NOW),
     "apply_pass": lambda e: apply_pass(e, "c", 1, listed_snapshot(3, NOW), finished_at=NOW),
-    "abandon_stale_runs": lambda e: abandon_stale_runs(e, NOW),
+    "abandon_stale_runs": lambda e: abandon_stale_runs(e, NOW, ["c"]),
     "load_known_jobs": lambda e: load_known_jobs(e, "c"),
     "stored_among": lambda e: stored_among(e, "c", ["a"]),
     "ensure_schema": ensure_schema,

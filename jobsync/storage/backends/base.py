@@ -19,7 +19,7 @@ Backends hold no state: one instance of each serves every engine.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, ClassVar, NamedTuple
 
 from sqlalchemy import Connection, Engine, Select, Table
@@ -81,9 +81,50 @@ class Backend:
 
     # -- locks --------------------------------------------------------------------------------
 
-    def sync_lock(self, engine: Engine) -> AbstractContextManager[LostCheck | None]:
-        """Hold the database's sync lock for the block, or raise LockedError. Yields what
-        tells whether the lock was lost while held (None: it cannot be lost)."""
+    # Processes of several hosts may share the database: a daemon then claims each source's
+    # schedule period (``jobsync.storage.coordination``) and shares the key's request budget.
+    # Without that (SQLite), one daemon per database, and a second one is refused at start.
+    shared_by_replicas: ClassVar[bool] = False
+
+    def database_lock(
+        self, engine: Engine, *, shared: bool, wait: float = 0.0
+    ) -> AbstractContextManager[LostCheck | None]:
+        """Hold the database-wide lock for the block, or raise LockedError.
+
+        Passes hold it shared, beside each other; schema upgrades and pruning hold it
+        exclusive, so no pass runs meanwhile. ``wait``: seconds to wait for it (0: fail at
+        once). Yields what tells whether the lock was lost while held (None: it cannot be).
+        """
+        raise NotImplementedError
+
+    def source_locks(
+        self, engine: Engine, keys: Sequence[str]
+    ) -> AbstractContextManager[dict[str, LostCheck | None]]:
+        """Hold the database-wide lock shared (LockedError if that fails) and, of ``keys``,
+        each source lock that no other pass holds; yield those taken, each with what tells
+        whether it (or the database-wide lock) was lost. A source lock taken here excludes
+        every other process and every other ``source_locks`` block of this one."""
+        raise NotImplementedError
+
+    def daemon_lock(self, engine: Engine) -> AbstractContextManager[None]:
+        """Held for a daemon's life where only one daemon may use the database (SQLite):
+        LockedError if another holds it. Where replicas may share it, holds nothing."""
+        return nullcontext()
+
+    def reserve_slot(
+        self, conn: Connection, fingerprint: str, endpoint: str, interval: float
+    ) -> float:
+        """Advance the shared request slot of ``(fingerprint, endpoint)`` by ``interval``
+        seconds; return how long until the slot taken begins, on the server's clock
+        (``jobsync.storage.coordination``). Only where ``shared_by_replicas``."""
+        raise NotImplementedError
+
+    def take_send(
+        self, conn: Connection, fingerprint: str, endpoint: str, interval: float
+    ) -> float:
+        """Take the right to send a request now if ``send_at`` of ``(fingerprint, endpoint)``
+        has come (0.0; it moves one interval on), else say how long until it comes. The row
+        exists: ``reserve_slot`` made it. Only where ``shared_by_replicas``."""
         raise NotImplementedError
 
     def lock_source(self, conn: Connection, cluster_id: str) -> None:

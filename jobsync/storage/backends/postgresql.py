@@ -2,10 +2,13 @@
 
 A pass takes a transaction-level advisory lock per source first thing in its write
 transaction, so two writers never interleave on one source; migrations take one of their own.
-The sync lock is a session-level advisory lock with a stable key (``lock_key``), on a
-connection of its own that is closed, never returned to the pool, when the lock is released:
-a session lock outlives a pooled connection's checkout. The server releases it when the
-process dies, and ``SyncLock.check`` notices a session that ended while the lock was held.
+The pass locks are session-level advisory locks with stable keys (``lock_key``): the
+database-wide one (shared by passes, exclusive for upgrades and pruning) and one per source,
+all on a connection of their own that is closed, never returned to the pool, when they are
+released: a session lock outlives a pooled connection's checkout. The server releases them
+when the process dies, and ``SyncLock.check`` notices a session that ended while they were
+held. The database-wide key is the one older jobsync versions took exclusive for a whole run,
+so they and this version exclude each other as they should.
 
 New jobs and history go in with binary COPY, which the server consumes while the client is
 still encoding; a large load drops and rebuilds keys and indexes (``pgload``). Long reads
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import threading
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -37,9 +41,10 @@ from sqlalchemy import (
     create_engine,
     func,
     select,
+    text,
 )
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from jobsync.domain.history import PassPlan
 from jobsync.domain.records import JobRecord
@@ -59,10 +64,11 @@ from jobsync.storage.rows import (
 )
 from jobsync.storage.schema import UTCDateTime, import_job_records, import_job_transitions
 
-__all__ = ["POSTGRESQL", "PostgreSQLBackend", "chunked_reads", "lock_key"]
+__all__ = ["POSTGRESQL", "PostgreSQLBackend", "chunked_reads", "lock_key", "source_lock_key"]
 
 _SYNC_LOCK = "jobsync:sync"
 _MIGRATION_LOCK = "jobsync:migrate"
+_LOCK_NOT_AVAILABLE = "55P03"
 _CURSORS = itertools.count()
 
 
@@ -103,30 +109,73 @@ class PostgreSQLBackend(Backend):
             connect_args={"connect_timeout": 10, "application_name": "jobsync"},
         )
 
+    shared_by_replicas = True
+
     @contextmanager
-    def sync_lock(self, engine: Engine) -> Iterator[LostCheck | None]:
+    def database_lock(
+        self, engine: Engine, *, shared: bool, wait: float = 0.0
+    ) -> Iterator[LostCheck | None]:
         key = lock_key(_SYNC_LOCK)
-        conn = engine.connect()
-        try:
-            got = conn.execute(select(func.pg_try_advisory_lock(key))).scalar_one()
-            conn.commit()
+        with _lock_session(engine) as (conn, alive):
+            if shared:
+                got = _try_lock(conn, func.pg_try_advisory_lock_shared(key))
+            elif wait > 0:
+                got = _wait_lock(conn, key, wait)
+            else:
+                got = _try_lock(conn, func.pg_try_advisory_lock(key))
             if not got:
-                raise LockedError(
-                    "another jobsync sync is running on this database "
-                    f"({redact(engine.url.render_as_string(hide_password=True))})"
-                )
-            try:
-                yield lambda: _session_alive(conn)
-            finally:
-                try:
-                    conn.execute(select(func.pg_advisory_unlock(key)))
-                    conn.commit()
-                except SQLAlchemyError:
-                    pass  # the connection is gone, and the server released the lock with it
-        finally:
-            # Never hand a connection that may still hold a session lock back to the pool.
-            conn.invalidate()
-            conn.close()
+                raise LockedError(_database_locked(engine))
+            yield alive
+
+    @contextmanager
+    def source_locks(
+        self, engine: Engine, keys: Sequence[str]
+    ) -> Iterator[dict[str, LostCheck | None]]:
+        # One session holds all the locks of one call (one connection, however many keys).
+        with _lock_session(engine) as (conn, alive):
+            if not _try_lock(conn, func.pg_try_advisory_lock_shared(lock_key(_SYNC_LOCK))):
+                raise LockedError(_database_locked(engine))
+            held: dict[str, LostCheck | None] = {}
+            for key in keys:
+                if _try_lock(conn, func.pg_try_advisory_lock(source_lock_key(key))):
+                    held[key] = alive
+            yield held
+
+    def reserve_slot(
+        self, conn: Connection, fingerprint: str, endpoint: str, interval: float
+    ) -> float:
+        # clock_timestamp(), not now(): the moment of the statement, not of its transaction.
+        result = conn.execute(
+            text(
+                "INSERT INTO rate_slots (key_fingerprint, endpoint, next_at, send_at) "
+                "VALUES (:fp, :endpoint, clock_timestamp() + make_interval(secs => :iv), "
+                "clock_timestamp()) "
+                "ON CONFLICT (key_fingerprint, endpoint) DO UPDATE SET next_at = "
+                "GREATEST(rate_slots.next_at, clock_timestamp()) + make_interval(secs => :iv) "
+                "RETURNING EXTRACT(EPOCH FROM next_at - clock_timestamp())::float8 - :iv"
+            ),
+            {"fp": fingerprint, "endpoint": endpoint, "iv": interval},
+        )
+        return float(result.scalar_one())
+
+    def take_send(
+        self, conn: Connection, fingerprint: str, endpoint: str, interval: float
+    ) -> float:
+        # A generic cell rate algorithm with no burst: a request goes only when send_at has
+        # come, and pushes it one interval past the moment it went.
+        result = conn.execute(
+            text(
+                "WITH taken AS (UPDATE rate_slots SET send_at = GREATEST(send_at, "
+                "clock_timestamp()) + make_interval(secs => :iv) "
+                "WHERE key_fingerprint = :fp AND endpoint = :endpoint "
+                "AND send_at <= clock_timestamp() RETURNING 1) "
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM taken) THEN 0.0 ELSE "
+                "(SELECT EXTRACT(EPOCH FROM send_at - clock_timestamp())::float8 "
+                "FROM rate_slots WHERE key_fingerprint = :fp AND endpoint = :endpoint) END"
+            ),
+            {"fp": fingerprint, "endpoint": endpoint, "iv": interval},
+        )
+        return float(result.scalar_one() or 0.0)
 
     def lock_source(self, conn: Connection, cluster_id: str) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(lock_key(f"source:{cluster_id}"))))
@@ -188,6 +237,70 @@ class PostgreSQLBackend(Backend):
 
 
 POSTGRESQL = PostgreSQLBackend()
+
+
+def source_lock_key(cluster_id: str) -> int:
+    """The session lock of a source's passes (not the key of ``lock_source``'s transaction
+    lock, which the same process takes on another connection while holding this one)."""
+    return lock_key(f"jobsync:source-pass:{cluster_id}")
+
+
+def _database_locked(engine: Engine) -> str:
+    where = redact(engine.url.render_as_string(hide_password=True))
+    return (
+        f"another jobsync sync is running on this database, or it is being upgraded or "
+        f"pruned ({where})"
+    )
+
+
+@contextmanager
+def _lock_session(engine: Engine) -> Iterator[tuple[Connection, LostCheck]]:
+    """A connection of its own for session locks, and what tells whether its session ended.
+
+    Its locks are released explicitly at the end (closing alone would release them only when
+    the server notices, a moment later), and it is closed, never returned to the pool: a
+    session lock outlives a pooled connection's checkout.
+    """
+    conn = engine.connect()
+    guard = threading.Lock()  # sources check the lock from their own threads
+
+    def alive() -> str | None:
+        with guard:
+            return _session_alive(conn)
+
+    try:
+        yield conn, alive
+    finally:
+        with guard:
+            try:
+                conn.execute(select(func.pg_advisory_unlock_all()))
+                conn.commit()
+            except SQLAlchemyError:
+                pass  # the connection is gone, and the server released the locks with it
+            conn.invalidate()
+            conn.close()
+
+
+def _try_lock(conn: Connection, attempt: Any) -> bool:
+    got = bool(conn.execute(select(attempt)).scalar_one())
+    conn.commit()
+    return got
+
+
+def _wait_lock(conn: Connection, key: int, wait: float) -> bool:
+    """Wait up to ``wait`` seconds for the exclusive lock. While it waits, passes that try to
+    take the lock shared are refused: a steady stream of passes cannot starve an upgrade."""
+    conn.execute(text(f"SET lock_timeout = {max(1, int(wait * 1000))}"))
+    try:
+        conn.execute(select(func.pg_advisory_lock(key)))
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            conn.rollback()
+            return False
+        raise
+    conn.execute(text("SET lock_timeout = 0"))
+    conn.commit()
+    return True
 
 
 def _session_alive(conn: Connection) -> str | None:

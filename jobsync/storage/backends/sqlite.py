@@ -6,18 +6,21 @@ with "database is locked" when another writer got there first; taking the write 
 makes writers queue instead. That write lock is also the source's write lock of a pass and the
 migrations' lock. Read-only engines open the file read-only (``_read_only_target``).
 
-The sync lock is an exclusive ``flock`` on ``<database>.lock`` beside the database file's real
+The database-wide lock is a ``flock`` on ``<database>.lock`` beside the database file's real
 path (symbolic links resolved, so two paths to one file share one lock; never on the database
-file itself: closing any descriptor of it would drop SQLite's own POSIX locks). The operating
-system releases it when the process dies.
+file itself: closing any descriptor of it would drop SQLite's own POSIX locks): shared by
+passes, exclusive for upgrades and pruning (and for a whole run of older jobsync versions).
+Each source's passes also take an exclusive ``flock`` on a file of their own in
+``<database>.locks/``. ``flock`` locks belong to an open file, not a process, so two blocks of
+one process exclude each other too; the operating system releases them when the process dies.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from itertools import chain, islice
 from pathlib import Path
@@ -32,6 +35,14 @@ from jobsync.domain.records import JobRecord
 from jobsync.domain.states import FAILED
 from jobsync.errors import ConfigError, LockedError, StorageError
 from jobsync.storage.backends.base import Backend, LostCheck
+from jobsync.storage.backends.filelock import (
+    database_locked,
+    either,
+    file_lock,
+    lock_path,
+    locks_dir,
+    source_lock_path,
+)
 from jobsync.storage.rows import (
     FIRST_SEEN,
     NEW_JOB,
@@ -48,6 +59,7 @@ __all__ = [
     "SQLITE_PAGE_SIZE",
     "SQLiteBackend",
     "lock_path",
+    "source_lock_path",
     "utc_text",
 ]
 
@@ -130,11 +142,6 @@ def utc_text(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def lock_path(database: str) -> Path:
-    """The lock file of a SQLite database: beside its real path, whatever path was given."""
-    return Path(f"{os.path.realpath(database)}.lock")
-
-
 class SQLiteBackend(Backend):
     name = "sqlite"
     placeholder = "?"
@@ -193,13 +200,56 @@ class SQLiteBackend(Backend):
         pass  # likewise
 
     @contextmanager
-    def sync_lock(self, engine: Engine) -> Iterator[LostCheck | None]:
+    def database_lock(
+        self, engine: Engine, *, shared: bool, wait: float = 0.0
+    ) -> Iterator[LostCheck | None]:
         database = engine.url.database
         if not database or database == ":memory:":
             yield None
             return
-        with _file_lock(lock_path(database)) as lost:
+        path = lock_path(database)
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        with file_lock(path, mode, wait, lambda: database_locked(path)) as lost:
             yield lost
+
+    @contextmanager
+    def source_locks(
+        self, engine: Engine, keys: Sequence[str]
+    ) -> Iterator[dict[str, LostCheck | None]]:
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield dict.fromkeys(keys)
+            return
+        with self.database_lock(engine, shared=True) as database_lost, ExitStack() as held:
+            taken: dict[str, LostCheck | None] = {}
+            for key in keys:
+                path = source_lock_path(database, key)
+                try:
+                    lost = held.enter_context(
+                        file_lock(path, fcntl.LOCK_EX, 0.0, lambda: "", note=key)
+                    )
+                except LockedError:
+                    continue
+                taken[key] = either(database_lost, lost)
+            yield taken
+
+    @contextmanager
+    def daemon_lock(self, engine: Engine) -> Iterator[None]:
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield None
+            return
+        path = locks_dir(database) / "daemon.lock"
+
+        def refused() -> str:
+            return (
+                "another jobsync daemon is already running on this SQLite database "
+                f"(lock file {path}): run one daemon per SQLite file, or use PostgreSQL "
+                "to run several"
+            )
+
+        with file_lock(path, fcntl.LOCK_EX, 0.0, refused, note="daemon"):
+            yield None
 
     def dialect_insert(self, table: Table) -> Any:
         from sqlalchemy.dialects.sqlite import insert
@@ -330,35 +380,3 @@ def _read_only_target(filename: str, is_uri: bool) -> str | None:
     if not os.access(path.parent, os.W_OK) and not Path(f"{path}-wal").exists():
         target += "&immutable=1"
     return target
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[LostCheck]:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:
-        raise StorageError(f"cannot open lock file {path}: {exc.strerror}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(
-                f"another jobsync sync is running on this database (lock file {path})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        held = os.fstat(fd)
-
-        def lost() -> str | None:
-            # Someone removed or replaced the file: the next process locks another inode.
-            try:
-                now = os.stat(path)
-            except FileNotFoundError:
-                return f"lock file {path} was removed"
-            if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
-                return f"lock file {path} was replaced"
-            return None
-
-        yield lost
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
