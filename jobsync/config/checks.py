@@ -20,12 +20,15 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+# Every duration jobsync reads (--every, every, stuck_after, retention, --keep, ...) is written
+# this one way.
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 
 
 def duration_seconds(value: str) -> float | None:
-    """``30s``, ``5m``, ``1h``, ``1h30m``, ``0.5s``, ``2d`` -> seconds; None if not a duration."""
+    """``30s``, ``5m``, ``1h``, ``1h30m``, ``0.5s``, ``2d``, ``2w`` -> seconds; None if not a
+    duration."""
     text = value.strip().lower()
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from jobsync.config.checks import _check_fields, _check_range
+from jobsync.config.checks import _check_fields, _check_range, duration_seconds
 from jobsync.config.settings import (
     DEFAULT_DIGEST_AFTER,
     DEFAULT_FAILING_PASSES,
@@ -32,8 +32,6 @@ MAX_FAILING_PASSES = 1000
 MAX_DIGEST_AFTER = 10_000
 # What an Apprise URL looks like before Apprise reads it (jobsync.service.notify does).
 _NOTIFY_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)")
-_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def _check_notify_table(table: object, where: str) -> None:
@@ -55,13 +53,13 @@ def _stuck_after(value: str, where: str) -> float | None:
     text = value.strip().lower()
     if text in ("never", "0"):
         return None
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+    seconds = duration_seconds(text)
+    if seconds is None:
         raise ConfigError(
             f"{where}: field 'stuck_after' must be a duration such as 30m, 2h or 1d "
             f'(or "never"), not {value!r:.40}'
         )
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    return seconds
 
 
 def _notify_settings(

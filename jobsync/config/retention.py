@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import re
-
+from jobsync.config.checks import duration_seconds
 from jobsync.config.settings import DEFAULT_RETENTION
 from jobsync.errors import ConfigError
 
 __all__ = ["DEFAULT_RETENTION", "parse_retention", "parse_window"]
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d|w)")
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
-
 
 def parse_window(value: str) -> float:
     """``30d``, ``12h``, ``2w``, ``1d12h`` -> seconds, longer than zero; ValueError (saying
     what is wrong) for anything else, a negative or zero window included."""
-    text = value.strip().lower()
-    parts = _PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
+    seconds = duration_seconds(value)
+    if seconds is None:
         raise ValueError(f"{value!r:.40} is not a duration: write e.g. 30d, 12h or 2w")
-    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if seconds <= 0:
         raise ValueError(f"{value!r:.40} must be longer than zero")
     return seconds
