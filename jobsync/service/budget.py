@@ -1,13 +1,15 @@
 """One request budget per API key across every process that uses it (PostgreSQL).
 
-The API allows 20 requests per second per key and endpoint, counted across every client.
-Inside one process, ``jobsync.api.ratelimit`` paces the requests that share a key; processes
-that share a database and a key (replicas, crontab lines) also reserve each request's slot in
-the database (``jobsync.storage.coordination``), spaced a little wider than the limit, wait
-for it, and then take the right to go, counted at the moment they go: a request that wakes up
-late for its slot (a busy machine) waits a little more instead of bunching up with the next.
-On SQLite there is no shared budget: one daemon per database, and the in-process limiter is
-the budget (two crontab lines sharing a key each have their own).
+The API allows 20 requests per second per key and endpoint, counted across every client. Inside
+one process, ``jobsync.api.ratelimit`` paces the requests that share a key; daemons that share a
+database and a key (replicas) also reserve each request's slot in the database
+(``jobsync.storage.coordination``), spaced a little wider than the limit, wait for it, and then
+take the right to go, counted at the moment they go: a request that wakes up late for its slot
+(a busy machine) waits a little more instead of bunching up with the next. On SQLite there is no
+shared budget: one daemon per database, and the in-process limiter is the budget. A lone
+``jobsync sync`` takes no part either (``sync_all(replicas=False)``): two short transactions a
+request would cost it more than its pages; crontab lines sharing a key each have their own
+limiter.
 
 The database sees a fingerprint of the key (a truncated SHA-256 of a fixed prefix and the
 key), never the key itself.

@@ -362,6 +362,7 @@ class _Daemon:
                 cancel=self._cancel,
                 limiters=self._limiters,
                 notifier=self._notifier,
+                replicas=self._claims,
             )
         except LockedError as exc:
             log.warning(

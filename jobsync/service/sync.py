@@ -304,17 +304,20 @@ def sync_all(
     cancel: threading.Event | None = None,
     limiters: RateLimiters | None = None,
     notifier: Notifier | None = None,
+    replicas: bool = False,
 ) -> list[PassResult]:
     """One pass over every configured source (or over ``sources``); one failing never stops
     the others.
 
     Sources are synced concurrently (``http.max_concurrent_sources`` at a time) and requests
-    that share an API key share one rate limiter (and, on PostgreSQL, one budget with every
-    other process using the key: ``jobsync.service.budget``). Each pass holds its source's lock
-    (``jobsync.storage.locking``): a source whose lock another pass holds fails with
-    LockedError, without a request; when that is every source, LockedError is raised. Results
-    come back in the order of the sources. A long-lived caller passes its own ``limiters``, so
-    that back-to-back passes share them.
+    that share an API key share one rate limiter. With ``replicas`` (daemons that share the
+    database), they also share one budget per key with every other such process, through the
+    database where it can hold one (PostgreSQL: ``jobsync.service.budget``); that costs two
+    short transactions a request, which a lone ``jobsync sync`` does not pay. Each pass holds
+    its source's lock (``jobsync.storage.locking``): a source whose lock another pass holds
+    fails with LockedError, without a request; when that is every source, LockedError is raised.
+    Results come back in the order of the sources. A long-lived caller passes its own
+    ``limiters``, so that back-to-back passes share them.
 
     With notification targets (``settings.notify``, or a long-lived caller's ``notifier``), the
     passes decide notification events and, once they have all committed, what is due is
@@ -324,7 +327,7 @@ def sync_all(
     if notifier is None and settings.notify.targets:
         notifier = Notifier(settings.notify, clock=clock)
     limiters = limiters or RateLimiters(settings.http.requests_per_second)
-    budget = shared_budget(engine, sleep)
+    budget = shared_budget(engine, sleep) if replicas else None
     # SQLite has one writer at a time anyway; queueing here keeps a long write from running
     # another source into its busy timeout.
     write_lock = threading.Lock() if writes_serialised(engine) else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
@@ -13,6 +14,7 @@ from jobsync.config import HttpSettings, Settings, Source
 from jobsync.observability.redact import Secret
 from jobsync.service.sync import sync_all
 from jobsync.simulator import Simulator
+from jobsync.storage.migrate import ensure_schema
 from jobsync.storage.schema import import_job_records
 from tests.conftest import API_KEY
 
@@ -115,3 +117,25 @@ def test_a_limiter_does_not_wait_after_a_quiet_spell():
     now[0] += 10
     limiter.acquire()
     assert waits == []
+
+
+@pytest.mark.postgres
+def test_only_replicas_share_the_key_budget_through_postgresql(postgres_url, sim):
+    # Daemons (replicas=True) reserve each request's slot in rate_slots; a lone sync does not
+    # pay two transactions a request for a budget nobody shares with it.
+    from jobsync.storage.schema import rate_slots
+    from jobsync.storage.store import open_engine
+    from tests.conftest import count_rows, settings_for
+
+    engine = open_engine(postgres_url)
+    ensure_schema(engine)
+    settings = settings_for(sim, postgres_url)
+    try:
+        assert all(r.ok for r in sync_all(engine, settings))
+        assert count_rows(engine, rate_slots) == 0
+        assert all(r.ok for r in sync_all(engine, settings, replicas=True))
+        with engine.connect() as conn:
+            endpoints = set(conn.execute(select(rate_slots.c.endpoint)).scalars())
+        assert "/v2/vectordb/jobs/import/list" in endpoints
+    finally:
+        engine.dispose()
