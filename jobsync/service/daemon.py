@@ -51,7 +51,6 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
-from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
 from jobsync.api.ratelimit import RateLimiters
@@ -63,7 +62,7 @@ from jobsync.observability.metrics import Health, MetricsServer
 from jobsync.service.metrics import DaemonMetrics, jobs_by_state
 from jobsync.service.notify import Notifier
 from jobsync.service.passlog import QuietSkips, log_overrun, log_pass
-from jobsync.service.retention import RETENTION_EVERY, apply_retention
+from jobsync.service.retention import schedule_retention
 from jobsync.service.schedule import MIN_INTERVAL, Schedule, cron, every, source_schedule
 from jobsync.service.sync import sync_all
 from jobsync.storage.boundary import storage_errors
@@ -226,7 +225,7 @@ class _Daemon:
                 misfire_grace_time=max(1, math.ceil(schedule.interval)),
                 next_run_time=start,
             )
-        self._schedule_retention()
+        schedule_retention(self._scheduler, self._engine, self._settings, self._stop.is_set)
         self._scheduler.add_listener(self._on_started, EVENT_SCHEDULER_STARTED)
         self._scheduler.add_listener(self._on_not_run, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
@@ -235,36 +234,6 @@ class _Daemon:
         if isinstance(event, JobSubmissionEvent) and event.scheduled_run_times:
             with self._idle:
                 self._due[str(event.job_id)] = min(event.scheduled_run_times)
-
-    # -- retention (jobsync.service.retention) --------------------------------------------------
-
-    def _schedule_retention(self) -> None:
-        """Prune by ``retention`` at start-up and every RETENTION_EVERY, in a worker of its own:
-        its batches are short transactions beside the passes, which it never holds up."""
-        if self._settings.retention is None:
-            return
-        self._scheduler.add_executor(ThreadPoolExecutor(max_workers=1), "retention")
-        self._scheduler.add_job(
-            self._prune,
-            trigger=IntervalTrigger(seconds=RETENTION_EVERY, timezone=UTC),
-            id="retention",
-            name="retention",
-            executor="retention",
-            max_instances=1,
-            coalesce=True,
-            misfire_grace_time=math.ceil(RETENTION_EVERY),
-            next_run_time=datetime.now(UTC),
-        )
-
-    def _prune(self) -> None:
-        try:
-            apply_retention(self._engine, self._settings, stop=self._stop.is_set)
-        except JobsyncError as exc:
-            log.error(
-                "retention failed: %s (tried again later)",
-                exc,
-                extra=fields(event="retention_error", error=str(exc)),
-            )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stop.is_set():

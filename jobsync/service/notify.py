@@ -56,10 +56,11 @@ from jobsync.domain.notifications import (
     stuck_job,
     trial_message,
 )
-from jobsync.errors import ConfigError, StorageError
+from jobsync.errors import ConfigError, LockedError, StorageError
 from jobsync.observability.logs import fields
 from jobsync.observability.redact import redact
 from jobsync.storage.boundary import storage_errors
+from jobsync.storage.locking import source_locks
 from jobsync.storage.notifications import (
     Due,
     count_attempt,
@@ -76,6 +77,10 @@ from jobsync.storage.notifications import (
 __all__ = ["MAX_ATTEMPTS", "SEND_TIMEOUT", "Delivery", "Notifier", "TargetResult"]
 
 log = logging.getLogger(__name__)
+
+# The lock one process delivers under: a name no source can have (a NUL never reaches the API
+# or the database).
+NOTIFY_LOCK = "\x00jobsync:notify"
 
 # Seconds one message may take to one target, connection and retries included.
 SEND_TIMEOUT = 15.0
@@ -212,6 +217,18 @@ class Notifier:
             )
 
     # -- delivering -------------------------------------------------------------------------
+
+    def deliver_alone(self, engine: Engine, cancel: threading.Event | None = None) -> None:
+        """``deliver``, unless another process is delivering right now (it sends what is due),
+        or the database is being upgraded or pruned (the next run delivers)."""
+        try:
+            with source_locks(engine, [NOTIFY_LOCK]) as locks:
+                if locks.held:
+                    self.deliver(engine, cancel)
+        except LockedError:
+            pass
+        except StorageError as exc:
+            log.warning("could not deliver notifications: %s", exc)
 
     def deliver(self, engine: Engine, cancel: threading.Event | None = None) -> Delivery:
         """Send what is due to every target that does not have it yet; mark what arrived.

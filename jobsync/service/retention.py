@@ -8,17 +8,22 @@ The daemon calls :func:`apply_retention` on a schedule of its own, beside its pa
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
 from jobsync.config import Settings
 from jobsync.domain.clock import Clock, utcnow
+from jobsync.errors import JobsyncError
 from jobsync.observability.logs import fields
 from jobsync.storage.prune import DEFAULT_BATCH_SIZE, PruneResult, prune
 
-__all__ = ["RETENTION_EVERY", "apply_retention", "prune_database"]
+__all__ = ["RETENTION_EVERY", "apply_retention", "prune_database", "schedule_retention"]
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +82,36 @@ def apply_retention(
         ),
     )
     return result
+
+
+def schedule_retention(
+    scheduler: BaseScheduler, engine: Engine, settings: Settings, stop: Callable[[], bool]
+) -> None:
+    """The daemon's pruning: at start-up and every RETENTION_EVERY, in a worker of its own, so
+    that its batches (short transactions beside the passes) never hold a pass up. Nothing with
+    ``retention`` never."""
+    if settings.retention is None:
+        return
+
+    def prune_now() -> None:
+        try:
+            apply_retention(engine, settings, stop=stop)
+        except JobsyncError as exc:
+            log.error(
+                "retention failed: %s (tried again later)",
+                exc,
+                extra=fields(event="retention_error", error=str(exc)),
+            )
+
+    scheduler.add_executor(ThreadPoolExecutor(max_workers=1), "retention")
+    scheduler.add_job(
+        prune_now,
+        trigger=IntervalTrigger(seconds=RETENTION_EVERY, timezone=UTC),
+        id="retention",
+        name="retention",
+        executor="retention",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=math.ceil(RETENTION_EVERY),
+        next_run_time=datetime.now(UTC),
+    )

@@ -379,7 +379,7 @@ def sync_all(
             first if len(chosen) == 1 or "upgraded" in first else _source_locked(chosen)
         )
     if notifier is not None and not (cancel is not None and cancel.is_set()):
-        _deliver(engine, notifier, cancel)
+        notifier.deliver_alone(engine, cancel)
     # The WAL back into the database file while no reader holds it (SQLite; see
     # docs/deployment.md): it must not keep growing beside readers that come and go.
     checkpoint(engine)
@@ -396,19 +396,3 @@ def _source_locked(sources: Sequence[Source]) -> str:
 
 def _locked_out(source: Source, why: str) -> PassResult:
     return PassResult(source=source.name, run_id=None, ok=False, error=LockedError(why))
-
-
-def _deliver(engine: Engine, notifier: Notifier, cancel: threading.Event | None) -> None:
-    """Deliver what is due, unless another process is delivering right now (it sends it)."""
-    try:
-        with source_locks(engine, [NOTIFY_LOCK]) as locks:
-            if locks.held:
-                notifier.deliver(engine, cancel)
-    except LockedError:
-        pass  # the database is being upgraded or pruned: the next run delivers
-    except StorageError as exc:
-        log.warning("could not deliver notifications: %s", exc)
-
-
-# A lock name no source can have (a NUL never reaches the API or the database).
-NOTIFY_LOCK = "\x00jobsync:notify"
