@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from jobsync.observability.redact import Secret
 from jobsync.simulator import Simulator
 from jobsync.storage.migrate import upgrade
 from jobsync.storage.schema import import_job_records
-from jobsync.storage.store import normalise_url, open_engine
+from jobsync.storage.store import apply_pass, normalise_url, open_engine, start_run
 from tests.receiver import Receiver
 
 PG_ADMIN_URL = os.environ.get(
@@ -219,6 +219,20 @@ def snapshot_of(observed_at: datetime, states: Mapping[str, str]) -> Snapshot:
     for job_id, state in states.items():
         snapshot.jobs[job_id] = JobRecord(job_id, "coll", state, 10, None, observed_at)
     return snapshot
+
+
+def daily_passes(db_url: str, cluster_id: str, first: datetime, days: int) -> None:
+    """One pass a day from ``first`` on, each listing one Pending job: passes that record
+    nothing after the first, for pruning to roll up."""
+    engine = open_engine(db_url)
+    upgrade(engine)
+    for n in range(days):
+        when = first + timedelta(days=n)
+        run_id = start_run(engine, cluster_id, when)
+        snapshot = snapshot_of(when, {"a": "Pending"})
+        snapshot.source_key = cluster_id
+        apply_pass(engine, cluster_id, run_id, snapshot, finished_at=when + timedelta(seconds=1))
+    engine.dispose()
 
 
 @pytest.fixture(autouse=True)

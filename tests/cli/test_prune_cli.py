@@ -16,8 +16,8 @@ from sqlalchemy import func, insert, select
 from jobsync.cli import cli
 from jobsync.storage.migrate import upgrade
 from jobsync.storage.schema import sync_run_days, sync_runs
-from jobsync.storage.store import apply_pass, open_engine, start_run
-from tests.conftest import count_rows, snapshot_of
+from jobsync.storage.store import open_engine
+from tests.conftest import count_rows, daily_passes
 from tests.polling import poll
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # long before the test runs: every pass is old
@@ -28,15 +28,7 @@ def _invoke(*args: str):
 
 
 def _passes(url: str, days: int = 6) -> int:
-    engine = open_engine(url)
-    upgrade(engine)
-    for n in range(days):
-        when = T0 + timedelta(days=n)
-        run_id = start_run(engine, "c", when)
-        snapshot = snapshot_of(when, {"a": "Pending"})
-        snapshot.source_key = "c"
-        apply_pass(engine, "c", run_id, snapshot, finished_at=when + timedelta(seconds=1))
-    engine.dispose()
+    daily_passes(url, "c", T0, days)
     return days
 
 

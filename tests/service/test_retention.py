@@ -7,29 +7,20 @@ import os
 import signal
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
-from jobsync.storage.migrate import upgrade
 from jobsync.storage.schema import sync_run_days, sync_runs
-from jobsync.storage.store import apply_pass, open_engine, start_run
-from tests.conftest import API_KEY, CLUSTER, count_rows, snapshot_of
+from jobsync.storage.store import open_engine
+from tests.conftest import API_KEY, CLUSTER, count_rows, daily_passes
 from tests.polling import poll
 
 OLD = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # far more than 90 days before the test runs
 
 
 def _old_passes(db_url: str, days: int = 5) -> None:
-    engine = open_engine(db_url)
-    upgrade(engine)
-    for n in range(days):
-        when = OLD + timedelta(days=n)
-        run_id = start_run(engine, "old", when)
-        snapshot = snapshot_of(when, {"a": "Pending"})
-        snapshot.source_key = "old"
-        apply_pass(engine, "old", run_id, snapshot, finished_at=when + timedelta(seconds=1))
-    engine.dispose()
+    daily_passes(db_url, "old", OLD, days)
 
 
 @pytest.mark.parametrize("retention", [None, "never"])
