@@ -103,7 +103,9 @@ def parse_list_data(data: Any, observed_at: datetime) -> ListPage:
     records: list[JobRecord] = []
     invalid = 0
     for item in items:
-        record = _record(item, observed_at)
+        record = _usual_record(item, observed_at) if type(item) is dict else None
+        if record is None:
+            record = _record(item, observed_at)
         if record is None:
             invalid += 1
         else:
@@ -133,6 +135,41 @@ def _count(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ProtocolError(f"list response 'count' is not a non-negative integer: {value!r:.40}")
     return value
+
+
+def _usual_record(item: dict[str, Any], observed_at: datetime) -> JobRecord | None:
+    """The record of an item in the shape every API version sends (``jobId``, the texts as
+    ASCII strings or absent, ``progress`` a whole number from 0 to 100 or absent), or None for
+    ``_record`` to judge: the same record ``_record`` makes, at a fraction of its cost. A first
+    sync parses every job it lists, so this is what a pass's fetch spends its time on."""
+    job_id = item.get("jobId")
+    collection = item.get("collectionName")
+    state = item.get("state")
+    progress = item.get("progress")
+    reason = item.get("reason")
+    if not (
+        type(job_id) is str
+        and (collection is None or type(collection) is str)
+        and (state is None or type(state) is str)
+        and (reason is None or type(reason) is str)
+        and (progress is None or (type(progress) is int and 0 <= progress <= 100))
+    ):
+        return None
+    # The text policy has nothing to replace in ASCII without NUL (isascii costs nothing).
+    text = job_id + (collection or "") + (state or "") + (reason or "")
+    if not text.isascii() or "\x00" in text:
+        return None
+    job_id = job_id.strip()
+    if not job_id:
+        return None
+    return JobRecord(
+        job_id,
+        None if collection is None else intern(collection),
+        None if state is None else intern(state),
+        progress,
+        reason or None,
+        observed_at,
+    )
 
 
 def _record(item: Any, observed_at: datetime) -> JobRecord | None:

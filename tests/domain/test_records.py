@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobsync.api.client import parse_envelope
-from jobsync.domain.records import clean_text, parse_list_data
+from jobsync.domain.records import _record, _usual_record, clean_text, parse_list_data
 from jobsync.domain.states import canonical_state
 from jobsync.errors import ApiStatusError, AuthError, ProtocolError
 
@@ -179,3 +181,38 @@ def test_text_policy_replaces_nul_and_lone_surrogates_only():
 )
 def test_canonical_state_mapping(raw, state):
     assert canonical_state(raw) == state
+
+
+_TEXTS = st.one_of(
+    st.none(),
+    st.text(max_size=6),
+    st.sampled_from(["Completed", " job-1 ", "", "\x00", "caf\u00e9", "\ud800"]),
+    st.integers(-5, 105),
+    st.booleans(),
+    st.floats(allow_nan=False),
+    st.lists(st.integers(), max_size=1),
+)
+
+
+@settings(deadline=None)  # timing is not what is tested; the machine may be busy
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            ["jobId", "jobID", "taskID", "collectionName", "state", "progress", "reason"]
+        ),
+        _TEXTS,
+    )
+)
+def test_the_short_way_through_a_record_makes_the_record_the_long_way_does(item):
+    # Pages parse the usual shape of an item the short way (_usual_record) and everything
+    # else the long way (_record): where the short way answers, the two must agree.
+    short = _usual_record(item, NOW)
+    assert short is None or short == _record(item, NOW)
+    assert parse_list_data({"records": [item]}, NOW).records == [
+        r for r in [_record(item, NOW)] if r is not None
+    ]
+
+
+def test_the_usual_shape_takes_the_short_way():
+    item = {"jobId": "448761313698322011", "collectionName": "c", "state": "Pending", "progress": 0}
+    assert _usual_record(item, NOW) == _record(item, NOW) != None  # noqa: E711
