@@ -139,13 +139,23 @@ def sync(**values: Any) -> None:
 
     Example: JOBSYNC_API_KEY=... jobsync sync --cluster-id in01-0123456789abcdef
     """
-    from jobsync.service.sync import sync_all
-    from jobsync.storage.migrate import ensure_schema
+    from jobsync.service.early import begin_walks
 
     settings = _syncsettings_from(values)
-    engine = open_db(settings)
-    ensure_schema(engine)
-    results = sync_all(engine, settings)
+    # The first list walks start now, under their sources' locks, while SQLAlchemy and the
+    # database load (SQLite only; see jobsync.service.early).
+    early = begin_walks(settings)
+    try:
+        from jobsync.service.sync import sync_all
+        from jobsync.storage.migrate import ensure_schema
+
+        engine = open_db(settings)
+        ensure_schema(engine)
+        results = sync_all(engine, settings, early=early)
+    except BaseException:
+        early.close(wait=False)  # an interrupt must not wait for a walk's backoff
+        raise
+    early.close()
     failed = [r for r in results if not r.ok]
     for result in results:
         if result.ok:

@@ -30,8 +30,9 @@ from jobsync.domain.records import Snapshot
 from jobsync.errors import JobsyncError, LockedError, StorageError
 from jobsync.service.budget import paced, shared_budget
 from jobsync.service.details import DetailsPlan
+from jobsync.service.early import EarlyWalk, EarlyWalks
 from jobsync.service.notify import Notifier
-from jobsync.storage.locking import SyncLock, source_locks
+from jobsync.storage.locking import SourceLocks, SyncLock, source_locks
 from jobsync.storage.store import (
     PassCounts,
     abandon_stale_runs,
@@ -97,6 +98,7 @@ def sync_source(
     write_lock: threading.Lock | None = None,
     lock: SyncLock | None = None,
     notifier: Notifier | None = None,
+    early: EarlyWalk | None = None,
 ) -> PassResult:
     """Sync one source. API and storage errors are returned in the result, not raised.
 
@@ -104,19 +106,25 @@ def sync_source(
     ``lock``: the sync lock the caller holds, checked once more before writing (a pass that
     finds it lost writes nothing: SupersededError). ``notifier`` decides the pass's
     notification events (``jobsync.service.notify``); delivering them is the caller's.
+    ``early``: the source's list walk, begun before the pass (``jobsync.service.early``): the
+    pass takes it over, with its client, instead of walking the list itself.
     """
-    began = time.monotonic()
+    began = time.monotonic() if early is None else early.began
     try:
-        run_id = start_run(engine, source.key, clock())
+        run_id = start_run(engine, source.key, clock() if early is None else early.started_at)
     except StorageError as exc:
         return _failed(engine, source, None, exc, 0, began, clock)
-    client = ApiClient(
-        source.base_url,
-        source.api_key,
-        settings.http,
-        sleep=sleep,
-        cancel=cancel,
-        rate_limit=rate_limit,
+    client = (
+        ApiClient(
+            source.base_url,
+            source.api_key,
+            settings.http,
+            sleep=sleep,
+            cancel=cancel,
+            rate_limit=rate_limit,
+        )
+        if early is None
+        else early.client
     )
     details = DetailsOutcome()
 
@@ -128,14 +136,13 @@ def sync_source(
     try:
         if settings.details:
             asking = _Asking(engine, source, settings, clock, sleep, cancel, rate_limit, write_lock)
-        fetch_began = time.monotonic()
+        fetch_began = time.monotonic() if early is None else early.began
+        on_page = asking.plan.listed if asking is not None else None
         try:
-            snapshot = fetch_snapshot(
-                client,
-                source,
-                settings.page_size,
-                clock=clock,
-                on_page=asking.plan.listed if asking is not None else None,
+            snapshot = (
+                fetch_snapshot(client, source, settings.page_size, clock=clock, on_page=on_page)
+                if early is None
+                else early.snapshot(on_page)
             )
         except BaseException:
             if asking is not None:
@@ -305,6 +312,7 @@ def sync_all(
     limiters: RateLimiters | None = None,
     notifier: Notifier | None = None,
     replicas: bool = False,
+    early: EarlyWalks | None = None,
 ) -> list[PassResult]:
     """One pass over every configured source (or over ``sources``); one failing never stops
     the others.
@@ -322,10 +330,17 @@ def sync_all(
     With notification targets (``settings.notify``, or a long-lived caller's ``notifier``), the
     passes decide notification events and, once they have all committed, what is due is
     delivered, by one process at a time; not after a stop was requested (the next run delivers).
+
+    ``early``: list walks begun before the run, under their sources' locks (``begin_walks``);
+    their passes take them over, and the run uses their rate limiters. The caller closes it.
     """
     chosen = list(settings.sources if sources is None else sources)
     if notifier is None and settings.notify.targets:
         notifier = Notifier(settings.notify, clock=clock)
+    if early is not None and not early.matches(engine.url.database):
+        early.close()  # they locked another file than the engine opens: not this run's
+        early = None
+    limiters = limiters or (early.limiters if early is not None else None)
     limiters = limiters or RateLimiters(settings.http.requests_per_second)
     budget = shared_budget(engine, sleep) if replicas else None
     # SQLite has one writer at a time anyway; queueing here keeps a long write from running
@@ -333,10 +348,23 @@ def sync_all(
     write_lock = threading.Lock() if writes_serialised(engine) else None
 
     def one(source: Source) -> PassResult:
-        # The source's lock for its own pass only: a run of a thousand sources holds at most
-        # ``workers`` locks (and, on SQLite, lock files) at a time.
+        walk = early.take(source.key) if early is not None else None
+        if walk is None:
+            return locked(source, None)
         try:
-            with source_locks(engine, [source.key]) as locks:
+            return locked(source, walk)
+        finally:
+            walk.release()
+
+    def locked(source: Source, walk: EarlyWalk | None) -> PassResult:
+        # The source's lock for its own pass only: a run of a thousand sources holds at most
+        # ``workers`` locks (and, on SQLite, lock files) at a time. An early walk holds it.
+        try:
+            with (
+                source_locks(engine, [source.key])
+                if walk is None
+                else nullcontext(SourceLocks(held={source.key: SyncLock(walk.lost)}))
+            ) as locks:
                 lock = locks.held.get(source.key)
                 if lock is None:
                     return _locked_out(source, _source_locked([source]))
@@ -359,6 +387,7 @@ def sync_all(
                     write_lock=write_lock,
                     lock=lock,
                     notifier=notifier,
+                    early=walk,
                 )
         except LockedError as exc:  # the database is being upgraded or pruned
             return _locked_out(source, str(exc))

@@ -22,6 +22,7 @@ from jobsync.storage.backends import backend_for
 from jobsync.storage.boundary import boundary
 from jobsync.storage.dictionary import comments
 from jobsync.storage.locking import maintenance_lock
+from jobsync.storage.revision import HEAD_REVISION
 
 __all__ = [
     "HEAD_REVISION",
@@ -34,11 +35,6 @@ __all__ = [
     "require_current_schema",
     "upgrade",
 ]
-
-# The latest revision, so that a sync whose schema is current never imports Alembic (with
-# Mako and Pygments, a noticeable part of start-up). tests/storage/test_storage.py checks it
-# against the revisions on disk.
-HEAD_REVISION = "0008"
 
 
 def migrations_dir() -> Path:

@@ -3,6 +3,9 @@
 ``flock`` locks belong to an open file, not a process: two blocks of one process exclude each
 other too, and the operating system releases them when the process dies. Never on the
 database file itself: closing any descriptor of it would drop SQLite's own POSIX locks.
+
+Nothing here needs SQLAlchemy, and nothing may: ``jobsync.storage.early`` takes a pass's locks
+with it before SQLAlchemy is imported.
 """
 
 from __future__ import annotations
@@ -14,9 +17,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobsync.errors import LockedError, StorageError
-from jobsync.storage.backends.base import LostCheck
+
+if TYPE_CHECKING:
+    # Only for annotations: this module is imported before SQLAlchemy (jobsync.storage.early).
+    from jobsync.storage.backends.base import LostCheck
 
 __all__ = [
     "database_locked",
@@ -24,6 +31,7 @@ __all__ = [
     "file_lock",
     "lock_path",
     "locks_dir",
+    "pass_lock",
     "source_lock_path",
 ]
 
@@ -104,3 +112,16 @@ def file_lock(
         yield lost
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextmanager
+def pass_lock(database: str, key: str) -> Iterator[LostCheck]:
+    """What one pass of source ``key`` holds on the SQLite file ``database``: the database-wide
+    lock shared, and the source's own exclusive (LockedError when either is held against it)."""
+    path = lock_path(database)
+    source = source_lock_path(database, key)
+    with (
+        file_lock(path, fcntl.LOCK_SH, 0.0, lambda: database_locked(path)) as database_lost,
+        file_lock(source, fcntl.LOCK_EX, 0.0, lambda: "", note=key) as lost,
+    ):
+        yield either(database_lost, lost)
