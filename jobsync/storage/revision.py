@@ -5,4 +5,6 @@ of start-up), and ``jobsync.storage.early`` reads it before SQLAlchemy is loaded
 tests/storage/test_storage.py checks it against the revisions on disk: a new revision bumps it.
 """
 
+__all__ = ["HEAD_REVISION"]
+
 HEAD_REVISION = "0008"
