@@ -7,31 +7,41 @@ that holds the moment a worker got to it: a pass that waited for a free worker, 
 key's shared request budget, past the end of its period still claims its own period. Claimed by
 the clock instead, it took the next period from its own next run, and left its own period
 without a pass.
+
+The replica that claimed a period syncs the source in it even if the pass of the period before,
+another replica's that ran late, still holds the source's lock: it waits for the lock until
+its period ends (:func:`when_free`). Skipping then left the period without a pass, since no
+other replica may claim it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from sqlalchemy import Engine
 
 from jobsync.config import Source
 from jobsync.domain.clock import Clock
-from jobsync.errors import StorageError
+from jobsync.errors import LockedError, StorageError
 from jobsync.observability.logs import fields
 from jobsync.observability.metrics import Health
 from jobsync.service.metrics import DaemonMetrics
 from jobsync.service.schedule import Schedule
 from jobsync.storage.coordination import claim_period
 
-__all__ = ["DueTimes", "PeriodClaims"]
+__all__ = ["LOCK_POLL", "DueTimes", "PeriodClaims", "when_free"]
 
 log = logging.getLogger(__name__)
+
+# Seconds between attempts to take a claimed source's lock from a pass still running.
+LOCK_POLL = 0.2
+
+T = TypeVar("T")
 
 
 class DueTimes(ThreadPoolExecutor):  # type: ignore[misc]  # APScheduler is untyped
@@ -76,11 +86,12 @@ class PeriodClaims:
         self._health = health
         self._clock = clock
 
-    def claim(self, source: Source, due: datetime | None) -> bool:
-        """Whether this replica syncs the source in the period ``due`` falls in (None: the
-        current one); another may have already."""
+    def claim(self, source: Source, due: datetime | None) -> datetime | None:
+        """When the period ``due`` falls in (None: the current one) ends, if this replica
+        syncs the source in it; None if another has already."""
         now = self._clock()
-        period = self._schedules[source.key].period_start(now if due is None else due)
+        schedule = self._schedules[source.key]
+        period = schedule.period_start(now if due is None else due)
         try:
             claimed = claim_period(self._engine, source.key, period, now)
         except StorageError as exc:
@@ -91,9 +102,26 @@ class PeriodClaims:
                 extra=fields(event="pass_error", source=source.name, error=str(exc)),
             )
             self._metrics.record_error("StorageError", source.name)
-            return False
+            return None
         if not claimed:
             log.debug("%s: another replica has this period's pass", source.name)
             # Synced this period all the same: by another replica.
             self._health.record_success(source.name)
-        return claimed
+            return None
+        return schedule.next_start(period) or period
+
+
+def when_free(
+    attempt: Callable[[], T],
+    until: datetime | None,
+    clock: Callable[[], datetime],
+    cancel: threading.Event,
+) -> T:
+    """``attempt()``; while it raises LockedError, again every :data:`LOCK_POLL` seconds until
+    ``until`` (None: no second attempt) or a stop; then the LockedError stands."""
+    while True:
+        try:
+            return attempt()
+        except LockedError:
+            if until is None or clock() >= until or cancel.wait(LOCK_POLL):
+                raise

@@ -57,7 +57,7 @@ from jobsync.domain.clock import Clock, utcnow
 from jobsync.errors import JobsyncError, LockedError, StorageError
 from jobsync.observability.logs import fields
 from jobsync.observability.metrics import Health, MetricsServer
-from jobsync.service.claims import DueTimes, PeriodClaims
+from jobsync.service.claims import DueTimes, PeriodClaims, when_free
 from jobsync.service.metrics import DaemonMetrics, jobs_by_state
 from jobsync.service.notify import Notifier
 from jobsync.service.passlog import QuietSkips, log_overrun, log_pass
@@ -70,7 +70,7 @@ from jobsync.service.schedule import (
     source_schedule,
     spread,
 )
-from jobsync.service.sync import sync_all
+from jobsync.service.sync import PassResult, sync_all
 from jobsync.storage.boundary import storage_errors
 from jobsync.storage.coordination import replicas_possible
 from jobsync.storage.locking import daemon_lock
@@ -329,10 +329,14 @@ class _Daemon:
             log_overrun(log, source.name, interval, seconds, late, skipped)
 
     def _sync_once(self, source: Source, due: datetime | None) -> None:
-        if self._claims is not None and not self._claims.claim(source, due):
-            return
-        try:
-            results = sync_all(
+        until = None  # a claimed period's end: wait for the source's lock until then
+        if self._claims is not None:
+            until = self._claims.claim(source, due)
+            if until is None:
+                return
+
+        def attempt() -> list[PassResult]:
+            return sync_all(
                 self._engine,
                 self._settings,
                 sources=[source],
@@ -341,6 +345,9 @@ class _Daemon:
                 notifier=self._notifier,
                 replicas=self._claims is not None,
             )
+
+        try:
+            results = when_free(attempt, until, self._clock, self._cancel)
         except LockedError as exc:
             log.warning(
                 "skipping this pass: %s",

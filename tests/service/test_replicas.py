@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,16 +19,20 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import make_url, select
 
 from jobsync.config import Source
+from jobsync.domain.clock import utcnow
+from jobsync.errors import LockedError
 from jobsync.observability.metrics import Health
-from jobsync.service.claims import DueTimes, PeriodClaims
+from jobsync.service.claims import DueTimes, PeriodClaims, when_free
 from jobsync.service.metrics import DaemonMetrics
 from jobsync.service.schedule import SPREAD_SHARE, cron, every, spread
+from jobsync.service.sync import sync_all
 from jobsync.simulator import Simulator
+from jobsync.storage.locking import source_locks
 from jobsync.storage.migrate import upgrade
 from jobsync.storage.schema import sync_claims, sync_runs
 from jobsync.storage.store import open_engine
 from tests import polling
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, settings_for
 from tests.proxy import Relay
 
 PERIOD = 1.0  # seconds: the replicas' --every
@@ -138,12 +143,13 @@ def test_replicas_sync_each_source_once_per_period_and_take_over_from_a_dead_one
             runs = _runs(engine)
         finally:
             engine.dispose()
-    # Once per period: a run is recorded a moment after its period was claimed, so a run can
-    # land in the period after its claim, but no source has more runs than periods it spans
-    # (two replicas syncing every period would have twice as many).
+    # Once per period: a run is recorded a moment after its period was claimed, and a run that
+    # waited for a worker claims the period it was due in, so a run can land in the period
+    # after its claim; but no source has more runs than periods it spans, counting the one
+    # before the first (two replicas syncing every period would have twice as many).
     for cluster in CLUSTERS:
         periods = [_period(r.started_at) for r in runs if r.cluster_id == cluster]
-        assert len(periods) <= max(periods) - min(periods) + 1, (cluster, periods)
+        assert len(periods) <= max(periods) - min(periods) + 2, (cluster, periods)
         assert max(Counter(periods).values()) <= 2, (cluster, periods)
     assert {r.pid for r in runs} <= {first.proc.pid, second.proc.pid}
     assert all(r.host for r in runs)
@@ -230,7 +236,8 @@ def test_interval_sources_are_due_spread_over_the_period_each_at_its_own_moment(
     # the jitter moves a few across), and none in the last tenth of the period, so each can
     # start within its period.
     per_second = Counter(int(d) for d in due.values())
-    assert max(per_second.values()) <= len(keys) / (10 * SPREAD_SHARE) + 2, per_second
+    evenly = len(keys) / (10 * SPREAD_SHARE)  # per second
+    assert max(per_second.values()) <= evenly * (1 + period.jitter) + 1, per_second
     assert max(due.values()) < 10 * SPREAD_SHARE + period.jitter
     # The same shares in another replica with the same sources in another order.
     assert spread(reversed(keys), dict.fromkeys(keys, period)) == shares
@@ -244,8 +251,9 @@ def test_a_run_remembers_when_it_was_due_before_it_starts():
     scheduler.add_job(
         lambda: seen.append(executor.due("late")),
         id="late",
-        trigger="date",
-        run_date=due_at,
+        trigger="interval",
+        hours=1,
+        next_run_time=due_at,
         misfire_grace_time=60,
     )
     scheduler.start()
@@ -271,17 +279,58 @@ def test_a_run_that_starts_after_its_period_ended_claims_the_period_it_was_due_i
         return PeriodClaims(engine, {source.key: schedule}, metrics, health, lambda: now)
 
     try:
-        assert claims(late).claim(source, due)
+        # Claimed until its period ends: a pass of the period before that still holds the
+        # source is waited for until then.
+        assert claims(late).claim(source, due) == period + timedelta(seconds=10)
         with engine.connect() as conn:
             claimed = conn.execute(select(sync_claims.c.period_start)).scalar_one()
         # Its own period, not the next: the next is left to the run due in it, here another
         # replica's.
         assert claimed == period
-        assert not claims(late).claim(source, due)
+        assert claims(late).claim(source, due) is None
         assert claims(late).claim(source, due + timedelta(seconds=10))
-        assert not claims(late).claim(source, due)  # an earlier period, once a later is taken
+        assert claims(late).claim(source, due) is None  # an earlier period, once a later is taken
     finally:
         engine.dispose()
+
+
+def test_the_replica_that_claimed_a_period_waits_for_a_late_pass_of_the_one_before(
+    postgres_url,
+):
+    # Another replica's pass of the period before still holds the source: the claimed period
+    # is still this replica's to sync (no other may claim it), once that pass lets go.
+    engine = open_engine(postgres_url)
+    upgrade(engine)
+    attempts = []
+    results = []
+    with Simulator(cluster_ids=CLUSTERS[:1], jobs=5, api_key=API_KEY, seed=3) as sim:
+        settings = settings_for(sim, postgres_url)
+
+        def attempt():
+            attempts.append(datetime.now(UTC))
+            return sync_all(engine, settings)
+
+        cancel = threading.Event()
+        until = datetime.now(UTC) + timedelta(seconds=60)
+        try:
+            with source_locks(engine, [CLUSTERS[0]]) as held:
+                assert held.held
+                waiting = threading.Thread(
+                    target=lambda: results.extend(when_free(attempt, until, utcnow, cancel))
+                )
+                waiting.start()
+                polling.poll(lambda: len(attempts) >= 2, "a second attempt", 30)
+            waiting.join(timeout=30)
+            # Once its period has ended, or with no claim, it is skipped as before.
+            with source_locks(engine, [CLUSTERS[0]]):
+                for ended in (datetime.now(UTC), None):
+                    count = len(attempts)
+                    with pytest.raises(LockedError):
+                        when_free(attempt, ended, utcnow, cancel)
+                    assert len(attempts) == count + 1
+        finally:
+            engine.dispose()
+    assert [r.ok for r in results] == [True]
 
 
 def test_a_replica_that_loses_its_database_mid_pass_leaves_a_run_the_next_pass_abandons(
