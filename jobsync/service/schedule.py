@@ -95,8 +95,9 @@ class _OncePerPeriod(BaseTrigger):  # type: ignore[misc]  # APScheduler is untyp
             if start + offset < now:
                 start = schedule.next_start(start)
         else:
-            # Also right after the pass at start-up, which is no fire time of this trigger.
-            start = schedule.next_start(schedule.period_start(previous_fire_time - offset))
+            # The period after the previous run's. After the pass at start-up (no fire time of
+            # this trigger), that skips the rest of the start-up's period: one pass in it.
+            start = schedule.next_start(schedule.period_start(previous_fire_time))
         if start is None:
             return None
         return start + offset + timedelta(seconds=random.uniform(0, schedule.jitter))
