@@ -34,12 +34,14 @@ from jobsync.service.metrics import DaemonMetrics
 from jobsync.service.schedule import Schedule
 from jobsync.storage.coordination import claim_period
 
-__all__ = ["LOCK_POLL", "DueTimes", "PeriodClaims", "when_free"]
+__all__ = ["LOCK_POLL", "LOCK_POLL_MAX", "DueTimes", "PeriodClaims", "when_free"]
 
 log = logging.getLogger(__name__)
 
-# Seconds between attempts to take a claimed source's lock from a pass still running.
+# Seconds between attempts to take a claimed source's lock from a pass still running: doubling
+# from LOCK_POLL up to LOCK_POLL_MAX (each attempt opens a database session of its own).
 LOCK_POLL = 0.2
+LOCK_POLL_MAX = 5.0
 
 T = TypeVar("T")
 
@@ -117,11 +119,17 @@ def when_free(
     clock: Callable[[], datetime],
     cancel: threading.Event,
 ) -> T:
-    """``attempt()``; while it raises LockedError, again every :data:`LOCK_POLL` seconds until
-    ``until`` (None: no second attempt) or a stop; then the LockedError stands."""
+    """``attempt()``; while it raises LockedError, again after :data:`LOCK_POLL` seconds, then
+    twice as long each time up to :data:`LOCK_POLL_MAX`, until ``until`` (None: no second
+    attempt) or a stop; then the LockedError stands."""
+    pause = LOCK_POLL
     while True:
         try:
             return attempt()
         except LockedError:
-            if until is None or clock() >= until or cancel.wait(LOCK_POLL):
+            if until is None:
                 raise
+            left = (until - clock()).total_seconds()
+            if left <= 0 or cancel.wait(min(pause, left)):
+                raise
+            pause = min(pause * 2, LOCK_POLL_MAX)
