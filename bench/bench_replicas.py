@@ -47,6 +47,7 @@ def main() -> int:
     parser.add_argument("--pg-url", default=harness.DEFAULT_PG_URL)
     parser.add_argument("--details", action="store_true", help="progress details on")
     parser.add_argument("--logs", type=Path, help="keep the replicas' JSON logs here")
+    parser.add_argument("--keep-db", action="store_true", help="leave the database behind")
     args = parser.parse_args()
     kill_at = args.duration / 2 if args.kill_at is None else args.kill_at
 
@@ -79,19 +80,23 @@ def main() -> int:
                     procs[0].wait()
                     log(f"killed replica pid {killed} at {elapsed:.1f}s")
                 time.sleep(0.5)
+            # The stop: the period it falls in is not whole (passes due later in it never run).
+            ended = datetime.now(UTC)
             alive = [p for p in procs if p.poll() is None]
             for p in alive:
                 p.send_signal(signal.SIGTERM)
             for p in alive:
                 p.wait(timeout=30)
-            ended = datetime.now(UTC)
             sim.stop_progression()
             peaks = sim.endpoint_peak_rates()
             changes = sim.change_log
             served = sim.request_count
         _report(url, args, clusters, began, ended, killed, killed_at, peaks, changes, served)
     finally:
-        harness.drop_database(admin, name)
+        if args.keep_db:
+            print(f"database kept: {url}")
+        else:
+            harness.drop_database(admin, name)
         admin.dispose()
     return 0
 
@@ -163,10 +168,13 @@ def _report(url, args, clusters, began, ended, killed, killed_at, peaks, changes
     death = period(killed_at) if killed_at is not None else None
     histogram: Counter[int] = Counter()
     histogram_alive: Counter[int] = Counter()
+    missed: Counter[int] = Counter()  # source-periods without a pass, per period
     for p in range(first, last + 1):
         for c in clusters:
             n = counts.get((c, p), 0)
             histogram[n] += 1
+            if n == 0:
+                missed[p - first] += 1
             if death is None or p not in (death, death + 1):
                 histogram_alive[n] += 1
     status = Counter(r.status for r in runs)
@@ -188,6 +196,8 @@ def _report(url, args, clusters, began, ended, killed, killed_at, peaks, changes
         f"whole periods {first}..{last} ({last - first + 1}) x {len(clusters)} sources: "
         f"passes per source per period {dict(sorted(histogram.items()))}",
         f"  excluding the period of the kill and the next: {dict(sorted(histogram_alive.items()))}",
+        "  sources without a pass, by whole period (0 = the first): "
+        + str(dict(sorted(missed.items()))),
         "share per replica: "
         + ", ".join(
             f"pid {pid}{' (killed)' if pid == killed else ''}: {n} ({n / len(runs):.1%})"

@@ -13,9 +13,10 @@ at start-up. A pass longer than its interval logs one line saying so, instead of
 warning per run it skipped. Every source shares the daemon's rate limiters.
 
 Replicas: where several daemons may share the database (PostgreSQL), a daemon claims a source's
-period before syncing it (``jobsync.storage.coordination``), so each source is synced once per
-period whichever replica gets there first, and the source's lock keeps two passes of one source
-apart. On SQLite a second daemon on the same file is refused at start (``daemon_lock``).
+period before syncing it, the period the run was due in (``jobsync.service.claims``), so each
+source is synced once per period whichever replica gets there first, and the source's lock
+keeps two passes of one source apart. On SQLite a second daemon on the same file is refused at
+start (``daemon_lock``).
 
 Stopping: APScheduler 3 installs no signal handlers, so this module does. A handler only sets
 two events (signal handlers must not take the scheduler's or the thread pool's locks, which
@@ -42,12 +43,9 @@ from types import FrameType
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
-    EVENT_JOB_SUBMITTED,
     EVENT_SCHEDULER_STARTED,
-    JobSubmissionEvent,
     SchedulerEvent,
 )
-from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
@@ -59,14 +57,22 @@ from jobsync.domain.clock import Clock, utcnow
 from jobsync.errors import JobsyncError, LockedError, StorageError
 from jobsync.observability.logs import fields
 from jobsync.observability.metrics import Health, MetricsServer
+from jobsync.service.claims import DueTimes, PeriodClaims, when_free
 from jobsync.service.metrics import DaemonMetrics, jobs_by_state
 from jobsync.service.notify import Notifier
 from jobsync.service.passlog import QuietSkips, log_overrun, log_pass
 from jobsync.service.retention import schedule_retention
-from jobsync.service.schedule import MIN_INTERVAL, Schedule, cron, every, source_schedule
-from jobsync.service.sync import sync_all
+from jobsync.service.schedule import (
+    MIN_INTERVAL,
+    Schedule,
+    cron,
+    every,
+    source_schedule,
+    spread,
+)
+from jobsync.service.sync import PassResult, sync_all
 from jobsync.storage.boundary import storage_errors
-from jobsync.storage.coordination import claim_period, replicas_possible
+from jobsync.storage.coordination import replicas_possible
 from jobsync.storage.locking import daemon_lock
 from jobsync.storage.migrate import ensure_schema
 
@@ -148,13 +154,18 @@ class _Daemon:
         self._idle = threading.Condition(threading.RLock())
         self._running = 0  # passes in flight (at most one per source: max_instances=1)
         self._not_run: dict[str, int] = {}  # per job: runs not started while one was pending
-        self._due: dict[str, datetime] = {}  # per job: when the run submitted last was due
-        self._claims = replicas_possible(engine)
+        self._start = datetime.now(UTC)  # when the passes at start-up were due (see _pass)
+        self._claims = (
+            PeriodClaims(engine, self._schedules, self._metrics, self._health, clock)
+            if replicas_possible(engine)
+            else None
+        )
         workers = max(1, min(settings.http.max_concurrent_sources, len(settings.sources)))
+        self._executor = DueTimes(max_workers=workers)
         self._scheduler = BlockingScheduler(
             timezone=UTC,
             jobstores={"default": MemoryJobStore()},
-            executors={"default": ThreadPoolExecutor(max_workers=workers)},
+            executors={"default": self._executor},
         )
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -209,13 +220,14 @@ class _Daemon:
                 signal.signal(sig, handler)
 
     def _schedule_passes(self) -> None:
-        start = datetime.now(UTC)  # the first pass of every source at start-up
+        start = self._start = datetime.now(UTC)  # the first pass of every source at start-up
+        shares = spread((s.key for s in self._settings.sources), self._schedules)
         for source in self._settings.sources:
             schedule = self._schedules[source.key]
             self._scheduler.add_job(
                 self._pass,
                 args=(source,),
-                trigger=schedule.trigger,
+                trigger=schedule.trigger_at(shares[source.key]),
                 id=f"sync:{source.key}",
                 name=f"sync {source.name}",
                 max_instances=1,
@@ -228,12 +240,6 @@ class _Daemon:
         schedule_retention(self._scheduler, self._engine, self._settings, self._stop.is_set)
         self._scheduler.add_listener(self._on_started, EVENT_SCHEDULER_STARTED)
         self._scheduler.add_listener(self._on_not_run, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
-        self._scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
-
-    def _on_submitted(self, event: SchedulerEvent) -> None:
-        if isinstance(event, JobSubmissionEvent) and event.scheduled_run_times:
-            with self._idle:
-                self._due[str(event.job_id)] = min(event.scheduled_run_times)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._stop.is_set():
@@ -300,12 +306,14 @@ class _Daemon:
                 return  # stopping: start nothing new
             self._running += 1
         job_id = f"sync:{source.key}"
-        with self._idle:
-            due = self._due.get(job_id)
-        late = 0.0 if due is None else max(0.0, (datetime.now(UTC) - due).total_seconds())
+        due = self._executor.due(job_id)
+        late = 0.0 if due is None else max(0.0, (datetime.now(UTC) - due[0]).total_seconds())
         began = time.monotonic()
+        # The pass at start-up claims the period it runs in: it is due in none, and the
+        # scheduler may have started a moment after it was added, in the next period.
+        claim_for = None if due is None or due[1] <= self._start else due[1]
         try:
-            self._sync_once(source)
+            self._sync_once(source, claim_for)
         finally:
             with self._idle:
                 self._running -= 1
@@ -320,19 +328,26 @@ class _Daemon:
         if late + seconds > interval or skipped:
             log_overrun(log, source.name, interval, seconds, late, skipped)
 
-    def _sync_once(self, source: Source) -> None:
-        if self._claims and not self._claim(source):
-            return
-        try:
-            results = sync_all(
+    def _sync_once(self, source: Source, due: datetime | None) -> None:
+        until = None  # a claimed period's end: wait for the source's lock until then
+        if self._claims is not None:
+            until = self._claims.claim(source, due)
+            if until is None:
+                return
+
+        def attempt() -> list[PassResult]:
+            return sync_all(
                 self._engine,
                 self._settings,
                 sources=[source],
                 cancel=self._cancel,
                 limiters=self._limiters,
                 notifier=self._notifier,
-                replicas=self._claims,
+                replicas=self._claims is not None,
             )
+
+        try:
+            results = when_free(attempt, until, self._clock, self._cancel)
         except LockedError as exc:
             log.warning(
                 "skipping this pass: %s",
@@ -362,27 +377,6 @@ class _Daemon:
             self._metrics.record_pass(result)
             if result.ok:
                 self._health.record_success(result.source)
-
-    def _claim(self, source: Source) -> bool:
-        """Whether this replica syncs the source in the current period (another may have)."""
-        now = self._clock()
-        period = self._schedules[source.key].period_start(now)
-        try:
-            claimed = claim_period(self._engine, source.key, period, now)
-        except StorageError as exc:
-            log.error(
-                "%s: cannot claim this period: %s",
-                source.name,
-                exc,
-                extra=fields(event="pass_error", source=source.name, error=str(exc)),
-            )
-            self._metrics.record_error("StorageError", source.name)
-            return False
-        if not claimed:
-            log.debug("%s: another replica has this period's pass", source.name)
-            # Synced this period all the same: by another replica.
-            self._health.record_success(source.name)
-        return claimed
 
     def _refresh_job_counts(self, source: Source) -> None:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cache
 from itertools import chain
 from typing import Any
 
@@ -78,9 +79,10 @@ class KnownJobs:
     had_complete: bool = False
 
 
-@boundary
-def load_known_jobs(engine: Engine, cluster_id: str) -> KnownJobs:
-    """A read made before the pass's list is read (and long before it writes)."""
+@cache
+def _known_jobs_query() -> Any:
+    # Built once (with the source as a parameter): a pass runs it each time, and building it
+    # costs about what running it does.
     r = import_job_records.c
     p = import_job_progress.c
     same_job = (p.cluster_id == r.cluster_id, p.job_id == r.job_id)
@@ -89,7 +91,7 @@ def load_known_jobs(engine: Engine, cluster_id: str) -> KnownJobs:
         exists().where(*same_job, p.sampled_at < r.details_at),
     )
     owed = and_(r.state.in_(_TERMINAL), r.details_at.is_not(None), r.details_at < r.finished_at)
-    query = select(
+    return select(
         r.job_id,
         r.state,
         r.raw_state,
@@ -97,20 +99,29 @@ def load_known_jobs(engine: Engine, cluster_id: str) -> KnownJobs:
         r.details_at,
         case((moved, True), else_=False).label("moved"),
     ).where(
-        r.cluster_id == cluster_id,
+        r.cluster_id == bindparam("source"),
         # A job the latest pass did not list is not asked about before the list shows it.
         r.listed.is_(True),
         or_(r.state.not_in(_TERMINAL), owed),
     )
+
+
+@cache
+def _had_complete_query() -> Any:
+    return select(sync_sources.c.last_complete_run_id).where(
+        sync_sources.c.cluster_id == bindparam("source")
+    )
+
+
+@boundary
+def load_known_jobs(engine: Engine, cluster_id: str) -> KnownJobs:
+    """A read made before the pass's list is read (and long before it writes)."""
+    params = {"source": cluster_id}
     open_jobs: dict[str, KnownJob] = {}
     owed_ids: set[str] = set()
     with engine.connect() as conn:
-        had_complete = conn.execute(
-            select(sync_sources.c.last_complete_run_id).where(
-                sync_sources.c.cluster_id == cluster_id
-            )
-        ).scalar()
-        for row in conn.execute(query):
+        had_complete = conn.execute(_had_complete_query(), params).scalar()
+        for row in conn.execute(_known_jobs_query(), params):
             if row.state in TERMINAL_STATES:
                 owed_ids.add(row.job_id)
             else:
@@ -141,22 +152,26 @@ def load_figures(
     conn: Connection, cluster_id: str, job_ids: list[str]
 ) -> dict[str, dict[str, Any]]:
     """The stored figures of the jobs that have details this pass, as before the pass."""
-    records = import_job_records.c
     found: dict[str, dict[str, Any]] = {}
     for start in range(0, len(job_ids), 500):
-        rows = conn.execute(
-            select(
-                records.job_id,
-                records.state,
-                records.details_at,
-                *(records[name] for name in _FIGURES),
-            ).where(
-                records.cluster_id == cluster_id,
-                records.job_id.in_(job_ids[start : start + 500]),
-            )
-        )
+        params = {"source": cluster_id, "ids": job_ids[start : start + 500]}
+        rows = conn.execute(_figures_query(), params)
         found.update((row.job_id, dict(row._mapping)) for row in rows)
     return found
+
+
+@cache
+def _figures_query() -> Any:
+    records = import_job_records.c
+    return select(
+        records.job_id,
+        records.state,
+        records.details_at,
+        *(records[name] for name in _FIGURES),
+    ).where(
+        records.cluster_id == bindparam("source"),
+        records.job_id.in_(bindparam("ids", expanding=True)),
+    )
 
 
 def with_details(
@@ -246,19 +261,28 @@ def write_details(
                 "details_at": d.sampled_at,
             }
         )
+    for update_ in updates:
+        update_["b_source"] = cluster_id
+    conn.execute(_details_update(), updates)
+    if samples:
+        conn.execute(_SAMPLE_INSERT, samples)
+    return len(updates) + len(samples)
+
+
+_SAMPLE_INSERT = insert(import_job_progress)
+
+
+@cache
+def _details_update() -> Any:
     records = import_job_records.c
-    conn.execute(
+    return (
         update(import_job_records)
-        .where(records.cluster_id == cluster_id, records.job_id == bindparam("b_job_id"))
+        .where(records.cluster_id == bindparam("b_source"), records.job_id == bindparam("b_job_id"))
         .values(
             total_rows=bindparam("total_rows"),
             imported_rows=bindparam("imported_rows"),
             file_size=bindparam("file_size"),
             complete_time=bindparam("complete_time"),
             details_at=bindparam("details_at"),
-        ),
-        updates,
+        )
     )
-    if samples:
-        conn.execute(insert(import_job_progress), samples)
-    return len(updates) + len(samples)

@@ -25,7 +25,7 @@ from itertools import chain
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
 from jobsync.domain.fencing import check_fence, clock_shift, shift_pass
 from jobsync.domain.history import PassPlan, SourceMarks, plan_pass
@@ -34,6 +34,7 @@ from jobsync.errors import StorageError
 from jobsync.observability.redact import redact
 from jobsync.storage import bulk, scan
 from jobsync.storage.backends import backend_for
+from jobsync.storage.backends.base import Backend
 from jobsync.storage.boundary import boundary, storage_errors
 from jobsync.storage.engine import (
     checkpoint,
@@ -76,10 +77,41 @@ def _finish_run(
     conn: Connection, run_id: int, status: str, finished_at: datetime, **values: Any
 ) -> None:
     """Record how a pass ended: its status, when, and the other columns given."""
-    conn.execute(
+    values.update(status=status, finished_at=finished_at)
+    conn.execute(_finish_statement(tuple(values)), {"b_run_id": run_id, **values})
+
+
+# The statements every pass runs are built once, with bound parameters for their values:
+# building one (ON CONFLICT clauses above all) costs more than running it on a local server.
+
+
+@cache
+def _finish_statement(columns: tuple[str, ...]) -> Any:
+    return (
         update(sync_runs)
-        .where(sync_runs.c.id == run_id)
-        .values(status=status, finished_at=finished_at, **values)
+        .where(sync_runs.c.id == bindparam("b_run_id"))
+        .values({name: bindparam(name) for name in columns})
+    )
+
+
+@cache
+def _start_statement() -> Any:
+    base = (
+        select(sync_sources.c.last_run_id)
+        .where(sync_sources.c.cluster_id == bindparam("cluster_id"))
+        .scalar_subquery()
+    )
+    return (
+        insert(sync_runs)
+        .values(
+            cluster_id=bindparam("cluster_id"),
+            started_at=bindparam("started_at"),
+            status="running",
+            base_run_id=base,
+            host=bindparam("host"),
+            pid=bindparam("pid"),
+        )
+        .returning(sync_runs.c.id)
     )
 
 
@@ -91,26 +123,10 @@ def start_run(engine: Engine, cluster_id: str, started_at: datetime) -> int:
     It also takes the source's latest applied pass (``base_run_id``): the fence that
     ``apply_pass`` checks, in the same statement so no pass can be applied in between.
     """
-    base = (
-        select(sync_sources.c.last_run_id)
-        .where(sync_sources.c.cluster_id == cluster_id)
-        .scalar_subquery()
-    )
     host, pid = process_identity()
+    params = {"cluster_id": cluster_id, "started_at": started_at, "host": host, "pid": pid}
     with engine.begin() as conn:
-        result = conn.execute(
-            insert(sync_runs)
-            .values(
-                cluster_id=cluster_id,
-                started_at=started_at,
-                status="running",
-                base_run_id=base,
-                host=host,
-                pid=pid,
-            )
-            .returning(sync_runs.c.id)
-        )
-        return int(result.scalar_one())
+        return int(conn.execute(_start_statement(), params).scalar_one())
 
 
 def fail_run(
@@ -161,8 +177,7 @@ def apply_pass(
     details = details or {}
     with _no_gc(), engine.begin() as conn:
         backend_for(conn).lock_source(conn, cluster_id)
-        marks = _load_marks(conn, cluster_id)
-        _fence(conn, run_id, marks)
+        marks = _fenced_marks(conn, cluster_id, run_id)
         shift = clock_shift(snapshot.started_at, marks.last_snapshot_at)
         if shift:
             log.warning(
@@ -280,38 +295,47 @@ def process_identity() -> tuple[str, int]:
     return socket.gethostname()[:255], os.getpid()
 
 
-def _load_marks(conn: Connection, cluster_id: str) -> SourceMarks:
-    row = conn.execute(
+@cache
+def _marks_and_fence(backend: Backend) -> Any:
+    # The run's row (the fence) and the source's marks in one statement: a left join, for a
+    # source's first pass has no marks yet.
+    runs, sources = sync_runs.c, sync_sources.c
+    query = (
         select(
-            sync_sources.c.last_snapshot_started_at,
-            sync_sources.c.last_snapshot_at,
-            sync_sources.c.last_complete_started_at,
-            sync_sources.c.last_run_id,
-        ).where(sync_sources.c.cluster_id == cluster_id)
-    ).first()
-    if row is None:
-        return SourceMarks()
+            runs.status,
+            runs.base_run_id,
+            sources.last_snapshot_started_at,
+            sources.last_snapshot_at,
+            sources.last_complete_started_at,
+            sources.last_run_id,
+        )
+        .select_from(sync_runs.outerjoin(sync_sources, sources.cluster_id == bindparam("source")))
+        .where(runs.id == bindparam("run_id"))
+    )
+    return backend.for_update(query, of=sync_runs)
+
+
+def _fenced_marks(conn: Connection, cluster_id: str, run_id: int) -> SourceMarks:
+    """The source's marks, after raising SupersededError unless this run may still write
+    (``jobsync.domain.fencing``).
+
+    The run's row stays as read until the commit (``Backend.for_update``): another process's
+    ``abandon_stale_runs`` waits for this transaction, and then finds the run finished.
+    """
+    query = _marks_and_fence(backend_for(conn))
+    row = conn.execute(query, {"source": cluster_id, "run_id": run_id}).first()
+    check_fence(
+        run_id,
+        None if row is None else row.status,
+        None if row is None else row.base_run_id,
+        None if row is None else row.last_run_id,
+    )
+    assert row is not None  # check_fence refused a missing run
     return SourceMarks(
         last_snapshot_started_at=row.last_snapshot_started_at,
         last_snapshot_at=row.last_snapshot_at,
         last_complete_started_at=row.last_complete_started_at,
         last_run_id=row.last_run_id,
-    )
-
-
-def _fence(conn: Connection, run_id: int, marks: SourceMarks) -> None:
-    """Raise SupersededError unless this run may still write (``jobsync.domain.fencing``).
-
-    The run's row stays as read until the commit (``Backend.for_update``): another process's
-    ``abandon_stale_runs`` waits for this transaction, and then finds the run finished.
-    """
-    query = select(sync_runs.c.status, sync_runs.c.base_run_id).where(sync_runs.c.id == run_id)
-    row = conn.execute(backend_for(conn).for_update(query)).first()
-    check_fence(
-        run_id,
-        None if row is None else row.status,
-        None if row is None else row.base_run_id,
-        marks.last_run_id,
     )
 
 
@@ -325,5 +349,5 @@ def _save_marks(conn: Connection, cluster_id: str, run_id: int, snapshot: Snapsh
     if snapshot.complete:
         values["last_complete_run_id"] = run_id
         values["last_complete_started_at"] = snapshot.started_at
-    upsert = backend_for(conn).upsert(sync_sources, [k for k in values if k != "cluster_id"])
+    upsert = backend_for(conn).upsert(sync_sources, tuple(k for k in values if k != "cluster_id"))
     conn.execute(upsert, values)

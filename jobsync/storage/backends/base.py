@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import cache
 from typing import Any, ClassVar, NamedTuple
 
 from sqlalchemy import Connection, Engine, Select, Table
@@ -136,9 +137,10 @@ class Backend:
         """First thing in a migration's transaction: concurrent migrations queue."""
         raise NotImplementedError
 
-    def for_update(self, query: Select[Any]) -> Select[Any]:
-        """``query``, locking the rows it reads until the transaction ends, where that is
-        needed for them to stay as read (the fence: ``jobsync.domain.fencing``)."""
+    def for_update(self, query: Select[Any], of: Table | None = None) -> Select[Any]:
+        """``query``, locking the rows it reads (of ``of`` only, if given) until the
+        transaction ends, where that is needed for them to stay as read (the fence:
+        ``jobsync.domain.fencing``)."""
         return query
 
     # -- descriptions -------------------------------------------------------------------------
@@ -161,11 +163,7 @@ class Backend:
 
     def upsert(self, table: Table, update_columns: Sequence[str]) -> Any:
         """``INSERT ... ON CONFLICT (primary key) DO UPDATE SET`` the given columns."""
-        stmt = self.dialect_insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=list(table.primary_key.columns),
-            set_={name: stmt.excluded[name] for name in update_columns},
-        )
+        return _upsert(self, table, tuple(update_columns))
 
     # SQL templates, ``{column}`` standing for a column: see the two methods below.
     code_point_order: ClassVar[str]
@@ -251,3 +249,14 @@ def _fetch_in_chunks(driver: Any, sql: str, params: Sequence[Any], size: int) ->
         yield rows()
     finally:
         cursor.close()
+
+
+@cache
+def _upsert(backend: Backend, table: Table, update_columns: tuple[str, ...]) -> Any:
+    # Built once per table and columns: passes run the same few, and building one costs more
+    # than running it.
+    stmt = backend.dialect_insert(table)
+    return stmt.on_conflict_do_update(
+        index_elements=list(table.primary_key.columns),
+        set_={name: stmt.excluded[name] for name in update_columns},
+    )

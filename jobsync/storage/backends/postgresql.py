@@ -38,6 +38,7 @@ from sqlalchemy import (
     Select,
     String,
     Table,
+    bindparam,
     create_engine,
     func,
     select,
@@ -178,15 +179,15 @@ class PostgreSQLBackend(Backend):
         return float(result.scalar_one() or 0.0)
 
     def lock_source(self, conn: Connection, cluster_id: str) -> None:
-        conn.execute(select(func.pg_advisory_xact_lock(lock_key(f"source:{cluster_id}"))))
+        conn.execute(_XACT_LOCK, {"key": lock_key(f"source:{cluster_id}")})
 
     def lock_migrations(self, conn: Connection) -> None:
         conn.execute(select(func.pg_advisory_xact_lock(lock_key(_MIGRATION_LOCK))))
 
-    def for_update(self, query: Select[Any]) -> Select[Any]:
+    def for_update(self, query: Select[Any], of: Table | None = None) -> Select[Any]:
         # Another process's abandon_stale_runs then waits for this transaction, and finds
         # the run finished.
-        return query.with_for_update()
+        return query.with_for_update(of=of)
 
     def describe(self, conn: Connection, relations: Mapping[str, Comments]) -> int:
         return write_comments(conn, relations)
@@ -237,6 +238,8 @@ class PostgreSQLBackend(Backend):
 
 
 POSTGRESQL = PostgreSQLBackend()
+# Built once: every pass takes it.
+_XACT_LOCK = select(func.pg_advisory_xact_lock(bindparam("key", type_=BigInteger)))
 
 
 def source_lock_key(cluster_id: str) -> int:
