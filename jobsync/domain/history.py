@@ -20,6 +20,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from jobsync.domain.facts import is_backlog, micros
 from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.domain.states import FAILED, TERMINAL_STATES, canonical_state
 
@@ -55,8 +56,9 @@ class StoredJob(NamedTuple):
     missing_since: datetime | None
 
 
-def new_job(record: JobRecord) -> NewJob:
-    """The row values of a job this pass lists for the first time."""
+def new_job(record: JobRecord, first_seen_window: datetime | None = None) -> NewJob:
+    """The row values of a job this pass lists for the first time, when the latest complete
+    pass began at ``first_seen_window``."""
     state, terminal, failed = first_seen_state(record.raw_state)
     observed_at = record.observed_at
     return NewJob(
@@ -69,6 +71,7 @@ def new_job(record: JobRecord) -> NewJob:
         observed_at,
         observed_at if terminal else None,
         record.reason if failed else None,
+        is_backlog(state, first_seen_window),
     )
 
 
@@ -108,6 +111,18 @@ class JobRow:
     first_seen_at: datetime | None = None
     state_since: datetime | None = None
     finished_at: datetime | None = None
+    # Set with finished_at, when the job first finishes (jobsync.domain.facts): the writer
+    # keeps what is stored otherwise.
+    final_state: str | None = None
+    finished_window_start: datetime | None = None
+
+    @property
+    def state_since_us(self) -> int | None:
+        return micros(self.state_since)
+
+    @property
+    def last_seen_us(self) -> int | None:
+        return micros(self.last_seen_at)
 
     @classmethod
     def from_stored(cls, stored: StoredJob) -> JobRow:
@@ -133,6 +148,8 @@ class NewJob(NamedTuple):
     finished_at: datetime | None
     # The reason recorded on the transition: only a failure keeps one.
     failure_reason: str | None
+    # Whether its start was not observed (jobsync.domain.facts).
+    backlog: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +287,9 @@ def _plan_listed(
     state = canonical_state(record.raw_state)
     seen = record.observed_at
     dirty = False
+    # The latest moment the job was known to be in its stored state: the start of the window
+    # of a change (for a vanished job too, whose last_seen_started_at froze when it went).
+    was_listed_at = marks.last_snapshot_started_at if row.listed else row.last_seen_started_at
     if row.vanished:
         # It was absent from the latest complete snapshot, so it was not listed then.
         plan.transitions.append(
@@ -279,7 +299,6 @@ def _plan_listed(
         row.vanished_at = None
         dirty = True
     elif state != row.state:
-        was_listed_at = marks.last_snapshot_started_at if row.listed else row.last_seen_started_at
         plan.transitions.append(_listed_transition("change", row, record, run_id, was_listed_at))
         plan.changed_jobs += 1
         dirty = True
@@ -289,6 +308,8 @@ def _plan_listed(
         if state in TERMINAL_STATES and not row.finished:
             row.finished = True
             row.finished_at = seen
+            row.final_state = state
+            row.finished_window_start = was_listed_at
     if (row.raw_state, row.collection_name, row.progress, row.reason) != (
         record.raw_state,
         record.collection_name,

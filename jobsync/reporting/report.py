@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, or_, select
+from sqlalchemy import Engine, Select, and_, select
 
 from jobsync.domain.states import CANONICAL_STATES, COMPLETED, FAILED
 from jobsync.reporting.report_text import normalise_reason
@@ -73,34 +73,39 @@ def summary(
     """Per cluster and collection: jobs of the period by state, failure rate, p50/p90 duration.
 
     Percentiles are over ``job_durations.estimated_seconds`` of the jobs that finished in the
-    period (Completed or Failed) and have a known estimate.
+    period (Completed or Failed) whose start was observed (not ``backlog``).
     """
     start, end = _period(since, now)
     j, d = import_jobs, job_durations
-    in_period = or_(
-        and_(j.c.first_seen_at >= start, j.c.first_seen_at <= end),
-        and_(j.c.finished_at >= start, j.c.finished_at <= end),
-    )
-    query = _filtered(
-        select(
-            j.c.cluster_id,
-            j.c.collection_name,
-            j.c.state,
-            j.c.finished_at,
-            d.c.estimated_seconds,
-        )
-        .select_from(
-            j.outerjoin(d, and_(d.c.cluster_id == j.c.cluster_id, d.c.job_id == j.c.job_id))
-        )
-        .where(in_period),
-        j,
-        cluster_ids,
-        collections,
-    )
+    # Two queries, each on an indexed time: one condition with OR would read every job.
+    columns = (j.c.job_id, j.c.cluster_id, j.c.collection_name, j.c.state, d.c.finished_at)
+    joined = j.join(d, and_(d.c.cluster_id == j.c.cluster_id, d.c.job_id == j.c.job_id))
+    queries = [
+        _filtered(
+            select(*columns, d.c.estimated_seconds, d.c.backlog)
+            .select_from(joined)
+            .where(d.c.finished_at >= start, d.c.finished_at <= end),
+            j,
+            cluster_ids,
+            collections,
+        ),
+        _filtered(
+            select(*columns, d.c.estimated_seconds, d.c.backlog)
+            .select_from(joined)
+            .where(d.c.created_at >= start, d.c.created_at <= end),
+            j,
+            cluster_ids,
+            collections,
+        ),
+    ]
     groups: dict[tuple[str, str | None], list[Any]] = defaultdict(list)
+    seen: set[tuple[str, str]] = set()
     with engine.connect() as conn:
-        for row in conn.execute(query):
-            groups[(row.cluster_id, row.collection_name)].append(row)
+        for query in queries:
+            for row in conn.execute(query):
+                if (row.cluster_id, row.job_id) not in seen:
+                    seen.add((row.cluster_id, row.job_id))
+                    groups[(row.cluster_id, row.collection_name)].append(row)
     rows = []
     for (cluster_id, collection), members in sorted(groups.items(), key=_group_order):
         by_state = {s: 0 for s in CANONICAL_STATES}
@@ -110,6 +115,7 @@ def summary(
             float(m.estimated_seconds)
             for m in members
             if m.estimated_seconds is not None
+            and not m.backlog
             and m.finished_at is not None
             and start <= _utc(m.finished_at) <= end
         ]
@@ -229,10 +235,11 @@ def trend(
     """One row per UTC day of the last ``days`` (today included), days without activity too.
 
     Counts add up ``daily_job_stats`` over clusters and collections. Medians do not add up, so
-    p50/p90 are recomputed from ``job_durations`` of the jobs finished that day, as the view does.
+    p50/p90 are recomputed from ``job_durations`` of the jobs finished that day whose start was
+    observed, as the view does.
     """
     day_list = _days(days, now)
-    first, last = day_list[0].isoformat(), day_list[-1].isoformat()
+    first, last = day_list[0], day_list[-1]
     s = daily_job_stats
     query = _filtered(
         select(s.c.day, s.c.jobs_first_seen, s.c.completed, s.c.failed).where(
@@ -245,7 +252,7 @@ def trend(
     totals: dict[str, list[int]] = {day.isoformat(): [0, 0, 0] for day in day_list}
     with engine.connect() as conn:
         for row in conn.execute(query):
-            sums = totals[str(row.day)]
+            sums = totals[_day(row.day)]
             for i, value in enumerate((row.jobs_first_seen, row.completed, row.failed)):
                 sums[i] += int(value or 0)
     start = datetime.combine(day_list[0], datetime.min.time(), UTC)
@@ -387,7 +394,10 @@ def _estimates_by_day(
     d = job_durations
     query = _filtered(
         select(d.c.finished_at, d.c.estimated_seconds).where(
-            d.c.is_finished == 1, d.c.finished_at >= start, d.c.estimated_seconds.is_not(None)
+            d.c.finished_at >= start,
+            # As the partial index on observed finishes spells it: the backlog is most jobs.
+            d.c.backlog == False,  # noqa: E712
+            d.c.estimated_seconds.is_not(None),
         ),
         d,
         cluster_ids,
@@ -408,6 +418,11 @@ def _outcome(failed: int, completed: int, estimates: Sequence[float]) -> dict[st
         "p50_seconds": nearest_rank(estimates, 50),
         "p90_seconds": nearest_rank(estimates, 90),
     }
+
+
+def _day(value: Any) -> str:
+    """A day as ``YYYY-MM-DD`` (a date, or text from an older database)."""
+    return value.isoformat() if isinstance(value, date) else str(value)
 
 
 def _seconds(value: Any) -> float | None:

@@ -5,6 +5,10 @@ tools first. They are the one source: docs/sql-and-bi.md shows them word for wor
 compares the two), the Superset walk-through pastes them as they are, and a test runs each on
 both backends over the same history and requires the same rows.
 
+The backlog (jobs whose start no pass observed: ``job_durations.backlog``, the ``backlog_*``
+columns of ``daily_job_stats``) is left out of finishes, failure rates and durations, so a first
+sync of a long-lived cluster does not swamp its first day.
+
 What keeps them portable: only views and functions both databases share (``SUM``, ``COUNT``,
 ``MAX``, ``NULLIF``, ``SUBSTR``, ``CAST``, ``ROW_NUMBER``), sums cast back to ``BIGINT``
 (PostgreSQL's ``SUM`` of a bigint is a numeric), integer division for the nearest rank (both
@@ -50,12 +54,15 @@ class DashboardQuery(NamedTuple):
 
 IMPORTS_PER_DAY = DashboardQuery(
     "imports_per_day",
-    "Imports per day: jobs first seen, completed and failed, per UTC day",
+    "Imports per day: jobs first seen (new ones and the backlog apart), completed and failed, "
+    "per UTC day",
     """\
 SELECT day,
-       CAST(SUM(jobs_first_seen) AS BIGINT) AS jobs_first_seen,
-       CAST(SUM(completed) AS BIGINT) AS completed,
-       CAST(SUM(failed) AS BIGINT) AS failed
+       CAST(SUM(new_jobs) AS BIGINT) AS new_jobs,
+       CAST(SUM(backlog_jobs) AS BIGINT) AS backlog_jobs,
+       CAST(SUM(completed) - SUM(backlog_completed) AS BIGINT) AS completed,
+       CAST(SUM(failed) - SUM(backlog_failed) AS BIGINT) AS failed,
+       CAST(SUM(backlog_completed) + SUM(backlog_failed) AS BIGINT) AS backlog_finished
 FROM daily_job_stats
 GROUP BY day
 ORDER BY day""",
@@ -63,28 +70,31 @@ ORDER BY day""",
 
 FAILURE_RATE_PER_DAY = DashboardQuery(
     "failure_rate_per_day",
-    "Failure rate per day: failed out of finished, per UTC day of finishing",
+    "Failure rate per day: failed out of finished, per UTC day of finishing, of the jobs "
+    "whose start was observed (the backlog left out)",
     """\
 SELECT day,
-       CAST(SUM(completed) + SUM(failed) AS BIGINT) AS finished,
-       CAST(SUM(failed) AS BIGINT) AS failed,
-       CAST(SUM(failed) AS DOUBLE PRECISION)
-         / NULLIF(SUM(completed) + SUM(failed), 0) AS failure_rate
+       CAST(SUM(completed) - SUM(backlog_completed) + SUM(failed) - SUM(backlog_failed)
+            AS BIGINT) AS finished,
+       CAST(SUM(failed) - SUM(backlog_failed) AS BIGINT) AS failed,
+       CAST(SUM(failed) - SUM(backlog_failed) AS DOUBLE PRECISION)
+         / NULLIF(SUM(completed) - SUM(backlog_completed) + SUM(failed) - SUM(backlog_failed), 0)
+         AS failure_rate
 FROM daily_job_stats
 GROUP BY day
-HAVING SUM(completed) + SUM(failed) > 0
+HAVING SUM(completed) - SUM(backlog_completed) + SUM(failed) - SUM(backlog_failed) > 0
 ORDER BY day""",
 )
 
 DURATIONS_PER_DAY = DashboardQuery(
     "durations_per_day",
-    "p50 and p95 import duration per day, of jobs whose start a pass observed",
+    "p50, p90 and p95 import duration per day, of jobs whose start a pass observed",
     """\
 WITH finished AS (
     SELECT SUBSTR(CAST(finished_at AS VARCHAR(40)), 1, 10) AS day, estimated_seconds
     FROM job_durations
     WHERE is_finished = 1
-      AND created_window_start IS NOT NULL
+      AND NOT backlog
       AND estimated_seconds IS NOT NULL
 ),
 ranked AS (
@@ -96,6 +106,7 @@ ranked AS (
 SELECT day,
        CAST(MAX(jobs) AS BIGINT) AS jobs,
        MAX(CASE WHEN rn = (50 * jobs + 99) / 100 THEN estimated_seconds END) AS p50_seconds,
+       MAX(CASE WHEN rn = (90 * jobs + 99) / 100 THEN estimated_seconds END) AS p90_seconds,
        MAX(CASE WHEN rn = (95 * jobs + 99) / 100 THEN estimated_seconds END) AS p95_seconds
 FROM ranked
 GROUP BY day

@@ -25,6 +25,7 @@ from typing import Any
 
 from sqlalchemy import Table
 
+from jobsync.domain.facts import is_backlog, micros
 from jobsync.domain.history import JobRow, PassPlan, first_seen_state, new_job
 from jobsync.domain.records import JobRecord
 from jobsync.storage.schema import UTCDateTime, import_job_records, import_job_transitions
@@ -131,12 +132,23 @@ _NEW_JOB_ORDER = (
     "reason",
     "first_seen_at",
     "finished_at",
+    "backlog",
+    "final_state",
+    "finished_window_start",
+    "min_seconds",
+    "state_since_us",
 )
-_FIRST_SEEN_ORDER = ("job_id", "to_state", "raw_to_state", "observed_at", "reason")
+_FIRST_SEEN_ORDER = ("job_id", "to_state", "raw_to_state", "observed_at", "reason", "observed_us")
 
 NEW_JOB = _layout(
     import_job_records,
-    from_pass={"cluster_id", "last_seen_at", "last_seen_started_at"},
+    from_pass={
+        "cluster_id",
+        "last_seen_at",
+        "last_seen_started_at",
+        "created_window_start",
+        "last_seen_us",
+    },
     from_job=set(_NEW_JOB_ORDER),
     # A new job entered its state when it was first seen.
     same_as={"state_since": "first_seen_at"},
@@ -145,7 +157,7 @@ NEW_JOB = _layout(
 
 FIRST_SEEN = _layout(
     import_job_transitions,
-    from_pass={"cluster_id", "window_start", "sync_run_id"},
+    from_pass={"cluster_id", "window_start", "sync_run_id", "window_start_us"},
     from_job=set(_FIRST_SEEN_ORDER),
     same_as={},
     fixed={"kind": "first_seen", "from_state": None, "raw_from_state": None},
@@ -158,6 +170,8 @@ def new_job_pass_row(cluster_id: str, plan: PassPlan) -> dict[str, Any]:
         "cluster_id": cluster_id,
         "last_seen_at": plan.seen_at,
         "last_seen_started_at": plan.seen_started_at,
+        "created_window_start": plan.first_seen_window,
+        "last_seen_us": micros(plan.seen_at),
     }
 
 
@@ -170,13 +184,17 @@ def first_seen_pass_row(cluster_id: str, plan: PassPlan) -> dict[str, Any]:
         "cluster_id": cluster_id,
         "window_start": plan.first_seen_window,
         "sync_run_id": plan.run_id,
+        "window_start_us": micros(plan.first_seen_window),
     }
 
 
-def new_job_row(record: JobRecord) -> dict[str, Any]:
+def new_job_row(record: JobRecord, first_seen_window: datetime | None = None) -> dict[str, Any]:
     """A new job's own values by column (``NEW_JOB.from_job``): the plain statement of what
-    ``new_job_values`` yields."""
-    job = new_job(record)
+    ``new_job_values`` yields. A job first seen finished has finished in its ``first_seen``
+    window; its duration's upper bound and estimate are filled in after it is written
+    (``jobsync.storage.facts``), as are those of every job that finishes."""
+    job = new_job(record, first_seen_window)
+    finished = job.finished_at is not None
     return {
         "job_id": job.job_id,
         "collection_name": job.collection_name,
@@ -186,6 +204,11 @@ def new_job_row(record: JobRecord) -> dict[str, Any]:
         "reason": job.reason,
         "first_seen_at": job.observed_at,
         "finished_at": job.finished_at,
+        "backlog": job.backlog,
+        "final_state": job.state if finished else None,
+        "finished_window_start": first_seen_window if finished else None,
+        "min_seconds": 0.0 if finished else None,
+        "state_since_us": micros(job.observed_at),
     }
 
 
@@ -199,6 +222,7 @@ def first_seen_row(record: JobRecord) -> dict[str, Any]:
         "raw_to_state": job.raw_state,
         "observed_at": job.observed_at,
         "reason": job.failure_reason,
+        "observed_us": micros(job.observed_at),
     }
 
 
@@ -208,26 +232,35 @@ if NEW_JOB.from_job != _NEW_JOB_ORDER or FIRST_SEEN.from_job != _FIRST_SEEN_ORDE
 
 
 def new_job_values(
-    jobs: Iterable[JobRecord], time: TimeWriter | None = None
+    jobs: Iterable[JobRecord],
+    time: TimeWriter | None = None,
+    first_seen_window: datetime | None = None,
 ) -> Iterator[tuple[Any, ...]]:
     """Per job, the values of ``NEW_JOB.from_job``, in that order (see ``new_job_row``).
 
     ``time`` converts each distinct observation time once (a page's jobs share one).
     """
-    # What first_seen_state says per raw state: a dict lookup per job, no call; the API
-    # knows a handful of states.
-    kinds: dict[str | None, tuple[str, bool]] = {}
-    times: dict[datetime, object] = {}
+    # Per raw state, what depends on it alone: a dict lookup per job, no call; the API knows
+    # a handful of states.
+    kinds: dict[str | None, tuple[str, bool, tuple[Any, ...]]] = {}
+    window: object = first_seen_window if time is None else time(first_seen_window)
+    times: dict[datetime, tuple[object, int | None]] = {}
     for r in jobs:
         raw = r.raw_state
         kind = kinds.get(raw)
         if kind is None:
-            kind = kinds[raw] = first_seen_state(raw)[:2]
-        seen: object = r.observed_at
-        if time is not None:
-            seen = times.get(r.observed_at)
-            if seen is None:
-                seen = times[r.observed_at] = time(r.observed_at)
+            state, finished, _failed = first_seen_state(raw)
+            facts = (
+                is_backlog(state, first_seen_window),
+                state if finished else None,
+                window if finished else None,
+                0.0 if finished else None,
+            )
+            kind = kinds[raw] = (state, finished, facts)
+        seen = times.get(r.observed_at)
+        if seen is None:
+            at = r.observed_at
+            seen = times[at] = (at if time is None else time(at), micros(at))
         # A job first seen already finished is taken to have finished when it was seen.
         yield (
             r.job_id,
@@ -236,8 +269,10 @@ def new_job_values(
             raw,
             r.progress,
             r.reason,
-            seen,
-            seen if kind[1] else None,
+            seen[0],
+            seen[0] if kind[1] else None,
+            *kind[2],
+            seen[1],
         )
 
 
@@ -246,20 +281,19 @@ def first_seen_values(
 ) -> Iterator[tuple[Any, ...]]:
     """Per job, the values of ``FIRST_SEEN.from_job``, in that order (see ``first_seen_row``)."""
     kinds: dict[str | None, tuple[str, bool]] = {}
-    times: dict[datetime, object] = {}
+    times: dict[datetime, tuple[object, int | None]] = {}
     for r in jobs:
         raw = r.raw_state
         kind = kinds.get(raw)
         if kind is None:
             state, _finished, failed = first_seen_state(raw)
             kind = kinds[raw] = (state, failed)
-        seen: object = r.observed_at
-        if time is not None:
-            seen = times.get(r.observed_at)
-            if seen is None:
-                seen = times[r.observed_at] = time(r.observed_at)
+        seen = times.get(r.observed_at)
+        if seen is None:
+            at = r.observed_at
+            seen = times[at] = (at if time is None else time(at), micros(at))
         # Only a failure keeps its reason on the transition.
-        yield (r.job_id, kind[0], raw, seen, r.reason if kind[1] else None)
+        yield (r.job_id, kind[0], raw, seen[0], r.reason if kind[1] else None, seen[1])
 
 
 _TIMES = frozenset(
@@ -287,11 +321,19 @@ UPDATED_COLUMNS = _in_table_order(
         "listed",
         "missed_snapshots",
         "missing_since",
+        "final_state",
+        "finished_window_start",
+        "state_since_us",
+        "last_seen_us",
     },
 )
 _KEEP_STORED = {
     "state_since": "COALESCE({p}, state_since)",
+    "state_since_us": "COALESCE({p}, state_since_us)",
     "finished_at": "COALESCE(finished_at, {p})",
+    "final_state": "COALESCE(final_state, {p})",
+    "finished_window_start": "CASE WHEN finished_at IS NULL THEN {p} "
+    "ELSE finished_window_start END",
 }
 # {p}: the driver's placeholder (see Backend.sql).
 UPDATE_SQL = (
@@ -325,8 +367,10 @@ TRANSITION_COLUMNS = tuple(c.name for c in import_job_transitions.columns if not
 def transition_values(
     cluster_id: str, transitions: Iterable[Mapping[str, Any]], time: TimeWriter | None = None
 ) -> list[tuple[Any, ...]]:
-    """Each transition (the planner's dict, by column name) as values of TRANSITION_COLUMNS."""
-    names = [name for name in TRANSITION_COLUMNS if name != "cluster_id"]
+    """Each transition (the planner's dict, by column name) as values of TRANSITION_COLUMNS;
+    the microsecond copies of its times are derived here."""
+    derived = {us: at for us, at in _MICROS.items() if us in TRANSITION_COLUMNS}
+    names = [name for name in TRANSITION_COLUMNS if name != "cluster_id" and name not in derived]
     at = TRANSITION_COLUMNS.index("cluster_id")
     get = itemgetter(*names)
     timed = [i for i, name in enumerate(TRANSITION_COLUMNS) if name in _TIMES]
@@ -334,8 +378,15 @@ def transition_values(
     for transition in transitions:
         values = list(get(transition))
         values.insert(at, cluster_id)
+        values.extend(micros(transition[source]) for source in derived.values())
         if time is not None:
             for i in timed:
                 values[i] = time(values[i])
         found.append(tuple(values))
     return found
+
+
+# The integer microsecond copies of times (revision 0009), and the time each one copies.
+_MICROS = {"window_start_us": "window_start", "observed_us": "observed_at"}
+if TRANSITION_COLUMNS[-len(_MICROS) :] != tuple(_MICROS):
+    raise RuntimeError("transition_values expects the microsecond copies last, in this order")

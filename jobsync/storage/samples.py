@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
@@ -38,6 +38,7 @@ from jobsync.storage.schema import import_job_progress, import_job_records, sync
 __all__ = [
     "KnownJob",
     "KnownJobs",
+    "Written",
     "load_figures",
     "load_known_jobs",
     "stored_among",
@@ -209,6 +210,12 @@ def with_details(
     return replace(snapshot, jobs={**jobs, **changed})
 
 
+class Written(NamedTuple):
+    rows: int
+    # Jobs whose complete_time changed: their durations must be computed again.
+    complete_time_changed: list[str]
+
+
 def write_details(
     conn: Connection,
     cluster_id: str,
@@ -216,16 +223,22 @@ def write_details(
     snapshot: Snapshot,
     details: Mapping[str, JobDetails],
     previous: Mapping[str, Mapping[str, Any]],
-) -> int:
-    """Put the details on their jobs and append the samples that differ; returns rows written."""
+) -> Written:
+    """Put the details on their jobs and append the samples that differ.
+
+    A ``complete_time`` is kept only on a finished job: what the API sends for an open one is
+    no finish moment.
+    """
     if not details:
-        return 0
+        return Written(0, [])
     updates: list[dict[str, Any]] = []
     samples: list[dict[str, Any]] = []
+    changed: list[str] = []
     for job_id in sorted(details):
         d = details[job_id]
         listed = snapshot.jobs.get(job_id)
         raw_state = d.raw_state or (listed.raw_state if listed is not None else None)
+        state = canonical_state(raw_state)
         figures = {name: getattr(d, name) for name in _FIGURES}
         before = previous.get(job_id)
         # A figure the API left out (or sent as garbage) keeps its last known value.
@@ -233,7 +246,10 @@ def write_details(
             name: value if value is not None or before is None else before[name]
             for name, value in figures.items()
         }
-        state = canonical_state(raw_state)
+        if state not in TERMINAL_STATES or (listed is not None and not _finished(listed)):
+            figures["complete_time"] = kept["complete_time"] = None
+        if kept["complete_time"] != (None if before is None else before["complete_time"]):
+            changed.append(job_id)
         if (
             before is None
             or before["details_at"] is None
@@ -266,7 +282,7 @@ def write_details(
     conn.execute(_details_update(), updates)
     if samples:
         conn.execute(_SAMPLE_INSERT, samples)
-    return len(updates) + len(samples)
+    return Written(len(updates) + len(samples), changed)
 
 
 _SAMPLE_INSERT = insert(import_job_progress)
@@ -286,3 +302,7 @@ def _details_update() -> Any:
             details_at=bindparam("details_at"),
         )
     )
+
+
+def _finished(record: JobRecord) -> bool:
+    return canonical_state(record.raw_state) in TERMINAL_STATES

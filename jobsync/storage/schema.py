@@ -26,12 +26,17 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 
 from jobsync.storage.dictionary import annotate
 
 __all__ = [
+    "FACT_COLUMNS",
+    "OPEN_JOBS",
     "UTCDateTime",
+    "daily_job_counts",
+    "daily_transition_counts",
     "import_job_progress",
     "import_job_records",
     "import_job_transitions",
@@ -83,6 +88,9 @@ def utc_from_db(value: Any) -> datetime | None:
 
 metadata = MetaData()
 
+# The jobs active_jobs shows: neither finished nor vanished (a partial index keeps just them).
+OPEN_JOBS = "state NOT IN ('Completed', 'Failed') AND vanished_at IS NULL"
+
 ID = BigInteger().with_variant(Integer(), "sqlite")
 
 sync_runs = Table(
@@ -130,6 +138,9 @@ sync_sources = Table(
     # The latest *complete* pass: a job it did not list was not listed at that time.
     Column("last_complete_run_id", ID, ForeignKey("sync_runs.id")),
     Column("last_complete_started_at", UTCDateTime),
+    # last_snapshot_at as integer microseconds since the epoch (revision 0009): what the views
+    # subtract, in arithmetic every database and DuckDB read alike.
+    Column("last_snapshot_us", BigInteger),
 )
 
 import_job_records = Table(
@@ -161,6 +172,36 @@ import_job_records = Table(
     # The API's own completeTime, converted to UTC: tighter than the observed finish window.
     Column("complete_time", UTCDateTime),
     Column("details_at", UTCDateTime),
+    # The job's facts (revision 0009), written by the same statements as the rest of its row:
+    # whether its start was observed, its creation and finish windows and its duration.
+    Column("backlog", Boolean, nullable=False, default=False),
+    Column("created_window_start", UTCDateTime),
+    Column("final_state", String(16)),
+    Column("finished_window_start", UTCDateTime),
+    Column("min_seconds", Float),
+    Column("max_seconds", Float),
+    Column("estimated_seconds", Float),
+    # state_since and last_seen_at as integer microseconds since the epoch.
+    Column("state_since_us", BigInteger),
+    Column("last_seen_us", BigInteger),
+    Index("ix_import_job_records_finished", "finished_at"),
+    Index("ix_import_job_records_first_seen", "first_seen_at"),
+    # The finishes of jobs whose start was observed (duration statistics): none in a first
+    # sync, where every job comes with the backlog.
+    Index(
+        "ix_import_job_records_observed",
+        "finished_at",
+        sqlite_where=text("backlog = 0"),
+        postgresql_where=text("NOT backlog"),
+    ),
+    # The open jobs (active_jobs), few among a long history.
+    Index(
+        "ix_import_job_records_open",
+        "cluster_id",
+        "job_id",
+        sqlite_where=text(OPEN_JOBS),
+        postgresql_where=text(OPEN_JOBS),
+    ),
 )
 
 import_job_transitions = Table(
@@ -178,6 +219,9 @@ import_job_transitions = Table(
     Column("observed_at", UTCDateTime, nullable=False),
     Column("sync_run_id", ID, ForeignKey("sync_runs.id"), nullable=False),
     Column("reason", Text),
+    # window_start and observed_at as integer microseconds since the epoch (revision 0009).
+    Column("window_start_us", BigInteger),
+    Column("observed_us", BigInteger),
     Index("ix_import_job_transitions_job", "cluster_id", "job_id", "id"),
     # Revision 0008: pruning asks whether a run recorded anything.
     Index("ix_import_job_transitions_run", "sync_run_id"),
@@ -204,6 +248,9 @@ import_job_progress = Table(
     Index("ix_import_job_progress_run", "sync_run_id"),
 )
 
+# Columns of import_job_records that revision 0009 added (the last ones).
+FACT_COLUMNS = tuple(import_job_records.c.keys()[import_job_records.c.keys().index("backlog") :])
+
 # The ``import_jobs`` view, for reading only. It lives in its own MetaData so that
 # ``metadata.create_all`` and autogenerate never treat it as a table (the revision creates it).
 view_metadata = MetaData()
@@ -219,7 +266,14 @@ def view_columns(table: Table, *names: str) -> list[Column[Any]]:
 
 # The view shows every column of import_job_records but the bookkeeping of listing and
 # vanishing, in the table's order.
-_NOT_IN_IMPORT_JOBS = {"last_seen_started_at", "listed", "missed_snapshots", "missing_since"}
+_NOT_IN_IMPORT_JOBS = {
+    "last_seen_started_at",
+    "listed",
+    "missed_snapshots",
+    "missing_since",
+    # The facts of revision 0009: job_durations and active_jobs show them.
+    *FACT_COLUMNS,
+}
 import_jobs = Table(
     "import_jobs",
     view_metadata,
@@ -295,6 +349,43 @@ sync_run_days = Table(
     Column("pages", BigInteger, nullable=False, default=0),
     # The passes' time from start to finish, summed.
     Column("seconds", Float, nullable=False, default=0),
+)
+
+
+# What daily_job_stats shows (revision 0009): per UTC day, source and collection, kept current by
+# every pass in its own transaction (jobsync.storage.facts). No key: collection_name may be NULL.
+daily_job_counts = Table(
+    "daily_job_counts",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("cluster_id", Text, nullable=False),
+    Column("collection_name", Text),
+    Column("jobs_first_seen", BigInteger, nullable=False, default=0),
+    Column("completed", BigInteger, nullable=False, default=0),
+    Column("failed", BigInteger, nullable=False, default=0),
+    Column("failure_rate", Float),
+    Column("p50_seconds", Float),
+    Column("p90_seconds", Float),
+    Column("new_jobs", BigInteger, nullable=False, default=0),
+    Column("backlog_jobs", BigInteger, nullable=False, default=0),
+    Column("backlog_completed", BigInteger, nullable=False, default=0),
+    Column("backlog_failed", BigInteger, nullable=False, default=0),
+    Column("duration_jobs", BigInteger, nullable=False, default=0),
+    Column("p95_seconds", Float),
+    Index("ix_daily_job_counts_source_day", "cluster_id", "day"),
+)
+
+# What transition_counts shows (revision 0009), maintained likewise.
+daily_transition_counts = Table(
+    "daily_transition_counts",
+    metadata,
+    Column("day", Date, nullable=False),
+    Column("cluster_id", Text, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("from_state", String(16)),
+    Column("to_state", String(16)),
+    Column("transitions", BigInteger, nullable=False, default=0),
+    Index("ix_daily_transition_counts_source_day", "cluster_id", "day"),
 )
 
 # The descriptions of jobsync.storage.dictionary, as SQLAlchemy comments: migrate.upgrade writes

@@ -27,12 +27,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
+from jobsync.domain.facts import micros
 from jobsync.domain.fencing import check_fence, clock_shift, shift_pass
 from jobsync.domain.history import PassPlan, SourceMarks, plan_pass
 from jobsync.domain.records import JobDetails, Snapshot
 from jobsync.errors import StorageError
 from jobsync.observability.redact import redact
-from jobsync.storage import bulk, scan
+from jobsync.storage import bulk, facts, scan
 from jobsync.storage.backends import backend_for
 from jobsync.storage.backends.base import Backend
 from jobsync.storage.boundary import boundary, storage_errors
@@ -199,7 +200,9 @@ def apply_pass(
             conn, cluster_id, sorted(plan.transitions, key=itemgetter("job_id"))
         )
         rows_written = plan.rows_written
-        rows_written += write_details(conn, cluster_id, run_id, snapshot, details, previous)
+        written = write_details(conn, cluster_id, run_id, snapshot, details, previous)
+        rows_written += written.rows
+        facts.after_pass(conn, cluster_id, plan, written.complete_time_changed)
         _save_marks(conn, cluster_id, run_id, snapshot)
         counts = PassCounts(
             new_jobs=plan.new_jobs,
@@ -345,6 +348,7 @@ def _save_marks(conn: Connection, cluster_id: str, run_id: int, snapshot: Snapsh
         "last_run_id": run_id,
         "last_snapshot_started_at": snapshot.started_at,
         "last_snapshot_at": snapshot.finished_at,
+        "last_snapshot_us": micros(snapshot.finished_at),
     }
     if snapshot.complete:
         values["last_complete_run_id"] = run_id

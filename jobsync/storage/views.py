@@ -1,15 +1,23 @@
-"""The reporting views (revision 0004) as SQLAlchemy tables, for reading only.
+"""The reporting views (revisions 0004 and 0009) as SQLAlchemy tables, for reading only.
 
 They belong to ``jobsync.storage.schema.view_metadata``, so ``metadata.create_all`` and autogenerate
-never treat them as tables: the revision creates them. Their columns are described in
-docs/schema.md (and, for Datasette, in ``jobsync.reporting.datasette``).
+never treat them as tables: the revisions create them. Their columns are described in
+docs/schema.md (and, for Datasette, in ``jobsync.reporting.datasette``). Each leads with a time
+column that is never NULL.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Integer, String, Table, Text
+from sqlalchemy import Boolean, Column, Float, Integer, String, Table, Text
 
-from jobsync.storage.schema import UTCDateTime, import_job_records, view_columns, view_metadata
+from jobsync.storage.schema import (
+    UTCDateTime,
+    daily_job_counts,
+    daily_transition_counts,
+    import_job_records,
+    view_columns,
+    view_metadata,
+)
 
 __all__ = [
     "REPORTING_VIEWS",
@@ -23,12 +31,12 @@ __all__ = [
 job_state_intervals = Table(
     "job_state_intervals",
     view_metadata,
+    Column("entered_at", UTCDateTime),
     Column("cluster_id", Text),
     Column("job_id", Text),
     Column("collection_name", Text),
     Column("state", String(16)),
     Column("entered_window_start", UTCDateTime),
-    Column("entered_at", UTCDateTime),
     Column("left_window_start", UTCDateTime),
     Column("left_at", UTCDateTime),
     Column("min_seconds", Float),
@@ -39,10 +47,10 @@ job_state_intervals = Table(
 job_durations = Table(
     "job_durations",
     view_metadata,
+    Column("created_at", UTCDateTime),
     *view_columns(import_job_records, "cluster_id", "job_id", "collection_name"),
     Column("final_state", String(16)),
     Column("created_window_start", UTCDateTime),
-    Column("created_at", UTCDateTime),
     Column("finished_window_start", UTCDateTime),
     Column("finished_at", UTCDateTime),
     Column("complete_time", UTCDateTime),
@@ -50,31 +58,20 @@ job_durations = Table(
     Column("max_seconds", Float),
     Column("estimated_seconds", Float),
     Column("is_finished", Integer),
+    Column("backlog", Boolean),
 )
 
+# Projections of the tables the passes keep current: the same columns, in the same order.
 daily_job_stats = Table(
     "daily_job_stats",
     view_metadata,
-    Column("day", Text),
-    Column("cluster_id", Text),
-    Column("collection_name", Text),
-    Column("jobs_first_seen", BigInteger),
-    Column("completed", BigInteger),
-    Column("failed", BigInteger),
-    Column("failure_rate", Float),
-    Column("p50_seconds", Float),
-    Column("p90_seconds", Float),
+    *(Column(c.name, c.type) for c in daily_job_counts.columns),
 )
 
 transition_counts = Table(
     "transition_counts",
     view_metadata,
-    Column("day", Text),
-    Column("cluster_id", Text),
-    Column("kind", String(16)),
-    Column("from_state", String(16)),
-    Column("to_state", String(16)),
-    Column("transitions", BigInteger),
+    *(Column(c.name, c.type) for c in daily_transition_counts.columns),
 )
 
 active_jobs = Table(
@@ -82,6 +79,7 @@ active_jobs = Table(
     view_metadata,
     *view_columns(
         import_job_records,
+        "state_since",
         "cluster_id",
         "job_id",
         "collection_name",
@@ -90,7 +88,6 @@ active_jobs = Table(
         "progress",
         "imported_rows",
         "total_rows",
-        "state_since",
         "last_seen_at",
     ),
     Column("seconds_in_state", Float),

@@ -60,17 +60,18 @@ def test_demo_fills_two_weeks_of_days_with_enough_jobs_per_collection(tmp_path, 
     assert days == [(last - timedelta(days=13 - n)).isoformat() for n in range(14)]
     runs = db.execute("SELECT count(*) FROM sync_runs").fetchone()[0]
     assert runs == 28 * 2
-    # Every collection's durations rest on jobs whose start a pass saw, many of them.
+    # Every collection's durations rest on jobs whose start a pass saw (first seen Pending or
+    # Importing after the first pass: with two passes a day, many jobs start and finish
+    # between two of them, and count with the backlog).
     observed = dict(
         db.execute(
             "SELECT collection_name, count(*) FROM job_durations"
-            " WHERE is_finished = 1 AND created_window_start IS NOT NULL"
+            " WHERE is_finished = 1 AND backlog = 0 AND estimated_seconds IS NOT NULL"
             " GROUP BY collection_name"
         )
     )
-    # (The demo ends now: how many jobs arrive depends on the weekday and the hour, and the
-    # smallest collection got 9 on a Sunday afternoon.)
-    assert len(observed) == 8 and min(observed.values()) >= 5, observed
+    assert len(observed) == 8 and min(observed.values()) >= 3, observed
+    assert sum(observed.values()) >= 40, observed
     # The first day holds the backlog: far more jobs first seen than any later day.
     first_seen = [
         n
@@ -90,13 +91,23 @@ def test_the_simulated_history_has_an_incident_and_stuck_jobs(tmp_path):
     stuck = run_dashboard_query(engine, STUCK_JOBS)
     with engine.connect() as conn:
         started = conn.execute(text("SELECT min(started_at), max(started_at) FROM sync_runs")).one()
+        daily = conn.execute(
+            text(
+                "SELECT day, SUM(completed) + SUM(failed), SUM(failed) FROM daily_job_stats"
+                " GROUP BY day HAVING SUM(completed) + SUM(failed) > 0 ORDER BY day"
+            )
+        ).all()
     engine.dispose()
 
     assert history.rounds == 28
     assert history.first == datetime(2024, 5, 2, tzinfo=UTC)
     assert started[0].startswith("2024-05-02 00:00") and started[1].startswith("2024-05-08 15:2")
-    worst = max(rates, key=lambda r: r["failure_rate"])
-    assert worst["day"] == "2024-05-06"  # the incident: two days before the end's day
+    assert rates and all(0 <= r["failure_rate"] <= 1 for r in rates)
+    # The incident, two days before the end's day, in all finishes after the first day (the
+    # dashboard's rate leaves out jobs first seen already failed, as most of the incident's are:
+    # their start was not observed).
+    worst = max(daily[1:], key=lambda r: r[2] / r[1])
+    assert worst[0] == "2024-05-06"
     # The three jobs held from 20 h before the end, and perhaps a slow one.
     assert len(stuck) >= 3
     assert all(r["state"] in ("Pending", "Importing") for r in stuck)

@@ -46,7 +46,13 @@ def _schema(engine: Engine) -> dict[str, Any]:
         table: (
             found.get_pk_constraint(table),
             found.get_foreign_keys(table),
-            found.get_indexes(table),
+            # A partial index's condition comes back as a new clause object each time.
+            [
+                {**ix, "dialect_options": {k: str(v) for k, v in ix["dialect_options"].items()}}
+                if "dialect_options" in ix
+                else ix
+                for ix in found.get_indexes(table)
+            ],
         )
         for table in ("import_job_records", "import_job_transitions")
     }

@@ -49,13 +49,18 @@ def _as_stored(row, time, times):
     return {n: time(v) if time and n in times else v for n, v in row.items()}
 
 
+@pytest.mark.parametrize("window", [None, T0 - timedelta(minutes=1)], ids=["first", "later"])
 @pytest.mark.parametrize("time", [None, utc_text], ids=["as-is", "sqlite-text"])
-def test_new_job_values_are_what_new_job_row_says(time):
+def test_new_job_values_are_what_new_job_row_says(time, window):
     records = _records()
-    times = {"first_seen_at", "finished_at"}
-    rows = [_as_stored(new_job_row(r), time, times) for r in records]
+    times = {"first_seen_at", "finished_at", "finished_window_start"}
+    rows = [_as_stored(new_job_row(r, window), time, times) for r in records]
     want = [tuple(row[name] for name in NEW_JOB.from_job) for row in rows]
-    assert list(new_job_values(records, time)) == want
+    assert list(new_job_values(records, time, window)) == want
+    # Only jobs first seen Pending or Importing after the first complete pass are not backlog.
+    backlog = {row["state"]: row["backlog"] for row in rows}
+    assert backlog["Completed"] and backlog["Failed"]
+    assert backlog["Pending"] is (window is None) and backlog["Importing"] is (window is None)
 
 
 @pytest.mark.parametrize("time", [None, utc_text], ids=["as-is", "sqlite-text"])
@@ -72,9 +77,10 @@ def test_whole_rows_put_every_value_in_the_column_of_its_name():
     )
     records = _records()
     head = NEW_JOB.pass_values(new_job_pass_row("c", plan))
-    for record, row in zip(records, NEW_JOB.full_rows(head, new_job_values(records)), strict=True):
+    rows = NEW_JOB.full_rows(head, new_job_values(records, None, T0))
+    for record, row in zip(records, rows, strict=True):
         stored = dict(zip(NEW_JOB.columns, row, strict=True))
-        own = new_job_row(record)
+        own = new_job_row(record, T0)
         assert stored == {
             **new_job_pass_row("c", plan),
             **own,
@@ -93,6 +99,8 @@ def test_whole_rows_put_every_value_in_the_column_of_its_name():
 
 def test_a_new_job_sets_every_column_but_the_progress_details():
     details = {"total_rows", "imported_rows", "file_size", "complete_time", "details_at"}
+    # Computed once the row is written, from its creation and finish windows (facts.py).
+    details |= {"max_seconds", "estimated_seconds"}
     assert set(NEW_JOB.in_table_order) == set(import_job_records.c.keys()) - details
     assert all(import_job_records.c[name].nullable for name in details)
     assert set(FIRST_SEEN.in_table_order) == set(import_job_transitions.c.keys()) - {"id"}
@@ -139,4 +147,10 @@ def test_updates_and_transitions_take_their_values_by_name():
         "reason": "disk full",
     }
     (values,) = transition_values("c", [transition])
-    assert dict(zip(TRANSITION_COLUMNS, values, strict=True)) == {"cluster_id": "c", **transition}
+    assert dict(zip(TRANSITION_COLUMNS, values, strict=True)) == {
+        "cluster_id": "c",
+        **transition,
+        # Derived from the times: microseconds since the epoch, exactly.
+        "window_start_us": None,
+        "observed_us": 1767323045123456,
+    }

@@ -173,6 +173,12 @@ class Backend:
         """An ORDER BY clause that sorts ``column`` as Python compares str (code points)."""
         return self.code_point_order.format(column=column)
 
+    epoch_micros_sql: ClassVar[str]
+
+    def epoch_micros(self, column: str) -> str:
+        """A time column as integer microseconds since the epoch (NULL stays NULL), exactly."""
+        return self.epoch_micros_sql.format(column=column)
+
     def epoch_seconds(self, column: str) -> str:
         """A time column as seconds (float) since some fixed moment, for ordering without
         converting each row's time in Python."""

@@ -34,6 +34,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Engine,
+    Float,
     Integer,
     Select,
     String,
@@ -93,6 +94,8 @@ class PostgreSQLBackend(Backend):
     # The index keeps the database's collation, not "C": the server sorts.
     code_point_order = 'ORDER BY {column} COLLATE "C"'
     epoch_seconds_sql = "EXTRACT(EPOCH FROM {column})::float8"
+    # EXTRACT gives an exact numeric.
+    epoch_micros_sql = "CAST(EXTRACT(EPOCH FROM {column}) * 1000000 AS BIGINT)"
 
     def check_url(self, url: URL, shown: str) -> None:
         driver = url.get_driver_name()
@@ -230,7 +233,7 @@ class PostgreSQLBackend(Backend):
         driver = self.driver(conn)
         with large_load(conn, len(jobs)):
             head = NEW_JOB.pass_values(new_job_pass_row(cluster_id, plan))
-            rows = NEW_JOB.full_rows(head, new_job_values(jobs))
+            rows = NEW_JOB.full_rows(head, new_job_values(jobs, None, plan.first_seen_window))
             _copy(driver, import_job_records, NEW_JOB.columns, rows)
             head = FIRST_SEEN.pass_values(first_seen_pass_row(cluster_id, plan))
             rows = FIRST_SEEN.full_rows(head, first_seen_values(jobs))
@@ -336,6 +339,8 @@ def _copy_type(column: Column[Any]) -> str:
         return "timestamptz"
     if isinstance(kind, Boolean):
         return "bool"
+    if isinstance(kind, Float):
+        return "float8"
     if isinstance(kind, BigInteger):
         return "int8"
     if isinstance(kind, Integer):

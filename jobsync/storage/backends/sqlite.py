@@ -99,6 +99,8 @@ _FIRST_SEEN_FROM_ROW = {
     "kind": ":kind",
     "from_state": ":from_state",
     "raw_from_state": ":raw_from_state",
+    "window_start_us": ":window_start_us",
+    "observed_us": "state_since_us",
 }
 # SQLite gives new rows rowids above the highest before them (the count is checked), and
 # rowid order is job id order, as they were inserted.
@@ -151,6 +153,13 @@ class SQLiteBackend(Backend):
     # The primary key's index keeps this order: nothing is sorted.
     code_point_order = "ORDER BY {column}"
     epoch_seconds_sql = "julianday({column}) * 86400.0"
+    # From the stored text (utc_text), in integer arithmetic: julianday() rounds to the
+    # millisecond.
+    epoch_micros_sql = (
+        "(CAST(strftime('%s', substr({column}, 1, 19)) AS INTEGER) * 1000000"
+        " + CASE WHEN substr({column}, 20, 1) = '.'"
+        " THEN CAST(substr(substr({column}, 21, 6) || '000000', 1, 6) AS INTEGER) ELSE 0 END)"
+    )
 
     def check_url(self, url: URL, shown: str) -> None:
         driver = url.get_driver_name()
@@ -280,7 +289,7 @@ class SQLiteBackend(Backend):
             for value in NEW_JOB.pass_values(new_job_pass_row(cluster_id, plan))
         ]
         full = _new_jobs_sql(NEW_ROWS_PER_STATEMENT)
-        values = new_job_values(jobs, time)
+        values = new_job_values(jobs, time, plan.first_seen_window)
         cursor = self.driver(conn).cursor()
         try:
             cursor.execute("SELECT coalesce(max(rowid), 0) FROM import_job_records")
@@ -295,6 +304,7 @@ class SQLiteBackend(Backend):
                 _FIRST_SEEN_FROM_NEW_ROWS,
                 {
                     "window_start": time(first_seen["window_start"]),
+                    "window_start_us": first_seen["window_start_us"],
                     "sync_run_id": first_seen["sync_run_id"],
                     **FIRST_SEEN.fixed,
                     "failed": FAILED,
