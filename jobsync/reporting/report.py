@@ -22,7 +22,7 @@ from sqlalchemy import Engine, Select, and_, select
 
 from jobsync.domain.states import CANONICAL_STATES, COMPLETED, FAILED
 from jobsync.reporting.report_text import normalise_reason
-from jobsync.storage.schema import import_job_transitions, import_jobs, utc_from_db
+from jobsync.storage.schema import import_job_transitions, import_jobs, sync_runs, utc_from_db
 from jobsync.storage.views import active_jobs, daily_job_stats, job_durations
 
 __all__ = [
@@ -77,9 +77,12 @@ def summary(
     """
     start, end = _period(since, now)
     j, d = import_jobs, job_durations
-    # Two queries, each on an indexed time: one condition with OR would read every job.
+    # Two queries, each reading only the period's rows: one condition with OR would read every
+    # job. Jobs first seen in the period are those of the first_seen transitions recorded by
+    # the passes of the period (history is indexed by pass, passes by start).
     columns = (j.c.job_id, j.c.cluster_id, j.c.collection_name, j.c.state, d.c.finished_at)
     joined = j.join(d, and_(d.c.cluster_id == j.c.cluster_id, d.c.job_id == j.c.job_id))
+    t = import_job_transitions
     queries = [
         _filtered(
             select(*columns, d.c.estimated_seconds, d.c.backlog)
@@ -91,8 +94,17 @@ def summary(
         ),
         _filtered(
             select(*columns, d.c.estimated_seconds, d.c.backlog)
-            .select_from(joined)
-            .where(d.c.created_at >= start, d.c.created_at <= end),
+            .select_from(
+                t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id)).join(
+                    d, and_(d.c.cluster_id == t.c.cluster_id, d.c.job_id == t.c.job_id)
+                )
+            )
+            .where(
+                t.c.sync_run_id.in_(_passes_between(start, end)),
+                t.c.kind == "first_seen",
+                t.c.observed_at >= start,
+                t.c.observed_at <= end,
+            ),
             j,
             cluster_ids,
             collections,
@@ -192,7 +204,13 @@ def failures(
             j.c.reason.label("job_reason"),
         )
         .select_from(t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id)))
-        .where(t.c.to_state == FAILED, t.c.observed_at >= start, t.c.observed_at <= end)
+        .where(
+            # The history is indexed by pass: read only the period's passes' rows.
+            t.c.sync_run_id.in_(_passes_between(start, end)),
+            t.c.to_state == FAILED,
+            t.c.observed_at >= start,
+            t.c.observed_at <= end,
+        )
         .order_by(t.c.observed_at, t.c.id),
         j,
         cluster_ids,
@@ -338,9 +356,17 @@ def states_per_day(
     """Jobs first seen on each UTC day of the last ``days``, by the state they have now."""
     day_list = _days(days, now)
     start = datetime.combine(day_list[0], datetime.min.time(), UTC)
-    j = import_jobs
+    end = now or datetime.now(UTC)
+    j, t = import_jobs, import_job_transitions
+    # The first_seen transitions of the period's passes: the history is indexed by pass.
     query = _filtered(
-        select(j.c.first_seen_at, j.c.state).where(j.c.first_seen_at >= start),
+        select(j.c.first_seen_at, j.c.state)
+        .select_from(t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id)))
+        .where(
+            t.c.sync_run_id.in_(_passes_between(start, end)),
+            t.c.kind == "first_seen",
+            t.c.observed_at >= start,
+        ),
         j,
         cluster_ids,
         collections,
@@ -369,6 +395,13 @@ def nearest_rank(values: Sequence[float], percent: int) -> float | None:
 def _period(since: float, now: datetime | None) -> tuple[datetime, datetime]:
     end = now or datetime.now(UTC)
     return end - timedelta(seconds=since), end
+
+
+def _passes_between(start: datetime, end: datetime) -> Select[Any]:
+    """The passes that may have observed something in [start, end]: what they recorded lies
+    between their start and their finish."""
+    r = sync_runs
+    return select(r.c.id).where(r.c.started_at <= end, r.c.finished_at >= start)
 
 
 def _days(days: int, now: datetime | None) -> list[date]:

@@ -45,6 +45,7 @@ __all__ = ["DayCounts", "after_pass", "empty_counts", "finished", "refresh_durat
 
 PERCENTILES = (50, 90, 95)
 _NEW_KEY = attrgetter("observed_at", "collection_name", "raw_state")
+_NEW_GROUP = attrgetter("collection_name", "raw_state")
 _BATCH = 500
 # A day's figures per group: collection_name for jobs; (kind, from, to) for transitions.
 JobDays = dict[tuple[date, str | None], Counter[str]]
@@ -92,15 +93,16 @@ def after_pass(conn: Connection, cluster_id: str, plan: PassPlan, detailed: Iter
     or got a new ``complete_time`` (``detailed``), and the daily tables."""
     counts = empty_counts()
     window = plan.first_seen_window
-    # New jobs share a few observation times (a page's), collections and states: count those
-    # in C first, then by day.
+    # New jobs share a few collections and states: count those in C first. A pass within one
+    # UTC day (nearly all) saw them all on that day.
     by_day: Counter[tuple[date, str | None, str | None]] = Counter()
-    days: dict[datetime, date] = {}
-    for (seen, collection, raw), n in Counter(map(_NEW_KEY, plan.new)).items():
-        day = days.get(seen)
-        if day is None:
-            day = days[seen] = utc_day(seen)
-        by_day[(day, collection, raw)] += n
+    if utc_day(plan.seen_started_at) == utc_day(plan.seen_at):
+        day = utc_day(plan.seen_at)
+        for (collection, raw), n in Counter(map(_NEW_GROUP, plan.new)).items():
+            by_day[(day, collection, raw)] = n
+    else:
+        for (seen, collection, raw), n in Counter(map(_NEW_KEY, plan.new)).items():
+            by_day[(utc_day(seen), collection, raw)] += n
     kinds: dict[str | None, tuple[str, bool, bool]] = {}
     for (day, collection, raw), n in by_day.items():
         kind = kinds.get(raw)

@@ -31,8 +31,10 @@ from jobsync.domain.records import JobRecord
 from jobsync.storage.schema import UTCDateTime, import_job_records, import_job_transitions
 
 __all__ = [
+    "DERIVED_SQL",
     "FIRST_SEEN",
     "NEW_JOB",
+    "NEW_JOB_BOUND",
     "TRANSITION_COLUMNS",
     "UPDATED_COLUMNS",
     "UPDATE_SQL",
@@ -140,6 +142,8 @@ _NEW_JOB_ORDER = (
 )
 _FIRST_SEEN_ORDER = ("job_id", "to_state", "raw_to_state", "observed_at", "reason", "observed_us")
 
+# last_seen_us stays NULL on a new job: while a job is listed the views take the source's
+# last_snapshot_us, and the update that stops listing it writes its own.
 NEW_JOB = _layout(
     import_job_records,
     from_pass={
@@ -147,7 +151,6 @@ NEW_JOB = _layout(
         "last_seen_at",
         "last_seen_started_at",
         "created_window_start",
-        "last_seen_us",
     },
     from_job=set(_NEW_JOB_ORDER),
     # A new job entered its state when it was first seen.
@@ -171,7 +174,6 @@ def new_job_pass_row(cluster_id: str, plan: PassPlan) -> dict[str, Any]:
         "last_seen_at": plan.seen_at,
         "last_seen_started_at": plan.seen_started_at,
         "created_window_start": plan.first_seen_window,
-        "last_seen_us": micros(plan.seen_at),
     }
 
 
@@ -226,6 +228,19 @@ def first_seen_row(record: JobRecord) -> dict[str, Any]:
     }
 
 
+# Columns of a new job's row that follow from its other values (as new_job_row says): the
+# PostgreSQL writer sends them with the rest; SQLite computes them from the values it binds,
+# which costs a first sync less than binding four more values per job. ``{name}``: the value of
+# that column of the same row.
+DERIVED_SQL = {
+    "backlog": "({created_window_start} IS NULL OR {state} NOT IN ('Pending', 'Importing'))",
+    "final_state": "CASE WHEN {finished_at} IS NOT NULL THEN {state} END",
+    "finished_window_start": "CASE WHEN {finished_at} IS NOT NULL THEN {created_window_start} END",
+    "min_seconds": "CASE WHEN {finished_at} IS NOT NULL THEN 0.0 END",
+}
+# What new_job_values yields with derived=False, in this order.
+NEW_JOB_BOUND = tuple(name for name in _NEW_JOB_ORDER if name not in DERIVED_SQL)
+
 # Checked here against the layouts, so that a change to the tables cannot pass unnoticed.
 if NEW_JOB.from_job != _NEW_JOB_ORDER or FIRST_SEEN.from_job != _FIRST_SEEN_ORDER:
     raise RuntimeError("the new-job writers' values are out of step with the tables' columns")
@@ -235,8 +250,11 @@ def new_job_values(
     jobs: Iterable[JobRecord],
     time: TimeWriter | None = None,
     first_seen_window: datetime | None = None,
+    *,
+    derived: bool = True,
 ) -> Iterator[tuple[Any, ...]]:
-    """Per job, the values of ``NEW_JOB.from_job``, in that order (see ``new_job_row``).
+    """Per job, the values of ``NEW_JOB.from_job``, in that order (see ``new_job_row``); without
+    ``derived``, those of ``NEW_JOB_BOUND`` (leaving out the columns of ``DERIVED_SQL``).
 
     ``time`` converts each distinct observation time once (a page's jobs share one).
     """
@@ -251,10 +269,14 @@ def new_job_values(
         if kind is None:
             state, finished, _failed = first_seen_state(raw)
             facts = (
-                is_backlog(state, first_seen_window),
-                state if finished else None,
-                window if finished else None,
-                0.0 if finished else None,
+                (
+                    is_backlog(state, first_seen_window),
+                    state if finished else None,
+                    window if finished else None,
+                    0.0 if finished else None,
+                )
+                if derived
+                else ()
             )
             kind = kinds[raw] = (state, finished, facts)
         seen = times.get(r.observed_at)

@@ -46,7 +46,7 @@ VIEWS = (
     "active_jobs",
 )
 TERMINAL = "('Completed', 'Failed')"
-OPEN_JOBS = "state NOT IN ('Completed', 'Failed') AND vanished_at IS NULL"
+OPEN_JOBS = "state <> 'Completed' AND state <> 'Failed' AND vanished_at IS NULL"
 
 RECORD_COLUMNS = (
     ("backlog", sa.Boolean(), {"nullable": False, "server_default": sa.false()}),
@@ -128,7 +128,8 @@ FROM (
            {SEEN_US} - r.state_since_us AS in_state_us
     FROM import_job_records r
     LEFT JOIN sync_sources s ON s.cluster_id = r.cluster_id
-    WHERE r.state NOT IN {TERMINAL} AND r.vanished_at IS NULL
+    -- As the partial index on open jobs spells it (a form PostgreSQL keeps as written).
+    WHERE r.state <> 'Completed' AND r.state <> 'Failed' AND r.vanished_at IS NULL
 ) a"""
     return "CREATE VIEW active_jobs AS\n" + typed(
         sqlite,
@@ -204,7 +205,6 @@ def upgrade() -> None:
         op.add_column("import_job_transitions", sa.Column(name, sa.BigInteger()))
     op.add_column("sync_sources", sa.Column("last_snapshot_us", sa.BigInteger()))
     op.create_index("ix_import_job_records_finished", "import_job_records", ["finished_at"])
-    op.create_index("ix_import_job_records_first_seen", "import_job_records", ["first_seen_at"])
     op.create_index(
         "ix_import_job_records_observed",
         "import_job_records",
@@ -271,7 +271,6 @@ def downgrade() -> None:
     op.drop_table("daily_job_counts")
     op.drop_index("ix_import_job_records_open", table_name="import_job_records")
     op.drop_index("ix_import_job_records_observed", table_name="import_job_records")
-    op.drop_index("ix_import_job_records_first_seen", table_name="import_job_records")
     op.drop_index("ix_import_job_records_finished", table_name="import_job_records")
     op.drop_column("sync_sources", "last_snapshot_us")
     for name in TRANSITION_COLUMNS:

@@ -15,6 +15,7 @@ from jobsync.storage.backends.sqlite import SQLITE, utc_text
 from jobsync.storage.rows import (
     FIRST_SEEN,
     NEW_JOB,
+    NEW_JOB_BOUND,
     TRANSITION_COLUMNS,
     UPDATE_SQL,
     UPDATED_COLUMNS,
@@ -57,6 +58,9 @@ def test_new_job_values_are_what_new_job_row_says(time, window):
     rows = [_as_stored(new_job_row(r, window), time, times) for r in records]
     want = [tuple(row[name] for name in NEW_JOB.from_job) for row in rows]
     assert list(new_job_values(records, time, window)) == want
+    # What SQLite binds: the rest it computes (DERIVED_SQL).
+    bound = [tuple(row[name] for name in NEW_JOB_BOUND) for row in rows]
+    assert list(new_job_values(records, time, window, derived=False)) == bound
     # Only jobs first seen Pending or Importing after the first complete pass are not backlog.
     backlog = {row["state"]: row["backlog"] for row in rows}
     assert backlog["Completed"] and backlog["Failed"]
@@ -101,6 +105,8 @@ def test_a_new_job_sets_every_column_but_the_progress_details():
     details = {"total_rows", "imported_rows", "file_size", "complete_time", "details_at"}
     # Computed once the row is written, from its creation and finish windows (facts.py).
     details |= {"max_seconds", "estimated_seconds"}
+    # Taken from the source while the job is listed (rows.py).
+    details |= {"last_seen_us"}
     assert set(NEW_JOB.in_table_order) == set(import_job_records.c.keys()) - details
     assert all(import_job_records.c[name].nullable for name in details)
     assert set(FIRST_SEEN.in_table_order) == set(import_job_transitions.c.keys()) - {"id"}

@@ -44,8 +44,10 @@ from jobsync.storage.backends.filelock import (
     source_lock_path,
 )
 from jobsync.storage.rows import (
+    DERIVED_SQL,
     FIRST_SEEN,
     NEW_JOB,
+    NEW_JOB_BOUND,
     TimeWriter,
     first_seen_pass_row,
     new_job_pass_row,
@@ -76,7 +78,7 @@ SQLITE_PAGE_SIZE = 8192
 # under the 999 of SQLite builds before 3.32.
 NEW_ROWS_PER_STATEMENT = 50
 _PASS_PARAMS = len(NEW_JOB.from_pass)
-_JOB_PARAMS = len(NEW_JOB.from_job)
+_JOB_PARAMS = len(NEW_JOB_BOUND)
 if _PASS_PARAMS + _JOB_PARAMS * NEW_ROWS_PER_STATEMENT >= 999:
     raise RuntimeError("a multi-row INSERT of new jobs would bind too many parameters")
 
@@ -116,14 +118,16 @@ def _new_jobs_sql(rows: int) -> str:
     pass's values, bound once per statement; then each job's own (``new_job_values``), so that
     each statement's highest parameter number is the last one bound (the sqlite3 module
     insists on an exact count); fixed values are written out, which SQLite stores a little
-    faster than bound ones."""
+    faster than bound ones, and the columns of ``DERIVED_SQL`` are computed from the others."""
     shared = {name: f"?{k}" for k, name in enumerate(NEW_JOB.from_pass, start=1)}
     fixed = {name: _literal(value) for name, value in NEW_JOB.fixed.items()}
 
     def one(before: int) -> str:
-        own = {name: f"?{before + k}" for k, name in enumerate(NEW_JOB.from_job, start=1)}
+        own = {name: f"?{before + k}" for k, name in enumerate(NEW_JOB_BOUND, start=1)}
         same = {name: own[source] for name, source in NEW_JOB.same_as.items()}
-        values = {**shared, **own, **same, **fixed}
+        bound = {**shared, **own, **same, **fixed}
+        derived = {name: sql.format(**bound) for name, sql in DERIVED_SQL.items()}
+        values = {**bound, **derived}
         return f"({','.join(values[name] for name in NEW_JOB.in_table_order)})"
 
     values = ",".join(one(_PASS_PARAMS + _JOB_PARAMS * n) for n in range(rows))
@@ -289,7 +293,7 @@ class SQLiteBackend(Backend):
             for value in NEW_JOB.pass_values(new_job_pass_row(cluster_id, plan))
         ]
         full = _new_jobs_sql(NEW_ROWS_PER_STATEMENT)
-        values = new_job_values(jobs, time, plan.first_seen_window)
+        values = new_job_values(jobs, time, plan.first_seen_window, derived=False)
         cursor = self.driver(conn).cursor()
         try:
             cursor.execute("SELECT coalesce(max(rowid), 0) FROM import_job_records")
