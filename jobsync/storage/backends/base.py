@@ -137,6 +137,11 @@ class Backend:
         """First thing in a migration's transaction: concurrent migrations queue."""
         raise NotImplementedError
 
+    def create_head_schema(self, conn: Connection) -> str | None:
+        """Create the newest schema in an empty database in one go, if this backend keeps a
+        script of it, and return its revision; None to run the revisions instead."""
+        return None
+
     def for_update(self, query: Select[Any], of: Table | None = None) -> Select[Any]:
         """``query``, locking the rows it reads (of ``of`` only, if given) until the
         transaction ends, where that is needed for them to stay as read (the fence:

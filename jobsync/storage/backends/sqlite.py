@@ -191,6 +191,14 @@ class SQLiteBackend(Backend):
         path = self.file_of(url)
         return not url.query.get("uri") and path is not None and not Path(path).exists()
 
+    def create_head_schema(self, conn: Connection) -> str | None:
+        from jobsync.storage.backends.sqlite_schema import REVISION, STATEMENTS
+
+        for statement in STATEMENTS:
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql(f"INSERT INTO alembic_version (version_num) VALUES ('{REVISION}')")
+        return REVISION
+
     def checkpoint(self, engine: Engine) -> None:
         """``wal_checkpoint(TRUNCATE)`` with no busy timeout: copies the WAL into the database
         and empties the file when no reader is using it; while one is, it copies what it can
