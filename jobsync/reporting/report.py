@@ -1,4 +1,5 @@
-"""Reports for people, read from the reporting views: one function per report, rows out.
+"""Reports for people, read from the reporting views and the stored facts behind them: one
+function per report, rows out.
 
 Every function takes an ``Engine`` and returns a list of plain dicts (their keys, in order, are
 the report's columns); ``now`` is injectable so that "the last 7 days" and "stuck for 2 hours"
@@ -22,7 +23,13 @@ from sqlalchemy import Engine, Select, and_, select
 
 from jobsync.domain.states import CANONICAL_STATES, COMPLETED, FAILED
 from jobsync.reporting.report_text import normalise_reason
-from jobsync.storage.schema import import_job_transitions, import_jobs, sync_runs, utc_from_db
+from jobsync.storage.schema import (
+    import_job_records,
+    import_job_transitions,
+    import_jobs,
+    sync_runs,
+    utc_from_db,
+)
 from jobsync.storage.views import active_jobs, daily_job_stats, job_durations
 
 __all__ = [
@@ -76,29 +83,31 @@ def summary(
     period (Completed or Failed) whose start was observed (not ``backlog``).
     """
     start, end = _period(since, now)
-    j, d = import_jobs, job_durations
-    # Two queries, each reading only the period's rows: one condition with OR would read every
-    # job. Jobs first seen in the period are those of the first_seen transitions recorded by
-    # the passes of the period (history is indexed by pass, passes by start).
-    columns = (j.c.job_id, j.c.cluster_id, j.c.collection_name, j.c.state, d.c.finished_at)
-    joined = j.join(d, and_(d.c.cluster_id == j.c.cluster_id, d.c.job_id == j.c.job_id))
-    t = import_job_transitions
+    # The jobs' own rows, which hold their facts (what job_durations shows), read twice, each
+    # time only the period's: the finished ones through the index on finished_at, and those
+    # first seen through the first_seen transitions of the period's passes (history is indexed
+    # by pass). One condition with OR would read every job.
+    j, t = import_job_records, import_job_transitions
+    columns = (
+        j.c.job_id,
+        j.c.cluster_id,
+        j.c.collection_name,
+        j.c.state,
+        j.c.finished_at,
+        j.c.estimated_seconds,
+        j.c.backlog,
+    )
+    same_job = and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id)
     queries = [
         _filtered(
-            select(*columns, d.c.estimated_seconds, d.c.backlog)
-            .select_from(joined)
-            .where(d.c.finished_at >= start, d.c.finished_at <= end),
+            select(*columns).where(j.c.finished_at >= start, j.c.finished_at <= end),
             j,
             cluster_ids,
             collections,
         ),
         _filtered(
-            select(*columns, d.c.estimated_seconds, d.c.backlog)
-            .select_from(
-                t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id)).join(
-                    d, and_(d.c.cluster_id == t.c.cluster_id, d.c.job_id == t.c.job_id)
-                )
-            )
+            select(*columns)
+            .select_from(t.join(j, same_job))
             .where(
                 t.c.sync_run_id.in_(_passes_between(start, end)),
                 t.c.kind == "first_seen",

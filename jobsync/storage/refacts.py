@@ -111,6 +111,8 @@ _FACTS = (
 def rebuild(conn: Connection) -> int:
     """Write what ``recompute`` says: every job's facts, and the daily tables anew. Returns
     the jobs written. For a migration, and for tests that write history by hand."""
+    if conn.execute(select(import_job_transitions.c.id).limit(1)).first() is None:
+        return 0  # no history (a database being created): nothing to derive
     backend = backend_for(conn)
     for table, pairs in _MICROS.items():
         sets = ", ".join(f"{us} = {backend.epoch_micros(column)}" for us, column in pairs)

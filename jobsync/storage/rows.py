@@ -146,12 +146,7 @@ _FIRST_SEEN_ORDER = ("job_id", "to_state", "raw_to_state", "observed_at", "reaso
 # last_snapshot_us, and the update that stops listing it writes its own.
 NEW_JOB = _layout(
     import_job_records,
-    from_pass={
-        "cluster_id",
-        "last_seen_at",
-        "last_seen_started_at",
-        "created_window_start",
-    },
+    from_pass={"cluster_id", "last_seen_at", "last_seen_started_at", "created_window_start"},
     from_job=set(_NEW_JOB_ORDER),
     # A new job entered its state when it was first seen.
     same_as={"state_since": "first_seen_at"},
@@ -228,10 +223,9 @@ def first_seen_row(record: JobRecord) -> dict[str, Any]:
     }
 
 
-# Columns of a new job's row that follow from its other values (as new_job_row says): the
-# PostgreSQL writer sends them with the rest; SQLite computes them from the values it binds,
-# which costs a first sync less than binding four more values per job. ``{name}``: the value of
-# that column of the same row.
+# Columns of a new job's row that follow from its other values (as new_job_row says): sent by
+# PostgreSQL's writer, computed by SQLite's from what it binds (cheaper than four more values
+# per job). ``{name}``: the value of that column of the same row.
 DERIVED_SQL = {
     "backlog": "({created_window_start} IS NULL OR {state} NOT IN ('Pending', 'Importing'))",
     "final_state": "CASE WHEN {finished_at} IS NOT NULL THEN {state} END",
@@ -269,16 +263,11 @@ def new_job_values(
         if kind is None:
             state, finished, _failed = first_seen_state(raw)
             facts = (
-                (
-                    is_backlog(state, first_seen_window),
-                    state if finished else None,
-                    window if finished else None,
-                    0.0 if finished else None,
-                )
-                if derived
-                else ()
+                (is_backlog(state, first_seen_window), state, window, 0.0)
+                if finished
+                else (is_backlog(state, first_seen_window), None, None, None)
             )
-            kind = kinds[raw] = (state, finished, facts)
+            kind = kinds[raw] = (state, finished, facts if derived else ())
         seen = times.get(r.observed_at)
         if seen is None:
             at = r.observed_at
@@ -382,6 +371,8 @@ def update_values(
     return found
 
 
+# The integer microsecond copies of times (revision 0009), last in the table: what each copies.
+_MICROS = {"window_start_us": "window_start", "observed_us": "observed_at"}
 # Every column of a transition but its generated id.
 TRANSITION_COLUMNS = tuple(c.name for c in import_job_transitions.columns if not c.primary_key)
 
@@ -406,9 +397,3 @@ def transition_values(
                 values[i] = time(values[i])
         found.append(tuple(values))
     return found
-
-
-# The integer microsecond copies of times (revision 0009), and the time each one copies.
-_MICROS = {"window_start_us": "window_start", "observed_us": "observed_at"}
-if TRANSITION_COLUMNS[-len(_MICROS) :] != tuple(_MICROS):
-    raise RuntimeError("transition_values expects the microsecond copies last, in this order")
