@@ -27,6 +27,7 @@ from jobsync.storage.revision import HEAD_REVISION
 __all__ = [
     "HEAD_REVISION",
     "UPGRADE_WAIT",
+    "alembic_config",
     "current_revision",
     "ensure_schema",
     "head_revision",
@@ -46,7 +47,7 @@ def migrations_dir() -> Path:
     raise SchemaError("jobsync's migrations are missing from this installation")
 
 
-def _config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None) -> Config:
     from alembic.config import Config
 
     config = Config()
@@ -61,7 +62,7 @@ def head_revision() -> str:
     """The latest revision among the migration scripts on disk."""
     from alembic.script import ScriptDirectory
 
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise SchemaError("jobsync's migrations have no head revision")
     return head
@@ -71,7 +72,7 @@ def is_known_revision(revision: str) -> bool:
     """Whether this jobsync has a migration script for ``revision`` (a newer one may not)."""
     from alembic.script import ScriptDirectory
 
-    script = ScriptDirectory.from_config(_config())
+    script = ScriptDirectory.from_config(alembic_config())
     return revision in {rev.revision for rev in script.walk_revisions()}
 
 
@@ -144,7 +145,7 @@ def _upgrade(engine: Engine, revision: str) -> tuple[str | None, str]:
         from alembic.util import CommandError
 
         try:
-            command.upgrade(_config(conn), revision)
+            command.upgrade(alembic_config(conn), revision)
         except CommandError as exc:
             raise SchemaError(f"cannot migrate the schema: {redact(str(exc))}") from None
         after = _revision(conn)
@@ -193,7 +194,7 @@ def _refuse_revision(current: str, needs: str) -> None:
     """Raise for a revision other than the head: newer than this jobsync knows, or behind."""
     from alembic.script import ScriptDirectory
 
-    script = ScriptDirectory.from_config(_config())
+    script = ScriptDirectory.from_config(alembic_config())
     head = script.get_current_head()
     if current == head:
         return  # HEAD_REVISION is stale; tests/storage/test_storage.py keeps it from landing so

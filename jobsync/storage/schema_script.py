@@ -46,12 +46,12 @@ def render_sqlite_schema(scratch: Path) -> str:
     """The module's text, from the revisions run on a new SQLite file at ``scratch``."""
     from alembic import command
 
-    from jobsync.storage.migrate import _config, current_revision
+    from jobsync.storage.migrate import alembic_config, current_revision
 
     engine = open_engine(f"sqlite:///{scratch}")
     try:
         with engine.begin() as conn:
-            command.upgrade(_config(conn), "head")
+            command.upgrade(alembic_config(conn), "head")
         revision = current_revision(engine)
         with engine.connect() as conn:
             statements = schema_statements(conn)

@@ -18,12 +18,13 @@ Backends hold no state: one instance of each serves every engine.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import cache
 from typing import Any, ClassVar, NamedTuple
 
-from sqlalchemy import Connection, Engine, Select, Table
+from sqlalchemy import Connection, Engine, Select, Table, text
 from sqlalchemy.engine import URL
 
 from jobsync.domain.history import PassPlan
@@ -137,10 +138,23 @@ class Backend:
         """First thing in a migration's transaction: concurrent migrations queue."""
         raise NotImplementedError
 
+    # The module that holds the script of the newest schema (``REVISION``, ``STATEMENTS``:
+    # scripts/sqlite_schema.py writes SQLite's), or None where the revisions are run.
+    head_schema: str | None = None
+
     def create_head_schema(self, conn: Connection) -> str | None:
-        """Create the newest schema in an empty database in one go, if this backend keeps a
-        script of it, and return its revision; None to run the revisions instead."""
-        return None
+        """Create the newest schema in an empty database from ``head_schema`` and return its
+        revision; None where the backend keeps no script (then the revisions are run)."""
+        if self.head_schema is None:
+            return None
+        script = importlib.import_module(self.head_schema)
+        for statement in script.STATEMENTS:
+            conn.exec_driver_sql(statement)
+        conn.execute(
+            text("INSERT INTO alembic_version (version_num) VALUES (:revision)"),
+            {"revision": script.REVISION},
+        )
+        return str(script.REVISION)
 
     def for_update(self, query: Select[Any], of: Table | None = None) -> Select[Any]:
         """``query``, locking the rows it reads (of ``of`` only, if given) until the

@@ -157,6 +157,7 @@ class SQLiteBackend(Backend):
     # The primary key's index keeps this order: nothing is sorted.
     code_point_order = "ORDER BY {column}"
     epoch_seconds_sql = "julianday({column}) * 86400.0"
+    head_schema = "jobsync.storage.backends.sqlite_schema"
     # From the stored text (utc_text), in integer arithmetic: julianday() rounds to the
     # millisecond.
     epoch_micros_sql = (
@@ -190,14 +191,6 @@ class SQLiteBackend(Backend):
     def missing_file(self, url: URL) -> bool:
         path = self.file_of(url)
         return not url.query.get("uri") and path is not None and not Path(path).exists()
-
-    def create_head_schema(self, conn: Connection) -> str | None:
-        from jobsync.storage.backends.sqlite_schema import REVISION, STATEMENTS
-
-        for statement in STATEMENTS:
-            conn.exec_driver_sql(statement)
-        conn.exec_driver_sql(f"INSERT INTO alembic_version (version_num) VALUES ('{REVISION}')")
-        return REVISION
 
     def checkpoint(self, engine: Engine) -> None:
         """``wal_checkpoint(TRUNCATE)`` with no busy timeout: copies the WAL into the database
