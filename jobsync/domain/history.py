@@ -20,7 +20,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from jobsync.domain.facts import is_backlog, micros
+from jobsync.domain.facts import duration_bounds, is_backlog, micros
 from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.domain.states import FAILED, TERMINAL_STATES, canonical_state
 
@@ -54,6 +54,10 @@ class StoredJob(NamedTuple):
     last_seen_at: datetime | None
     last_seen_started_at: datetime | None
     missing_since: datetime | None
+    # What the job's duration needs if it finishes in this pass (jobsync.domain.facts).
+    first_seen_at: datetime | None = None
+    created_window_start: datetime | None = None
+    backlog: bool = False
 
 
 def new_job(record: JobRecord, first_seen_window: datetime | None = None) -> NewJob:
@@ -115,6 +119,11 @@ class JobRow:
     # keeps what is stored otherwise.
     final_state: str | None = None
     finished_window_start: datetime | None = None
+    created_window_start: datetime | None = None
+    backlog: bool = False
+    min_seconds: float | None = None
+    max_seconds: float | None = None
+    estimated_seconds: float | None = None
 
     @property
     def state_since_us(self) -> int | None:
@@ -310,6 +319,11 @@ def _plan_listed(
             row.finished_at = seen
             row.final_state = state
             row.finished_window_start = was_listed_at
+            if row.first_seen_at is not None:
+                # Its complete_time, if the API gives one, comes with the details, after this.
+                row.min_seconds, row.max_seconds, row.estimated_seconds = duration_bounds(
+                    row.created_window_start, row.first_seen_at, was_listed_at, seen, None
+                )
     if (row.raw_state, row.collection_name, row.progress, row.reason) != (
         record.raw_state,
         record.collection_name,

@@ -89,8 +89,9 @@ def finished(
 
 
 def after_pass(conn: Connection, cluster_id: str, plan: PassPlan, detailed: Iterable[str]) -> None:
-    """Everything the pass's rows imply for the facts: durations of the jobs that finished
-    or got a new ``complete_time`` (``detailed``), and the daily tables."""
+    """Everything the pass's rows imply for the facts: durations of new jobs first seen
+    finished and of jobs that got a new ``complete_time`` (``detailed``; the planner computed
+    those of the jobs that finished), and the daily tables."""
     counts = empty_counts()
     window = plan.first_seen_window
     # New jobs share a few collections and states: count those in C first. A pass within one
@@ -120,15 +121,16 @@ def after_pass(conn: Connection, cluster_id: str, plan: PassPlan, detailed: Iter
         counts.transitions[utc_day(t["observed_at"])][
             (t["kind"], t["from_state"], t["to_state"])
         ] += 1
-    finishing = {row.job_id for row in plan.updates if row.final_state is not None}
-    wanted = sorted(finishing.union(finished_new, detailed))
-    for row in refresh_durations(conn, cluster_id, wanted):
-        if row.job_id in finishing:
-            finished(
-                counts, utc_day(row.finished_at), row.collection_name, row.final_state, row.backlog
-            )
-        if not row.backlog and row.finished_at is not None:
-            counts.percentile_days.add(utc_day(row.finished_at))
+    # Jobs that finished in this pass: the planner wrote their durations with their rows.
+    for row in plan.updates:
+        if row.final_state is not None and row.finished_at is not None:
+            day = utc_day(row.finished_at)
+            finished(counts, day, row.collection_name, row.final_state, row.backlog)
+            if not row.backlog:
+                counts.percentile_days.add(day)
+    for job in refresh_durations(conn, cluster_id, sorted(set(finished_new).union(detailed))):
+        if not job.backlog:
+            counts.percentile_days.add(utc_day(job.finished_at))
     write_days(conn, cluster_id, counts)
 
 

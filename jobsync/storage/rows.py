@@ -142,8 +142,7 @@ _NEW_JOB_ORDER = (
 )
 _FIRST_SEEN_ORDER = ("job_id", "to_state", "raw_to_state", "observed_at", "reason", "observed_us")
 
-# last_seen_us stays NULL on a new job: while a job is listed the views take the source's
-# last_snapshot_us, and the update that stops listing it writes its own.
+# last_seen_us stays NULL on a new job: the views take the source's while it is listed.
 NEW_JOB = _layout(
     import_job_records,
     from_pass={"cluster_id", "last_seen_at", "last_seen_started_at", "created_window_start"},
@@ -232,7 +231,6 @@ DERIVED_SQL = {
     "finished_window_start": "CASE WHEN {finished_at} IS NOT NULL THEN {created_window_start} END",
     "min_seconds": "CASE WHEN {finished_at} IS NOT NULL THEN 0.0 END",
 }
-# What new_job_values yields with derived=False, in this order.
 NEW_JOB_BOUND = tuple(name for name in _NEW_JOB_ORDER if name not in DERIVED_SQL)
 
 # Checked here against the layouts, so that a change to the tables cannot pass unnoticed.
@@ -316,6 +314,7 @@ _TIMES = frozenset(
 
 # What an update of a stored job writes, from the planner's JobRow by name. state_since and
 # finished_at are None unless this pass decided on them, and then the stored value stays.
+DURATIONS = ("min_seconds", "max_seconds", "estimated_seconds")
 UPDATED_COLUMNS = _in_table_order(
     import_job_records,
     {
@@ -336,6 +335,7 @@ UPDATED_COLUMNS = _in_table_order(
         "finished_window_start",
         "state_since_us",
         "last_seen_us",
+        *DURATIONS,
     },
 )
 _KEEP_STORED = {
@@ -343,6 +343,7 @@ _KEEP_STORED = {
     "state_since_us": "COALESCE({p}, state_since_us)",
     "finished_at": "COALESCE(finished_at, {p})",
     "final_state": "COALESCE(final_state, {p})",
+    **{name: f"COALESCE({{p}}, {name})" for name in DURATIONS},  # set when the job finishes
     "finished_window_start": "CASE WHEN finished_at IS NULL THEN {p} "
     "ELSE finished_window_start END",
 }

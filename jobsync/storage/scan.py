@@ -53,10 +53,16 @@ SELECT job_id, collection_name, state, raw_state, progress, reason, listed, miss
        vanished_at IS NOT NULL AS vanished, finished_at IS NOT NULL AS finished,
        CASE WHEN listed THEN NULL ELSE last_seen_at END AS last_seen_at,
        CASE WHEN listed THEN NULL ELSE last_seen_started_at END AS last_seen_started_at,
-       missing_since
+       missing_since, first_seen_at, created_window_start, backlog
 FROM import_job_records WHERE cluster_id = {p}
 """
-_TIMES = ("last_seen_at", "last_seen_started_at", "missing_since")
+_TIMES = (
+    "last_seen_at",
+    "last_seen_started_at",
+    "missing_since",
+    "first_seen_at",
+    "created_window_start",
+)
 # Ids per query of full rows.
 _BATCH = 500
 
@@ -123,15 +129,12 @@ def stored_jobs(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterat
     Booleans may come back as 0 and 1 from SQLite: the planner only tests their truth.
     """
     pick = itemgetter(*(columns.index(field) for field in StoredJob._fields))
-    a, b, c = (StoredJob._fields.index(name) for name in _TIMES)
+    timed = [StoredJob._fields.index(name) for name in _TIMES]
     for row in rows:
-        values = pick(row)
-        if values[a] is None and values[b] is None and values[c] is None:
-            yield StoredJob._make(values)  # a listed job: nothing to parse, the common case
-            continue
-        parsed = list(values)
-        for i in (a, b, c):
-            parsed[i] = utc_from_db(parsed[i])
+        parsed = list(pick(row))
+        for i in timed:
+            if parsed[i] is not None:
+                parsed[i] = utc_from_db(parsed[i])
         yield StoredJob._make(parsed)
 
 

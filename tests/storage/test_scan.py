@@ -142,17 +142,18 @@ def test_a_streamed_read_gives_the_rows_a_plain_read_gives(engine):
 
 def test_full_rows_are_read_by_column_name_whatever_the_columns_order():
     columns = list(StoredJob._fields)
-    values = ("j", "coll", "Failed", "failed", 5, "disk", 0, 2, 0, 1, None, None, None)
     at = "2026-03-04 05:06:07.000000"
     parsed = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
-    unlisted = (*values[:10], at, at, at)
+    # A listed job: no last-seen times; its first sighting (and creation window) always.
+    values = ("j", "coll", "Failed", "failed", 5, "disk", 0, 2, 0, 1, None, None, None, at, None, 1)
+    unlisted = (*values[:10], at, at, at, at, at, 0)
     shuffled = columns[::-1]
     rows = [values[::-1], unlisted[::-1]]
 
     listed_job, unlisted_job = scan.stored_jobs(shuffled, rows)
 
-    assert listed_job == StoredJob._make(values)
-    assert unlisted_job == StoredJob._make((*values[:10], parsed, parsed, parsed))
+    assert listed_job == StoredJob._make((*values[:13], parsed, None, 1))
+    assert unlisted_job == StoredJob._make((*values[:10], *[parsed] * 5, 0))
 
 
 def _plain_triage(rows, jobs, detailed):
