@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from generated import rewrite_or_check
+
 from jobsync.reporting.schema_doc import regenerate
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "schema.md"
@@ -19,16 +21,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check, change nothing")
     args = parser.parse_args()
-    page = PAGE.read_text(encoding="utf-8")
-    fresh = regenerate(page)
-    if fresh == page:
-        return 0
-    if args.check:
-        print(f"{PAGE} is out of date: run python scripts/schema_doc.py", file=sys.stderr)
-        return 1
-    PAGE.write_text(fresh, encoding="utf-8")
-    print(f"rewrote {PAGE}")
-    return 0
+    fresh = regenerate(PAGE.read_text(encoding="utf-8"))
+    return rewrite_or_check(PAGE, fresh, check=args.check, command="python scripts/schema_doc.py")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from generated import rewrite_or_check
+
 from jobsync.storage.schema_script import render_sqlite_schema
 
 MODULE = (
@@ -29,15 +31,9 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         fresh = render_sqlite_schema(Path(scratch) / "schema.db")
-    current = MODULE.read_text(encoding="utf-8") if MODULE.exists() else ""
-    if fresh == current:
-        return 0
-    if args.check:
-        print(f"{MODULE} is out of date: run python scripts/sqlite_schema.py", file=sys.stderr)
-        return 1
-    MODULE.write_text(fresh, encoding="utf-8")
-    print(f"rewrote {MODULE}")
-    return 0
+    return rewrite_or_check(
+        MODULE, fresh, check=args.check, command="python scripts/sqlite_schema.py"
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from jobsync.config import Settings, Source
 from jobsync.domain.clock import Clock, utcnow
 from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.errors import LockedError, StorageError
-from jobsync.storage.early import early_pass_lock, ready_for_passes, same_database
+from jobsync.storage.early import pass_lock, ready_database, same_file
 
 __all__ = ["EarlyWalk", "EarlyWalks", "PageRelay", "begin_walks"]
 
@@ -104,8 +104,11 @@ class EarlyWalk:
 class EarlyWalks:
     """The walks ``begin_walks`` started, by source key, until their passes take them."""
 
-    def __init__(self, url: str, limiters: RateLimiters, walks: dict[str, EarlyWalk]) -> None:
-        self.url = url
+    def __init__(
+        self, database: str | None, limiters: RateLimiters, walks: dict[str, EarlyWalk]
+    ) -> None:
+        # The SQLite file whose locks the walks hold (None: no walk began).
+        self.database = database
         self.limiters = limiters
         self._walks = walks
         self._lock = threading.Lock()
@@ -115,7 +118,7 @@ class EarlyWalks:
 
     def matches(self, database: str | None) -> bool:
         """Whether the engine's database (``engine.url.database``) is the one locked here."""
-        return same_database(self.url, database)
+        return self.database is not None and same_file(self.database, database)
 
     def take(self, key: str) -> EarlyWalk | None:
         """The walk of source ``key``, now the caller's to release; None if it has none."""
@@ -140,23 +143,21 @@ def begin_walks(settings: Settings, *, clock: Clock = utcnow) -> EarlyWalks:
     """
     limiters = RateLimiters(settings.http.requests_per_second)
     walks: dict[str, EarlyWalk] = {}
-    first = settings.sources[: max(1, settings.http.max_concurrent_sources)]
-    for source in first if ready_for_passes(settings.database_url) else ():
-        walk = _begin(settings, source, limiters, clock)
-        if walk is not None:
-            walks[source.key] = walk
-    return EarlyWalks(settings.database_url, limiters, walks)
+    database = ready_database(settings.database_url)
+    if database is not None:
+        for source in settings.sources[: max(1, settings.http.max_concurrent_sources)]:
+            walk = _begin(settings, database, source, limiters, clock)
+            if walk is not None:
+                walks[source.key] = walk
+    return EarlyWalks(database, limiters, walks)
 
 
 def _begin(
-    settings: Settings, source: Source, limiters: RateLimiters, clock: Clock
+    settings: Settings, database: str, source: Source, limiters: RateLimiters, clock: Clock
 ) -> EarlyWalk | None:
-    lock = early_pass_lock(settings.database_url, source.key)
-    if lock is None:
-        return None
     locks = ExitStack()
     try:
-        lost = locks.enter_context(lock)
+        lost = locks.enter_context(pass_lock(database, source.key))
     except (LockedError, StorageError):
         locks.close()
         return None

@@ -340,8 +340,9 @@ def sync_all(
     if early is not None and not early.matches(engine.url.database):
         early.close()  # they locked another file than the engine opens: not this run's
         early = None
-    limiters = limiters or (early.limiters if early is not None else None)
-    limiters = limiters or RateLimiters(settings.http.requests_per_second)
+    limiters = limiters or (
+        early.limiters if early is not None else RateLimiters(settings.http.requests_per_second)
+    )
     budget = shared_budget(engine, sleep) if replicas else None
     # SQLite has one writer at a time anyway; queueing here keeps a long write from running
     # another source into its busy timeout.

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
-from contextlib import AbstractContextManager, closing
+from contextlib import closing
 from urllib.parse import quote
 
 from jobsync.storage.backends.filelock import pass_lock
 from jobsync.storage.revision import HEAD_REVISION
 
-__all__ = ["early_pass_lock", "ready_for_passes", "same_database", "sqlite_file"]
+__all__ = ["pass_lock", "ready_database", "same_file", "sqlite_file"]
 
 _PREFIX = "sqlite:///"
 
@@ -36,38 +35,24 @@ def sqlite_file(url: str) -> str | None:
     return path
 
 
-def ready_for_passes(url: str) -> bool:
-    """Whether a pass may start before the engine is made: the URL names a SQLite file that
-    does not exist yet (the pass creates its schema) or whose schema is this jobsync's. Any
-    other file (behind, newer, foreign, unreadable) waits for the engine, which refuses it
-    with the usual message before a request is sent."""
+def ready_database(url: str) -> str | None:
+    """The SQLite file a pass may start on before the engine is made: one the URL names that
+    does not exist yet (the pass creates its schema) or whose schema is this jobsync's. None
+    for anything else (not a plain SQLite URL; a file behind, newer, foreign, unreadable),
+    which waits for the engine, and the engine refuses it with the usual message before a
+    request is sent."""
     database = sqlite_file(url)
-    if database is None:
-        return False
-    if not os.path.exists(database):
-        return True
+    if database is None or not os.path.exists(database):
+        return database
     try:
         uri = f"file:{quote(os.path.abspath(database))}?mode=ro"
         with closing(sqlite3.connect(uri, uri=True)) as conn:
             rows = conn.execute("SELECT version_num FROM alembic_version").fetchall()
     except sqlite3.Error:
-        return False
-    return rows == [(HEAD_REVISION,)]
+        return None
+    return database if rows == [(HEAD_REVISION,)] else None
 
 
-def early_pass_lock(url: str, key: str) -> AbstractContextManager[Callable[[], str | None]] | None:
-    """The locks a pass of source ``key`` holds, to be taken from ``url`` alone (entering it
-    raises LockedError when another pass holds them, StorageError when the lock files cannot be
-    made), or None where that needs the engine."""
-    database = sqlite_file(url)
-    return None if database is None else pass_lock(database, key)
-
-
-def same_database(url: str, database: str | None) -> bool:
-    """Whether the engine's database (``engine.url.database``) is the file ``url`` names."""
-    early = sqlite_file(url)
-    return (
-        early is not None
-        and database is not None
-        and os.path.realpath(early) == os.path.realpath(database)
-    )
+def same_file(early: str, database: str | None) -> bool:
+    """Whether the engine's database (``engine.url.database``) is the file ``early``."""
+    return database is not None and os.path.realpath(early) == os.path.realpath(database)

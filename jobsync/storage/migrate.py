@@ -130,29 +130,30 @@ def _upgrade(engine: Engine, revision: str) -> tuple[str | None, str]:
         backend = backend_for(conn)
         backend.lock_migrations(conn)
         before = _revision(conn)
-        if before is None and revision in ("head", HEAD_REVISION):
-            # An empty database gets what the revisions would make from one script, where the
-            # backend keeps one (SQLite: backends/sqlite_schema.py, which a test keeps equal
-            # to the revisions' result), without importing Alembic and running every revision.
-            created = backend.create_head_schema(conn)
-            if created is not None:
-                backend.describe(conn, comments())
-                return before, created
-        if before is not None and not is_known_revision(before):
-            # Alembic would fail with "Can't locate revision": say what that means here.
-            raise _newer_than_this_jobsync(before)
-        from alembic import command
-        from alembic.util import CommandError
-
-        try:
-            command.upgrade(alembic_config(conn), revision)
-        except CommandError as exc:
-            raise SchemaError(f"cannot migrate the schema: {redact(str(exc))}") from None
+        # An empty database gets what the revisions would make from one script, where the
+        # backend keeps one (SQLite: backends/sqlite_schema.py, which a test keeps equal to
+        # the revisions' result), without importing Alembic and running every revision.
+        scripted = before is None and revision in ("head", HEAD_REVISION)
+        if not (scripted and backend.create_head_schema(conn) is not None):
+            _run_revisions(conn, before, revision)
         after = _revision(conn)
         # After every run, not in a revision: a change of wording needs no migration, and a
         # view that a revision recreated gets its descriptions back.
-        backend_for(conn).describe(conn, comments())
+        backend.describe(conn, comments())
     return before, after or head_revision()
+
+
+def _run_revisions(conn: Connection, before: str | None, revision: str) -> None:
+    if before is not None and not is_known_revision(before):
+        # Alembic would fail with "Can't locate revision": say what that means here.
+        raise _newer_than_this_jobsync(before)
+    from alembic import command
+    from alembic.util import CommandError
+
+    try:
+        command.upgrade(alembic_config(conn), revision)
+    except CommandError as exc:
+        raise SchemaError(f"cannot migrate the schema: {redact(str(exc))}") from None
 
 
 @boundary

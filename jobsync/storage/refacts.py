@@ -22,7 +22,7 @@ from jobsync.storage.schema import (
     import_job_transitions,
 )
 
-__all__ = ["Recomputed", "rebuild", "recompute"]
+__all__ = ["FACT_COLUMNS", "Recomputed", "rebuild", "recompute"]
 
 
 # -- from the whole history ----------------------------------------------------------------
@@ -96,7 +96,8 @@ def _close(
         counts.percentile_days.add(day)
 
 
-_FACTS = (
+# The columns of import_job_records that hold a job's facts (jobsync.domain.facts).
+FACT_COLUMNS = (
     "backlog",
     "created_window_start",
     "final_state",
@@ -120,13 +121,13 @@ def rebuild(conn: Connection) -> int:
     found = recompute(conn)
     r = import_job_records.c
     rows = [
-        {"b_cluster_id": cluster_id, "b_job_id": job_id, **{k: facts[k] for k in _FACTS}}
+        {"b_cluster_id": cluster_id, "b_job_id": job_id, **{k: facts[k] for k in FACT_COLUMNS}}
         for (cluster_id, job_id), facts in found.jobs.items()
     ]
     statement = (
         update(import_job_records)
         .where(r.cluster_id == bindparam("b_cluster_id"), r.job_id == bindparam("b_job_id"))
-        .values({name: bindparam(name) for name in _FACTS})
+        .values({name: bindparam(name) for name in FACT_COLUMNS})
     )
     for start in range(0, len(rows), 10_000):
         conn.execute(statement, rows[start : start + 10_000])

@@ -20,7 +20,7 @@ from jobsync.domain.records import JobRecord
 from jobsync.domain.states import TERMINAL_STATES
 from jobsync.service.early import PageRelay, begin_walks
 from jobsync.simulator import LIST_PATH, Simulator
-from jobsync.storage.early import ready_for_passes, sqlite_file
+from jobsync.storage.early import ready_database, sqlite_file
 from jobsync.storage.locking import source_locks
 from jobsync.storage.migrate import upgrade
 from jobsync.storage.schema import import_job_progress, sync_runs
@@ -61,29 +61,29 @@ def test_only_a_plain_sqlite_url_names_a_file_before_sqlalchemy_reads_it():
 
 def test_a_pass_starts_early_only_on_a_new_file_or_one_at_this_jobsyncs_schema(tmp_path):
     new = tmp_path / "new.db"
-    assert ready_for_passes(f"sqlite:///{new}")
+    assert ready_database(f"sqlite:///{new}")
 
     current = tmp_path / "current.db"
     engine = open_engine(f"sqlite:///{current}")
     upgrade(engine)
     engine.dispose()
-    assert ready_for_passes(f"sqlite:///{current}")
+    assert ready_database(f"sqlite:///{current}")
 
     behind = tmp_path / "behind.db"
     engine = open_engine(f"sqlite:///{behind}")
     upgrade(engine, "0001")
     engine.dispose()
-    assert not ready_for_passes(f"sqlite:///{behind}")
+    assert not ready_database(f"sqlite:///{behind}")
 
     foreign = tmp_path / "foreign.db"
     with sqlite3.connect(foreign) as conn:
         conn.execute("CREATE TABLE t (x)")
-    assert not ready_for_passes(f"sqlite:///{foreign}")
+    assert not ready_database(f"sqlite:///{foreign}")
 
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"not a database at all" * 100)
-    assert not ready_for_passes(f"sqlite:///{garbage}")
-    assert not ready_for_passes("postgresql://postgres@127.0.0.1/test")
+    assert not ready_database(f"sqlite:///{garbage}")
+    assert not ready_database("postgresql://postgres@127.0.0.1/test")
 
 
 _WALK_WITHOUT_SQLALCHEMY = """

@@ -17,22 +17,12 @@ from sqlalchemy.types import Boolean, Date, DateTime, Float, Integer, Numeric, S
 from jobsync.domain.facts import duration_bounds, job_facts, nearest_rank
 from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.service.demo import simulate_history
-from jobsync.storage.refacts import rebuild, recompute
+from jobsync.storage.refacts import FACT_COLUMNS, rebuild, recompute
 from jobsync.storage.schema import daily_job_counts, daily_transition_counts, import_job_records
 from jobsync.storage.store import apply_pass, start_run
 from jobsync.storage.views import REPORTING_VIEWS, daily_job_stats
 
 END = datetime(2024, 5, 8, 15, 20, tzinfo=UTC)
-FACT_NAMES = (
-    "backlog",
-    "created_window_start",
-    "final_state",
-    "finished_window_start",
-    "min_seconds",
-    "max_seconds",
-    "estimated_seconds",
-    "complete_time",
-)
 
 
 @pytest.fixture
@@ -46,8 +36,8 @@ def _stored_facts(engine: Engine) -> dict[tuple[str, str], dict[str, Any]]:
     r = import_job_records.c
     with engine.connect() as conn:
         return {
-            (row.cluster_id, row.job_id): {name: getattr(row, name) for name in FACT_NAMES}
-            for row in conn.execute(select(r.cluster_id, r.job_id, *(r[n] for n in FACT_NAMES)))
+            (row.cluster_id, row.job_id): {name: getattr(row, name) for name in FACT_COLUMNS}
+            for row in conn.execute(select(r.cluster_id, r.job_id, *(r[n] for n in FACT_COLUMNS)))
         }
 
 
@@ -72,7 +62,7 @@ def test_what_passes_keep_equals_a_recomputation_from_the_history(history):
         transaction.rollback()
     assert stored.keys() == found.jobs.keys()
     for key, facts in stored.items():
-        assert facts == {name: found.jobs[key][name] for name in FACT_NAMES}, key
+        assert facts == {name: found.jobs[key][name] for name in FACT_COLUMNS}, key
     assert kept == rebuilt
     # The history has what the facts are about: both kinds of job, finished and estimated.
     assert {f["backlog"] for f in stored.values()} == {True, False}
