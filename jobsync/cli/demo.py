@@ -98,7 +98,7 @@ def simulate(
 @click.option(
     "--rounds",
     type=click.IntRange(min=1),
-    help="Sync passes to run, evenly spread over the days [default: 8 a day].",
+    help="Sync passes to run, evenly spread over the days [default: 6 a day].",
 )
 def demo(db_file: str, jobs_per_cluster: int, days: int, rounds: int | None) -> None:
     """Simulate an API through two weeks of history, sync it into a local SQLite file, and

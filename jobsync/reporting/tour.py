@@ -14,7 +14,7 @@ from jobsync.storage.schema import import_job_progress
 __all__ = ["tour_report"]
 
 HISTORY_COLUMNS = ("kind", "from_state", "to_state", "window_start", "observed_at")
-PER_DAY_COLUMNS = ("day", "jobs_first_seen", "completed", "failed", "failure_rate")
+PER_DAY_COLUMNS = ("day", "new_jobs", "backlog_jobs", "completed", "failed", "failure_rate")
 
 
 def tour_report(engine: Engine, examples: Sequence[tuple[str, str]]) -> str:
@@ -29,7 +29,8 @@ def tour_report(engine: Engine, examples: Sequence[tuple[str, str]]) -> str:
         samples = conn.execute(select(func.count()).select_from(import_job_progress)).scalar()
     report.append(f"\nProgress samples recorded (import_job_progress): {samples}")
     report.append(
-        "\nPer UTC day (the first day holds the backlog: jobs listed before the first pass):"
+        "\nPer UTC day. backlog_jobs were first seen in the first pass or already finished, so"
+        "\nno pass saw them start; completed, failed and failure_rate count the new jobs only:"
     )
     report.append(_indent(render(_per_day(engine), "table", PER_DAY_COLUMNS)))
     for cluster_id, job_id in examples:

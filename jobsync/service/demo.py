@@ -30,7 +30,8 @@ __all__ = ["History", "run_demo", "serve_simulator", "simulate_history"]
 DEMO_CLUSTERS = ("in01-0123456789abcdef", "in02-fedcba9876543210")
 DEMO_KEY = "demo-key"
 DEMO_DAYS = 14
-PASSES_PER_DAY = 8
+PASSES_PER_DAY = 6
+DEMO_DETAILS_PER_PASS = 8
 STEP = timedelta(hours=1)  # how far the simulated world moves between two of its steps
 RETENTION = timedelta(days=2)
 
@@ -166,8 +167,15 @@ def simulate_history(
                 Source(name=c, cluster_id=c, base_url=sim.url, api_key=Secret(DEMO_KEY))
                 for c in DEMO_CLUSTERS
             ),
-            # The bundled simulator has no rate limit; the real API's would make the tour slow.
-            http=HttpSettings(requests_per_second=500.0),
+            # The simulator serves from this process: it has no rate limit to respect, and
+            # threads asking it at once would only take turns at one interpreter lock. One
+            # request at a time with no pacing, and a few progress requests a pass, keep the
+            # tour to seconds while every open job is still sampled every other pass or so.
+            http=HttpSettings(
+                requests_per_second=100_000.0, page_concurrency=1, max_concurrent_sources=1
+            ),
+            details_concurrency=1,
+            details_max_per_pass=DEMO_DETAILS_PER_PASS,
         )
         held = 0
         for round_number in range(1, rounds + 1):
