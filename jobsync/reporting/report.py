@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, select
+from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, false, func, select
 
 from jobsync.domain.states import CANONICAL_STATES, COMPLETED, FAILED
 from jobsync.reporting.report_text import normalise_reason
@@ -98,30 +98,30 @@ def summary(
         j.c.backlog,
     )
     same_job = and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id)
-    queries = [
-        _filtered(
-            select(*columns).where(j.c.finished_at >= start, j.c.finished_at <= end),
-            j,
-            cluster_ids,
-            collections,
-        ),
-        _filtered(
-            select(*columns)
-            .select_from(t.join(j, same_job))
-            .where(
-                t.c.sync_run_id.in_(_passes_between(start, end)),
-                t.c.kind == "first_seen",
-                t.c.observed_at >= start,
-                t.c.observed_at <= end,
-            ),
-            j,
-            cluster_ids,
-            collections,
-        ),
-    ]
     groups: dict[tuple[str, str | None], list[Any]] = defaultdict(list)
     seen: set[tuple[str, str]] = set()
     with engine.connect() as conn:
+        queries = [
+            _filtered(
+                select(*columns).where(j.c.finished_at >= start, j.c.finished_at <= end),
+                j,
+                cluster_ids,
+                collections,
+            ),
+            _filtered(
+                select(*columns)
+                .select_from(t.join(j, same_job))
+                .where(
+                    _recorded_between(conn, start, end),
+                    t.c.kind == "first_seen",
+                    t.c.observed_at >= start,
+                    t.c.observed_at <= end,
+                ),
+                j,
+                cluster_ids,
+                collections,
+            ),
+        ]
         for query in queries:
             for row in conn.execute(query):
                 if (row.cluster_id, row.job_id) not in seen:
@@ -203,30 +203,31 @@ def failures(
     """
     start, end = _period(since, now)
     t, j = import_job_transitions, import_jobs
-    query = _filtered(
-        select(
-            t.c.cluster_id,
-            t.c.job_id,
-            t.c.reason,
-            t.c.observed_at,
-            j.c.collection_name,
-            j.c.reason.label("job_reason"),
-        )
-        .select_from(t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id)))
-        .where(
-            # The history is indexed by pass: read only the period's passes' rows.
-            t.c.sync_run_id.in_(_passes_between(start, end)),
-            t.c.to_state == FAILED,
-            t.c.observed_at >= start,
-            t.c.observed_at <= end,
-        )
-        .order_by(t.c.observed_at, t.c.id),
-        j,
-        cluster_ids,
-        collections,
-    )
     groups: dict[str, dict[str, Any]] = {}
     with engine.connect() as conn:
+        query = _filtered(
+            select(
+                t.c.cluster_id,
+                t.c.job_id,
+                t.c.reason,
+                t.c.observed_at,
+                j.c.collection_name,
+                j.c.reason.label("job_reason"),
+            )
+            .select_from(
+                t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id))
+            )
+            .where(
+                _recorded_between(conn, start, end),
+                t.c.to_state == FAILED,
+                t.c.observed_at >= start,
+                t.c.observed_at <= end,
+            )
+            .order_by(t.c.observed_at, t.c.id),
+            j,
+            cluster_ids,
+            collections,
+        )
         for row in conn.execute(query):
             raw = row.reason if row.reason is not None else row.job_reason
             key = normalise_reason(raw)
@@ -367,21 +368,23 @@ def states_per_day(
     start = datetime.combine(day_list[0], datetime.min.time(), UTC)
     end = now or datetime.now(UTC)
     j, t = import_jobs, import_job_transitions
-    # The first_seen transitions of the period's passes: the history is indexed by pass.
-    query = _filtered(
-        select(j.c.first_seen_at, j.c.state)
-        .select_from(t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id)))
-        .where(
-            t.c.sync_run_id.in_(_passes_between(start, end)),
-            t.c.kind == "first_seen",
-            t.c.observed_at >= start,
-        ),
-        j,
-        cluster_ids,
-        collections,
-    )
     counts = {d.isoformat(): {s: 0 for s in CANONICAL_STATES} for d in day_list}
     with engine.connect() as conn:
+        # The first_seen transitions of the period's passes.
+        query = _filtered(
+            select(j.c.first_seen_at, j.c.state)
+            .select_from(
+                t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id))
+            )
+            .where(
+                _recorded_between(conn, start, end),
+                t.c.kind == "first_seen",
+                t.c.observed_at >= start,
+            ),
+            j,
+            cluster_ids,
+            collections,
+        )
         for row in conn.execute(query):
             day = counts.get(_utc(row.first_seen_at).date().isoformat())
             if day is not None:
@@ -406,11 +409,25 @@ def _period(since: float, now: datetime | None) -> tuple[datetime, datetime]:
     return end - timedelta(seconds=since), end
 
 
-def _passes_between(start: datetime, end: datetime) -> Select[Any]:
-    """The passes that may have observed something in [start, end]: what they recorded lies
-    between their start and their finish."""
+def _recorded_between(conn: Connection, start: datetime, end: datetime) -> ColumnElement[bool]:
+    """A condition on the history that holds for every row observed in [start, end], for the
+    planner to read only the period's passes through the history's index by pass.
+
+    A row's ``observed_at`` lies between its pass's start and finish, so only passes that
+    overlap the period can have recorded it, and their ids bound its ``sync_run_id``. The ids
+    are looked up first and given as a range: with stale statistics (autovacuum off, a bulk
+    load analyzed when every row was one moment) PostgreSQL estimates a recent
+    ``observed_at`` range at one row and scans the whole history in parallel instead; a range
+    of run ids it estimates from the ids' own statistics, and reads through the index."""
     r = sync_runs
-    return select(r.c.id).where(r.c.started_at <= end, r.c.finished_at >= start)
+    lo, hi = conn.execute(
+        select(func.min(r.c.id), func.max(r.c.id)).where(
+            r.c.started_at <= end, r.c.finished_at >= start
+        )
+    ).one()
+    if lo is None:
+        return false()
+    return import_job_transitions.c.sync_run_id.between(lo, hi)
 
 
 def _days(days: int, now: datetime | None) -> list[date]:
