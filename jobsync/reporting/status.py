@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Select, func, select
 
 from jobsync.domain.notifications import MAX_ATTEMPTS, duration
 from jobsync.storage.notifications import delivery_status
-from jobsync.storage.schema import sync_runs, utc_from_db
+from jobsync.storage.schema import sync_runs, sync_sources, utc_from_db
 
 __all__ = ["format_age", "source_status"]
 
@@ -43,20 +43,19 @@ def source_status(
     """
     now = now or datetime.now(UTC)
     r = sync_runs
-    latest = select(func.max(r.c.id)).group_by(r.c.cluster_id).scalar_subquery()
-    last_runs = select(
-        r.c.cluster_id, r.c.status, r.c.started_at, r.c.finished_at, r.c.error
-    ).where(r.c.id.in_(latest))
-    last_success = (
-        select(r.c.cluster_id, func.max(r.c.finished_at))
-        .where(r.c.status == "succeeded")
-        .group_by(r.c.cluster_id)
-    )
     with engine.connect() as conn:
-        runs = {row.cluster_id: row for row in conn.execute(last_runs)}
+        latest = conn.execute(_latest_per_source()).all()
         succeeded: dict[str, datetime | None] = {
-            cluster_id: utc_from_db(moment)
-            for cluster_id, moment in conn.execute(last_success).all()
+            row.cluster_id: utc_from_db(row.succeeded_at) for row in latest
+        }
+        last_ids = [row.last_id for row in latest]
+        runs = {
+            row.cluster_id: row
+            for row in conn.execute(
+                select(
+                    r.c.cluster_id, r.c.status, r.c.started_at, r.c.finished_at, r.c.error
+                ).where(r.c.id.in_(last_ids))
+            )
         }
         undelivered = delivery_status(conn, MAX_ATTEMPTS)
     rows = []
@@ -79,6 +78,52 @@ def source_status(
             }
         )
     return rows
+
+
+def _latest_per_source() -> Select[Any]:
+    """Per source in ``sync_runs``: the id of its latest pass and when its latest succeeded pass
+    finished, at a cost that grows with the sources and not with their passes (a group-by over
+    ``sync_runs`` reads every pass the retention window keeps: 300,000 for a year of 10
+    sources every 5 minutes, millions for 200 sources each minute).
+
+    The sources are found by skipping through the index on (cluster_id, started_at), each next
+    one the least cluster_id above the last; a source's latest pass is the last entry of its
+    range there (its passes never overlap: its lock). Its latest succeeded pass is the one its
+    marks name (``sync_sources.last_run_id``: every succeeded pass saves them), looked up by
+    key; only a source without marks is searched for one, among its own passes."""
+    r, s = sync_runs, sync_sources
+    first = select(func.min(r.c.cluster_id).label("cluster_id")).cte("sources", recursive=True)
+    previous = first.alias("previous")
+    following = (
+        select(func.min(r.c.cluster_id))
+        .where(r.c.cluster_id > previous.c.cluster_id)
+        .scalar_subquery()
+    )
+    sources = first.union_all(select(following).where(previous.c.cluster_id.is_not(None)))
+    mine = r.c.cluster_id == sources.c.cluster_id
+    marked = (
+        select(r.c.finished_at)
+        .select_from(s.join(r, r.c.id == s.c.last_run_id))
+        .where(s.c.cluster_id == sources.c.cluster_id)
+        .scalar_subquery()
+    )
+    searched = (
+        select(r.c.finished_at)
+        .where(mine, r.c.status == "succeeded")
+        .order_by(r.c.started_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return select(
+        sources.c.cluster_id,
+        select(r.c.id)
+        .where(mine)
+        .order_by(r.c.started_at.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label("last_id"),
+        func.coalesce(marked, searched).label("succeeded_at"),
+    ).where(sources.c.cluster_id.is_not(None))
 
 
 def _notifications(undelivered: dict[str, Any] | None) -> dict[str, Any]:
