@@ -193,6 +193,9 @@ class PassPlan:
     transitions: list[dict[str, Any]] = field(default_factory=list)
     changed_jobs: int = 0
     vanished_jobs: int = 0
+    # Stored jobs the list now gives another collection: (job_id, the collection they had).
+    # Their figures in the daily tables move with them (jobsync.storage.facts).
+    recollected: list[tuple[str, str | None]] = field(default_factory=list)
 
     @property
     def new_jobs(self) -> int:
@@ -331,6 +334,8 @@ def _plan_listed(
         record.reason,
     ):
         row.raw_state = record.raw_state
+        if row.collection_name != record.collection_name:
+            plan.recollected.append((row.job_id, row.collection_name))
         row.collection_name = record.collection_name
         row.progress = record.progress
         row.reason = record.reason

@@ -222,7 +222,8 @@ _TABLES = {
     "daily_job_counts": relation(
         "table",
         "What `daily_job_stats` shows, kept current by every pass in its own transaction: one "
-        "row per UTC day, source and collection.",
+        "row per UTC day, source and collection, each job counted under the collection it has "
+        "now (a job the list moves to another collection takes its figures along).",
         DAILY_COLUMNS,
         facets=("cluster_id", "collection_name"),
         sort_desc="day",

@@ -131,7 +131,52 @@ def after_pass(conn: Connection, cluster_id: str, plan: PassPlan, detailed: Iter
     for job in refresh_durations(conn, cluster_id, sorted(set(finished_new).union(detailed))):
         if not job.backlog:
             counts.percentile_days.add(utc_day(job.finished_at))
+    if plan.recollected:
+        finished_now = {row.job_id for row in plan.updates if row.final_state is not None}
+        _move_collections(conn, cluster_id, plan.recollected, finished_now, counts)
     write_days(conn, cluster_id, counts)
+
+
+def _move_collections(
+    conn: Connection,
+    cluster_id: str,
+    recollected: Sequence[tuple[str, str | None]],
+    finished_now: set[str],
+    counts: DayCounts,
+) -> None:
+    """Move the figures of jobs whose collection changed to their new collection: those of the
+    day they were first seen, and those of the day they finished, unless they finished in this
+    pass (``finished_now``: then the pass counted them under the new one already). The daily
+    tables then say what a recomputation from the history would, which counts every job under
+    the collection it has now."""
+    r = import_job_records.c
+    before = dict(recollected)
+    for start in range(0, len(recollected), _BATCH):
+        chunk = [job_id for job_id, _old in recollected[start : start + _BATCH]]
+        rows = conn.execute(
+            select(
+                r.job_id,
+                r.collection_name,
+                r.backlog,
+                r.first_seen_at,
+                r.final_state,
+                r.finished_at,
+            ).where(r.cluster_id == cluster_id, r.job_id.in_(chunk))
+        )
+        for row in rows:
+            first_day = utc_day(row.first_seen_at)
+            moves = ((before[row.job_id], -1), (row.collection_name, 1))
+            for collection, n in moves:
+                figures = counts.jobs[(first_day, collection)]
+                figures["jobs_first_seen"] += n
+                figures["backlog_jobs" if row.backlog else "new_jobs"] += n
+            if row.final_state is None or row.finished_at is None:
+                continue
+            day = utc_day(row.finished_at)
+            counts.percentile_days.add(day)
+            if row.job_id not in finished_now:
+                for collection, n in moves:
+                    finished(counts, day, collection, row.final_state, row.backlog, n)
 
 
 class _Finished(NamedTuple):
@@ -272,7 +317,10 @@ def _write_job_day(
             row["duration_jobs"] = len(values)
             for p in PERCENTILES:
                 row[f"p{p}_seconds"] = nearest_rank(values, p)
-    for row in rows.values():
+    for collection, row in list(rows.items()):
+        if not any(row[name] for name in _JOB_COUNTS) and not row["duration_jobs"]:
+            del rows[collection]  # every job it counted moved to another collection
+            continue
         done = row["completed"] + row["failed"]
         row["failure_rate"] = row["failed"] / done if done else None
     conn.execute(delete(daily_job_counts).where(where))

@@ -103,6 +103,77 @@ def test_the_daily_figures_of_a_first_day_count_the_backlog_apart(engine):
     assert row["p50_seconds"] == row["p90_seconds"] == row["p95_seconds"] == 3600.5
 
 
+def test_a_job_that_changes_collection_takes_its_daily_figures_along(engine):
+    """The daily tables count a job under the collection it has now, as a recomputation from
+    the history does: when the list gives a stored job another collection, its figures of the
+    day it was first seen and of the day it finished move, and a day's row that is left
+    counting nothing goes."""
+    day = datetime(2024, 5, 1, 22, tzinfo=UTC)
+
+    def sync(at: datetime, jobs: dict[str, tuple[str, str]]) -> None:
+        records = {
+            job_id: JobRecord(job_id, collection, state, None, None, at + timedelta(seconds=1))
+            for job_id, (collection, state) in jobs.items()
+        }
+        snapshot = Snapshot("src", at, at + timedelta(seconds=2), records, complete=True)
+        run = start_run(engine, "src", at)
+        apply_pass(engine, "src", run, snapshot, finished_at=at + timedelta(seconds=3))
+
+    sync(day, {"b1": ("old", "Completed")})
+    # New jobs: one finishes on the first day, one the next day (after midnight), one later
+    # still, in the very pass that renames it; and the backlog job is renamed too.
+    sync(
+        day + timedelta(hours=1),
+        {"b1": ("old", "Completed"), "n1": ("old", "Pending"), "n2": ("old", "Pending")},
+    )
+    sync(
+        day + timedelta(hours=1, minutes=30),
+        {
+            "b1": ("old", "Completed"),
+            "n1": ("old", "Completed"),
+            "n2": ("old", "Importing"),
+            "n3": ("old", "Pending"),
+        },
+    )
+    sync(
+        day + timedelta(hours=3),
+        {
+            "b1": ("new", "Completed"),
+            "n1": ("new", "Completed"),
+            "n2": ("old", "Failed"),
+            "n3": ("new", "Completed"),
+        },
+    )
+    sync(
+        day + timedelta(hours=4),
+        {
+            "b1": ("new", "Completed"),
+            "n1": ("new", "Completed"),
+            "n2": ("new", "Failed"),
+            "n3": ("new", "Completed"),
+        },
+    )
+    tables = (daily_job_counts, daily_transition_counts)
+    with engine.connect() as conn:
+        kept = {t.name: _table(conn, t) for t in tables}
+        conn.rollback()
+        transaction = conn.begin()
+        rebuild(conn)
+        rebuilt = {t.name: _table(conn, t) for t in tables}
+        transaction.rollback()
+        figures = {
+            (row["day"], row["collection_name"]): row
+            for row in conn.execute(select(daily_job_stats)).mappings()
+        }
+    assert kept == rebuilt
+    # Every job is now in "new": the first day's row of "old" went, and none was left behind.
+    assert set(figures) == {(date(2024, 5, 1), "new"), (date(2024, 5, 2), "new")}
+    first, second = figures[(date(2024, 5, 1), "new")], figures[(date(2024, 5, 2), "new")]
+    assert (first["jobs_first_seen"], first["new_jobs"], first["backlog_jobs"]) == (4, 3, 1)
+    assert (first["completed"], first["failed"], first["duration_jobs"]) == (2, 0, 1)
+    assert (second["completed"], second["failed"], second["duration_jobs"]) == (1, 1, 2)
+
+
 def test_a_job_created_and_finished_between_two_passes_gets_half_its_window():
     created = datetime(2024, 5, 1, 12, tzinfo=UTC)
     seen = created + timedelta(minutes=10, microseconds=1500)
