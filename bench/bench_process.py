@@ -21,6 +21,11 @@ Cases (see bench/README.md, "Whole processes"):
 
 The floors of the latency cases are each endpoint's requests divided by the rate: a pass
 cannot beat the larger of the two.
+
+jobsync runs from compiled bytecode, as from an installed wheel (pip compiles it on install):
+before measuring, the benchmark compiles the package it runs, and the processes it starts may
+write bytecode caches even where ``PYTHONDONTWRITEBYTECODE`` is set. Without that an editable
+checkout recompiles its own modules in every process, which a user's install never does.
 """
 
 from __future__ import annotations
@@ -131,8 +136,21 @@ def jobsync_sync(sim: Sim, clusters: tuple[str, ...], db: Path, *extra: str) -> 
 
 
 def environment(clusters: tuple[str, ...]) -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("JOBSYNC_", "ZILLIZ_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JOBSYNC_", "ZILLIZ_")) and k != "PYTHONDONTWRITEBYTECODE"
+    }
     return {**clean, "JOBSYNC_API_KEY": KEY, "JOBSYNC_CLUSTER_ID": ",".join(clusters)}
+
+
+def compile_jobsync() -> None:
+    """Byte-compile the jobsync package the command runs, as installing a wheel does."""
+    import compileall
+
+    import jobsync
+
+    compileall.compile_dir(str(Path(jobsync.__file__).parent), quiet=1)
 
 
 def latency_case(name: str, rep: int, seed: int, workdir: Path) -> list[dict[str, Any]]:
@@ -251,6 +269,7 @@ def main() -> int:
         parser.error(f"{JOBSYNC} not found: install jobsync in this interpreter's environment")
     if "big" in args.cases and not MINIMAL_CLIENT.exists():
         parser.error(f"{MINIMAL_CLIENT} not found (set JOBSYNC_MINIMAL_CLIENT)")
+    compile_jobsync()
     workdir = Path(tempfile.mkdtemp(prefix="jobsync-process-"))
     rows: list[dict[str, Any]] = []
     try:

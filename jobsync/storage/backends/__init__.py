@@ -21,23 +21,33 @@ __all__ = ["Backend", "backend_for", "backend_for_url"]
 _BY_NAME: dict[str, Backend] = {}
 
 
-def _backends() -> dict[str, Backend]:
-    if not _BY_NAME:
-        from jobsync.storage.backends.postgresql import POSTGRESQL
-        from jobsync.storage.backends.sqlite import SQLITE
+def _backend(name: str) -> Backend | None:
+    # Only the backend asked for is imported: a SQLite process never loads PostgreSQL's.
+    if name not in _BY_NAME:
+        if name == "sqlite":
+            from jobsync.storage.backends.sqlite import SQLITE
 
-        _BY_NAME.update((backend.name, backend) for backend in (SQLITE, POSTGRESQL))
-    return _BY_NAME
+            _BY_NAME[name] = SQLITE
+        elif name == "postgresql":
+            from jobsync.storage.backends.postgresql import POSTGRESQL
+
+            _BY_NAME[name] = POSTGRESQL
+        else:
+            return None
+    return _BY_NAME[name]
 
 
 def backend_for(bind: Engine | Connection) -> Backend:
     """The backend of an engine or connection (jobsync opens no others: see open_engine)."""
-    return _backends()[bind.dialect.name]
+    found = _backend(bind.dialect.name)
+    if found is None:
+        raise KeyError(bind.dialect.name)
+    return found
 
 
 def backend_for_url(url: URL) -> Backend | None:
     """The backend a database URL asks for, or None for a database jobsync does not support."""
-    return _backends().get(url.get_backend_name())
+    return _backend(url.get_backend_name())
 
 
 def __getattr__(name: str) -> Any:
