@@ -33,6 +33,7 @@ from jobsync.storage.dictionary import annotate
 __all__ = [
     "FACT_COLUMNS",
     "OPEN_JOBS",
+    "OWED_JOBS",
     "UTCDateTime",
     "daily_job_counts",
     "daily_transition_counts",
@@ -91,6 +92,10 @@ metadata = MetaData()
 # PostgreSQL gives back this form of the condition as written, and a large load recreates the
 # index from what it gives back).
 OPEN_JOBS = "state <> 'Completed' AND state <> 'Failed' AND vanished_at IS NULL"
+
+# The finished jobs last asked about before they finished, each owed one more request
+# (revision 0010 keeps a partial index of them).
+OWED_JOBS = "details_at < finished_at"
 
 ID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -195,6 +200,8 @@ import_job_records = Table(
     Index("ix_import_job_records_observed", "finished_at"),
     # The open jobs (active_jobs), few among a long history.
     Index("ix_import_job_records_open", "cluster_id", "job_id"),
+    # The finished jobs owed a progress request (revision 0010): fewer still.
+    Index("ix_import_job_records_owed", "cluster_id", "job_id"),
 )
 
 import_job_transitions = Table(

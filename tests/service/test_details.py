@@ -7,10 +7,11 @@ import json
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, event, func, select, update
 
 from jobsync.api.details import PROGRESS_PATHS
 from jobsync.cli import cli
@@ -636,6 +637,35 @@ def test_known_jobs_hold_open_jobs_and_finished_jobs_owed_an_ask(engine):
     assert known.had_complete
     assert load_known_jobs(engine, "other") == KnownJobs()
     assert stored_among(engine, "s", ["a1", "zz", "c2"]) == {"a1", "c2"}
+
+
+def test_known_jobs_are_read_through_the_partial_indexes_not_the_whole_source(engine):
+    # Before each pass: a read that went through every job the source ever had made every
+    # pass of a long-lived source cost more than the one before.
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "import_job_progress" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        load_known_jobs(engine, "s")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    [(sql, parameters)] = seen
+    with engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            # On tables this small a scan is cheapest: ask whether the indexes can serve.
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql, parameters))
+        else:
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, parameters)
+            plan = "\n".join(str(r[-1]) for r in rows)
+    assert "ix_import_job_records_open" in plan, plan
+    assert "ix_import_job_records_owed" in plan, plan
+    assert "import_job_records_pkey" not in plan and "autoindex" not in plan, plan
 
 
 # -- parsing, without HTTP ------------------------------------------------------------------------
