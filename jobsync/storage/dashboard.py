@@ -91,7 +91,7 @@ DURATIONS_PER_DAY = DashboardQuery(
     "p50, p90 and p95 import duration per day, of jobs whose start a pass observed",
     """\
 WITH finished AS (
-    SELECT SUBSTR(CAST(finished_at AS VARCHAR(40)), 1, 10) AS day, estimated_seconds
+    SELECT DATE(finished_at) AS day, estimated_seconds
     FROM job_durations
     WHERE is_finished = 1
       AND NOT backlog
