@@ -16,21 +16,35 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, Select, and_, false, func, select
+from sqlalchemy import Engine, and_, select
 
 from jobsync.domain.states import CANONICAL_STATES, COMPLETED, FAILED
+from jobsync.reporting.activity import (
+    STUCK_COLUMNS,
+    active,
+    states_per_day,
+    stuck,
+    stuck_since,
+)
 from jobsync.reporting.report_text import normalise_reason
+from jobsync.reporting.scope import (
+    as_day,
+    as_seconds,
+    as_utc,
+    filtered,
+    last_days,
+    period,
+    recorded_between,
+)
 from jobsync.storage.schema import (
     import_job_records,
     import_job_transitions,
     import_jobs,
-    sync_runs,
-    utc_from_db,
 )
-from jobsync.storage.views import active_jobs, daily_job_stats, job_durations
+from jobsync.storage.views import daily_job_stats, job_durations
 
 __all__ = [
     "DURATIONS_COLUMNS",
@@ -62,10 +76,6 @@ FAILURES_COLUMNS = ("reason", "jobs", "collections", "last_seen_at", "example")
 TREND_COLUMNS = (
     "day", "first_seen", "completed", "failed", "failure_rate", "p50_seconds", "p90_seconds",
 )
-STUCK_COLUMNS = (
-    "cluster_id", "job_id", "collection_name", "state", "raw_state", "progress", "state_since",
-    "last_seen_at", "seconds_in_state",
-)
 # fmt: on
 
 
@@ -82,7 +92,7 @@ def summary(
     Percentiles are over ``job_durations.estimated_seconds`` of the jobs that finished in the
     period (Completed or Failed) whose start was observed (not ``backlog``).
     """
-    start, end = _period(since, now)
+    start, end = period(since, now)
     # The jobs' own rows, which hold their facts (what job_durations shows), read twice, each
     # time only the period's: the finished ones through the index on finished_at, and those
     # first seen through the first_seen transitions of the period's passes (history is indexed
@@ -102,17 +112,17 @@ def summary(
     seen: set[tuple[str, str]] = set()
     with engine.connect() as conn:
         queries = [
-            _filtered(
+            filtered(
                 select(*columns).where(j.c.finished_at >= start, j.c.finished_at <= end),
                 j,
                 cluster_ids,
                 collections,
             ),
-            _filtered(
+            filtered(
                 select(*columns)
                 .select_from(t.join(j, same_job))
                 .where(
-                    _recorded_between(conn, start, end),
+                    recorded_between(conn, start, end),
                     t.c.kind == "first_seen",
                     t.c.observed_at >= start,
                     t.c.observed_at <= end,
@@ -138,7 +148,7 @@ def summary(
             if m.estimated_seconds is not None
             and not m.backlog
             and m.finished_at is not None
-            and start <= _utc(m.finished_at) <= end
+            and start <= as_utc(m.finished_at) <= end
         ]
         rows.append(
             {
@@ -162,9 +172,9 @@ def durations(
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Finished jobs of the period (newest finish first) with their duration bounds and estimate."""
-    start, end = _period(since, now)
+    start, end = period(since, now)
     d = job_durations
-    query = _filtered(
+    query = filtered(
         select(*(d.c[c] for c in DURATIONS_COLUMNS))
         .where(d.c.is_finished == 1, d.c.finished_at >= start, d.c.finished_at <= end)
         .order_by(d.c.finished_at.desc(), d.c.cluster_id, d.c.job_id),
@@ -178,9 +188,9 @@ def durations(
         return [
             {
                 **row._mapping,
-                "created_at": None if row.created_at is None else _utc(row.created_at),
-                "finished_at": _utc(row.finished_at),
-                **{c: _seconds(row._mapping[c]) for c in DURATIONS_COLUMNS if "seconds" in c},
+                "created_at": None if row.created_at is None else as_utc(row.created_at),
+                "finished_at": as_utc(row.finished_at),
+                **{c: as_seconds(row._mapping[c]) for c in DURATIONS_COLUMNS if "seconds" in c},
             }
             for row in conn.execute(query)
         ]
@@ -201,11 +211,11 @@ def failures(
     transition recorded, else the job's current ``reason``. ``jobs`` counts distinct jobs;
     ``example`` is the raw text of the latest failure in the group.
     """
-    start, end = _period(since, now)
+    start, end = period(since, now)
     t, j = import_job_transitions, import_jobs
     groups: dict[str, dict[str, Any]] = {}
     with engine.connect() as conn:
-        query = _filtered(
+        query = filtered(
             select(
                 t.c.cluster_id,
                 t.c.job_id,
@@ -218,7 +228,7 @@ def failures(
                 t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id))
             )
             .where(
-                _recorded_between(conn, start, end),
+                recorded_between(conn, start, end),
                 t.c.to_state == FAILED,
                 t.c.observed_at >= start,
                 t.c.observed_at <= end,
@@ -236,7 +246,7 @@ def failures(
             if row.collection_name is not None:
                 group["collections"].add(row.collection_name)
             # Rows come oldest first: the last one written is the latest example.
-            group["last_seen_at"] = _utc(row.observed_at)
+            group["last_seen_at"] = as_utc(row.observed_at)
             group["example"] = raw
     rows = [
         {
@@ -266,10 +276,10 @@ def trend(
     p50/p90 are recomputed from ``job_durations`` of the jobs finished that day whose start was
     observed, as the view does.
     """
-    day_list = _days(days, now)
+    day_list = last_days(days, now)
     first, last = day_list[0], day_list[-1]
     s = daily_job_stats
-    query = _filtered(
+    query = filtered(
         select(s.c.day, s.c.jobs_first_seen, s.c.completed, s.c.failed).where(
             s.c.day >= first, s.c.day <= last
         ),
@@ -280,7 +290,7 @@ def trend(
     totals: dict[str, list[int]] = {day.isoformat(): [0, 0, 0] for day in day_list}
     with engine.connect() as conn:
         for row in conn.execute(query):
-            sums = totals[_day(row.day)]
+            sums = totals[as_day(row.day)]
             for i, value in enumerate((row.jobs_first_seen, row.completed, row.failed)):
                 sums[i] += int(value or 0)
     start = datetime.combine(day_list[0], datetime.min.time(), UTC)
@@ -297,101 +307,6 @@ def trend(
     ]
 
 
-def stuck(
-    engine: Engine,
-    *,
-    older_than: float,
-    now: datetime | None = None,
-    cluster_ids: Sequence[str] = (),
-    collections: Sequence[str] = (),
-) -> list[dict[str, Any]]:
-    """Active jobs whose time in their current state, measured to ``now``, exceeds older_than."""
-    return active(
-        engine, now=now, cluster_ids=cluster_ids, collections=collections, older_than=older_than
-    )
-
-
-def stuck_since(now: datetime, older_than: float) -> datetime:
-    """A job in its state since before this is stuck: the one rule of every stuck report."""
-    return now - timedelta(seconds=older_than)
-
-
-def active(
-    engine: Engine,
-    *,
-    now: datetime | None = None,
-    cluster_ids: Sequence[str] = (),
-    collections: Sequence[str] = (),
-    older_than: float | None = None,
-) -> list[dict[str, Any]]:
-    """Jobs of ``active_jobs``, longest in their state first; seconds_in_state runs to ``now``.
-
-    With ``older_than``, only those in their state for longer than that.
-    """
-    now = now or datetime.now(UTC)
-    a = active_jobs
-    query = _filtered(
-        select(*(a.c[c] for c in STUCK_COLUMNS if c != "seconds_in_state")).order_by(
-            a.c.state_since, a.c.cluster_id, a.c.job_id
-        ),
-        a,
-        cluster_ids,
-        collections,
-    )
-    if older_than is not None:
-        query = query.where(a.c.state_since < stuck_since(now, older_than))
-    with engine.connect() as conn:
-        rows = []
-        for row in conn.execute(query):
-            since = _utc(row.state_since)
-            rows.append(
-                {
-                    **row._mapping,
-                    "state_since": since,
-                    "last_seen_at": _utc(row.last_seen_at),
-                    "seconds_in_state": round(max(0.0, (now - since).total_seconds()), 3),
-                }
-            )
-    return rows
-
-
-def states_per_day(
-    engine: Engine,
-    *,
-    days: int,
-    now: datetime | None = None,
-    cluster_ids: Sequence[str] = (),
-    collections: Sequence[str] = (),
-) -> list[dict[str, Any]]:
-    """Jobs first seen on each UTC day of the last ``days``, by the state they have now."""
-    day_list = _days(days, now)
-    start = datetime.combine(day_list[0], datetime.min.time(), UTC)
-    end = now or datetime.now(UTC)
-    j, t = import_jobs, import_job_transitions
-    counts = {d.isoformat(): {s: 0 for s in CANONICAL_STATES} for d in day_list}
-    with engine.connect() as conn:
-        # The first_seen transitions of the period's passes.
-        query = _filtered(
-            select(j.c.first_seen_at, j.c.state)
-            .select_from(
-                t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id))
-            )
-            .where(
-                _recorded_between(conn, start, end),
-                t.c.kind == "first_seen",
-                t.c.observed_at >= start,
-            ),
-            j,
-            cluster_ids,
-            collections,
-        )
-        for row in conn.execute(query):
-            day = counts.get(_utc(row.first_seen_at).date().isoformat())
-            if day is not None:
-                day[row.state] = day.get(row.state, 0) + 1
-    return [{"day": day, **states} for day, states in counts.items()]
-
-
 def nearest_rank(values: Sequence[float], percent: int) -> float | None:
     """The nearest-rank percentile: the smallest value with ``percent``% of values at or below."""
     if not values:
@@ -404,54 +319,11 @@ def nearest_rank(values: Sequence[float], percent: int) -> float | None:
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _period(since: float, now: datetime | None) -> tuple[datetime, datetime]:
-    end = now or datetime.now(UTC)
-    return end - timedelta(seconds=since), end
-
-
-def _recorded_between(conn: Connection, start: datetime, end: datetime) -> ColumnElement[bool]:
-    """A condition on the history that holds for every row observed in [start, end], for the
-    planner to read only the period's passes through the history's index by pass.
-
-    A row's ``observed_at`` lies between its pass's start and finish, so only passes that
-    overlap the period can have recorded it, and their ids bound its ``sync_run_id``. The ids
-    are looked up first and given as a range: with stale statistics (autovacuum off, a bulk
-    load analyzed when every row was one moment) PostgreSQL estimates a recent
-    ``observed_at`` range at one row and scans the whole history in parallel instead; a range
-    of run ids it estimates from the ids' own statistics, and reads through the index."""
-    r = sync_runs
-    lo, hi = conn.execute(
-        select(func.min(r.c.id), func.max(r.c.id)).where(
-            r.c.started_at <= end, r.c.finished_at >= start
-        )
-    ).one()
-    if lo is None:
-        return false()
-    return import_job_transitions.c.sync_run_id.between(lo, hi)
-
-
-def _days(days: int, now: datetime | None) -> list[date]:
-    if days < 1:
-        raise ValueError("days must be at least 1")
-    today = (now or datetime.now(UTC)).astimezone(UTC).date()
-    return [today - timedelta(days=n) for n in range(days - 1, -1, -1)]
-
-
-def _filtered(
-    query: Select[Any], table: Any, cluster_ids: Sequence[str], collections: Sequence[str]
-) -> Select[Any]:
-    if cluster_ids:
-        query = query.where(table.c.cluster_id.in_(cluster_ids))
-    if collections:
-        query = query.where(table.c.collection_name.in_(collections))
-    return query
-
-
 def _estimates_by_day(
     engine: Engine, start: datetime, cluster_ids: Sequence[str], collections: Sequence[str]
 ) -> dict[str, list[float]]:
     d = job_durations
-    query = _filtered(
+    query = filtered(
         select(d.c.finished_at, d.c.estimated_seconds).where(
             d.c.finished_at >= start,
             # As the partial index on observed finishes spells it: the backlog is most jobs.
@@ -465,7 +337,7 @@ def _estimates_by_day(
     found: dict[str, list[float]] = defaultdict(list)
     with engine.connect() as conn:
         for row in conn.execute(query):
-            found[_utc(row.finished_at).date().isoformat()].append(float(row.estimated_seconds))
+            found[as_utc(row.finished_at).date().isoformat()].append(float(row.estimated_seconds))
     return found
 
 
@@ -479,23 +351,6 @@ def _outcome(failed: int, completed: int, estimates: Sequence[float]) -> dict[st
     }
 
 
-def _day(value: Any) -> str:
-    """A day as ``YYYY-MM-DD`` (a date, or text from an older database)."""
-    return value.isoformat() if isinstance(value, date) else str(value)
-
-
-def _seconds(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
 def _group_order(item: tuple[tuple[str, str | None], Any]) -> tuple[str, bool, str]:
     (cluster_id, collection), _rows = item
     return cluster_id, collection is None, collection or ""
-
-
-def _utc(moment: Any) -> datetime:
-    # The views declare UTC columns, but a computed column can come back as text on SQLite.
-    value = utc_from_db(moment)
-    if value is None:
-        raise TypeError("expected a datetime from the database, got None")
-    return value
