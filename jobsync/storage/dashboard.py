@@ -10,13 +10,14 @@ columns of ``daily_job_stats``) is left out of finishes, failure rates and durat
 sync of a long-lived cluster does not swamp its first day.
 
 What keeps them portable: only views and functions both databases share (``SUM``, ``COUNT``,
-``MAX``, ``NULLIF``, ``SUBSTR``, ``CAST``, ``ROW_NUMBER``), sums cast back to ``BIGINT``
+``MAX``, ``NULLIF``, ``DATE``, ``CAST``, ``ROW_NUMBER``), sums cast back to ``BIGINT``
 (PostgreSQL's ``SUM`` of a bigint is a numeric), integer division for the nearest rank (both
 truncate), and no notion of "now" (SQLite and PostgreSQL have none in common): stuck means
 long in its state as of the last pass that listed the job, which is what ``active_jobs`` says.
 
-One condition on PostgreSQL: ``durations_per_day`` takes the UTC day of ``finished_at`` from
-its text, so the session's ``TimeZone`` must be UTC (the server default on most installations;
+One condition on PostgreSQL: ``durations_per_day`` takes the day of ``finished_at`` with
+``DATE()`` (a ``date`` there, ``YYYY-MM-DD`` text on SQLite), which cuts days in the session's
+time zone, so the session's ``TimeZone`` must be UTC (the server default on most installations;
 else add ``options=-c timezone=UTC`` to the connection URL, as docs/sql-and-bi.md shows).
 """
 
