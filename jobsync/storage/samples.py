@@ -36,7 +36,7 @@ from jobsync.domain.states import TERMINAL_STATES, canonical_state
 from jobsync.storage.boundary import boundary
 from jobsync.storage.schema import (
     OPEN_JOBS,
-    OWED_JOBS,
+    PRESENT_JOBS,
     import_job_progress,
     import_job_records,
     sync_sources,
@@ -108,12 +108,14 @@ def _known_jobs_query() -> Any:
     )
     # A job the latest pass did not list is not asked about before the list shows it.
     mine = (r.cluster_id == bindparam("source"), r.listed.is_(True))
-    # Two reads, each with the very condition of a partial index (OPEN_JOBS, OWED_JOBS), so
-    # that each reads only its few jobs: one condition with OR would read every job the
-    # source ever had, on every pass.
+    # Two reads, each with the very condition of a partial index (OPEN_JOBS, PRESENT_JOBS),
+    # so that each reads only the jobs the source still lists: one condition with OR would
+    # read every job the source ever had, on every pass. Owed: finished, and last asked
+    # about before it finished (each is asked once more).
+    owed = and_(r.state.in_(_TERMINAL), r.details_at < r.finished_at)
     return union_all(
         select(*columns).where(*mine, text(OPEN_JOBS)),
-        select(*columns).where(*mine, r.state.in_(_TERMINAL), text(OWED_JOBS)),
+        select(*columns).where(*mine, text(PRESENT_JOBS), owed),
     )
 
 

@@ -33,7 +33,7 @@ from jobsync.storage.dictionary import annotate
 __all__ = [
     "FACT_COLUMNS",
     "OPEN_JOBS",
-    "OWED_JOBS",
+    "PRESENT_JOBS",
     "UTCDateTime",
     "daily_job_counts",
     "daily_transition_counts",
@@ -93,9 +93,8 @@ metadata = MetaData()
 # index from what it gives back).
 OPEN_JOBS = "state <> 'Completed' AND state <> 'Failed' AND vanished_at IS NULL"
 
-# The finished jobs last asked about before they finished, each owed one more request
-# (revision 0010 keeps a partial index of them).
-OWED_JOBS = "details_at < finished_at"
+# The jobs not vanished (revision 0010 keeps a partial index of them).
+PRESENT_JOBS = "vanished_at IS NULL"
 
 ID = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -200,8 +199,9 @@ import_job_records = Table(
     Index("ix_import_job_records_observed", "finished_at"),
     # The open jobs (active_jobs), few among a long history.
     Index("ix_import_job_records_open", "cluster_id", "job_id"),
-    # The finished jobs owed a progress request (revision 0010): fewer still.
-    Index("ix_import_job_records_owed", "cluster_id", "job_id"),
+    # The jobs a source still lists, not vanished (revision 0010): what a pass compares with
+    # its snapshot, about as many as the API lists however long the history.
+    Index("ix_import_job_records_present", "cluster_id", "job_id"),
 )
 
 import_job_transitions = Table(

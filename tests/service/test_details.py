@@ -663,8 +663,16 @@ def test_known_jobs_are_read_through_the_partial_indexes_not_the_whole_source(en
         else:
             rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, parameters)
             plan = "\n".join(str(r[-1]) for r in rows)
-    assert "ix_import_job_records_open" in plan, plan
-    assert "ix_import_job_records_owed" in plan, plan
+    # Each of the two reads (open jobs, owed ones) through a partial index: the open jobs'
+    # or the present (not vanished) jobs', whichever the planner prefers.
+    reads = [
+        line
+        for line in plan.splitlines()
+        if "on import_job_records" in line or "SEARCH import_job_records" in line
+    ]
+    assert len(reads) == 2, plan
+    for read in reads:
+        assert "ix_import_job_records_open" in read or "ix_import_job_records_present" in read
     assert "import_job_records_pkey" not in plan and "autoindex" not in plan, plan
 
 
