@@ -18,7 +18,7 @@ from jobsync.domain.history import StoredJob
 from jobsync.domain.records import JobRecord
 from jobsync.domain.triage import triage, triage_in_order
 from jobsync.storage.backends import backend_for
-from jobsync.storage.schema import utc_from_db
+from jobsync.storage.schema import PRESENT_JOBS, utc_from_db
 
 __all__ = [
     "STORED_IDS_SQL",
@@ -41,7 +41,7 @@ _QUIET = "vanished_at IS NULL AND listed AND missed_snapshots = 0 AND missing_si
 # in which triage unpacks each row.
 TRIAGE_SQL = f"""
 SELECT job_id, raw_state, collection_name, progress, reason, CASE WHEN {_QUIET} THEN 1 ELSE 0 END
-FROM import_job_records WHERE cluster_id = {{p}} AND vanished_at IS NULL
+FROM import_job_records WHERE cluster_id = {{p}} AND {PRESENT_JOBS}
 """
 # Rows per round trip. The chunk is alive at a pass's peak memory, beside the snapshot and
 # what triage holds.

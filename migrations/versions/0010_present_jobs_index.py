@@ -22,7 +22,10 @@ down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-PRESENT_JOBS = "vanished_at IS NULL"
+# ``listed`` is never NULL: the second term only keeps this index out of the plans that want
+# the open jobs (their condition implies the first term too, and SQLite, without statistics,
+# would then read every job present instead of the few open ones).
+PRESENT_JOBS = "vanished_at IS NULL AND listed IS NOT NULL"
 
 
 def upgrade() -> None:

@@ -411,3 +411,16 @@ def test_passes_pair_stored_and_listed_jobs_whatever_the_collation_says(engine):
         ).scalar_one()
     assert sorted(rows) == [("10", "Importing"), ("new", "Importing"), ("é", "Completed")]
     assert missed == 1  # not listed by this complete pass
+
+
+def test_sqlite_reads_active_jobs_through_the_open_jobs_index(tmp_path):
+    """Two partial indexes could serve active_jobs (the open jobs, and the jobs present): the
+    larger one would read every job a long list shows. Its predicate keeps it out."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    ensure_schema(engine)
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN SELECT * FROM active_jobs").fetchall()
+    engine.dispose()
+    details = " / ".join(row[-1] for row in plan)
+    assert "USING INDEX ix_import_job_records_open" in details
+    assert "ix_import_job_records_present" not in details
