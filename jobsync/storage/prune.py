@@ -102,6 +102,11 @@ def prune(
         # Samples first: a pass whose only samples are thinned away has recorded nothing.
         result += _thin_samples(engine, cluster_id, work)
         result += _prune_runs(engine, cluster_id, work)
+    if not dry_run and (result.runs or result.samples) and not work.stop():
+        # After the batches, outside them: their space, for the passes to come.
+        backend_for(engine).reclaim(
+            engine, [sync_runs.name, import_job_progress.name, sync_run_days.name]
+        )
     return result
 
 

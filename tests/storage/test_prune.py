@@ -3,6 +3,7 @@ old progress samples are thinned; jobs, transitions and every run still needed s
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -104,6 +105,34 @@ def test_old_passes_that_recorded_nothing_are_rolled_up_per_day_then_deleted(eng
     assert len(_run_ids(engine)) + _rolled_up(engine) == len(before)
     assert count_rows(engine, import_job_transitions) == transitions
     assert count_rows(engine, import_job_records) == 2
+
+
+def test_on_postgresql_a_prune_makes_the_space_it_freed_reusable(engine):
+    # Autovacuum may be off (it is on the test server): without a vacuum the space of the
+    # rows a prune deletes is never reused, and the database grows by what it prunes.
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite reuses a freed page at once")
+    _ten_days(engine)
+
+    def vacuums() -> int:
+        with engine.connect() as conn:
+            return int(
+                conn.exec_driver_sql(
+                    "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'sync_runs'"
+                ).scalar()
+            )
+
+    before = vacuums()
+    assert prune(engine, timedelta(days=5), now=T0 + 10 * DAY).runs == 5
+    # The statistics collector reports with a delay: poll, with a deadline.
+    deadline = time.monotonic() + 10
+    while vacuums() == before and time.monotonic() < deadline:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+    assert vacuums() == before + 1
+    # A prune that removes nothing has nothing to give back.
+    assert prune(engine, timedelta(days=5), now=T0 + 10 * DAY).runs == 0
+    assert vacuums() == before + 1
 
 
 def test_pruning_again_removes_nothing_more_and_counts_nothing_twice(engine):

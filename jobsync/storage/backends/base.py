@@ -81,6 +81,11 @@ class Backend:
         """After passes: give back what a write-ahead log holds where the database keeps one
         beside its file (SQLite), without waiting for readers. Nothing elsewhere."""
 
+    def reclaim(self, engine: Engine, tables: Sequence[str]) -> None:
+        """After a prune deleted rows of ``tables``: make their space reusable where the
+        database does not do it by itself (PostgreSQL without autovacuum). Nothing elsewhere:
+        SQLite reuses a freed page at once."""
+
     # -- locks --------------------------------------------------------------------------------
 
     # Processes of several hosts may share the database: a daemon then claims each source's

@@ -181,6 +181,15 @@ class PostgreSQLBackend(Backend):
         )
         return float(result.scalar_one() or 0.0)
 
+    def reclaim(self, engine: Engine, tables: Sequence[str]) -> None:
+        # What autovacuum would do, for servers where it is off: without it the space of the
+        # rows a prune deletes is never reused, and a database under retention keeps growing
+        # by what it prunes. A plain VACUUM takes no lock that stops passes or readers; it
+        # cannot run in a transaction block.
+        names = ", ".join(sorted(set(tables)))
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"VACUUM (ANALYZE) {names}")
+
     def lock_source(self, conn: Connection, cluster_id: str) -> None:
         conn.execute(_XACT_LOCK, {"key": lock_key(f"source:{cluster_id}")})
 
