@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, select
 
 from jobsync.domain.states import CANONICAL_STATES
-from jobsync.reporting.scope import as_utc, filtered, last_days, recorded_between
+from jobsync.reporting.scope import as_utc, filtered, last_days
 from jobsync.storage.schema import import_job_transitions, import_jobs
 from jobsync.storage.views import active_jobs
 
@@ -94,18 +94,16 @@ def states_per_day(
     """Jobs first seen on each UTC day of the last ``days``, by the state they have now."""
     day_list = last_days(days, now)
     start = datetime.combine(day_list[0], datetime.min.time(), UTC)
-    end = now or datetime.now(UTC)
     j, t = import_jobs, import_job_transitions
     counts = {d.isoformat(): {s: 0 for s in CANONICAL_STATES} for d in day_list}
     with engine.connect() as conn:
-        # The first_seen transitions of the period's passes.
+        # The first_seen transitions of the period (the history is indexed by observed_at).
         query = filtered(
             select(j.c.first_seen_at, j.c.state)
             .select_from(
                 t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id))
             )
             .where(
-                recorded_between(conn, start, end),
                 t.c.kind == "first_seen",
                 t.c.observed_at >= start,
             ),

@@ -37,7 +37,6 @@ from jobsync.reporting.scope import (
     filtered,
     last_days,
     period,
-    recorded_between,
 )
 from jobsync.storage.schema import (
     import_job_records,
@@ -95,8 +94,8 @@ def summary(
     start, end = period(since, now)
     # The jobs' own rows, which hold their facts (what job_durations shows), read twice, each
     # time only the period's: the finished ones through the index on finished_at, and those
-    # first seen through the first_seen transitions of the period's passes (history is indexed
-    # by pass). One condition with OR would read every job.
+    # first seen through the first_seen transitions of the period (the history is indexed by
+    # observed_at). One condition with OR would read every job.
     j, t = import_job_records, import_job_transitions
     columns = (
         j.c.job_id,
@@ -122,7 +121,6 @@ def summary(
                 select(*columns)
                 .select_from(t.join(j, same_job))
                 .where(
-                    recorded_between(conn, start, end),
                     t.c.kind == "first_seen",
                     t.c.observed_at >= start,
                     t.c.observed_at <= end,
@@ -228,7 +226,6 @@ def failures(
                 t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id))
             )
             .where(
-                recorded_between(conn, start, end),
                 t.c.to_state == FAILED,
                 t.c.observed_at >= start,
                 t.c.observed_at <= end,

@@ -1,6 +1,5 @@
-"""What a report covers: its period, the clusters and collections it is about, and the
-history of that period; and the conversions of what the database gives back that every report
-needs."""
+"""What a report covers: its period and the clusters and collections it is about; and the
+conversions of what the database gives back that every report needs."""
 
 from __future__ import annotations
 
@@ -8,9 +7,9 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, false, func, select
+from sqlalchemy import Select
 
-from jobsync.storage.schema import import_job_transitions, sync_runs, utc_from_db
+from jobsync.storage.schema import utc_from_db
 
 __all__ = [
     "as_day",
@@ -19,34 +18,12 @@ __all__ = [
     "filtered",
     "last_days",
     "period",
-    "recorded_between",
 ]
 
 
 def period(since: float, now: datetime | None) -> tuple[datetime, datetime]:
     end = now or datetime.now(UTC)
     return end - timedelta(seconds=since), end
-
-
-def recorded_between(conn: Connection, start: datetime, end: datetime) -> ColumnElement[bool]:
-    """A condition on the history that holds for every row observed in [start, end], for the
-    planner to read only the period's passes through the history's index by pass.
-
-    A row's ``observed_at`` lies between its pass's start and finish, so only passes that
-    overlap the period can have recorded it, and their ids bound its ``sync_run_id``. The ids
-    are looked up first and given as a range: with stale statistics (autovacuum off, a bulk
-    load analyzed when every row was one moment) PostgreSQL estimates a recent
-    ``observed_at`` range at one row and scans the whole history in parallel instead; a range
-    of run ids it estimates from the ids' own statistics, and reads through the index."""
-    r = sync_runs
-    lo, hi = conn.execute(
-        select(func.min(r.c.id), func.max(r.c.id)).where(
-            r.c.started_at <= end, r.c.finished_at >= start
-        )
-    ).one()
-    if lo is None:
-        return false()
-    return import_job_transitions.c.sync_run_id.between(lo, hi)
 
 
 def last_days(days: int, now: datetime | None) -> list[date]:

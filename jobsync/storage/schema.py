@@ -227,6 +227,8 @@ import_job_transitions = Table(
     Index("ix_import_job_transitions_job", "cluster_id", "job_id", "id"),
     # Revision 0008: pruning asks whether a run recorded anything.
     Index("ix_import_job_transitions_run", "sync_run_id"),
+    # Revision 0011: the reports of a period read the changes observed in it.
+    Index("ix_import_job_transitions_observed", "observed_at"),
 )
 
 import_job_progress = Table(

@@ -131,6 +131,7 @@ def test_the_bulk_path_is_taken_only_for_a_load_large_against_the_tables(engine,
     assert keys == []  # ...but the indexes are rebuilt only when the load doubles the table
     assert sorted(i["name"] for i in indexes) == [
         "ix_import_job_transitions_job",
+        "ix_import_job_transitions_observed",
         "ix_import_job_transitions_run",
     ]
 

@@ -11,10 +11,10 @@ safe and pays (docs/benchmarks.md has the figures behind each threshold):
 - the foreign key on ``import_job_transitions.sync_run_id`` is dropped when the new history
   rows are at least 1/``KEY_TABLE_SHARE`` of those already stored: adding it back checks the
   whole table in one join, which costs more than the per-row trigger below that share;
-- the indexes ``ix_import_job_transitions_job`` and ``_run``, and the primary key and the
-  other indexes of ``import_job_records``, are rebuilt when the load at least doubles their
-  table: a rebuild sorts the whole table. A table whose size the planner does not know yet
-  (never analyzed) counts as large unless it has no pages;
+- the indexes ``ix_import_job_transitions_job``, ``_run`` and ``_observed``, and the primary
+  key and the other indexes of ``import_job_records``, are rebuilt when the load at least
+  doubles their table: a rebuild sorts the whole table. A table whose size the planner does
+  not know yet (never analyzed) counts as large unless it has no pages;
 - the tables concerned can all be locked at once without waiting (``NOWAIT``), and the role
   may alter them. The exclusive lock is taken only when no other transaction holds any lock
   on them, so it cannot deadlock with another pass; otherwise the pass loads row by row.
@@ -78,7 +78,10 @@ _HISTORY_INDEX = """
 SELECT c.relname, pg_get_indexdef(i.indexrelid)
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
 WHERE i.indrelid = 'import_job_transitions'::regclass AND i.indisvalid
-  AND c.relname IN ('ix_import_job_transitions_job', 'ix_import_job_transitions_run')
+  AND c.relname IN (
+    'ix_import_job_transitions_job', 'ix_import_job_transitions_run',
+    'ix_import_job_transitions_observed'
+  )
 ORDER BY c.relname
 """
 _RECORDS_KEY = """
