@@ -28,6 +28,7 @@ from sqlalchemy import (
     text,
 )
 
+from jobsync.api.details import KNOWN_PATHS
 from jobsync.config import HttpSettings, Settings, Source
 from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.observability import redact
@@ -239,3 +240,10 @@ def daily_passes(db_url: str, cluster_id: str, first: datetime, days: int) -> No
 def _reset_secret_registry() -> Iterator[None]:
     yield
     redact._reset_for_tests()
+
+
+@pytest.fixture(autouse=True)
+def _forget_progress_paths() -> None:
+    # The process remembers which progress path each API address answered on; tests reuse
+    # loopback ports, so a test could start with what an earlier simulator at its port taught.
+    KNOWN_PATHS.forget()

@@ -93,6 +93,12 @@ class PathMemory:
             self._paths[(source.base_url, source.key)] = path
             self._roots[source.base_url] = path
 
+    def forget(self) -> None:
+        """Forget every path: another server may answer at the same address now (tests)."""
+        with self._lock:
+            self._paths.clear()
+            self._roots.clear()
+
 
 KNOWN_PATHS = PathMemory()
 
