@@ -149,9 +149,17 @@ def test_killed_after_one_source_committed_its_events_are_delivered_by_the_next_
 
         proc = spawn(workdir, "sync", **hook)
         committed = notifications.c.cluster_id == CLUSTER
+        running = sync_runs.c.status == "running"
+        other_running = select(func.count()).where(running, sync_runs.c.cluster_id == OTHER)
+        # The list request may come before the run row (on SQLite a pass begins its walk
+        # before the database is open): wait for both.
         receiver.wait_for(
             lambda: (
-                (held.fired and scalar(check, select(func.count()).where(committed)) == 1)
+                (
+                    held.fired
+                    and scalar(check, select(func.count()).where(committed)) == 1
+                    and scalar(check, other_running) == 1
+                )
                 or proc.poll() is not None
             ),
             "the first source's pass to commit its event, the other's to wait for its list",
@@ -162,10 +170,7 @@ def test_killed_after_one_source_committed_its_events_are_delivered_by_the_next_
         # Committed with the first source's pass, not delivered; the other decided nothing.
         assert receiver.arrivals == []
         assert list(keys_in_db(check).values()) == [False]
-        running = sync_runs.c.status == "running"
-        assert (
-            scalar(check, select(func.count()).where(running, sync_runs.c.cluster_id == OTHER)) == 1
-        )
+        assert scalar(check, other_running) == 1
 
         slow.clear_faults()
         completed(workdir, "sync", **hook)
