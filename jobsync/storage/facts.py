@@ -68,10 +68,17 @@ def empty_counts() -> DayCounts:
 def _first_seen(
     counts: DayCounts, day: date, collection: str | None, state: str, backlog: bool, n: int = 1
 ) -> None:
+    _first_seen_job(counts, day, collection, backlog, n)
+    counts.transitions[day][("first_seen", None, state)] += n
+
+
+def _first_seen_job(
+    counts: DayCounts, day: date, collection: str | None, backlog: bool, n: int
+) -> None:
+    """A job first seen that day, without its transition (which is not per collection)."""
     figures = counts.jobs[(day, collection)]
     figures["jobs_first_seen"] += n
     figures["backlog_jobs" if backlog else "new_jobs"] += n
-    counts.transitions[day][("first_seen", None, state)] += n
 
 
 def finished(
@@ -167,9 +174,7 @@ def _move_collections(
             first_day = utc_day(row.first_seen_at)
             moves = ((before[row.job_id], -1), (row.collection_name, 1))
             for collection, n in moves:
-                figures = counts.jobs[(first_day, collection)]
-                figures["jobs_first_seen"] += n
-                figures["backlog_jobs" if row.backlog else "new_jobs"] += n
+                _first_seen_job(counts, first_day, collection, row.backlog, n)
             if row.final_state is None or row.finished_at is None:
                 continue
             day = utc_day(row.finished_at)
