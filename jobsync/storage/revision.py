@@ -7,4 +7,4 @@ tests/storage/test_storage.py checks it against the revisions on disk: a new rev
 
 __all__ = ["HEAD_REVISION"]
 
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
