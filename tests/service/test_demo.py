@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from click.testing import CliRunner
 from sqlalchemy import text
 
 from jobsync.cli import cli
-from jobsync.service.demo import simulate_history
+from jobsync.reporting.tour import tour_report
+from jobsync.service.demo import run_demo, simulate_history
 from jobsync.storage.dashboard import FAILURE_RATE_PER_DAY, STUCK_JOBS, run_dashboard_query
 from jobsync.storage.migrate import upgrade
 from jobsync.storage.store import open_engine
@@ -47,17 +48,17 @@ def test_demo_starts_over_when_run_again(tmp_path, monkeypatch):
     assert db.execute("SELECT count(*) FROM sync_runs").fetchone()[0] == 2 * 2
 
 
-def test_demo_fills_two_weeks_of_days_with_enough_jobs_per_collection(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_demo_fills_two_weeks_of_days_with_enough_jobs_per_collection(tmp_path):
+    # The history ends at a fixed moment: arrivals follow the hour and the weekday, so a demo
+    # ending at the real now draws a different history each time it runs.
+    now = datetime(2024, 5, 8, 15, 20, tzinfo=UTC)
+    db_file = tmp_path / "jobsync-demo.db"
 
-    result = CliRunner().invoke(cli, ["demo", "--jobs", "60", "--rounds", "28"])
+    run_demo(str(db_file), report=tour_report, jobs=60, rounds=28, now=now)
 
-    assert result.exit_code == 0, result.output
-    db = sqlite3.connect(tmp_path / "jobsync-demo.db")
+    db = sqlite3.connect(db_file)
     days = [d for (d,) in db.execute("SELECT DISTINCT day FROM daily_job_stats ORDER BY day")]
-    last_pass = db.execute("SELECT substr(max(started_at), 1, 10) FROM sync_runs").fetchone()[0]
-    last = date.fromisoformat(last_pass)  # today, unless midnight passed during the demo
-    assert days == [(last - timedelta(days=13 - n)).isoformat() for n in range(14)]
+    assert days == [(now.date() - timedelta(days=13 - n)).isoformat() for n in range(14)]
     runs = db.execute("SELECT count(*) FROM sync_runs").fetchone()[0]
     assert runs == 28 * 2
     # Every collection's durations rest on jobs whose start a pass saw (first seen Pending or
