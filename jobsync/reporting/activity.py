@@ -12,7 +12,7 @@ from sqlalchemy import Engine, and_, select
 
 from jobsync.domain.states import CANONICAL_STATES
 from jobsync.reporting.scope import as_utc, filtered, last_days
-from jobsync.storage.schema import import_job_transitions, import_jobs
+from jobsync.storage.schema import import_job_records, import_job_transitions
 from jobsync.storage.views import active_jobs
 
 __all__ = ["STUCK_COLUMNS", "active", "states_per_day", "stuck", "stuck_since"]
@@ -91,15 +91,16 @@ def states_per_day(
     cluster_ids: Sequence[str] = (),
     collections: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Jobs first seen on each UTC day of the last ``days``, by the state they have now."""
+    """Jobs first seen on each UTC day of the last ``days`` whose start was observed, by the
+    state they have now, and (``backlog``) how many more came with the backlog."""
     day_list = last_days(days, now)
     start = datetime.combine(day_list[0], datetime.min.time(), UTC)
-    j, t = import_jobs, import_job_transitions
-    counts = {d.isoformat(): {s: 0 for s in CANONICAL_STATES} for d in day_list}
+    j, t = import_job_records, import_job_transitions
+    counts = {d.isoformat(): {s: 0 for s in (*CANONICAL_STATES, "backlog")} for d in day_list}
     with engine.connect() as conn:
         # The first_seen transitions of the period (the history is indexed by observed_at).
         query = filtered(
-            select(j.c.first_seen_at, j.c.state)
+            select(j.c.first_seen_at, j.c.state, j.c.backlog)
             .select_from(
                 t.join(j, and_(j.c.cluster_id == t.c.cluster_id, j.c.job_id == t.c.job_id))
             )
@@ -114,5 +115,6 @@ def states_per_day(
         for row in conn.execute(query):
             day = counts.get(as_utc(row.first_seen_at).date().isoformat())
             if day is not None:
-                day[row.state] = day.get(row.state, 0) + 1
+                key = "backlog" if row.backlog else row.state
+                day[key] = day.get(key, 0) + 1
     return [{"day": day, **states} for day, states in counts.items()]

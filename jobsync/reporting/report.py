@@ -64,16 +64,18 @@ __all__ = [
 
 # fmt: off
 SUMMARY_COLUMNS = (
-    "cluster_id", "collection_name", "jobs", *(s.lower() for s in CANONICAL_STATES),
-    "failure_rate", "p50_seconds", "p90_seconds",
+    "cluster_id", "collection_name", "jobs", "backlog_jobs", *(s.lower() for s in CANONICAL_STATES),
+    "failure_rate", "duration_jobs", "p50_seconds", "p90_seconds", "p95_seconds",
 )
 DURATIONS_COLUMNS = (
     "cluster_id", "job_id", "collection_name", "final_state", "created_at", "finished_at",
-    "min_seconds", "estimated_seconds", "max_seconds",
+    "min_seconds", "estimated_seconds", "max_seconds", "backlog",
 )
 FAILURES_COLUMNS = ("reason", "jobs", "collections", "last_seen_at", "example")
 TREND_COLUMNS = (
-    "day", "first_seen", "completed", "failed", "failure_rate", "p50_seconds", "p90_seconds",
+    "day", "first_seen", "new_jobs", "backlog_jobs", "completed", "failed", "backlog_completed",
+    "backlog_failed", "failure_rate", "duration_jobs", "p50_seconds", "p90_seconds",
+    "p95_seconds",
 )
 # fmt: on
 
@@ -86,10 +88,12 @@ def summary(
     cluster_ids: Sequence[str] = (),
     collections: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Per cluster and collection: jobs of the period by state, failure rate, p50/p90 duration.
+    """Per cluster and collection: jobs of the period by state (``backlog_jobs`` of them came
+    with the backlog), failure rate, p50/p90/p95 duration.
 
     Percentiles are over ``job_durations.estimated_seconds`` of the jobs that finished in the
-    period (Completed or Failed) whose start was observed (not ``backlog``).
+    period (Completed or Failed) whose start was observed (not ``backlog``): ``duration_jobs``
+    of them.
     """
     start, end = period(since, now)
     # The jobs' own rows, which hold their facts (what job_durations shows), read twice, each
@@ -153,6 +157,7 @@ def summary(
                 "cluster_id": cluster_id,
                 "collection_name": collection,
                 "jobs": len(members),
+                "backlog_jobs": sum(1 for m in members if m.backlog),
                 **{s.lower(): by_state[s] for s in CANONICAL_STATES},
                 **_outcome(by_state[FAILED], by_state[COMPLETED], estimates),
             }
@@ -188,6 +193,7 @@ def durations(
                 **row._mapping,
                 "created_at": None if row.created_at is None else as_utc(row.created_at),
                 "finished_at": as_utc(row.finished_at),
+                "backlog": bool(row.backlog),
                 **{c: as_seconds(row._mapping[c]) for c in DURATIONS_COLUMNS if "seconds" in c},
             }
             for row in conn.execute(query)
@@ -269,38 +275,47 @@ def trend(
 ) -> list[dict[str, Any]]:
     """One row per UTC day of the last ``days`` (today included), days without activity too.
 
-    Counts add up ``daily_job_stats`` over clusters and collections. Medians do not add up, so
-    p50/p90 are recomputed from ``job_durations`` of the jobs finished that day whose start was
-    observed, as the view does.
+    Counts add up ``daily_job_stats`` over clusters and collections: ``first_seen`` is
+    ``new_jobs`` plus ``backlog_jobs``, and ``completed`` and ``failed`` include the backlog's
+    (``backlog_completed``, ``backlog_failed``). Medians do not add up, so p50/p90/p95 are
+    recomputed from ``job_durations`` of the jobs finished that day whose start was observed
+    (``duration_jobs``), as the view does.
     """
     day_list = last_days(days, now)
     first, last = day_list[0], day_list[-1]
     s = daily_job_stats
+    counted = (
+        ("first_seen", s.c.jobs_first_seen),
+        ("new_jobs", s.c.new_jobs),
+        ("backlog_jobs", s.c.backlog_jobs),
+        ("completed", s.c.completed),
+        ("failed", s.c.failed),
+        ("backlog_completed", s.c.backlog_completed),
+        ("backlog_failed", s.c.backlog_failed),
+    )
     query = filtered(
-        select(s.c.day, s.c.jobs_first_seen, s.c.completed, s.c.failed).where(
+        select(s.c.day, *(column for _name, column in counted)).where(
             s.c.day >= first, s.c.day <= last
         ),
         s,
         cluster_ids,
         collections,
     )
-    totals: dict[str, list[int]] = {day.isoformat(): [0, 0, 0] for day in day_list}
+    totals = {day.isoformat(): dict.fromkeys((name for name, _c in counted), 0) for day in day_list}
     with engine.connect() as conn:
         for row in conn.execute(query):
             sums = totals[as_day(row.day)]
-            for i, value in enumerate((row.jobs_first_seen, row.completed, row.failed)):
-                sums[i] += int(value or 0)
+            for name, column in counted:
+                sums[name] += int(row._mapping[column] or 0)
     start = datetime.combine(day_list[0], datetime.min.time(), UTC)
     estimates = _estimates_by_day(engine, start, cluster_ids, collections)
     return [
         {
             "day": day,
-            "first_seen": first_seen,
-            "completed": completed,
-            "failed": failed,
-            **_outcome(failed, completed, estimates.get(day, [])),
+            **sums,
+            **_outcome(sums["failed"], sums["completed"], estimates.get(day, [])),
         }
-        for day, (first_seen, completed, failed) in totals.items()
+        for day, sums in totals.items()
     ]
 
 
@@ -339,12 +354,15 @@ def _estimates_by_day(
 
 
 def _outcome(failed: int, completed: int, estimates: Sequence[float]) -> dict[str, Any]:
-    """The failure rate of the finished jobs, and the p50 and p90 of their estimated durations."""
+    """The failure rate of the finished jobs, and how many estimated durations the p50, p90
+    and p95 of them rest on."""
     finished = failed + completed
     return {
         "failure_rate": round(failed / finished, 4) if finished else None,
+        "duration_jobs": len(estimates),
         "p50_seconds": nearest_rank(estimates, 50),
         "p90_seconds": nearest_rank(estimates, 90),
+        "p95_seconds": nearest_rank(estimates, 95),
     }
 
 

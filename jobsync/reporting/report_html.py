@@ -102,13 +102,13 @@ def render_page(data: ReportData) -> str:
         _section("Summary", f"jobs first seen or finished in the last {since}", _summary(data)),
         _section(
             "Jobs per day by state",
-            "jobs first seen each UTC day, by the state they are in now",
+            "jobs first seen each UTC day whose start a pass saw, by the state they are in now",
             _stacked_days(data.states_per_day),
         ),
         _section(
             "Duration per collection",
-            f"estimated seconds of jobs finished in the last {since}: whiskers min to max, "
-            "box from p25 to p75, line at the median",
+            f"estimated seconds of jobs finished in the last {since} whose start a pass saw: "
+            "whiskers min to max, box from p25 to p75, line at the median",
             _box_plot(data.durations),
         ),
         _section(
@@ -140,8 +140,9 @@ def render_page(data: ReportData) -> str:
 
 def _stacked_days(rows: Sequence[dict[str, Any]]) -> str:
     totals = [sum(row[s] for s in CANONICAL_STATES) for row in rows]
+    note = _backlog_note(rows)
     if not rows or not any(totals):
-        return _empty("No jobs were first seen in these days.")
+        return _empty("No job whose start a pass saw was first seen in these days.") + note
     left, top, plot_h, height = 48, 12, 220, 280
     slot = (WIDTH - left - 8) / len(rows)
     # Whole pixels everywhere, so that bars are crisp (and their colours exact in a screenshot).
@@ -174,13 +175,28 @@ def _stacked_days(rows: Sequence[dict[str, Any]]) -> str:
         f"<span><span class='swatch' style='background:{COLOURS[s]}'></span>{s}</span>"
         for s in CANONICAL_STATES
     )
-    return _svg("days", height, out) + f"<div class='legend'>{legend}</div>"
+    return _svg("days", height, out) + f"<div class='legend'>{legend}</div>" + note
+
+
+def _backlog_note(rows: Sequence[dict[str, Any]]) -> str:
+    """What the daily bars leave out: a first sync's backlog would dwarf every other day."""
+    counts = [(row.get("backlog", 0), row["day"]) for row in rows]
+    total = sum(n for n, _day in counts)
+    if not total:
+        return ""
+    most, day = max(counts)
+    return (
+        f"<p class='note'>Not drawn: {total} jobs that came with the backlog (listed by a "
+        f"source's first pass, or first seen already finished), {most} of them on "
+        f"{_e(str(day))}.</p>"
+    )
 
 
 def _box_plot(durations: Sequence[dict[str, Any]]) -> str:
     values: dict[str, list[float]] = defaultdict(list)
     for row in durations:
-        if row["estimated_seconds"] is not None:
+        # The backlog's estimates rest on windows as long as the gap before the first pass.
+        if row["estimated_seconds"] is not None and not row["backlog"]:
             values[row["collection_name"] or "(no collection)"].append(row["estimated_seconds"])
     if not values:
         return _empty("No finished job with a known duration in this period.")

@@ -93,7 +93,7 @@ def format_seconds(seconds: float | None) -> str:
 
 def for_people(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows for the table format: seconds as ``1h 02m`` (the column named without ``seconds``),
-    rates as percentages."""
+    rates as percentages, flags as yes or no."""
     shown = []
     for row in rows:
         out: dict[str, Any] = {}
@@ -102,6 +102,8 @@ def for_people(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 out[_people_name(key)] = format_seconds(value)
             elif key.endswith("_rate"):
                 out[key] = "" if value is None else f"{value * 100:.1f}%"
+            elif isinstance(value, bool):
+                out[key] = "yes" if value else "no"
             else:
                 out[key] = value
         shown.append(out)

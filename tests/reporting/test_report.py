@@ -209,19 +209,23 @@ def test_summary_counts_jobs_first_seen_or_finished_in_the_period(history):
         "cluster_id": "c1",
         "collection_name": "alpha",
         "jobs": 4,
+        "backlog_jobs": 0,
         "pending": 0,
         "importing": 1,
         "completed": 2,
         "failed": 1,
         "unknown": 0,
         "failure_rate": 0.3333,
+        "duration_jobs": 3,
         "p50_seconds": 2 * H,
         "p90_seconds": 22 * H,
+        "p95_seconds": 22 * H,
     }
     beta = rows["c1", "beta"]
     assert (beta["jobs"], beta["pending"], beta["importing"], beta["failed"]) == (3, 1, 1, 1)
     assert beta["failure_rate"] == 1.0
     assert beta["p50_seconds"] is None and beta["p90_seconds"] is None  # j4's start is unknown
+    assert (beta["backlog_jobs"], beta["duration_jobs"]) == (1, 0)
     assert rows["c2", "beta"]["p50_seconds"] == rows["c2", "beta"]["p90_seconds"] == 8 * H
 
 
@@ -256,16 +260,21 @@ def test_report_summary_command_in_json_csv_and_table(history, db_url, run):
         "cluster_id",
         "collection_name",
         "jobs",
+        "backlog_jobs",
         "pending",
         "importing",
         "completed",
         "failed",
         "unknown",
         "failure_rate",
+        "duration_jobs",
         "p50",
         "p90",
+        "p95",
     ]
-    assert table[2].split() == ["c1", "alpha", "4", "0", "1", "2", "1", "0", "33.3%", "2h", "22h"]
+    assert table[2].split() == [
+        *("c1", "alpha", "4", "0", "0", "1", "2", "1", "0", "33.3%", "3", "2h", "22h", "22h")
+    ]
 
 
 # -- durations ----------------------------------------------------------------------------
@@ -312,8 +321,9 @@ def test_report_durations_command_filters_and_formats(history, db_url, run):
 
     table = run("durations", "--db", db_url, "--since", "1d", "--cluster-id", "c1").output
     lines = table.splitlines()
-    assert lines[0].split()[-3:] == ["min", "estimated", "max"]
-    assert lines[3].split()[-3:] == ["21h", "22h", "23h"]  # j2
+    assert lines[0].split()[-4:] == ["min", "estimated", "max", "backlog"]
+    assert lines[3].split()[-4:] == ["21h", "22h", "23h", "no"]  # j2
+    assert lines[2].split()[-1] == "yes"  # j4
     assert "9d 10h" in lines[2]  # j4: only a lower bound
 
 
@@ -395,29 +405,49 @@ def test_trend_has_every_day_and_recomputes_percentiles_across_clusters(history)
         {
             "day": "2024-05-08",
             "first_seen": 0,
+            "new_jobs": 0,
+            "backlog_jobs": 0,
             "completed": 0,
             "failed": 0,
+            "backlog_completed": 0,
+            "backlog_failed": 0,
             "failure_rate": None,
+            "duration_jobs": 0,
             "p50_seconds": None,
             "p90_seconds": None,
+            "p95_seconds": None,
         },
         {
             "day": "2024-05-09",
             "first_seen": 3,
+            "new_jobs": 3,
+            "backlog_jobs": 0,
             "completed": 1,
             "failed": 1,
+            "backlog_completed": 0,
+            "backlog_failed": 0,
             "failure_rate": 0.5,
+            "duration_jobs": 2,
             "p50_seconds": 2 * H,
             "p90_seconds": 8 * H,
+            "p95_seconds": 8 * H,
         },
         {
+            # j4, first seen with the backlog before these days, failed on this one: a failure
+            # of the day, with no duration to count.
             "day": "2024-05-10",
             "first_seen": 5,
+            "new_jobs": 5,
+            "backlog_jobs": 0,
             "completed": 1,
             "failed": 3,
+            "backlog_completed": 0,
+            "backlog_failed": 1,
             "failure_rate": 0.75,
+            "duration_jobs": 3,
             "p50_seconds": 2 * H,
             "p90_seconds": 22 * H,
+            "p95_seconds": 22 * H,
         },
     ]
 
@@ -451,8 +481,15 @@ def test_report_trend_command_csv_and_table(history, db_url, run):
     ]
     table = run("trend", "--db", db_url, "--days", "14").output.splitlines()
     assert len(table) == 2 + 14
-    assert table[-1].split() == ["2024-05-10", "5", "1", "3", "75.0%", "2h", "22h"]
-    assert table[2].split() == ["2024-04-27", "0", "0", "0"]
+    assert table[0].split() == [
+        *("day", "first_seen", "new_jobs", "backlog_jobs", "completed", "failed"),
+        *("backlog_completed", "backlog_failed", "failure_rate", "duration_jobs"),
+        *("p50", "p90", "p95"),
+    ]
+    assert table[-1].split() == [
+        *("2024-05-10", "5", "5", "0", "1", "3", "0", "1", "75.0%", "3", "2h", "22h", "22h")
+    ]
+    assert table[2].split() == ["2024-04-27", "0", "0", "0", "0", "0", "0", "0", "0"]
 
 
 # -- stuck --------------------------------------------------------------------------------

@@ -24,16 +24,17 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import insert
+from sqlalchemy import func, insert, select
 
 from jobsync.cli import cli
 from jobsync.cli import report as cli_report
 from jobsync.domain.clock import SteppingClock
+from jobsync.domain.states import CANONICAL_STATES
 from jobsync.reporting import report
-from jobsync.reporting.report_html import COLOURS, Options, build_html, gather
+from jobsync.reporting.report_html import COLOURS, Options, build_html, gather, render_page
 from jobsync.service.sync import sync_all
 from jobsync.storage.migrate import upgrade
-from jobsync.storage.schema import import_job_transitions, sync_runs
+from jobsync.storage.schema import import_job_records, import_job_transitions, sync_runs
 from jobsync.storage.store import open_engine
 from tests.conftest import insert_job_record, settings_for
 
@@ -211,7 +212,11 @@ def test_the_report_draws_every_chart_in_chromium(synced, tmp_path, monkeypatch)
     # The DOM Chromium built has one bar per (day, state) with jobs, one box per collection,
     # one bar per failure reason.
     segments = sum(1 for row in data.states_per_day for s in COLOURS if row.get(s))
-    collections = {row["collection_name"] for row in data.durations if row["estimated_seconds"]}
+    collections = {
+        row["collection_name"]
+        for row in data.durations
+        if row["estimated_seconds"] and not row["backlog"]
+    }
     assert len(re.findall(r'<rect class="bar seg"', dom)) == segments
     assert len(re.findall(r'<rect class="box"', dom)) == min(len(collections), 12)
     assert len(re.findall(r'<rect class="bar reason"', dom)) == len(data.failures)
@@ -231,6 +236,40 @@ def test_the_report_draws_every_chart_in_chromium(synced, tmp_path, monkeypatch)
     # The charts stand in their own bands, in page order: days, durations, failure reasons.
     days_end = max(painted[s][2] for s in ("Completed", "Failed"))
     assert days_end < painted["box"][1] <= painted["box"][2] < painted["reason"][1]
+
+
+def test_the_daily_bars_and_the_durations_leave_the_backlog_out_and_say_so(synced):
+    engine, now = synced
+    options = Options(since=7 * 86400, days=5, older_than=2 * 3600, now=now)
+    data = gather(engine, options)
+    records = import_job_records.c
+    with engine.connect() as conn:
+        backlog = conn.execute(
+            select(func.count()).where(records.backlog == True)  # noqa: E712
+        ).scalar_one()
+        observed = conn.execute(
+            select(func.count()).where(records.backlog == False)  # noqa: E712
+        ).scalar_one()
+
+    # Every job was first seen within the chart's five days: the first pass's are the backlog.
+    assert sum(row["backlog"] for row in data.states_per_day) == backlog > 0
+    drawn = sum(row[state] for row in data.states_per_day for state in CANONICAL_STATES)
+    assert drawn == observed > 0
+    html = render_page(data)
+    # All on the first pass's day (the others' jobs all appeared after a pass saw them start).
+    assert (
+        f"Not drawn: {backlog} jobs that came with the backlog (listed by a source's first "
+        f"pass, or first seen already finished), {backlog} of them on 2024-05-01." in html
+    )
+    # The box plot rests on jobs whose start a pass saw: a backlog job's estimate (a job first
+    # seen already finished has one) is not in it.
+    boxed = {r["collection_name"] for r in data.durations if r["estimated_seconds"]}
+    assert boxed and all(not r["backlog"] for r in data.durations if r["estimated_seconds"])
+    first_seen_finished = {**data.durations[0], "collection_name": "short_ones", "backlog": True}
+    data.durations.append({**first_seen_finished, "estimated_seconds": 600.0})
+    html = render_page(data)
+    assert len(re.findall(r"<rect class='box'", html)) == min(len(boxed), 12)
+    assert "short_ones" not in html
 
 
 def rect_areas(dom: str) -> dict[str, int]:
