@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from jobsync.storage.dashboard import FAILURE_RATE_PER_DAY
+
 __all__ = ["EXAMPLES", "EXAMPLE_MOMENT", "Example"]
 
 # The moment the point-in-time example names (UTC); replace it with yours.
@@ -64,18 +66,44 @@ ORDER BY cluster_id, collection_name;
     Example(
         "failure_rate_per_day",
         "Failure rate per day",
-        "Over all clusters and collections (drop the `GROUP BY` columns you do not want, or add "
-        "`cluster_id` to split by cluster). `daily_job_stats.failure_rate` has the same per "
-        "cluster and collection.",
+        "Failed out of finished, per UTC day, of the jobs whose start a pass saw: the dashboard "
+        "query of the same name (SQL and BI tools), which leaves out the backlog a first sync "
+        "brings. `daily_job_stats` has the figures per cluster and collection, the backlog's "
+        "apart (`backlog_completed`, `backlog_failed`); its `failure_rate` includes the backlog.",
+        FAILURE_RATE_PER_DAY.sql + ";\n",
+    ),
+    Example(
+        "passes_per_day",
+        "Passes and failed passes per source and day",
+        "Every pass, pruned or not: the passes `sync_runs` still holds, and those retention "
+        "rolled up into `sync_run_days` (a pass that did not succeed counts as failed).",
         """\
-SELECT day,
-       SUM(completed) AS completed,
-       SUM(failed) AS failed,
-       CAST(SUM(failed) AS DOUBLE PRECISION)
-           / NULLIF(SUM(completed) + SUM(failed), 0) AS failure_rate
-FROM daily_job_stats
-GROUP BY day
-ORDER BY day;
+SELECT cluster_id, day, SUM(passes) AS passes, SUM(failures) AS failures
+FROM (
+    SELECT cluster_id, date(started_at) AS day, COUNT(*) AS passes,
+           SUM(status <> 'succeeded') AS failures
+    FROM sync_runs
+    WHERE status <> 'running'
+    GROUP BY 1, 2
+    UNION ALL
+    SELECT cluster_id, day, passes, failures FROM sync_run_days
+) AS every_pass
+GROUP BY 1, 2
+ORDER BY 1, 2;
+""",
+        """\
+SELECT cluster_id, day, SUM(passes) AS passes, SUM(failures) AS failures
+FROM (
+    SELECT cluster_id, (started_at AT TIME ZONE 'UTC')::date AS day, COUNT(*) AS passes,
+           COUNT(*) FILTER (WHERE status <> 'succeeded') AS failures
+    FROM sync_runs
+    WHERE status <> 'running'
+    GROUP BY 1, 2
+    UNION ALL
+    SELECT cluster_id, day, passes, failures FROM sync_run_days
+) AS every_pass
+GROUP BY 1, 2
+ORDER BY 1, 2;
 """,
     ),
     Example(
