@@ -11,8 +11,10 @@ sync of a long-lived cluster does not swamp its first day.
 
 What keeps them portable: only views and functions both databases share (``SUM``, ``COUNT``,
 ``MAX``, ``NULLIF``, ``DATE``, ``CAST``, ``ROW_NUMBER``), sums cast back to ``BIGINT``
-(PostgreSQL's ``SUM`` of a bigint is a numeric), integer division for the nearest rank (both
-truncate), and no notion of "now" (SQLite and PostgreSQL have none in common): stuck means
+(PostgreSQL's ``SUM`` of a bigint is a numeric), a nearest rank whose division is exact (the
+remainder subtracted first: DuckDB's ``/`` of integers gives a fraction where SQLite and
+PostgreSQL truncate, so DuckDB reading either database through its attachment gets the same
+rows), and no notion of "now" (SQLite and PostgreSQL have none in common): stuck means
 long in its state as of the last pass that listed the job, which is what ``active_jobs`` says.
 
 One condition on PostgreSQL: ``durations_per_day`` takes the day of ``finished_at`` with
@@ -106,9 +108,12 @@ ranked AS (
 )
 SELECT day,
        CAST(MAX(jobs) AS BIGINT) AS jobs,
-       MAX(CASE WHEN rn = (50 * jobs + 99) / 100 THEN estimated_seconds END) AS p50_seconds,
-       MAX(CASE WHEN rn = (90 * jobs + 99) / 100 THEN estimated_seconds END) AS p90_seconds,
-       MAX(CASE WHEN rn = (95 * jobs + 99) / 100 THEN estimated_seconds END) AS p95_seconds
+       MAX(CASE WHEN rn = (50 * jobs + 99 - (50 * jobs + 99) % 100) / 100
+                THEN estimated_seconds END) AS p50_seconds,
+       MAX(CASE WHEN rn = (90 * jobs + 99 - (90 * jobs + 99) % 100) / 100
+                THEN estimated_seconds END) AS p90_seconds,
+       MAX(CASE WHEN rn = (95 * jobs + 99 - (95 * jobs + 99) % 100) / 100
+                THEN estimated_seconds END) AS p95_seconds
 FROM ranked
 GROUP BY day
 ORDER BY day""",

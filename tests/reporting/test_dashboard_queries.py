@@ -7,6 +7,7 @@ row into PostgreSQL, so both hold exactly the same history.
 
 from __future__ import annotations
 
+import importlib
 import math
 import uuid
 from collections import Counter, defaultdict
@@ -79,8 +80,11 @@ def pg_engine(pg_url: str) -> Iterator[Engine]:
 
 
 def _plain(value: Any) -> Any:
-    """What a value says, whichever driver returned it: SQLite gives times as text."""
+    """What a value says, whichever driver returned it: SQLite gives times as text, DuckDB
+    reading SQLite gives them without a zone (they are UTC)."""
     if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     if isinstance(value, date):
         return value.isoformat()
@@ -105,6 +109,48 @@ def test_each_query_gives_the_same_rows_on_sqlite_and_postgresql(
 
     assert on_sqlite, f"{query.name} returned no rows: the history should give some"
     assert on_sqlite == on_postgresql
+
+
+def _in_duckdb(kind: str, target: str, query: DashboardQuery) -> list[dict[str, Any]]:
+    """The rows of ``query`` pasted into DuckDB, the database attached as the docs show."""
+    duckdb = pytest.importorskip("duckdb")
+    package = importlib.import_module(f"duckdb_extension_{kind}_scanner")
+    extension = next(Path(package.__file__).parent.rglob("*.duckdb_extension"))
+    con = duckdb.connect()
+    try:
+        con.execute(f"LOAD '{extension}'")
+        con.execute(f"ATTACH '{target}' AS jobsync (TYPE {kind}, READ_ONLY); USE jobsync")
+        cursor = con.execute(query.sql)
+        names = [column[0] for column in cursor.description]
+        return [
+            {name: _plain(value) for name, value in zip(names, row, strict=True)}
+            for row in cursor.fetchall()
+        ]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("query", DASHBOARD_QUERIES, ids=lambda q: q.name)
+def test_each_query_gives_the_same_rows_in_duckdb_reading_sqlite(
+    query: DashboardQuery, sqlite_engine: Engine
+) -> None:
+    expected = _rows(sqlite_engine, query)
+
+    assert expected
+    assert _in_duckdb("sqlite", str(sqlite_engine.url.database), query) == expected
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("query", DASHBOARD_QUERIES, ids=lambda q: q.name)
+def test_each_query_gives_the_same_rows_in_duckdb_reading_postgresql(
+    query: DashboardQuery, pg_engine: Engine
+) -> None:
+    url = pg_engine.url
+    target = f"dbname={url.database} host={url.host} port={url.port or 5432} user={url.username}"
+    expected = _rows(pg_engine, query)
+
+    assert expected
+    assert _in_duckdb("postgres", target, query) == expected
 
 
 def _finished(engine: Engine) -> list[Any]:
