@@ -66,7 +66,7 @@ MAX_RETRIES = 2
 NO_SLEEP: Callable[[float], None] = lambda _s: None  # noqa: E731
 
 FAST = settings(
-    max_examples=20,
+    max_examples=14,
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

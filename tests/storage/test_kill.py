@@ -49,7 +49,6 @@ from jobsync.storage.migrate import ensure_schema
 from jobsync.storage.store import normalise_url, open_engine
 from tests.conftest import API_KEY, CLUSTER, settings_for
 
-ITERATIONS = 10
 SLOW_ITERATIONS = 50
 INITIAL_JOBS = 2000
 PAGE_SIZE = 100  # the CLI's default, which the subprocess uses
@@ -61,6 +60,8 @@ SEED = int(os.environ.get("JOBSYNC_KILL_SEED", "20240401"))
 
 # "write" twice: the moment of commit is the narrowest target.
 PHASES = ("write", "in-flight", "startup", "write", "between-pages", "complete")
+# Every phase once in the suite; the slow test runs SLOW_ITERATIONS.
+ITERATIONS = len(PHASES)
 
 # job_id -> (state, raw_state, vanished)
 Jobs = dict[str, tuple[str, str | None, bool]]
