@@ -27,16 +27,25 @@ The asking itself is ``jobsync.api.details``.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Collection, Sequence
+from contextlib import nullcontext
+from dataclasses import replace
 from datetime import datetime, timedelta
 
-from jobsync.api.details import DetailsFetcher
-from jobsync.domain.records import JobRecord
+from sqlalchemy import Engine
+
+from jobsync.api.client import ApiClient
+from jobsync.api.details import DetailsFetcher, DetailsOutcome
+from jobsync.config import Settings, Source
+from jobsync.domain.clock import Clock
+from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.domain.states import is_terminal
 from jobsync.errors import StorageError
 from jobsync.storage.samples import KnownJob, KnownJobs
+from jobsync.storage.store import load_known_jobs, stored_among
 
-__all__ = ["DetailsPlan", "due"]
+__all__ = ["DetailsPlan", "PassDetails", "due"]
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +125,75 @@ class DetailsPlan:
             for job_id in unknown_finished:
                 if job_id not in stored:
                     self._news(job_id)  # started and finished between two passes
+
+
+# Fewer retries than the list gets: details are extras, and a pass waits for them.
+DETAIL_RETRIES = 2
+
+
+class PassDetails:
+    """The progress requests of one pass, running beside its list (``jobsync.service.details``).
+
+    Made before the first page is read: it reads what the database knows of the source's open
+    jobs and queues the due ones at once; ``plan.listed`` queues what each page shows is news.
+    All of it is HTTP and reads: it ends (``finish``) before the pass's write transaction.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        source: Source,
+        settings: Settings,
+        clock: Clock,
+        sleep: Callable[[float], None] | None,
+        cancel: threading.Event | None,
+        rate_limit: Callable[[str], None] | None,
+        write_lock: threading.Lock | None,
+    ) -> None:
+        # Under the write lock: on SQLite even a read begins IMMEDIATE, and must not queue
+        # behind another source's long write into the busy timeout.
+        with write_lock or nullcontext():
+            known = load_known_jobs(engine, source.key)
+        http = replace(settings.http, max_retries=min(settings.http.max_retries, DETAIL_RETRIES))
+        self.client = ApiClient(
+            source.base_url, source.api_key, http, sleep=sleep, cancel=cancel, rate_limit=rate_limit
+        )
+        limit = settings.details_cap()
+        self.fetcher = DetailsFetcher(
+            self.client,
+            source,
+            limit=limit,
+            concurrency=settings.details_concurrency,
+            clock=clock,
+            cancel=cancel,
+            reserve=limit // 2,
+        )
+
+        def stored(job_ids: Collection[str]) -> Collection[str]:
+            with write_lock or nullcontext():
+                return stored_among(engine, source.key, job_ids)
+
+        self.plan = DetailsPlan(
+            self.fetcher, known, stored, now=clock(), interval=settings.details_interval
+        )
+        self.fetcher.start()
+
+    def abort(self) -> None:
+        """The list failed: ask nothing more, and wait for the requests in flight."""
+        try:
+            self.fetcher.abort()
+            self.fetcher.finish()
+        finally:
+            self.client.close()
+
+    def finish(self, snapshot: Snapshot) -> DetailsOutcome:
+        """Wait for the queued requests; keep the details of the jobs the snapshot lists (a
+        job asked about before the list showed it may have left the list)."""
+        try:
+            outcome = self.fetcher.finish()
+        finally:
+            self.client.close()
+        unlisted = [job_id for job_id in outcome.details if job_id not in snapshot.jobs]
+        for job_id in unlisted:
+            del outcome.details[job_id]
+        return outcome

@@ -13,23 +13,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
 from jobsync.api.client import ApiClient
-from jobsync.api.details import DetailsFetcher, DetailsOutcome
+from jobsync.api.details import DetailsOutcome
 from jobsync.api.listing import fetch_snapshot
 from jobsync.api.ratelimit import RateLimiters
 from jobsync.config import Settings, Source
 from jobsync.domain.clock import Clock, utcnow
-from jobsync.domain.records import Snapshot
 from jobsync.errors import JobsyncError, LockedError, StorageError
 from jobsync.service.budget import paced, shared_budget
-from jobsync.service.details import DetailsPlan
+from jobsync.service.details import PassDetails
 from jobsync.service.early import EarlyWalk, EarlyWalks
 from jobsync.service.notify import Notifier
 from jobsync.storage.locking import SourceLocks, SyncLock, source_locks
@@ -39,9 +38,7 @@ from jobsync.storage.store import (
     apply_pass,
     checkpoint,
     fail_run,
-    load_known_jobs,
     start_run,
-    stored_among,
     writes_serialised,
 )
 
@@ -132,10 +129,12 @@ def sync_source(
         """The list's retries and, once fetched, the details' (a failure records both)."""
         return client.retries + details.retries
 
-    asking: _Asking | None = None
+    asking: PassDetails | None = None
     try:
         if settings.details:
-            asking = _Asking(engine, source, settings, clock, sleep, cancel, rate_limit, write_lock)
+            asking = PassDetails(
+                engine, source, settings, clock, sleep, cancel, rate_limit, write_lock
+            )
         fetch_began = time.monotonic() if early is None else early.began
         on_page = asking.plan.listed if asking is not None else None
         try:
@@ -192,78 +191,6 @@ def sync_source(
     )
     log.debug("%s", result.summary())
     return result
-
-
-# Fewer retries than the list gets: details are extras, and a pass waits for them.
-DETAIL_RETRIES = 2
-
-
-class _Asking:
-    """The progress requests of one pass, running beside its list (``jobsync.service.details``).
-
-    Made before the first page is read: it reads what the database knows of the source's open
-    jobs and queues the due ones at once; ``plan.listed`` queues what each page shows is news.
-    All of it is HTTP and reads: it ends (``finish``) before the pass's write transaction.
-    """
-
-    def __init__(
-        self,
-        engine: Engine,
-        source: Source,
-        settings: Settings,
-        clock: Clock,
-        sleep: Callable[[float], None] | None,
-        cancel: threading.Event | None,
-        rate_limit: Callable[[str], None] | None,
-        write_lock: threading.Lock | None,
-    ) -> None:
-        # Under the write lock: on SQLite even a read begins IMMEDIATE, and must not queue
-        # behind another source's long write into the busy timeout.
-        with write_lock or nullcontext():
-            known = load_known_jobs(engine, source.key)
-        http = replace(settings.http, max_retries=min(settings.http.max_retries, DETAIL_RETRIES))
-        self.client = ApiClient(
-            source.base_url, source.api_key, http, sleep=sleep, cancel=cancel, rate_limit=rate_limit
-        )
-        limit = settings.details_cap()
-        self.fetcher = DetailsFetcher(
-            self.client,
-            source,
-            limit=limit,
-            concurrency=settings.details_concurrency,
-            clock=clock,
-            cancel=cancel,
-            reserve=limit // 2,
-        )
-
-        def stored(job_ids: Collection[str]) -> Collection[str]:
-            with write_lock or nullcontext():
-                return stored_among(engine, source.key, job_ids)
-
-        self.plan = DetailsPlan(
-            self.fetcher, known, stored, now=clock(), interval=settings.details_interval
-        )
-        self.fetcher.start()
-
-    def abort(self) -> None:
-        """The list failed: ask nothing more, and wait for the requests in flight."""
-        try:
-            self.fetcher.abort()
-            self.fetcher.finish()
-        finally:
-            self.client.close()
-
-    def finish(self, snapshot: Snapshot) -> DetailsOutcome:
-        """Wait for the queued requests; keep the details of the jobs the snapshot lists (a
-        job asked about before the list showed it may have left the list)."""
-        try:
-            outcome = self.fetcher.finish()
-        finally:
-            self.client.close()
-        unlisted = [job_id for job_id in outcome.details if job_id not in snapshot.jobs]
-        for job_id in unlisted:
-            del outcome.details[job_id]
-        return outcome
 
 
 def _failed(
