@@ -21,7 +21,9 @@ jobs may take only half of them, so that what the list reveals still finds room.
 that did not move is thus asked about once per interval, and a re-sync in which nothing changed
 asks about nothing and writes nothing for details.
 
-The asking itself is ``jobsync.api.details``.
+``DetailsPlan`` decides; ``PassDetails`` is one pass's asking, from the read of what the
+database knows before the first page to the wait for the last answer, all of it before the
+pass's write transaction. The requests themselves are ``jobsync.api.details``.
 """
 
 from __future__ import annotations

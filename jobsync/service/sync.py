@@ -1,6 +1,7 @@
 """One pass over each source: fetch a snapshot over HTTP, then write it in one transaction.
 
-This is the only place where fetching and storing meet. All HTTP happens before the write
+Fetching and storing meet here (and, for the progress requests beside the list, in
+``jobsync.service.details``). All HTTP happens before the write
 transaction opens, so a slow or failing API never holds a database lock; a pass that fails
 leaves nothing behind but its ``sync_runs`` row (status ``failed``, redacted error text).
 Progress details (``jobsync.api.details``) are fetched while the list is read, after a short
