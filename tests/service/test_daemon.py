@@ -268,8 +268,21 @@ def test_a_second_sigint_stops_at_once_and_the_pass_leaves_nothing_behind(daemon
         poll(lambda: succeeded(engine), "a first pass")
         sim.advance(count=10)
         before = jobs(engine)
-        sim.add_fault(Fault(status=200, delay=30.0))  # every request hangs from now on
-        poll(lambda: runs(engine)[-1].status == "running", "a pass stuck in a request")
+        hanging = threading.Event()
+
+        def hang(_number, _path, _body):
+            # Under the simulator's lock, before the fault book is read: this request and every
+            # later one hang, and the test knows a pass is inside one.
+            if not hanging.is_set():
+                sim.add_fault(Fault(status=200, delay=30.0))
+                hanging.set()
+
+        sim.on_request(hang)
+        # Its run row too: a pass between two requests would end at the first SIGINT.
+        poll(
+            lambda: hanging.is_set() and runs(engine)[-1].status == "running",
+            "a pass stuck in a request",
+        )
 
         d.proc.send_signal(signal.SIGINT)
         poll(lambda: "stopping after the pass in flight" in d.stderr, "the first SIGINT noted")
