@@ -125,16 +125,28 @@ def upgrade(
         return _upgrade(engine, revision)
 
 
-def _upgrade(engine: Engine, revision: str) -> tuple[str | None, str]:
+def _upgrade(engine: Engine, revision: str, *, adopt: bool = True) -> tuple[str | None, str]:
+    """Migrate under the migrations' lock. ``adopt=False`` refuses tables of jobsync's found
+    without a revision (read under the lock, where no other process is creating them)."""
     with engine.begin() as conn:
         backend = backend_for(conn)
         backend.lock_migrations(conn)
         before = _revision(conn)
+        if before is None and not adopt:
+            tables = set(inspect(conn).get_table_names())
+            if tables & {"import_job_records", "import_job_transitions", "sync_runs"}:
+                raise SchemaError(
+                    "the database has jobsync tables but no schema revision; "
+                    "run `jobsync db upgrade` to check and adopt it"
+                )
         # An empty database gets what the revisions would make from one script, where the
         # backend keeps one (SQLite: backends/sqlite_schema.py, which a test keeps equal to
         # the revisions' result), without importing Alembic and running every revision.
-        scripted = before is None and revision in ("head", HEAD_REVISION)
-        if not (scripted and backend.create_head_schema(conn) is not None):
+        to_head = revision in ("head", HEAD_REVISION)
+        scripted = before is None and to_head
+        if before == HEAD_REVISION and to_head:
+            pass  # nothing to run (another process may just have created the schema)
+        elif not (scripted and backend.create_head_schema(conn) is not None):
             _run_revisions(conn, before, revision)
         after = _revision(conn)
         # After every run, not in a revision: a change of wording needs no migration, and a
@@ -178,13 +190,9 @@ def ensure_schema(engine: Engine) -> None:
     if current == HEAD_REVISION:
         return
     if current is None:
-        tables = set(inspect(engine).get_table_names())
-        if tables & {"import_job_records", "import_job_transitions", "sync_runs"}:
-            raise SchemaError(
-                "the database has jobsync tables but no schema revision; "
-                "run `jobsync db upgrade` to check and adopt it"
-            )
-        upgrade(engine)
+        # Looked at again under the migrations' lock: another process may have created the
+        # schema since (two crontab lines on a new file), and then there is nothing to do.
+        _upgrade(engine, "head", adopt=False)
         return
     _refuse_revision(
         current, f"the database schema is at revision {current} but this jobsync needs"

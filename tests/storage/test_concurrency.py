@@ -10,11 +10,12 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from jobsync.cli import cli
+from jobsync.errors import SchemaError
 from jobsync.storage.locking import sync_lock
-from jobsync.storage.migrate import current_revision, head_revision
+from jobsync.storage.migrate import current_revision, ensure_schema, head_revision, upgrade
 from jobsync.storage.schema import sync_runs
 from jobsync.storage.store import open_engine
 from tests.conftest import API_KEY, CLUSTER
@@ -138,6 +139,42 @@ def test_three_concurrent_upgrades_all_succeed_and_one_applies(db_url):
     engine = open_engine(db_url)
     assert current_revision(engine) == head_revision()
     engine.dispose()
+
+
+def test_a_schema_another_process_creates_between_two_reads_is_taken_as_it_is(db_url):
+    """Two crontab lines on a new database: one finds no revision, then the other creates the
+    whole schema before the first looks again. The first must take it, not refuse it as
+    tables without a revision."""
+    engine = open_engine(db_url)
+    other = open_engine(db_url)
+    connects = 0
+
+    def the_other_process_creates_the_schema(_conn):
+        nonlocal connects
+        connects += 1
+        if connects == 2:  # after the read that found no revision
+            upgrade(other)
+
+    event.listen(engine, "engine_connect", the_other_process_creates_the_schema)
+    try:
+        ensure_schema(engine)
+        assert connects >= 2
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
+def test_tables_without_a_revision_are_still_refused(db_url):
+    engine = open_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            sync_runs.create(conn)
+        with pytest.raises(SchemaError, match="jobsync tables but no schema revision"):
+            ensure_schema(engine)
+        assert current_revision(engine) is None
+    finally:
+        engine.dispose()
 
 
 def test_two_passes_that_bypass_the_outer_lock_still_never_double_write(engine):
