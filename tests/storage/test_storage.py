@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -352,6 +353,29 @@ def test_sqlite_databases_are_created_with_8_kib_pages_and_older_ones_keep_their
     assert SQLITE_PAGE_SIZE == 8192
     assert pragmas(fresh) == [8192, "wal"]
     assert pragmas(older) == [4096, "wal"]
+
+
+def test_a_new_sqlite_file_another_process_is_writing_opens_once_its_write_ends(tmp_path):
+    """Two crontab lines on a new database: switching a file to WAL while another connection
+    writes to it in rollback mode gets "database is locked" at once, not after SQLite's busy
+    timeout. The switch is tried again until the other's transaction ends."""
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE being_written (x)")
+    # The other process's transaction ends a moment later, whatever this one does.
+    ends = threading.Timer(0.2, lambda: other.execute("COMMIT"))
+    ends.start()
+    engine = open_engine(f"sqlite:///{path}")
+    try:
+        ensure_schema(engine)
+        assert current_revision(engine) == head_revision()
+    finally:
+        ends.join()
+        engine.dispose()
+        other.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 @pytest.mark.parametrize(

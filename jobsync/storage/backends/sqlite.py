@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
@@ -353,7 +355,7 @@ def _configure(engine: Engine, *, readonly: bool) -> None:
         if not readonly:
             # Takes effect only on a database without tables yet, and only before WAL mode.
             cursor.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(cursor)
             # In WAL mode NORMAL is still safe against a killed process; only power loss can
             # lose the latest commit.
             cursor.execute("PRAGMA synchronous = NORMAL")
@@ -363,6 +365,32 @@ def _configure(engine: Engine, *, readonly: bool) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+
+
+# How long the first connections to a new file wait for each other's switch to WAL.
+WAL_SWITCH_WAIT = SQLITE_BUSY_TIMEOUT_MS / 1000
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode = WAL``, tried again while another connection holds the file.
+
+    Switching needs the file to itself. When another connection is writing to a file still in
+    rollback mode (two ``jobsync sync`` processes on a new database, two crontab lines in the
+    first minute), SQLite answers "database is locked" at once instead of waiting its busy
+    timeout, to avoid a deadlock; the other's lock lasts one transaction. On a file already in
+    WAL mode the pragma takes no lock.
+    """
+    deadline = time.monotonic() + WAL_SWITCH_WAIT
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def _read_only_target(filename: str, is_uri: bool) -> str | None:
