@@ -2,7 +2,10 @@
 same instant into one SQLite file, N times (default 100). Every process must succeed: passes
 lock their source, not the database, and their write transactions queue.
 
-    python bench/bench_crontab.py [--rounds 100] [--latency 0.05] [--jobs 200]
+    python bench/bench_crontab.py [--rounds 100] [--latency 0.05] [--jobs 200] [--new-file]
+
+With ``--new-file`` every round syncs into a file of its own that does not exist yet: the first
+minute of two crontab lines, when both processes create the database and its schema at once.
 
 Prints the exit codes seen, how many successes, and the spread of the two start times.
 """
@@ -35,6 +38,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=200, help="jobs per source")
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--details", action="store_true", help="progress details on")
+    parser.add_argument("--new-file", action="store_true", help="each round into a new SQLite file")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBSYNC_", "ZILLIZ_"))}
     env["JOBSYNC_API_KEY"] = KEY
@@ -46,10 +50,13 @@ def main() -> int:
             cluster_ids=CLUSTERS, jobs=args.jobs, api_key=KEY, seed=3, latency=args.latency
         ) as sim,
     ):
-        db = f"sqlite:///{Path(tmp) / 'jobsync.db'}"
+        files = [f"sqlite:///{Path(tmp) / 'jobsync.db'}"]
         sim.run_progression(interval=0.5, fraction=0.05, new_jobs=1)
         began = time.monotonic()
         for round_ in range(args.rounds):
+            if args.new_file and round_:
+                files.append(f"sqlite:///{Path(tmp) / f'jobsync-{round_}.db'}")
+            db = files[-1]
             # Both started before either is waited for: the same instant, as cron starts them.
             procs = [
                 subprocess.Popen(
@@ -81,16 +88,19 @@ def main() -> int:
                 log(f"{round_ + 1} rounds: {dict(codes)}")
         took = time.monotonic() - began
         sim.stop_progression()
-        engine = jobsync.open_engine(db)
-        with engine.connect() as conn:
-            rows = conn.execute(
-                select(sync_runs.c.status, func.count()).group_by(sync_runs.c.status)
-            )
-            statuses = {status: n for status, n in rows}
-        engine.dispose()
+        statuses: Counter[str] = Counter()
+        for db in files:
+            engine = jobsync.open_engine(db)
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(sync_runs.c.status, func.count()).group_by(sync_runs.c.status)
+                )
+                statuses.update({status: n for status, n in rows})
+            engine.dispose()
+    into = f"{len(files)} new SQLite files" if args.new_file else "one SQLite file"
     print(
-        f"{args.rounds} rounds x 2 sources into one SQLite file in {took:.0f}s: "
-        f"{codes[0]} successes, exit codes {dict(codes)}; sync_runs {statuses}"
+        f"{args.rounds} rounds x 2 sources into {into} in {took:.0f}s: "
+        f"{codes[0]} successes, exit codes {dict(codes)}; sync_runs {dict(statuses)}"
     )
     for line in errors[:5]:
         print(f"  {line}")
