@@ -4,7 +4,7 @@ Every connection gets WAL, a busy timeout and foreign keys, and every transactio
 ``BEGIN IMMEDIATE``: a read-then-write transaction that began deferred could fail half-way
 with "database is locked" when another writer got there first; taking the write lock at BEGIN
 makes writers queue instead. That write lock is also the source's write lock of a pass and the
-migrations' lock. Read-only engines open the file read-only (``_read_only_target``).
+migrations' lock. How a connection is opened is ``jobsync.storage.backends.sqlite_connect``.
 
 The database-wide lock is a ``flock`` on ``<database>.lock`` beside the database file's real
 path (symbolic links resolved, so two paths to one file share one lock; never on the database
@@ -18,18 +18,14 @@ one process exclude each other too; the operating system releases them when the 
 from __future__ import annotations
 
 import fcntl
-import os
-import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from itertools import chain, islice
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine
 from sqlalchemy.engine import URL
 
 from jobsync.domain.history import PassPlan
@@ -44,6 +40,12 @@ from jobsync.storage.backends.filelock import (
     lock_path,
     locks_dir,
     source_lock_path,
+)
+from jobsync.storage.backends.sqlite_connect import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    SQLITE_JOURNAL_SIZE_LIMIT,
+    SQLITE_PAGE_SIZE,
+    configure,
 )
 from jobsync.storage.rows import (
     DERIVED_SQL,
@@ -66,15 +68,6 @@ __all__ = [
     "source_lock_path",
     "utc_text",
 ]
-
-SQLITE_BUSY_TIMEOUT_MS = 10_000
-# While a reader holds an old snapshot (a BI tool's open transaction), checkpoints cannot reset
-# the WAL and it grows with every commit; once a checkpoint can reset it, it is cut back to
-# this size (and to nothing by ``checkpoint`` after the passes, when no reader is in it).
-SQLITE_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
-# For databases jobsync creates (an existing file keeps its own): larger pages mean fewer page
-# splits and WAL frames when a first sync appends its rows in key order.
-SQLITE_PAGE_SIZE = 8192
 
 # New jobs per multi-row INSERT: its parameters (the pass's values, then each job's) must stay
 # under the 999 of SQLite builds before 3.32.
@@ -183,7 +176,7 @@ class SQLiteBackend(Backend):
 
     def create_engine(self, url: URL, *, readonly: bool) -> Engine:
         engine = create_engine(url)
-        _configure(engine, readonly=readonly)
+        configure(engine, readonly=readonly)
         return engine
 
     def file_of(self, url: URL) -> str | None:
@@ -328,98 +321,3 @@ class SQLiteBackend(Backend):
 
 
 SQLITE = SQLiteBackend()
-
-
-def _configure(engine: Engine, *, readonly: bool) -> None:
-    if readonly:
-
-        @event.listens_for(engine, "do_connect")
-        def _open_read_only(
-            _dialect: Any, _record: Any, cargs: list[Any], cparams: dict[str, Any]
-        ) -> None:
-            # Decided per connection: whether a -wal file exists changes while a pool lives.
-            filename = str(cargs[0]) if cargs else ""
-            if filename and filename != ":memory:":
-                target = _read_only_target(filename, bool(cparams.get("uri")))
-                if target is not None:
-                    cargs[0] = target
-                    cparams["uri"] = True
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        if not readonly:
-            # Takes effect only on a database without tables yet, and only before WAL mode.
-            cursor.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
-            _switch_to_wal(cursor)
-            # In WAL mode NORMAL is still safe against a killed process; only power loss can
-            # lose the latest commit.
-            cursor.execute("PRAGMA synchronous = NORMAL")
-            cursor.execute(f"PRAGMA journal_size_limit = {SQLITE_JOURNAL_SIZE_LIMIT}")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
-
-
-# How long the first connections to a new file wait for each other's switch to WAL.
-WAL_SWITCH_WAIT = SQLITE_BUSY_TIMEOUT_MS / 1000
-
-
-def _switch_to_wal(cursor: Any) -> None:
-    """``PRAGMA journal_mode = WAL``, tried again while another connection holds the file.
-
-    Switching needs the file to itself. When another connection is writing to a file still in
-    rollback mode (two ``jobsync sync`` processes on a new database, two crontab lines in the
-    first minute), SQLite answers "database is locked" at once instead of waiting its busy
-    timeout, to avoid a deadlock; the other's lock lasts one transaction. On a file already in
-    WAL mode the pragma takes no lock.
-    """
-    deadline = time.monotonic() + WAL_SWITCH_WAIT
-    pause = 0.005
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
-                raise
-        time.sleep(pause)
-        pause = min(pause * 2, 0.1)
-
-
-def _read_only_target(filename: str, is_uri: bool) -> str | None:
-    """What a read-only connection opens: a ``file:`` URI with ``mode=ro``, or None to open
-    ``filename`` as it is (a file that does not exist yet: SQLite cannot open that read-only,
-    and readers in the CLI refuse a missing file before they get here).
-
-    A WAL database is read through its ``-shm`` and ``-wal`` files, which SQLite creates when
-    they are missing; in a directory we may not write it cannot, and even a read-only open
-    fails ("attempt to write a readonly database"). ``immutable=1`` reads the main file alone,
-    without those files and without locks, so it is used only there, and only while no
-    ``-wal`` file exists: a writer's last connection checkpoints and deletes it on close, so
-    then the main file holds every commit. While a ``-wal`` exists, a writer may be connected
-    and commits may still be in it; ``mode=ro`` reads them through the existing ``-shm``, where
-    ``immutable=1`` would silently skip them. What is left: a writer that starts during the
-    read and checkpoints before it ends would not be seen by a reader that takes no locks;
-    that is the price of reading where we cannot create the ``-shm``.
-    """
-    if is_uri:
-        # The user's own SQLite URI: kept, but read-only unless it names a mode itself.
-        return (
-            filename
-            if "mode=" in filename
-            else f"{filename}{'&' if '?' in filename else '?'}mode=ro"
-        )
-    path = Path(filename)
-    if not path.exists():
-        return None
-    target = f"file:{quote(str(path))}?mode=ro"
-    if not os.access(path.parent, os.W_OK) and not Path(f"{path}-wal").exists():
-        target += "&immutable=1"
-    return target
