@@ -33,6 +33,7 @@ from jobsync.config import HttpSettings, Settings, Source
 from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.observability import redact
 from jobsync.observability.redact import Secret
+from jobsync.service.sync import sync_source
 from jobsync.simulator import Simulator
 from jobsync.storage.migrate import upgrade
 from jobsync.storage.schema import import_job_records
@@ -234,6 +235,20 @@ def daily_passes(db_url: str, cluster_id: str, first: datetime, days: int) -> No
         snapshot.source_key = cluster_id
         apply_pass(engine, cluster_id, run_id, snapshot, finished_at=when + timedelta(seconds=1))
     engine.dispose()
+
+
+def sync_backlog_then_new_jobs(engine: Engine, settings: Settings, sim: Simulator) -> None:
+    """Three passes of the first source: the backlog; then jobs a pass saw start; then the
+    same jobs seen finished, beside three new ones still active. Facts of both kinds: backlog
+    and observed jobs, finishes of each, and open jobs."""
+    source = settings.sources[0]
+    assert sync_source(engine, source, settings).ok
+    sim.add_jobs(10)
+    assert sync_source(engine, source, settings).ok
+    for _step in range(3):  # Pending, Importing, then Completed or Failed
+        sim.advance(fraction=1.0)
+    sim.add_jobs(3)
+    assert sync_source(engine, source, settings).ok
 
 
 @pytest.fixture(autouse=True)

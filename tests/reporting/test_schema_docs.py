@@ -40,7 +40,7 @@ from jobsync.storage.dictionary import (
 from jobsync.storage.examples import EXAMPLE_MOMENT, EXAMPLES
 from jobsync.storage.migrate import head_revision, upgrade
 from jobsync.storage.store import open_engine
-from tests.conftest import API_KEY, CLUSTER, settings_for
+from tests.conftest import API_KEY, CLUSTER, settings_for, sync_backlog_then_new_jobs
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "schema.md"
 DOC = PAGE.read_text(encoding="utf-8")
@@ -389,18 +389,6 @@ def test_db_datasette_metadata_refuses_postgresql_with_exit_status_2():
     assert "Error: Datasette serves SQLite files" in result.output
 
 
-def _sync_jobs_from_start_to_finish(engine, settings, sim) -> None:
-    """Three passes: the backlog, then jobs a pass saw start, then saw finish (the dashboard's
-    failure rate counts only those) beside new ones."""
-    assert sync_source(engine, settings.sources[0], settings).ok
-    sim.add_jobs(8)
-    assert sync_source(engine, settings.sources[0], settings).ok
-    for _step in range(3):  # Pending, Importing, then Completed or Failed
-        sim.advance(fraction=1.0)
-    sim.add_jobs(3)  # still active after the last pass
-    assert sync_source(engine, settings.sources[0], settings).ok
-
-
 def test_datasette_serves_the_views_with_descriptions_units_facets_and_saved_queries(tmp_path, sim):
     """Datasette itself reads the metadata: what it shows, and every saved query runs."""
     datasette_app = pytest.importorskip("datasette.app")
@@ -408,7 +396,7 @@ def test_datasette_serves_the_views_with_descriptions_units_facets_and_saved_que
     engine = open_engine(f"sqlite:///{path}")
     settings = settings_for(sim, f"sqlite:///{path}")
     upgrade(engine)
-    _sync_jobs_from_start_to_finish(engine, settings, sim)
+    sync_backlog_then_new_jobs(engine, settings, sim)
     engine.dispose()
     ds = datasette_app.Datasette([str(path)], metadata=datasette_metadata("jobsync"))
 
@@ -470,7 +458,7 @@ def test_the_documented_datasette_command_line_serves_the_saved_queries(tmp_path
     engine = open_engine(f"sqlite:///{path}")
     settings = settings_for(sim, f"sqlite:///{path}")
     upgrade(engine)
-    _sync_jobs_from_start_to_finish(engine, settings, sim)
+    sync_backlog_then_new_jobs(engine, settings, sim)
     engine.dispose()
     out = tmp_path / "metadata.json"
     result = CliRunner().invoke(

@@ -40,7 +40,7 @@ from jobsync.storage.views import (
     job_state_intervals,
     transition_counts,
 )
-from tests.conftest import API_KEY, CLUSTER, settings_for
+from tests.conftest import API_KEY, CLUSTER, settings_for, sync_backlog_then_new_jobs
 
 VIEW_NAMES = [
     "job_state_intervals",
@@ -566,15 +566,9 @@ def test_db_upgrade_downgrade_to_0003_and_upgrade_again(db_url, sim):
     assert first.exit_code == 0, first.output
     engine = open_engine(db_url)
     settings = settings_for(sim, db_url)
-    # The backlog, then jobs a pass saw start and then finish: facts of both kinds, which the
-    # upgrade from 0003 must derive from the history alone as the passes kept them.
-    assert sync_source(engine, settings.sources[0], settings).ok
-    sim.add_jobs(10)
-    assert sync_source(engine, settings.sources[0], settings).ok
-    for _step in range(3):
-        sim.advance(fraction=1.0)
-    sim.add_jobs(3)
-    assert sync_source(engine, settings.sources[0], settings).ok
+    # Facts of both kinds, which the upgrade from 0003 must derive from the history alone as
+    # the passes kept them.
+    sync_backlog_then_new_jobs(engine, settings, sim)
     assert _views(engine) >= set(VIEW_NAMES) | {"import_jobs"}
     before = _whole(engine)
     backlog = job_durations.c.keys().index("backlog")
