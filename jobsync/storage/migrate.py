@@ -139,14 +139,15 @@ def _upgrade(engine: Engine, revision: str, *, adopt: bool = True) -> tuple[str 
                     "the database has jobsync tables but no schema revision; "
                     "run `jobsync db upgrade` to check and adopt it"
                 )
-        # An empty database gets what the revisions would make from one script, where the
-        # backend keeps one (SQLite: backends/sqlite_schema.py, which a test keeps equal to
-        # the revisions' result), without importing Alembic and running every revision.
         to_head = revision in ("head", HEAD_REVISION)
-        scripted = before is None and to_head
-        if before == HEAD_REVISION and to_head:
+        if to_head and before == HEAD_REVISION:
             pass  # nothing to run (another process may just have created the schema)
-        elif not (scripted and backend.create_head_schema(conn) is not None):
+        elif to_head and before is None and backend.create_head_schema(conn) is not None:
+            # An empty database gets what the revisions would make from one script, where the
+            # backend keeps one (SQLite: backends/sqlite_schema.py, which a test keeps equal
+            # to the revisions' result), without importing Alembic and running every revision.
+            pass
+        else:
             _run_revisions(conn, before, revision)
         after = _revision(conn)
         # After every run, not in a revision: a change of wording needs no migration, and a
