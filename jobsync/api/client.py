@@ -136,7 +136,8 @@ class ApiClient:
         self.http = http or HttpSettings()
         self.retries = 0
         self._retries_lock = threading.Lock()
-        self._monotonic = monotonic
+        # Times each request against its deadline, and list pages for reading ahead.
+        self.monotonic = monotonic
         self._cancel = cancel
         self._rate_limit = rate_limit
         self._scrubber = scrubber(api_key.reveal()) if api_key is not None else scrubber()
@@ -215,7 +216,7 @@ class ApiClient:
         self, path: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
     ) -> tuple[int, Any]:
         url = f"{self.base_url}{path}"
-        started = self._monotonic()
+        started = self.monotonic()
         try:
             response = self._session.post(
                 url,
@@ -242,7 +243,7 @@ class ApiClient:
             path,
             response.status_code,
             len(raw),
-            self._monotonic() - started,
+            self.monotonic() - started,
         )
         status = response.status_code
         if 300 <= status < 400:
@@ -267,7 +268,7 @@ class ApiClient:
         size = 0
         try:
             while True:
-                if self._monotonic() > deadline:
+                if self.monotonic() > deadline:
                     raise TransportError(
                         f"{path}: response not complete within {self.http.request_deadline:g}s"
                     )

@@ -22,6 +22,11 @@ under the key's rate limiter): page 1 tells ``count``, page 2 shows that the ser
 time. Pages are consumed in page order whatever order they arrive in, so a walk yields the same
 pages, and a snapshot holds the same jobs, as reading them one by one would.
 
+Reading ahead starts only once two pages in a row took ``HttpSettings.read_ahead_after`` or
+longer to come back. It hides the server's time behind ours, which pays when a request takes
+tens of milliseconds (the Internet, the rate limiter); a server that answers in a millisecond
+leaves nothing to hide, and the threads' hand-offs would cost more CPU than the wait they save.
+
 One short page 1 is the whole list in one answer of the server: a consistent read that needs no
 second look, so a source with fewer jobs than a page costs one request.
 """
@@ -103,7 +108,13 @@ def iter_pages(
     page after the other.
     """
     workers = client.http.page_concurrency
+    # Two pages in a row, not one: a page the interpreter lock held back (another thread
+    # importing, or writing) is slow once; a slow server or network makes every page slow.
+    timer, slow_after = client.monotonic, client.http.read_ahead_after
+    began = timer()
     first = _read_page(client, source, page_size, 1, clock)
+    took = timer() - began
+    slow = False
     yield first
     if first.size < page_size:
         return
@@ -126,7 +137,7 @@ def iter_pages(
             # only as far as the page that count says is the last: short, or empty when count
             # is a multiple of the page size. Without a count, pages are read one at a time.
             last_ahead = min(ahead, number + workers - 1)
-            if workers > 1 and number >= 3 and requested < last_ahead:
+            if slow and workers > 1 and number >= 3 and requested < last_ahead:
                 if pool is None:
                     pool = ThreadPoolExecutor(workers, thread_name_prefix="jobsync-page")
                 while requested < last_ahead:
@@ -136,7 +147,10 @@ def iter_pages(
                     )
             future = pending.pop(number, None)
             if future is None:
+                began = timer()
                 page = _read_page(client, source, page_size, number, clock)
+                took, before = timer() - began, took
+                slow = slow or min(took, before) >= slow_after
                 requested = max(requested, number)
             else:
                 page = future.result()

@@ -6,6 +6,7 @@ Only the CLI modules import this; it is the one place where jobsync's errors bec
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
@@ -23,6 +24,23 @@ from jobsync.reporting.output import FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+
+
+class _Process:
+    # Set by ``jobsync.cli.main``: the command runs in a process of its own, which ends with
+    # it (not inside a test runner or a caller's program).
+    owned = False
+
+
+process = _Process()
+
+
+def freeze_imports() -> None:
+    """In a process of its own, move what the imports made out of the garbage collector's
+    reach: it lives as long as the process, and a pass over many jobs triggers full
+    collections that would walk it every time (tens of thousands of SQLAlchemy objects)."""
+    if process.owned:
+        gc.freeze()
 
 
 class ExitError(click.ClickException):

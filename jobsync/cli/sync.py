@@ -15,6 +15,7 @@ from jobsync.cli.common import (
     configure_logging,
     db_option,
     env_option,
+    freeze_imports,
     notify_option,
     open_db,
     parse_duration,
@@ -149,9 +150,13 @@ def sync(**values: Any) -> None:
         from jobsync.service.sync import sync_all
         from jobsync.storage.migrate import ensure_schema
 
+        freeze_imports()
         engine = open_db(settings)
-        ensure_schema(engine)
-        results = sync_all(engine, settings, early=early)
+        try:
+            ensure_schema(engine)
+            results = sync_all(engine, settings, early=early)
+        finally:
+            engine.dispose()
     except BaseException:
         early.close(wait=False)  # an interrupt must not wait for a walk's backoff
         raise

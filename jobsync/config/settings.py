@@ -58,6 +58,9 @@ class HttpSettings:
     # List pages of one source in flight at once (all under the key's rate limiter): 4 keep a
     # source at the limit's 20 requests per second while a request takes up to 200 ms.
     page_concurrency: int = 4
+    # Seconds a list page must take to come back before the walk reads pages ahead (see
+    # jobsync.api.listing); 0 reads ahead from page 3 whatever the server's speed.
+    read_ahead_after: float = 0.02
 
 
 @dataclass(frozen=True)

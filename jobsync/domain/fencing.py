@@ -76,7 +76,7 @@ def shift_pass(
 ) -> tuple[Snapshot, dict[str, JobDetails]]:
     """The snapshot and details with every observation time moved ``shift`` later."""
     jobs = {
-        job_id: replace(record, observed_at=record.observed_at + shift)
+        job_id: record._replace(observed_at=record.observed_at + shift)
         for job_id, record in snapshot.jobs.items()
     }
     moved = replace(

@@ -216,7 +216,7 @@ def with_details(
                 progress = known.progress if progress is None else progress
                 reason = known.reason if reason is None else reason
         if progress != record.progress or reason != record.reason:
-            changed[job_id] = replace(record, progress=progress, reason=reason)
+            changed[job_id] = record._replace(progress=progress, reason=reason)
     if not changed:
         return snapshot
     return replace(snapshot, jobs={**jobs, **changed})

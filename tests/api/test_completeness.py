@@ -96,7 +96,9 @@ def test_arrivals_on_every_request_still_end_complete(sim, client):
 
 def test_read_concurrently_a_busy_list_ends_complete_however_many_walks_it_takes(sim):
     sim.on_request(lambda number, path, body: sim.add_jobs(1) if number % 4 == 0 else None)
-    with ApiClient(sim.url, Secret(API_KEY), replace(FAST, page_concurrency=4)) as client:
+    with ApiClient(
+        sim.url, Secret(API_KEY), replace(FAST, page_concurrency=4, read_ahead_after=0)
+    ) as client:
         snap = fetch_snapshot(client, _source(sim), PAGE)
     assert snap.complete and snap.walks <= 3
     assert {j.job_id for j in sim.jobs(CLUSTER)} - set(snap.jobs) <= {sim.jobs(CLUSTER)[0].job_id}

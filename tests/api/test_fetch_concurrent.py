@@ -26,8 +26,15 @@ from jobsync.storage.schema import import_job_records, sync_runs
 from tests.conftest import API_KEY, CLUSTER
 
 LIST = "/v2/vectordb/jobs/import/list"
+# Pages are read ahead whatever the simulator's speed (read_ahead_after=0): these tests are
+# about what reading ahead does.
 HTTP = HttpSettings(
-    connect_timeout=2, read_timeout=5, request_deadline=10, max_retries=3, backoff_factor=0.0
+    connect_timeout=2,
+    read_timeout=5,
+    request_deadline=10,
+    max_retries=3,
+    backoff_factor=0.0,
+    read_ahead_after=0,
 )
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -269,6 +276,51 @@ def test_a_concurrent_pass_stores_every_job_on_both_backends(engine):
     with engine.connect() as conn:
         rows = conn.execute(select(import_job_records.c.job_id, import_job_records.c.raw_state))
         assert dict(rows.all()) == listed
+
+
+# -- when to read ahead -------------------------------------------------------------------------
+
+
+def _read_ahead(latency: float, slow_pages: tuple[int, ...] = ()) -> tuple[bool, int]:
+    """(whether the walk started page threads, the list requests made) over ten pages, against
+    a server whose every answer takes ``latency`` seconds (and those of ``slow_pages`` a second
+    more) on a clock that moves only when it answers."""
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    threads = False
+    with Simulator(
+        cluster_ids=(CLUSTER,), jobs=100, api_key=API_KEY, seed=3, latency=latency, sleep=sleep
+    ) as sim:
+        for page in slow_pages:
+            sim.add_fault(Fault(status=200, path=LIST, page=page, delay=1.0))
+        http = replace(HTTP, read_ahead_after=HttpSettings().read_ahead_after)
+        with ApiClient(sim.url, Secret(API_KEY), http, monotonic=lambda: now[0]) as client:
+            for _page in iter_pages(client, _source(sim), 10):
+                threads = threads or any(
+                    t.name.startswith("jobsync-page") for t in threading.enumerate()
+                )
+        return threads, sim.request_count
+
+
+def test_a_server_that_answers_at_once_is_read_one_page_at_a_time():
+    threads, requests = _read_ahead(latency=0.0)
+    assert not threads
+    assert requests == 11  # ten full pages, then the empty one that count allows
+
+
+def test_pages_are_read_ahead_once_a_page_takes_long_enough_to_come_back():
+    slow = HttpSettings().read_ahead_after
+    assert _read_ahead(latency=slow) == (True, 11)
+    assert _read_ahead(latency=slow / 2) == (False, 11)
+
+
+def test_one_slow_page_is_not_a_slow_server_but_two_in_a_row_are():
+    assert _read_ahead(latency=0.0, slow_pages=(1,)) == (False, 11)
+    assert _read_ahead(latency=0.0, slow_pages=(2, 4, 6)) == (False, 11)
+    assert _read_ahead(latency=0.0, slow_pages=(4, 5)) == (True, 11)
 
 
 # -- stopping -----------------------------------------------------------------------------------
