@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobsync.api.client import parse_envelope
+from jobsync.api.envelope import parse_envelope
 from jobsync.domain.records import _record, _usual_record, clean_text, parse_list_data
 from jobsync.domain.states import canonical_state
 from jobsync.errors import ApiStatusError, AuthError, ProtocolError
