@@ -21,7 +21,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from functools import cache
+from functools import cache, partial
+from itertools import chain
 from typing import Any, ClassVar, NamedTuple
 
 from sqlalchemy import Connection, Engine, Select, Table, text
@@ -269,14 +270,11 @@ class Backend:
 @contextmanager
 def _fetch_in_chunks(driver: Any, sql: str, params: Sequence[Any], size: int) -> Iterator[Rows]:
     cursor = driver.cursor()
-
-    def rows() -> Rows:
-        cursor.execute(sql, params)
-        while chunk := cursor.fetchmany(size):
-            yield from chunk
-
     try:
-        yield rows()
+        cursor.execute(sql, params)
+        # Chunks until an empty one, flattened in C: a re-sync reads every stored job, and a
+        # generator would be resumed once per row.
+        yield chain.from_iterable(iter(partial(cursor.fetchmany, size), []))
     finally:
         cursor.close()
 
