@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from jobsync.cli import cli
+from jobsync.cli import GC_THRESHOLD, cli
 from jobsync.simulator import Fault
 from jobsync.storage.migrate import head_revision, upgrade
 from jobsync.storage.schema import import_job_records, sync_runs
@@ -226,3 +226,24 @@ def test_starting_the_cli_imports_no_http_client():
     script = "import sys, jobsync.cli; print(sorted({'requests', 'urllib3'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_console_script_collects_garbage_less_often_and_freezes_the_imports(tmp_path, sim):
+    # Only the console script owns its process: commands invoked in a caller's process (the
+    # tests' CliRunner) leave its collector as it was.
+    script = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print(gc.get_threshold()[0], gc.get_freeze_count() > 0))\n"
+        "from jobsync.cli import main\n"
+        "sys.argv = ['jobsync', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    db = tmp_path / "jobsync.db"
+    env = {"PATH": "/usr/bin:/bin", "JOBSYNC_API_KEY": API_KEY}
+    args = ["sync", "--db", f"sqlite:///{db}", "--base-url", sim.url, "--cluster-id", CLUSTER]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == f"{GC_THRESHOLD} True"
+    assert not (tmp_path / "jobsync.db-wal").exists()  # the connections were closed
