@@ -17,16 +17,16 @@ from ``jobsync.domain.history.new_job``, and tests/storage/test_rows.py proves t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table
 
 from jobsync.domain.facts import is_backlog, micros
-from jobsync.domain.history import JobRow, PassPlan, first_seen_state, new_job
+from jobsync.domain.history import PassPlan, first_seen_state, new_job
 from jobsync.domain.records import JobRecord
 from jobsync.storage.schema import UTCDateTime, import_job_records, import_job_transitions
 
@@ -35,19 +35,18 @@ __all__ = [
     "FIRST_SEEN",
     "NEW_JOB",
     "NEW_JOB_BOUND",
+    "TIME_COLUMNS",
     "TRANSITION_COLUMNS",
-    "UPDATED_COLUMNS",
-    "UPDATE_SQL",
     "Layout",
     "TimeWriter",
     "first_seen_pass_row",
     "first_seen_row",
     "first_seen_values",
+    "in_table_order",
     "new_job_pass_row",
     "new_job_row",
     "new_job_values",
     "transition_values",
-    "update_values",
 ]
 
 # Turns a time into what the driver stores (None: the driver takes datetimes as they are).
@@ -77,7 +76,7 @@ class Layout:
     @property
     def in_table_order(self) -> tuple[str, ...]:
         """Every column the row sets, in the table's order."""
-        return _in_table_order(self.table, self.columns)
+        return in_table_order(self.table, self.columns)
 
     def pass_values(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         """The values of ``from_pass`` (given by name), in that order."""
@@ -96,7 +95,7 @@ class Layout:
         return (head + own + copy(own) + tail for own in job_values)
 
 
-def _in_table_order(table: Table, names: Iterable[str]) -> tuple[str, ...]:
+def in_table_order(table: Table, names: Iterable[str]) -> tuple[str, ...]:
     wanted = set(names)
     unknown = wanted - set(table.c.keys())
     if unknown:
@@ -116,10 +115,10 @@ def _layout(
         raise ValueError("a column can only take the value of one of the row's own")
     return Layout(
         table,
-        _in_table_order(table, from_pass),
-        _in_table_order(table, from_job),
-        {name: same_as[name] for name in _in_table_order(table, same_as)},
-        {name: fixed[name] for name in _in_table_order(table, fixed)},
+        in_table_order(table, from_pass),
+        in_table_order(table, from_job),
+        {name: same_as[name] for name in in_table_order(table, same_as)},
+        {name: fixed[name] for name in in_table_order(table, fixed)},
     )
 
 
@@ -305,72 +304,12 @@ def first_seen_values(
         yield (r.job_id, kind[0], raw, seen[0], r.reason if kind[1] else None, seen[1])
 
 
-_TIMES = frozenset(
+TIME_COLUMNS = frozenset(
     column.name
     for table in (import_job_records, import_job_transitions)
     for column in table.columns
     if isinstance(column.type, UTCDateTime)
 )
-
-# What an update of a stored job writes, from the planner's JobRow by name. state_since and
-# finished_at are None unless this pass decided on them, and then the stored value stays.
-DURATIONS = ("min_seconds", "max_seconds", "estimated_seconds")
-UPDATED_COLUMNS = _in_table_order(
-    import_job_records,
-    {
-        "collection_name",
-        "state",
-        "raw_state",
-        "progress",
-        "reason",
-        "state_since",
-        "last_seen_at",
-        "last_seen_started_at",
-        "finished_at",
-        "vanished_at",
-        "listed",
-        "missed_snapshots",
-        "missing_since",
-        "final_state",
-        "finished_window_start",
-        "state_since_us",
-        "last_seen_us",
-        *DURATIONS,
-    },
-)
-_KEEP_STORED = {
-    "state_since": "COALESCE({p}, state_since)",
-    "state_since_us": "COALESCE({p}, state_since_us)",
-    "finished_at": "COALESCE(finished_at, {p})",
-    "final_state": "COALESCE(final_state, {p})",
-    **{name: f"COALESCE({{p}}, {name})" for name in DURATIONS},  # set when the job finishes
-    "finished_window_start": "CASE WHEN finished_at IS NULL THEN {p} "
-    "ELSE finished_window_start END",
-}
-# {p}: the driver's placeholder (see Backend.sql).
-UPDATE_SQL = (
-    "UPDATE import_job_records SET "
-    + ", ".join(f"{name} = {_KEEP_STORED.get(name, '{p}')}" for name in UPDATED_COLUMNS)
-    + " WHERE cluster_id = {p} AND job_id = {p}"
-)
-
-
-def update_values(
-    cluster_id: str, rows: Sequence[JobRow], time: TimeWriter | None = None
-) -> list[list[Any]]:
-    """The parameters of ``UPDATE_SQL`` for each row."""
-    get = attrgetter(*UPDATED_COLUMNS)
-    timed = [i for i, name in enumerate(UPDATED_COLUMNS) if name in _TIMES]
-    found: list[list[Any]] = []
-    for row in rows:
-        values = list(get(row))
-        if time is not None:
-            for i in timed:
-                values[i] = time(values[i])
-        values += (cluster_id, row.job_id)
-        found.append(values)
-    return found
-
 
 # The integer microsecond copies of times (revision 0009), last in the table: what each copies.
 _MICROS = {"window_start_us": "window_start", "observed_us": "observed_at"}
@@ -387,7 +326,7 @@ def transition_values(
     names = [name for name in TRANSITION_COLUMNS if name != "cluster_id" and name not in derived]
     at = TRANSITION_COLUMNS.index("cluster_id")
     get = itemgetter(*names)
-    timed = [i for i, name in enumerate(TRANSITION_COLUMNS) if name in _TIMES]
+    timed = [i for i, name in enumerate(TRANSITION_COLUMNS) if name in TIME_COLUMNS]
     found: list[tuple[Any, ...]] = []
     for transition in transitions:
         values = list(get(transition))

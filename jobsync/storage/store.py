@@ -195,7 +195,7 @@ def apply_pass(
         del unknown  # every listed id on a first sync, and not needed to write
         plan = plan_pass(stored, with_details(narrowed, stored, details), marks, run_id)
         bulk.insert_new_jobs(conn, cluster_id, plan)
-        bulk.update_jobs(conn, cluster_id, plan.updates)
+        bulk.update_jobs(conn, cluster_id, plan.updates, stored)
         bulk.insert_transitions(
             conn, cluster_id, sorted(plan.transitions, key=itemgetter("job_id"))
         )

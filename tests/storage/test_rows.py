@@ -17,8 +17,6 @@ from jobsync.storage.rows import (
     NEW_JOB,
     NEW_JOB_BOUND,
     TRANSITION_COLUMNS,
-    UPDATE_SQL,
-    UPDATED_COLUMNS,
     first_seen_pass_row,
     first_seen_row,
     first_seen_values,
@@ -26,9 +24,9 @@ from jobsync.storage.rows import (
     new_job_row,
     new_job_values,
     transition_values,
-    update_values,
 )
 from jobsync.storage.schema import import_job_records, import_job_transitions
+from jobsync.storage.updates import UPDATE_SQL, UPDATED_COLUMNS, update_values
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 
