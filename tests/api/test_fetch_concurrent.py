@@ -23,19 +23,12 @@ from jobsync.service.sync import sync_all
 from jobsync.simulator import Fault, Reply, Simulator
 from jobsync.simulator.rates import PeakRate
 from jobsync.storage.schema import import_job_records, sync_runs
-from tests.conftest import API_KEY, CLUSTER
+from tests.conftest import API_KEY, CLUSTER, FAST_HTTP
 
 LIST = "/v2/vectordb/jobs/import/list"
 # Pages are read ahead whatever the simulator's speed (read_ahead_after=0): these tests are
 # about what reading ahead does.
-HTTP = HttpSettings(
-    connect_timeout=2,
-    read_timeout=5,
-    request_deadline=10,
-    max_retries=3,
-    backoff_factor=0.0,
-    read_ahead_after=0,
-)
+HTTP = replace(FAST_HTTP, read_ahead_after=0)
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
