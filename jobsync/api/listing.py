@@ -276,11 +276,9 @@ def _walk(
                 walk.first_ids = [r.job_id for r in page.records]
             walk.pages += 1
             walk.invalid += page.invalid
-            walk.order.take(
-                [r.job_id for r in page.records],
-                jobs if seen_this_walk is None else seen_this_walk,
-            )
-            fresh = _take_page(snapshot, page, seen_this_walk)
+            ids = [r.job_id for r in page.records]
+            walk.order.take(ids, jobs if seen_this_walk is None else seen_this_walk)
+            fresh = _take_page(snapshot, page, seen_this_walk, ids)
             hook(page.records)
             if fresh or not page.size:
                 walk.stale_pages = 0
@@ -300,32 +298,30 @@ def _walk(
     return walk
 
 
-def _take_page(snapshot: Snapshot, page: ListPage, seen: set[str] | None) -> int:
+def _take_page(
+    snapshot: Snapshot, page: ListPage, seen: set[str] | None, ids: list[str] | None = None
+) -> int:
     """Count a page into the snapshot and add its jobs; ``seen``: the ids of this walk so far,
-    or None when the snapshot holds exactly those (it began empty). Returns how many of the
-    page's jobs are new to this walk."""
+    or None when the snapshot holds exactly those (it began empty); ``ids``: the page's job
+    ids, when the caller has them. Returns how many of the page's jobs are new to this walk
+    (an id twice on one page is new once, then a duplicate)."""
+    if ids is None:
+        ids = [r.job_id for r in page.records]
     jobs = snapshot.jobs
     snapshot.pages += 1
     snapshot.records += page.size
     snapshot.invalid += page.invalid
-    new = 0
-    for record in page.records:
-        job_id = record.job_id
-        if seen is None:
-            if job_id in jobs:
-                snapshot.duplicates += 1
-            else:
-                new += 1
-        else:
-            if job_id in seen:
-                snapshot.duplicates += 1
-            else:
-                new += 1
-            seen.add(job_id)
-        # The later page (or walk) wins. Pages read concurrently may have arrived in another
-        # order, but each record is true at its own observed_at; page order keeps the snapshot
-        # deterministic.
-        jobs[job_id] = record
+    # Counted from sizes, a page at a time: this runs for every listed job.
+    known = jobs if seen is None else seen
+    before = len(known)
+    if seen is not None:
+        seen.update(ids)
+    # The later page (or walk) wins. Pages read concurrently may have arrived in another order,
+    # but each record is true at its own observed_at; page order keeps the snapshot
+    # deterministic.
+    jobs.update(zip(ids, page.records, strict=True))
+    new = len(known) - before
+    snapshot.duplicates += len(ids) - new
     return new
 
 

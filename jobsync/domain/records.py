@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 _ID_KEYS = ("jobId", "jobID", "taskID")
+_make_record = tuple.__new__
 REPLACEMENT = "\ufffd"
 
 
@@ -166,13 +167,17 @@ def _usual_record(item: dict[str, Any], observed_at: datetime) -> JobRecord | No
     job_id = job_id.strip()
     if not job_id:
         return None
-    return JobRecord(
-        job_id,
-        None if collection is None else intern(collection),
-        None if state is None else intern(state),
-        progress,
-        reason or None,
-        observed_at,
+    # The tuple of six made directly: JobRecord(...) passes through a Python-level __new__.
+    return _make_record(
+        JobRecord,
+        (
+            job_id,
+            None if collection is None else intern(collection),
+            None if state is None else intern(state),
+            progress,
+            reason or None,
+            observed_at,
+        ),
     )
 
 
