@@ -135,6 +135,12 @@ class Backend:
         exists: ``reserve_slot`` made it. Only where ``shared_by_replicas``."""
         raise NotImplementedError
 
+    def journal_for_pass(self, conn: Connection, listed: int) -> AbstractContextManager[None]:
+        """Around the write transaction of a pass that lists ``listed`` jobs, which begins on
+        ``conn`` inside this block (SQLite: a new database's first large pass is written
+        without the WAL)."""
+        return nullcontext()
+
     def lock_source(self, conn: Connection, cluster_id: str) -> None:
         """First thing in a pass's write transaction: no other pass of the source may write
         until this transaction ends."""

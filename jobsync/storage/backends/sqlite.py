@@ -18,6 +18,7 @@ one process exclude each other too; the operating system releases them when the 
 from __future__ import annotations
 
 import fcntl
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
@@ -42,10 +43,12 @@ from jobsync.storage.backends.filelock import (
     source_lock_path,
 )
 from jobsync.storage.backends.sqlite_connect import (
+    FIRST_PASS_WITHOUT_WAL,
     SQLITE_BUSY_TIMEOUT_MS,
     SQLITE_JOURNAL_SIZE_LIMIT,
     SQLITE_PAGE_SIZE,
     configure,
+    outside_wal,
 )
 from jobsync.storage.rows import (
     DERIVED_SQL,
@@ -57,6 +60,8 @@ from jobsync.storage.rows import (
     new_job_pass_row,
     new_job_values,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "NEW_ROWS_PER_STATEMENT",
@@ -201,6 +206,27 @@ class SQLiteBackend(Backend):
             finally:
                 cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
                 cursor.close()
+
+    @contextmanager
+    def journal_for_pass(self, conn: Connection, listed: int) -> Iterator[None]:
+        """A pass that lists many jobs into a database that holds none is written outside the
+        WAL (``sqlite_connect.outside_wal``); every other pass in WAL mode."""
+        if listed < FIRST_PASS_WITHOUT_WAL:
+            yield
+            return
+        driver = self.driver(conn)
+        cursor = driver.cursor()
+        try:
+            stored = cursor.execute("SELECT 1 FROM import_job_records LIMIT 1").fetchall()
+        finally:
+            cursor.close()
+        if stored:
+            yield
+            return
+        with outside_wal(driver) as left:
+            if left:
+                log.debug("writing the first pass of a new database without the WAL")
+            yield
 
     def lock_source(self, conn: Connection, cluster_id: str) -> None:
         pass  # BEGIN IMMEDIATE took the database's write lock: one writer at a time already

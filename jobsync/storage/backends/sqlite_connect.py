@@ -1,14 +1,18 @@
 """How jobsync opens a SQLite file: every connection gets a busy timeout and foreign keys; a
 writing one also WAL (``_switch_to_wal``), 8 KiB pages on a new file, ``synchronous =
 NORMAL`` and a WAL size limit; every transaction begins ``BEGIN IMMEDIATE`` (``BEGIN`` when
-read-only). Read-only engines open the file read-only (``_read_only_target``).
+read-only). Read-only engines open the file read-only (``_read_only_target``). A new
+database's first large pass is written outside the WAL (``outside_wal``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -16,12 +20,16 @@ from urllib.parse import quote
 from sqlalchemy import Connection, Engine, event
 
 __all__ = [
+    "FIRST_PASS_WITHOUT_WAL",
     "SQLITE_BUSY_TIMEOUT_MS",
     "SQLITE_JOURNAL_SIZE_LIMIT",
     "SQLITE_PAGE_SIZE",
     "WAL_SWITCH_WAIT",
     "configure",
+    "outside_wal",
 ]
+
+log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # While a reader holds an old snapshot (a BI tool's open transaction), checkpoints cannot reset
@@ -88,13 +96,64 @@ def _switch_to_wal(cursor: Any) -> None:
     pause = 0.005
     while True:
         try:
-            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA journal_mode = WAL").fetchall()  # done: no statement left open
             return
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() + pause > deadline:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 0.1)
+
+
+# A pass that lists at least this many jobs into a database that holds none is written
+# without the WAL (``outside_wal``).
+FIRST_PASS_WITHOUT_WAL = 10_000
+
+
+@contextmanager
+def outside_wal(driver: Any) -> Iterator[bool]:
+    """Rollback-journal mode for one write transaction, begun inside this block; yields whether
+    the file left WAL mode. Then back to WAL.
+
+    In WAL mode every page a transaction writes goes to the WAL, and the checkpoint copies it
+    into the database file again; pages added to the end of a file need no rollback journal,
+    so a new database's first large pass, nearly all new pages, is written once. Leaving WAL
+    mode needs the file to itself: while another connection has it open, the switch is not
+    waited for (busy timeout 0) and the pass is written in WAL mode as always. Meanwhile a
+    connection that opens the file waits in ``_switch_to_wal`` until the pass has committed.
+    FULL synchronous keeps the rollback journal as safe against power loss as the WAL is at
+    NORMAL. A process killed in the block leaves a hot journal, which SQLite rolls back when
+    the file is next opened, and the next connection switches the file back to WAL.
+    """
+    cursor = driver.cursor()
+    try:
+        cursor.execute("PRAGMA busy_timeout = 0")
+        try:
+            ((mode,),) = cursor.execute("PRAGMA journal_mode = DELETE").fetchall()
+        except sqlite3.OperationalError:
+            mode = "wal"  # another connection holds the file
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        left = mode == "delete"
+        if left:
+            cursor.execute("PRAGMA synchronous = FULL")
+        try:
+            yield left
+        finally:
+            if left:
+                cursor.execute("PRAGMA synchronous = NORMAL")
+                try:
+                    _switch_to_wal(cursor)
+                    # A read in WAL mode at once: until the connection has read the file in
+                    # WAL mode again, a checkpoint on it reports the database locked.
+                    cursor.execute("SELECT count(*) FROM sqlite_master").fetchall()
+                except sqlite3.OperationalError as exc:
+                    # The pass has committed (or rolled back) already: a reader that opened
+                    # the file meanwhile keeps it from WAL mode, and the next connection that
+                    # jobsync opens switches it.
+                    log.warning("the database stays out of WAL mode for now: %s", exc)
+    finally:
+        cursor.close()
 
 
 def _read_only_target(filename: str, is_uri: bool) -> str | None:
