@@ -248,7 +248,7 @@ def _fetch_unpaged(client: ApiClient, source: Source, clock: Clock, hook: PageHo
     page = parse_list_data(client.call(LIST_PATH, source.list_body()), clock())
     snapshot.finished_at = clock()
     snapshot.walks = 1
-    _take_page(snapshot, page, None)
+    _take_page(snapshot, page, None, [r.job_id for r in page.records])
     hook(page.records)
     snapshot.complete = page.invalid == 0
     return snapshot
@@ -298,15 +298,11 @@ def _walk(
     return walk
 
 
-def _take_page(
-    snapshot: Snapshot, page: ListPage, seen: set[str] | None, ids: list[str] | None = None
-) -> int:
+def _take_page(snapshot: Snapshot, page: ListPage, seen: set[str] | None, ids: list[str]) -> int:
     """Count a page into the snapshot and add its jobs; ``seen``: the ids of this walk so far,
     or None when the snapshot holds exactly those (it began empty); ``ids``: the page's job
-    ids, when the caller has them. Returns how many of the page's jobs are new to this walk
-    (an id twice on one page is new once, then a duplicate)."""
-    if ids is None:
-        ids = [r.job_id for r in page.records]
+    ids. Returns how many of the page's jobs are new to this walk (an id twice on one page is
+    new once, then a duplicate)."""
     jobs = snapshot.jobs
     snapshot.pages += 1
     snapshot.records += page.size

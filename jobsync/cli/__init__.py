@@ -9,18 +9,14 @@ in ``cli.report``, ``simulate`` and ``demo`` in ``cli.demo``, ``notify`` in ``cl
 
 from __future__ import annotations
 
-import gc
 import logging
 
 import click
 
-from jobsync.cli import common, db, demo, notify, read, report, sync
-from jobsync.cli.common import JobsyncGroup, configure_logging
+from jobsync.cli import db, demo, notify, read, report, sync
+from jobsync.cli.common import JobsyncGroup, configure_logging, own_process
 
 log = logging.getLogger("jobsync")
-
-# New objects between two collections of the youngest generation (Python's default is 700).
-GC_THRESHOLD = 50_000
 
 
 @click.group(cls=JobsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -35,11 +31,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def main() -> None:
     """The ``jobsync`` console script: the command owns its process."""
-    common.process.owned = True
-    # A command allocates in bulk (a pass keeps a record per listed job) and makes few
-    # reference cycles: collecting after every 700 new objects, as by default, would walk the
-    # same young objects hundreds of times in a pass over 100,000 jobs.
-    gc.set_threshold(GC_THRESHOLD)
+    own_process()
     cli(prog_name="jobsync")
 
 

@@ -26,20 +26,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
-class _Process:
-    # Set by ``jobsync.cli.main``: the command runs in a process of its own, which ends with
-    # it (not inside a test runner or a caller's program).
-    owned = False
+# New objects between two collections of the youngest generation (Python's default is 700).
+GC_THRESHOLD = 50_000
+# Whether the command runs in a process of its own (``own_process``).
+_owns_process = False
 
 
-process = _Process()
+def own_process() -> None:
+    """Called by the console script: the command runs in a process of its own, which ends with
+    it (not inside a test runner or a caller's program). A command allocates in bulk (a pass
+    keeps a record per listed job) and makes few reference cycles: collecting after every 700
+    new objects, as by default, would walk the same young objects hundreds of times in a pass
+    over 100,000 jobs."""
+    global _owns_process
+    _owns_process = True
+    gc.set_threshold(GC_THRESHOLD)
 
 
 def freeze_imports() -> None:
     """In a process of its own, move what the imports made out of the garbage collector's
     reach: it lives as long as the process, and a pass over many jobs triggers full
     collections that would walk it every time (tens of thousands of SQLAlchemy objects)."""
-    if process.owned:
+    if _owns_process:
         gc.freeze()
 
 

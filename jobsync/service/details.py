@@ -134,7 +134,7 @@ DETAIL_RETRIES = 2
 
 
 class PassDetails:
-    """The progress requests of one pass, running beside its list (``jobsync.service.details``).
+    """The progress requests of one pass, running beside its list (``DetailsPlan`` decides).
 
     Made before the first page is read: it reads what the database knows of the source's open
     jobs and queues the due ones at once; ``plan.listed`` queues what each page shows is news.

@@ -19,12 +19,7 @@ from jobsync.storage.backends import backend_for
 from jobsync.storage.boundary import boundary
 from jobsync.storage.rows import TRANSITION_COLUMNS, transition_values
 from jobsync.storage.schema import import_job_transitions
-from jobsync.storage.updates import (
-    UPDATED_COLUMNS,
-    unchanged_indexed,
-    update_sql,
-    update_values,
-)
+from jobsync.storage.updates import unchanged_indexed, update_sql, update_values
 
 __all__ = ["insert_new_jobs", "insert_transitions", "update_jobs"]
 
@@ -46,28 +41,21 @@ def insert_new_jobs(conn: Connection, cluster_id: str, plan: PassPlan) -> None:
 
 @boundary
 def update_jobs(
-    conn: Connection,
-    cluster_id: str,
-    rows: Sequence[JobRow],
-    stored: Mapping[str, StoredJob] | None = None,
+    conn: Connection, cluster_id: str, rows: Sequence[JobRow], stored: Mapping[str, StoredJob]
 ) -> None:
     """Write the planner's decisions about jobs that are already stored; ``stored``: the jobs
     as the pass loaded them, so that an update leaves out the indexed columns it does not
-    change (``jobsync.storage.updates.INDEXED_UPDATES``)."""
+    change (``jobsync.storage.updates.INDEXED_UPDATES``): one statement per such set."""
     if not rows:
         return
     backend = backend_for(conn)
-    values = update_values(cluster_id, rows, backend.time_writer())
-    groups: dict[frozenset[str], list[list[Any]]] = {}
-    for row, row_values in zip(rows, values, strict=True):
-        known = stored.get(row.job_id) if stored is not None else None
-        groups.setdefault(unchanged_indexed(row, known), []).append(row_values)
+    time = backend.time_writer()
+    groups: dict[frozenset[str], list[JobRow]] = {}
+    for row in rows:
+        groups.setdefault(unchanged_indexed(row, stored.get(row.job_id)), []).append(row)
     for unchanged, group in groups.items():
-        if unchanged:
-            kept = [i for i, name in enumerate(UPDATED_COLUMNS) if name not in unchanged]
-            kept += range(len(UPDATED_COLUMNS), len(group[0]))  # cluster_id, job_id
-            group = [[row_values[i] for i in kept] for row_values in group]
-        backend.executemany(conn, backend.sql(update_sql(unchanged)), group)
+        values = update_values(cluster_id, group, time, unchanged)
+        backend.executemany(conn, backend.sql(update_sql(unchanged)), values)
 
 
 @boundary

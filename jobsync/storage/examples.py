@@ -29,6 +29,23 @@ class Example(NamedTuple):
     postgresql: str | None = None
 
 
+# The passes of each source and day, kept and rolled up; {day} and {failures} are what differ
+# between the databases.
+_PASSES_PER_DAY = """\
+SELECT cluster_id, day, SUM(passes) AS passes, SUM(failures) AS failures
+FROM (
+    SELECT cluster_id, {day} AS day, COUNT(*) AS passes,
+           {failures} AS failures
+    FROM sync_runs
+    WHERE status <> 'running'
+    GROUP BY 1, 2
+    UNION ALL
+    SELECT cluster_id, day, passes, failures FROM sync_run_days
+) AS every_pass
+GROUP BY 1, 2
+ORDER BY 1, 2;
+"""
+
 EXAMPLES: tuple[Example, ...] = (
     Example(
         "median_duration_last_week",
@@ -77,34 +94,11 @@ ORDER BY cluster_id, collection_name;
         "Passes and failed passes per source and day",
         "Every pass, pruned or not: the passes `sync_runs` still holds, and those retention "
         "rolled up into `sync_run_days` (a pass that did not succeed counts as failed).",
-        """\
-SELECT cluster_id, day, SUM(passes) AS passes, SUM(failures) AS failures
-FROM (
-    SELECT cluster_id, date(started_at) AS day, COUNT(*) AS passes,
-           SUM(status <> 'succeeded') AS failures
-    FROM sync_runs
-    WHERE status <> 'running'
-    GROUP BY 1, 2
-    UNION ALL
-    SELECT cluster_id, day, passes, failures FROM sync_run_days
-) AS every_pass
-GROUP BY 1, 2
-ORDER BY 1, 2;
-""",
-        """\
-SELECT cluster_id, day, SUM(passes) AS passes, SUM(failures) AS failures
-FROM (
-    SELECT cluster_id, (started_at AT TIME ZONE 'UTC')::date AS day, COUNT(*) AS passes,
-           COUNT(*) FILTER (WHERE status <> 'succeeded') AS failures
-    FROM sync_runs
-    WHERE status <> 'running'
-    GROUP BY 1, 2
-    UNION ALL
-    SELECT cluster_id, day, passes, failures FROM sync_run_days
-) AS every_pass
-GROUP BY 1, 2
-ORDER BY 1, 2;
-""",
+        _PASSES_PER_DAY.format(day="date(started_at)", failures="SUM(status <> 'succeeded')"),
+        _PASSES_PER_DAY.format(
+            day="(started_at AT TIME ZONE 'UTC')::date",
+            failures="COUNT(*) FILTER (WHERE status <> 'succeeded')",
+        ),
     ),
     Example(
         "stuck_jobs",

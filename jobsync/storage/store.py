@@ -176,67 +176,70 @@ def apply_pass(
     the events it decides there (``jobsync.service.notify``), so they commit with the pass.
     """
     details = details or {}
-    with _no_gc(), engine.connect() as conn:
-        journal = backend_for(conn).journal_for_pass(conn, len(snapshot.jobs))
-        with journal, conn.begin():
-            backend_for(conn).lock_source(conn, cluster_id)
-            marks = _fenced_marks(conn, cluster_id, run_id)
-            shift = clock_shift(snapshot.started_at, marks.last_snapshot_at)
-            if shift:
-                log.warning(
-                    "%s: the clock reads %.3fs earlier than the last observation; this pass's "
-                    "times are moved forward to it",
-                    cluster_id,
-                    shift.total_seconds(),
-                )
-                snapshot, details = shift_pass(snapshot, details, shift)
-                finished_at = max(finished_at + shift, snapshot.finished_at)
-            stored, unknown = scan.load_for_pass(conn, cluster_id, snapshot.jobs, details)
-            previous = load_figures(conn, cluster_id, sorted(details))
-            narrowed = _narrowed(snapshot, stored, unknown)
-            del unknown  # every listed id on a first sync, and not needed to write
-            plan = plan_pass(stored, with_details(narrowed, stored, details), marks, run_id)
-            bulk.insert_new_jobs(conn, cluster_id, plan)
-            bulk.update_jobs(conn, cluster_id, plan.updates, stored)
-            bulk.insert_transitions(
-                conn, cluster_id, sorted(plan.transitions, key=itemgetter("job_id"))
+    with (
+        _no_gc(),
+        engine.connect() as conn,
+        backend_for(conn).journal_for_pass(conn, len(snapshot.jobs)),
+        conn.begin(),
+    ):
+        backend_for(conn).lock_source(conn, cluster_id)
+        marks = _fenced_marks(conn, cluster_id, run_id)
+        shift = clock_shift(snapshot.started_at, marks.last_snapshot_at)
+        if shift:
+            log.warning(
+                "%s: the clock reads %.3fs earlier than the last observation; this pass's "
+                "times are moved forward to it",
+                cluster_id,
+                shift.total_seconds(),
             )
-            rows_written = plan.rows_written
-            written = write_details(conn, cluster_id, run_id, snapshot, details, previous)
-            rows_written += written.rows
-            facts.after_pass(conn, cluster_id, plan, written.complete_time_changed)
-            _save_marks(conn, cluster_id, run_id, snapshot)
-            counts = PassCounts(
-                new_jobs=plan.new_jobs,
-                changed_jobs=plan.changed_jobs,
-                vanished_jobs=plan.vanished_jobs,
-                rows_written=rows_written + 2,
-            )
-            _finish_run(
-                conn,
-                run_id,
-                "succeeded",
-                finished_at,
-                complete=snapshot.complete,
-                pages=snapshot.pages,
-                records=snapshot.records,
-                distinct_jobs=snapshot.distinct_jobs,
-                duplicates=snapshot.duplicates,
-                invalid_records=snapshot.invalid,
-                reported_count=snapshot.reported_count,
-                new_jobs=counts.new_jobs,
-                changed_jobs=counts.changed_jobs,
-                vanished_jobs=counts.vanished_jobs,
-                retries=retries,
-                rows_written=counts.rows_written,
-                snapshot_started_at=snapshot.started_at,
-                snapshot_finished_at=snapshot.finished_at,
-                details_requested=details_requested,
-                details_failed=details_failed,
-                incomplete_reason=None if snapshot.complete else snapshot.incomplete_reason,
-            )
-            if decide is not None:
-                decide(conn, plan)
+            snapshot, details = shift_pass(snapshot, details, shift)
+            finished_at = max(finished_at + shift, snapshot.finished_at)
+        stored, unknown = scan.load_for_pass(conn, cluster_id, snapshot.jobs, details)
+        previous = load_figures(conn, cluster_id, sorted(details))
+        narrowed = _narrowed(snapshot, stored, unknown)
+        del unknown  # every listed id on a first sync, and not needed to write
+        plan = plan_pass(stored, with_details(narrowed, stored, details), marks, run_id)
+        bulk.insert_new_jobs(conn, cluster_id, plan)
+        bulk.update_jobs(conn, cluster_id, plan.updates, stored)
+        bulk.insert_transitions(
+            conn, cluster_id, sorted(plan.transitions, key=itemgetter("job_id"))
+        )
+        rows_written = plan.rows_written
+        written = write_details(conn, cluster_id, run_id, snapshot, details, previous)
+        rows_written += written.rows
+        facts.after_pass(conn, cluster_id, plan, written.complete_time_changed)
+        _save_marks(conn, cluster_id, run_id, snapshot)
+        counts = PassCounts(
+            new_jobs=plan.new_jobs,
+            changed_jobs=plan.changed_jobs,
+            vanished_jobs=plan.vanished_jobs,
+            rows_written=rows_written + 2,
+        )
+        _finish_run(
+            conn,
+            run_id,
+            "succeeded",
+            finished_at,
+            complete=snapshot.complete,
+            pages=snapshot.pages,
+            records=snapshot.records,
+            distinct_jobs=snapshot.distinct_jobs,
+            duplicates=snapshot.duplicates,
+            invalid_records=snapshot.invalid,
+            reported_count=snapshot.reported_count,
+            new_jobs=counts.new_jobs,
+            changed_jobs=counts.changed_jobs,
+            vanished_jobs=counts.vanished_jobs,
+            retries=retries,
+            rows_written=counts.rows_written,
+            snapshot_started_at=snapshot.started_at,
+            snapshot_finished_at=snapshot.finished_at,
+            details_requested=details_requested,
+            details_failed=details_failed,
+            incomplete_reason=None if snapshot.complete else snapshot.incomplete_reason,
+        )
+        if decide is not None:
+            decide(conn, plan)
     return counts
 
 

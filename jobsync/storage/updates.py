@@ -23,6 +23,7 @@ __all__ = [
     "INDEXED_UPDATES",
     "UPDATED_COLUMNS",
     "UPDATE_SQL",
+    "set_columns",
     "unchanged_indexed",
     "update_sql",
     "update_values",
@@ -72,16 +73,18 @@ INDEXED_UPDATES = ("state", "finished_at", "vanished_at", "listed")
 
 
 @cache
+def set_columns(unchanged: frozenset[str] = frozenset()) -> tuple[str, ...]:
+    """The columns an update sets: UPDATED_COLUMNS without the indexed ones in ``unchanged``."""
+    return tuple(name for name in UPDATED_COLUMNS if name not in unchanged)
+
+
+@cache
 def update_sql(unchanged: frozenset[str] = frozenset()) -> str:
-    """The UPDATE of a stored job, without the indexed columns in ``unchanged``; ``{p}``: the
-    driver's placeholder (see Backend.sql)."""
+    """The UPDATE of a stored job that sets ``set_columns(unchanged)``; ``{p}``: the driver's
+    placeholder (see Backend.sql)."""
     return (
         "UPDATE import_job_records SET "
-        + ", ".join(
-            f"{name} = {_KEEP_STORED.get(name, '{p}')}"
-            for name in UPDATED_COLUMNS
-            if name not in unchanged
-        )
+        + ", ".join(f"{name} = {_KEEP_STORED.get(name, '{p}')}" for name in set_columns(unchanged))
         + " WHERE cluster_id = {p} AND job_id = {p}"
     )
 
@@ -107,11 +110,15 @@ def unchanged_indexed(row: JobRow, stored: StoredJob | None) -> frozenset[str]:
 
 
 def update_values(
-    cluster_id: str, rows: Sequence[JobRow], time: TimeWriter | None = None
+    cluster_id: str,
+    rows: Sequence[JobRow],
+    time: TimeWriter | None = None,
+    unchanged: frozenset[str] = frozenset(),
 ) -> list[list[Any]]:
-    """The parameters of ``UPDATE_SQL`` for each row."""
-    get = attrgetter(*UPDATED_COLUMNS)
-    timed = [i for i, name in enumerate(UPDATED_COLUMNS) if name in TIME_COLUMNS]
+    """The parameters of ``update_sql(unchanged)`` for each row."""
+    columns = set_columns(unchanged)
+    get = attrgetter(*columns)
+    timed = [i for i, name in enumerate(columns) if name in TIME_COLUMNS]
     found: list[list[Any]] = []
     for row in rows:
         values = list(get(row))

@@ -12,7 +12,8 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from jobsync.cli import GC_THRESHOLD, cli
+from jobsync.cli import cli
+from jobsync.cli.common import GC_THRESHOLD
 from jobsync.simulator import Fault
 from jobsync.storage.migrate import head_revision, upgrade
 from jobsync.storage.schema import import_job_records, sync_runs

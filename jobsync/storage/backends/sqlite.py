@@ -211,19 +211,13 @@ class SQLiteBackend(Backend):
     def journal_for_pass(self, conn: Connection, listed: int) -> Iterator[None]:
         """A pass that lists many jobs into a database that holds none is written outside the
         WAL (``sqlite_connect.outside_wal``); every other pass in WAL mode."""
-        if listed < FIRST_PASS_WITHOUT_WAL:
+        if (
+            listed < FIRST_PASS_WITHOUT_WAL
+            or self.fetchall(conn, "SELECT 1 FROM import_job_records LIMIT 1", ()).rows
+        ):
             yield
             return
-        driver = self.driver(conn)
-        cursor = driver.cursor()
-        try:
-            stored = cursor.execute("SELECT 1 FROM import_job_records LIMIT 1").fetchall()
-        finally:
-            cursor.close()
-        if stored:
-            yield
-            return
-        with outside_wal(driver) as left:
+        with outside_wal(self.driver(conn)) as left:
             if left:
                 log.debug("writing the first pass of a new database without the WAL")
             yield
