@@ -2,15 +2,15 @@
 SIGINT.
 
 A thin wrapper that owns signals, scheduling and monitoring; what a pass does stays in
-``jobsync.service.sync``. The schedule is APScheduler 3's ``BlockingScheduler`` in UTC with a memory
-job store (a job store must never be shared between processes: the database is what coordinates
-them), one job per source on the source's own schedule (``jobsync.service.schedule``) with
-``max_instances=1`` so a slow pass is never overlapped by the next of its source,
-``coalesce=True`` so a backlog of missed runs becomes one, a ``misfire_grace_time`` of one
-interval (the default of one second silently drops a late wake-up, and with many sources a run
-waits in the thread pool's queue for a free worker), and a first pass
-at start-up. A pass longer than its interval logs one line saying so, instead of APScheduler's
-warning per run it skipped. Every source shares the daemon's rate limiters.
+``jobsync.service.sync``. The schedule is APScheduler 3's ``BackgroundScheduler`` in UTC with a
+memory job store (a job store must never be shared between processes: the database is what
+coordinates them), one job per source on the source's own schedule
+(``jobsync.service.schedule``) with ``max_instances=1`` so a slow pass is never overlapped by
+the next of its source, ``coalesce=True`` so a backlog of missed runs becomes one, a
+``misfire_grace_time`` of one interval (the default of one second silently drops a late
+wake-up, and with many sources a run waits in the thread pool's queue for a free worker), and a
+first pass at start-up. A pass longer than its interval logs one line saying so, instead of
+APScheduler's warning per run it skipped. Every source shares the daemon's rate limiters.
 
 Replicas: where several daemons may share the database (PostgreSQL), a daemon claims a source's
 period before syncing it, the period the run was due in (``jobsync.service.claims``), so each
@@ -19,8 +19,11 @@ keeps two passes of one source apart. On SQLite a second daemon on the same file
 start (``daemon_lock``).
 
 Stopping: APScheduler 3 installs no signal handlers, so this module does. A handler only sets
-two events (signal handlers must not take the scheduler's or the thread pool's locks, which
-the interrupted main thread may hold); a helper thread then shuts the scheduler down. The
+two events (a handler must not take the scheduler's or the thread pool's locks, which the
+thread it interrupts may hold); a helper thread then shuts the scheduler down. Python
+runs a handler in the main thread, but the kernel may hand a signal sent to the process to any
+thread, and then no wait of the main thread ends for it: so the main thread never waits longer
+than :data:`SIGNAL_WAKE` at a time, while the scheduler runs in a thread of its own. The
 ``cancel`` event ends a pass that is still fetching before its next request (it fails and writes
 nothing but its ``sync_runs`` row); a pass already in its write transaction completes. The
 daemon waits for it for at most :data:`STOP_GRACE` seconds; after that, or on a second signal,
@@ -48,7 +51,7 @@ from apscheduler.events import (
 )
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers import SchedulerNotRunningError
-from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
 from jobsync.api.ratelimit import RateLimiters
@@ -91,6 +94,9 @@ log = logging.getLogger(__name__)
 # How long a stop waits for the pass in flight to finish its write: the whole stop must end
 # within 10 s, inside systemd's TimeoutStopSec=15 (docs/deployment.md).
 STOP_GRACE = 8.0
+# The longest the main thread waits at a time, so that it runs the handler of a signal that
+# another thread received (see the module's doc).
+SIGNAL_WAKE = 0.1
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,7 @@ class _Daemon:
         )
         workers = max(1, min(settings.http.max_concurrent_sources, len(settings.sources)))
         self._executor = DueTimes(max_workers=workers)
-        self._scheduler = BlockingScheduler(
+        self._scheduler = BackgroundScheduler(
             timezone=UTC,
             jobstores={"default": MemoryJobStore()},
             executors={"default": self._executor},
@@ -208,7 +214,9 @@ class _Daemon:
                     extra=fields(event="started", schedule=self._description),
                 )
                 if not self._stop.is_set():
-                    self._scheduler.start()  # blocks until the stopper shuts it down
+                    self._scheduler.start()
+                while not self._stop.wait(SIGNAL_WAKE):
+                    pass  # the stopper shuts the scheduler down
                 self._wait_for_pass_in_flight()
             log.info("daemon stopped", extra=fields(event="stopped"))
         finally:
@@ -282,8 +290,16 @@ class _Daemon:
             self._scheduler.shutdown(wait=False)
 
     def _wait_for_pass_in_flight(self) -> None:
+        deadline = time.monotonic() + self._options.stop_grace
         with self._idle:
-            if self._idle.wait_for(lambda: self._running == 0, timeout=self._options.stop_grace):
+            # In short waits (SIGNAL_WAKE): a second SIGINT must stop at once, not when the
+            # grace is over.
+            while self._running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._idle.wait(min(left, SIGNAL_WAKE))
+            else:
                 return
         self._exit_now(
             f"the pass in flight did not finish within {self._options.stop_grace:g}s; "
