@@ -5,8 +5,8 @@ open a database with :func:`open_engine`, migrate with :func:`upgrade`, and run 
 :func:`sync_source` / :func:`sync_all`. Errors derive from :class:`JobsyncError`.
 
 Names are imported on first use, so ``import jobsync.simulator`` (or the CLI's ``--help``)
-does not pay for SQLAlchemy and Alembic. ``__version__`` is read from the installed package's
-metadata, so ``pyproject.toml`` is the one place that states it.
+does not pay for SQLAlchemy and Alembic. ``__version__`` comes from ``jobsync/_version.py``, the
+one place that states it (``pyproject.toml`` reads it too).
 """
 
 from __future__ import annotations
@@ -90,10 +90,9 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        from importlib.metadata import version
+        from jobsync._version import __version__
 
-        globals()[name] = version("jobsync")
-        return globals()[name]
+        return __version__
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'jobsync' has no attribute {name!r}")

@@ -13,6 +13,7 @@ import logging
 
 import click
 
+from jobsync._version import __version__
 from jobsync.cli import db, demo, notify, read, report, sync
 from jobsync.cli.common import JobsyncGroup, configure_logging, own_process
 
@@ -20,7 +21,7 @@ log = logging.getLogger("jobsync")
 
 
 @click.group(cls=JobsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="jobsync", prog_name="jobsync")
+@click.version_option(__version__, prog_name="jobsync")
 @click.option("--debug", is_flag=True, help="Log every request and show tracebacks.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:

@@ -13,11 +13,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import version
 from typing import Any
 
 from sqlalchemy import Engine
 
+from jobsync._version import __version__
 from jobsync.domain.states import CANONICAL_STATES
 from jobsync.reporting import report as r
 from jobsync.reporting.report_text import for_people, format_seconds, people_columns
@@ -96,7 +96,7 @@ def render_page(data: ReportData) -> str:
     since = format_seconds(o.since)
     parts = [
         f"<h1>jobsync report</h1><p class='meta'>Generated {_e(_when(data.now))} for "
-        f"{_e(scope)} by jobsync {_e(version('jobsync'))}. Period: the last {_e(since)}; "
+        f"{_e(scope)} by jobsync {_e(__version__)}. Period: the last {_e(since)}; "
         f"daily charts: the last {o.days} UTC days; stuck: in their state for more than "
         f"{_e(format_seconds(o.older_than))}.</p>",
         _section("Summary", f"jobs first seen or finished in the last {since}", _summary(data)),

@@ -136,6 +136,39 @@ def test_connection_refused_is_a_transport_error_after_retries(sleeps):
     assert len(sleeps) == 3
 
 
+def test_a_server_that_never_answers_is_a_timeout_after_retries(sim, sleeps):
+    settings = HttpSettings(read_timeout=0.2, max_retries=1)
+    sim.add_fault(Fault(status=200, delay=1, times=2))
+    with ApiClient(sim.url, Secret(API_KEY), settings, sleep=sleeps) as c:
+        with pytest.raises(TransportError, match=r"timed out after 1 retries \(ReadTimeoutError"):
+            _list(c)
+    assert len(sleeps) == 1
+
+
+def test_a_body_cut_off_at_the_cap_never_reaches_the_next_request(sim, sleeps):
+    settings = HttpSettings(max_body_bytes=100_000, max_retries=0)
+    sim.add_fault(Fault(status=200, body=b'{"code": 0}' + b" " * 1_000_000, times=1))
+    with ApiClient(sim.url, Secret(API_KEY), settings, sleep=sleeps) as c:
+        with pytest.raises(ProtocolError, match="exceeds"):
+            _list(c)
+        assert len(_list(c)["records"]) == 10
+
+
+def test_a_walk_reuses_one_connection(sim, client):
+    connects = []
+    original = socket.socket.connect
+
+    def counting(sock, address):
+        connects.append(address)
+        return original(sock, address)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket.socket, "connect", counting)
+        for page in range(1, 6):
+            _list(client, page)
+    assert len(connects) == 1
+
+
 def test_redirects_are_refused(client, sim):
     sim.add_fault(
         Fault(status=302, body=b"", transform=lambda r: r.with_header("Location", "http://evil/"))
@@ -212,10 +245,15 @@ def test_bearer_auth_survives_a_netrc_entry(sim, tmp_path, monkeypatch):
         assert len(_list(c)["records"]) == 10  # the simulator accepted our Bearer key
 
 
-def test_nothing_secret_in_reprs():
+def test_nothing_secret_in_reprs(sim):
     key = Secret("CANARY-123")
     assert "CANARY" not in repr(key) + str(key) + f"{key}" + repr(BearerAuth(key))
     assert "CANARY" not in repr(ApiClient("https://x", key))
+    with ApiClient(sim.url, key, FAST) as c:
+        with pytest.raises(AuthError):
+            _list(c)
+        # Each path's headers, the key's among them, are kept for every request.
+        assert "CANARY" not in repr(c) + repr(vars(c))
     assert "CANARY" not in repr(Source(name="n", base_url="https://x", api_key=key))
 
 
