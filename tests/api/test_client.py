@@ -5,8 +5,12 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import ssl
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import trustme
 
 from jobsync.api.client import ApiClient, BearerAuth
 from jobsync.api.listing import fetch_snapshot, iter_pages
@@ -167,6 +171,41 @@ def test_a_walk_reuses_one_connection(sim, client):
         for page in range(1, 6):
             _list(client, page)
     assert len(connects) == 1
+
+
+class _Listing(BaseHTTPRequestHandler):
+    """An API that lists nothing, for a server that speaks HTTPS."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = b'{"code": 0, "data": {"count": 0, "records": []}}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_certificate_the_client_cannot_verify_is_refused(sleeps):
+    """TLS is verified on the path every request takes: a certificate from an authority the
+    client does not trust ends the request before anything is sent."""
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Listing)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}"
+    try:
+        with ApiClient(url, Secret(API_KEY), HttpSettings(max_retries=0), sleep=sleeps) as c:
+            with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
+                _list(c)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_redirects_are_refused(client, sim):
