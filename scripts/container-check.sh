@@ -191,7 +191,7 @@ echo "image: $image, $size, built in $((SECONDS - step))s"
 say "jobsync --version"
 version=$(docker run --rm --network none "$image" --version)
 echo "$version"
-expected=$("$python" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+expected=$("$python" -c 'import runpy; print(runpy.run_path("jobsync/_version.py")["__version__"])')
 case "$version" in *"$expected"*) ;; *) fail "expected version $expected" ;; esac
 
 say "runs as uid 10001"
