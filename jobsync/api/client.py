@@ -33,13 +33,8 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3 import BaseHTTPResponse, HTTPConnectionPool, Timeout
-from urllib3.exceptions import (
-    HTTPError,
-    MaxRetryError,
-    NewConnectionError,
-    ResponseError,
-    TimeoutError,
-)
+from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError, ResponseError
+from urllib3.exceptions import TimeoutError as TimedOut
 from urllib3.util.retry import Retry
 
 from jobsync._version import __version__
@@ -299,10 +294,11 @@ class ApiClient:
                     "POST", f"{self.base_url}{path}", headers=dict(headers) if headers else None
                 )
             )
+            # Unannotated in types-requests.
+            verify_tls: Callable[..., None] = self._adapter.cert_verify
             try:
                 pool = self._adapter.get_connection_with_tls_context(request, True, proxies={})
-                # types-requests leaves it unannotated
-                self._adapter.cert_verify(pool, self.base_url, True, None)  # type: ignore[no-untyped-call]
+                verify_tls(pool, self.base_url, True, None)
             except (requests.exceptions.InvalidURL, HTTPError, OSError) as exc:
                 raise TransportError(f"{path}: cannot reach {self.base_url}: {exc}") from exc
             assert isinstance(pool, HTTPConnectionPool)  # what a PoolManager hands out
@@ -317,7 +313,7 @@ class ApiClient:
         if isinstance(cause, ResponseError):
             return TransportError(f"{path}: gave up after {self.http.max_retries} retries")
         # urllib3 counts a refused connection as a connect timeout too.
-        if isinstance(cause, TimeoutError) and not isinstance(cause, NewConnectionError):
+        if isinstance(cause, TimedOut) and not isinstance(cause, NewConnectionError):
             return TransportError(
                 f"{path}: timed out after {self.http.max_retries} retries ({_reason(exc)})"
             )
