@@ -254,13 +254,12 @@ class ApiClient:
             )
         except (HTTPError, OSError) as exc:
             raise self._send_failed(path, exc) from exc
-        read = False
         try:
             raw = self._read_body(response, started, path)
-            read = True
+        except BaseException:
+            response.close()  # a half-read connection is closed, not handed back
+            raise
         finally:
-            if not read:
-                response.close()  # a half-read connection is closed, not handed back
             response.release_conn()
         status = response.status
         log.debug(

@@ -294,12 +294,9 @@ class _Daemon:
         with self._idle:
             # In short waits (SIGNAL_WAKE): a second SIGINT must stop at once, not when the
             # grace is over.
-            while self._running:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
+            while self._running and (left := deadline - time.monotonic()) > 0:
                 self._idle.wait(min(left, SIGNAL_WAKE))
-            else:
+            if not self._running:
                 return
         self._exit_now(
             f"the pass in flight did not finish within {self._options.stop_grace:g}s; "

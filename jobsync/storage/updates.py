@@ -22,7 +22,6 @@ __all__ = [
     "DURATIONS",
     "INDEXED_UPDATES",
     "UPDATED_COLUMNS",
-    "UPDATE_SQL",
     "set_columns",
     "unchanged_indexed",
     "update_sql",
@@ -87,9 +86,6 @@ def update_sql(unchanged: frozenset[str] = frozenset()) -> str:
         + ", ".join(f"{name} = {_KEEP_STORED.get(name, '{p}')}" for name in set_columns(unchanged))
         + " WHERE cluster_id = {p} AND job_id = {p}"
     )
-
-
-UPDATE_SQL = update_sql()
 
 
 def unchanged_indexed(row: JobRow, stored: StoredJob | None) -> frozenset[str]:

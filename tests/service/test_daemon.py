@@ -67,10 +67,16 @@ class Daemon:
     def stderr(self) -> str:
         return self.stderr_path.read_text(encoding="utf-8", errors="replace")
 
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, float]:
-        """Send ``sig``; return the exit status and how long the process took to exit."""
+    def stop(
+        self, sig: int = signal.SIGTERM, *, to_another_thread: bool = False
+    ) -> tuple[int, float]:
+        """Send ``sig`` (to the process, or to one of its threads but the main one); return the
+        exit status and how long the process took to exit."""
         began = time.monotonic()
-        self.proc.send_signal(sig)
+        if to_another_thread:
+            _signal_another_thread(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
         try:
             code = self.proc.wait(timeout=STOP_DEADLINE + 5)
         except subprocess.TimeoutExpired:
@@ -278,10 +284,7 @@ def test_a_sigterm_another_thread_receives_stops_an_idle_daemon_at_once(daemon, 
     engine = open_engine(db_url, readonly=True)
     d = daemon("--every", "60s", *source_args(sim, db_url))
     poll(lambda: succeeded(engine), "a first pass")
-    began = time.monotonic()
-    _signal_another_thread(d.proc.pid, signal.SIGTERM)
-    code = d.proc.wait(timeout=STOP_DEADLINE + 5)
-    took = time.monotonic() - began
+    code, took = d.stop(signal.SIGTERM, to_another_thread=True)
     assert code == 0 and took < 2, (code, took, d.stderr)
     assert "SIGTERM: stopping after the pass in flight" in d.stderr
     engine.dispose()
@@ -316,14 +319,7 @@ def test_a_second_sigint_stops_at_once_and_the_pass_leaves_nothing_behind(
 
         d.proc.send_signal(signal.SIGINT)
         poll(lambda: "stopping after the pass in flight" in d.stderr, "the first SIGINT noted")
-        if second_to == "the process":
-            code, took = d.stop(signal.SIGINT)
-        else:
-            began = time.monotonic()
-            _signal_another_thread(d.proc.pid, signal.SIGINT)
-            code = d.proc.wait(timeout=STOP_DEADLINE + 5)
-            took = time.monotonic() - began
-
+        code, took = d.stop(signal.SIGINT, to_another_thread=second_to == "another thread")
         assert code == 0 and took < 2, (code, took, d.stderr)
         assert "SIGINT again: stopping at once" in d.stderr
         # The killed pass is left 'running' (the next sync marks it abandoned); it wrote nothing.

@@ -26,7 +26,7 @@ from jobsync.storage.rows import (
     transition_values,
 )
 from jobsync.storage.schema import import_job_records, import_job_transitions
-from jobsync.storage.updates import UPDATE_SQL, UPDATED_COLUMNS, update_values
+from jobsync.storage.updates import UPDATED_COLUMNS, update_sql, update_values
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 
@@ -134,9 +134,10 @@ def test_updates_and_transitions_take_their_values_by_name():
     for name, value in written.items():
         want = getattr(row, name)
         assert value == (utc_text(want) if isinstance(want, datetime) else want), name
-    assert UPDATE_SQL.count("{p}") == len(UPDATED_COLUMNS) + 2
-    assert "state_since = COALESCE({p}, state_since)" in UPDATE_SQL
-    assert "finished_at = COALESCE(finished_at, {p})" in UPDATE_SQL
+    sql = update_sql()  # the update that sets every column
+    assert sql.count("{p}") == len(UPDATED_COLUMNS) + 2
+    assert "state_since = COALESCE({p}, state_since)" in sql
+    assert "finished_at = COALESCE(finished_at, {p})" in sql
 
     transition = {
         "job_id": "j1",

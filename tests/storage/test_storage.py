@@ -18,7 +18,8 @@ from jobsync.domain.history import PassPlan, new_job
 from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.errors import SchemaError, StorageError
 from jobsync.service.sync import sync_source
-from jobsync.storage.backends.sqlite import NEW_ROWS_PER_STATEMENT, SQLITE, SQLITE_PAGE_SIZE
+from jobsync.storage.backends.sqlite import NEW_ROWS_PER_STATEMENT, SQLITE
+from jobsync.storage.backends.sqlite_connect import SQLITE_PAGE_SIZE
 from jobsync.storage.bulk import insert_new_jobs
 from jobsync.storage.migrate import (
     HEAD_REVISION,

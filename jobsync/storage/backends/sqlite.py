@@ -44,10 +44,8 @@ from jobsync.storage.backends.filelock import (
 )
 from jobsync.storage.backends.sqlite_connect import (
     FIRST_PASS_WITHOUT_WAL,
-    SQLITE_BUSY_TIMEOUT_MS,
-    SQLITE_JOURNAL_SIZE_LIMIT,
-    SQLITE_PAGE_SIZE,
     configure,
+    no_busy_wait,
     outside_wal,
 )
 from jobsync.storage.rows import (
@@ -66,8 +64,6 @@ log = logging.getLogger(__name__)
 __all__ = [
     "NEW_ROWS_PER_STATEMENT",
     "SQLITE",
-    "SQLITE_JOURNAL_SIZE_LIMIT",
-    "SQLITE_PAGE_SIZE",
     "SQLiteBackend",
     "lock_path",
     "source_lock_path",
@@ -201,10 +197,9 @@ class SQLiteBackend(Backend):
         with engine.connect() as conn:
             cursor = self.driver(conn).cursor()
             try:
-                cursor.execute("PRAGMA busy_timeout = 0")
-                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                with no_busy_wait(cursor):
+                    cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             finally:
-                cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
                 cursor.close()
 
     @contextmanager

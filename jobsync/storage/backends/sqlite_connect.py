@@ -26,6 +26,7 @@ __all__ = [
     "SQLITE_PAGE_SIZE",
     "WAL_SWITCH_WAIT",
     "configure",
+    "no_busy_wait",
     "outside_wal",
 ]
 
@@ -105,6 +106,17 @@ def _switch_to_wal(cursor: Any) -> None:
         pause = min(pause * 2, 0.1)
 
 
+@contextmanager
+def no_busy_wait(cursor: Any) -> Iterator[None]:
+    """Statements on ``cursor``'s connection that fail at once where they would wait for
+    another connection's lock; then the busy timeout again."""
+    cursor.execute("PRAGMA busy_timeout = 0")
+    try:
+        yield
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+
+
 # A pass that lists at least this many jobs into a database that holds none is written
 # without the WAL (``outside_wal``).
 FIRST_PASS_WITHOUT_WAL = 10_000
@@ -127,13 +139,11 @@ def outside_wal(driver: Any) -> Iterator[bool]:
     """
     cursor = driver.cursor()
     try:
-        cursor.execute("PRAGMA busy_timeout = 0")
         try:
-            ((mode,),) = cursor.execute("PRAGMA journal_mode = DELETE").fetchall()
+            with no_busy_wait(cursor):
+                ((mode,),) = cursor.execute("PRAGMA journal_mode = DELETE").fetchall()
         except sqlite3.OperationalError:
             mode = "wal"  # another connection holds the file
-        finally:
-            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         left = mode == "delete"
         if left:
             cursor.execute("PRAGMA synchronous = FULL")
