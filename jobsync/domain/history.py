@@ -139,12 +139,10 @@ class JobRow:
 
 
 class NewJob(NamedTuple):
-    """A job this pass lists for the first time: its row and its ``first_seen`` transition.
-
-    Everything else about a new job is the same for all of them (see ``PassPlan``), so the
-    planner keeps one small tuple per job and the writer expands it in SQL, rather than
-    building a full row object and a ``first_seen`` transition per job in Python.
-    """
+    """What a job listed for the first time contributes of its own to its row and its
+    ``first_seen`` transition; the rest is the same for every new job of a pass (``PassPlan``).
+    The plain statement of the rule: the writers expand records at speed instead
+    (``jobsync.storage.rows``), and tests prove the two equal."""
 
     job_id: str
     collection_name: str | None
@@ -186,7 +184,7 @@ class PassPlan:
     seen_started_at: datetime
     seen_at: datetime
     # Records, not rows: a first sync of a million jobs must not hold a second copy of them.
-    # ``new_job`` expands each when it is written.
+    # The writer expands each as it writes it (``new_job`` states how).
     new: list[JobRecord] = field(default_factory=list)
     updates: list[JobRow] = field(default_factory=list)
     # Transitions of jobs already stored; new jobs' first_seen ones are implied by ``new``.

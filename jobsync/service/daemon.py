@@ -332,14 +332,8 @@ class _Daemon:
                 self._running -= 1
                 skipped = self._not_run.pop(job_id, 0)
                 self._idle.notify_all()
-            self._say_if_overrun(source, time.monotonic() - began, late, skipped)
-
-    def _say_if_overrun(self, source: Source, seconds: float, late: float, skipped: int) -> None:
-        """One line for a pass that ran past its next scheduled run (not one per run skipped):
-        it took longer than the interval, or waited that long for a free worker."""
-        interval = self._schedules[source.key].interval
-        if late + seconds > interval or skipped:
-            log_overrun(log, source.name, interval, seconds, late, skipped)
+            interval = self._schedules[source.key].interval
+            log_overrun(log, source.name, interval, time.monotonic() - began, late, skipped)
 
     def _sync_once(self, source: Source, due: datetime | None) -> None:
         until = None  # a claimed period's end: wait for the source's lock until then

@@ -27,8 +27,12 @@ class QuietSkips(logging.Filter):
 def log_overrun(
     log: logging.Logger, source: str, interval: float, seconds: float, late: float, skipped: int
 ) -> None:
-    """The one line for a pass that ran past its next scheduled run: how long it took (and
-    waited for a worker), and how many scheduled runs it covered."""
+    """The one line for a pass that ran past its next scheduled run (not one per run
+    skipped): how long it took (and waited for a worker), and how many scheduled runs it
+    covered. Nothing for a pass that took less than its interval, waiting included, and
+    skipped nothing."""
+    if late + seconds <= interval and not skipped:
+        return
     covered = max(skipped + 1, math.floor((late + seconds) / interval) + 1)
     waited = f" after waiting {late:.1f}s for a free worker" if late >= 0.1 * interval else ""
     log.warning(

@@ -556,3 +556,19 @@ def test_log_formatters_remove_the_key_and_keep_one_line():
     assert entry["message"] == "sent ***\nFAKE line" and entry["error"] == "echo ***"
     assert entry["source"] == "a" and entry["counts"] == {"new": 1}
     assert "\n" not in as_text and "sent ***\\nFAKE line" in as_text  # no forged log lines
+
+
+def test_a_pass_is_reported_as_overrun_only_past_its_interval(caplog):
+    import logging
+
+    from jobsync.service.passlog import log_overrun
+
+    log = logging.getLogger("jobsync.test.overrun")
+    with caplog.at_level(logging.WARNING, logger=log.name):
+        log_overrun(log, "s", 60, 59.0, 0.5, 0)  # within the interval, waiting included
+        assert caplog.records == []
+        log_overrun(log, "s", 60, 130.0, 0.0, 0)  # ran through two more scheduled runs
+        log_overrun(log, "s", 60, 10.0, 0.0, 1)  # short, but the scheduler skipped a run
+    first, second = caplog.records
+    assert "took 130.0s" in first.getMessage() and "covered 3 scheduled runs" in first.getMessage()
+    assert "covered 2 scheduled runs" in second.getMessage()
