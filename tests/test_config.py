@@ -95,6 +95,21 @@ base_url = "http://127.0.0.1:19530"
             "[[sources]]\ncluster_id = 'a'\n[[sources]]\ncluster_id = 'a'\n",
             "two sources are named 'a'",
         ),
+        (
+            "[[sources]]\nname = 'prod'\ncluster_id = 'in01-a'\n"
+            "[[sources]]\nname = 'prod'\ncluster_id = 'in01-b'\n",
+            "two sources are named 'prod'",
+        ),
+        (
+            "[[sources]]\nname = 'a'\ncluster_id = 'in01-x'\n"
+            "[[sources]]\nname = 'b'\ncluster_id = 'in01-x'\n",
+            "sources 'a' and 'b' would store their jobs under the same cluster_id 'in01-x'",
+        ),
+        (
+            "[[sources]]\ncluster_id = 'in01-x'\n"
+            "[[sources]]\nkind = 'milvus'\nname = 'in01-x'\nbase_url = 'http://127.0.0.1:1'\n",
+            "two sources are named 'in01-x'",
+        ),
         ("not toml [\n", "not valid TOML"),
     ],
 )

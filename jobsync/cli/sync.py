@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,8 @@ from jobsync.errors import ConfigError, LockedError
 from jobsync.observability.logs import LOG_FORMATS
 from jobsync.observability.redact import redact
 from jobsync.observability.text import escape_control
+
+log = logging.getLogger(__name__)
 
 
 def _count_option(flag: str, most: int, help: str) -> Callable[[F], F]:
@@ -131,10 +134,25 @@ def _syncsettings_from(values: dict[str, Any]) -> Settings:
     return settings
 
 
+_log_format_option = env_option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    env="LOG_FORMAT",
+    help="json: one JSON object per line, for log shippers.",
+)
+
+
 @click.command()
 @source_options
-def sync(**values: Any) -> None:
+@_log_format_option
+@click.pass_context
+def sync(ctx: click.Context, /, log_format: str, **values: Any) -> None:
     """Sync every configured source once, then exit (for cron).
+
+    With --log-format json, each source's line is a JSON object on stderr, as the daemon
+    writes it, instead of a line of text.
 
     Exit status: 0 all synced, 1 a source failed, 2 usage or config error, 75 locked.
 
@@ -142,6 +160,8 @@ def sync(**values: Any) -> None:
     """
     from jobsync.service.early import begin_walks
 
+    if log_format == "json":
+        configure_logging(bool(ctx.obj and ctx.obj.get("debug")), log_format=log_format)
     settings = _syncsettings_from(values)
     # The first list walks start now, under their sources' locks, while SQLAlchemy and the
     # database load (SQLite only; see jobsync.service.early).
@@ -163,7 +183,11 @@ def sync(**values: Any) -> None:
     early.close()
     failed = [r for r in results if not r.ok]
     for result in results:
-        if result.ok:
+        if log_format == "json":
+            from jobsync.service.passlog import log_pass
+
+            log_pass(log, result)
+        elif result.ok:
             click.echo(escape_control(result.summary()))
         else:
             click.echo(f"Error: {escape_control(redact(result.summary()))}", err=True)
@@ -199,14 +223,7 @@ def sync(**values: Any) -> None:
     show_default=True,
     help="/healthz says 503 after this many intervals without a successful pass.",
 )
-@env_option(
-    "--log-format",
-    type=click.Choice(LOG_FORMATS),
-    default="text",
-    show_default=True,
-    env="LOG_FORMAT",
-    help="json: one JSON object per line, for log shippers.",
-)
+@_log_format_option
 @click.pass_context
 def daemon(
     ctx: click.Context,

@@ -152,11 +152,19 @@ def _source_from_table(
 
 
 def _check_unique_names(sources: Sequence[Source], path: Path) -> None:
-    seen: set[str] = set()
+    """Names tell sources apart in log lines and metrics; keys, in the database."""
+    names: set[str] = set()
+    keys: dict[str, str] = {}
     for source in sources:
-        if source.key in seen:
-            raise ConfigError(f"config file {path}: two sources are named {source.key!r}")
-        seen.add(source.key)
+        if source.name in names:
+            raise ConfigError(f"config file {path}: two sources are named {source.name!r}")
+        names.add(source.name)
+        other = keys.setdefault(source.key, source.name)
+        if other != source.name:
+            raise ConfigError(
+                f"config file {path}: sources {other!r} and {source.name!r} would store their "
+                f"jobs under the same cluster_id {source.key!r}: give each its own cluster"
+            )
 
 
 # -- notifications ----------------------------------------------------------------------------

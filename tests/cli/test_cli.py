@@ -248,3 +248,30 @@ def test_the_console_script_collects_garbage_less_often_and_freezes_the_imports(
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == f"{GC_THRESHOLD} True"
     assert not (tmp_path / "jobsync.db-wal").exists()  # the connections were closed
+
+
+def test_sync_writes_json_lines_one_per_source_when_asked(tmp_path, sim):
+    # A process of its own: --log-format sets up the process's logging.
+    db = tmp_path / "jobsync.db"
+    base = {"PATH": "/usr/bin:/bin", "JOBSYNC_API_KEY": API_KEY}
+    args = ["-m", "jobsync", *sync_args(sim, f"sqlite:///{db}"), "--no-details"]
+    ok = subprocess.run(
+        [sys.executable, *args, "--log-format", "json"], capture_output=True, text=True, env=base
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout == ""
+    (line,) = [json.loads(text) for text in ok.stderr.splitlines()]
+    assert (line["event"], line["source"], line["status"]) == ("pass", CLUSTER, "succeeded")
+    assert line["counts"] == {"new": 50, "changed": 0, "vanished": 0}
+
+    sim.add_fault(Fault(status=200, code=80001))
+    bad = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env={**base, "JOBSYNC_LOG_FORMAT": "json", "JOBSYNC_API_KEY": "wrong-key-123"},
+    )
+    assert bad.returncode == 1
+    (line,) = [json.loads(text) for text in bad.stderr.splitlines()]
+    assert (line["level"], line["status"], line["error_kind"]) == ("ERROR", "failed", "AuthError")
+    assert "wrong-key-123" not in bad.stderr

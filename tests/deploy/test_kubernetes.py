@@ -141,3 +141,28 @@ def test_the_deployment_page_shows_every_manifest_whole(path):
     page = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
     if path.read_text(encoding="utf-8").strip() not in page:
         pytest.fail(f"docs/deployment.md does not show {path.relative_to(ROOT)} as it is")
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=[p.name for p in MANIFESTS])
+def test_every_jobsync_container_asks_for_a_command_and_options_that_exist(path):
+    # The image's entry point is jobsync: its args are a command line, parsed here as the CLI
+    # would parse it (without running it), so that an option that does not exist fails here
+    # rather than on every run in the cluster.
+    import click
+
+    from jobsync.cli import cli
+
+    ran = 0
+    for pod in _pods(path):
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            if "command" in container:
+                continue  # not jobsync: the entry point replaced (the key file's copy)
+            args = list(container["args"])
+            command: click.Command = cli
+            while isinstance(command, click.Group) and args and args[0] in command.commands:
+                command = command.commands[args.pop(0)]
+            assert not isinstance(command, click.Group), container["args"]
+            ran += 1
+            with command.make_context(command.name or "", args):
+                pass
+    assert ran
