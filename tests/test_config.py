@@ -227,3 +227,16 @@ def test_a_details_interval_that_is_not_a_positive_number_is_refused(tmp_path, v
     path = _write(tmp_path, f"details_interval = {value}\n")
     with pytest.raises(ConfigError, match="details_interval"):
         resolve_settings(CliValues(config_file=str(path)), {})
+
+
+def test_a_sources_api_root_is_its_own_else_the_options_else_the_files(tmp_path):
+    path = _write(
+        tmp_path,
+        'base_url = "http://127.0.0.1:1"\n'
+        '[[sources]]\ncluster_id = "in01-a"\n'
+        '[[sources]]\ncluster_id = "in01-b"\nbase_url = "http://127.0.0.1:2"\n',
+    )
+    found = resolve_settings(CliValues(config_file=str(path)), ENV)
+    assert [s.base_url for s in found.sources] == ["http://127.0.0.1:1", "http://127.0.0.1:2"]
+    found = resolve_settings(CliValues(config_file=str(path), base_url="http://127.0.0.1:3"), ENV)
+    assert [s.base_url for s in found.sources] == ["http://127.0.0.1:3", "http://127.0.0.1:2"]

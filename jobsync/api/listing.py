@@ -46,6 +46,7 @@ from jobsync.domain.clock import Clock, utcnow
 from jobsync.domain.completeness import (
     Head,
     IdOrder,
+    counted,
     stood_still_or_grew_at_the_head,
     walk_adds_up,
 )
@@ -218,21 +219,22 @@ def fetch_snapshot(
         return _fetch_unpaged(client, source, clock, hook)
     snapshot = Snapshot(source_key=source.key, started_at=clock(), finished_at=clock())
     reason: str | None = None
-    for _ in range(max_walks):
+    for walks in range(1, max_walks + 1):
         walk = _walk(client, source, page_size, snapshot, clock, max_pages, hook)
         snapshot.walks += 1
         snapshot.finished_at = clock()
-        if walk.cut is not None:
-            reason = walk.cut  # walking again would meet the same server
-            break
+        reason = walk.cut or counted(walk.first_count, walk.pages)
+        if reason is not None:
+            break  # walking again would meet the same server
         reason = _unproven(client, source, page_size, walk, snapshot, clock, hook)
         if reason is None:
+            break
+        if walks == max_walks:
+            reason = f"{reason} (after {max_walks} walks)"
             break
         log.info("%s: %s; reading the list again", source.name, reason)
     if reason is None and snapshot.invalid:
         reason = f"{snapshot.invalid} record(s) had no usable job id"
-    if reason is not None and snapshot.walks == max_walks and walk.cut is None:
-        reason = f"{reason} (after {max_walks} walks)"
     snapshot.complete = reason is None
     snapshot.incomplete_reason = reason
     return snapshot
@@ -267,7 +269,8 @@ def _walk(
     jobs = snapshot.jobs
     # On the first walk the snapshot holds exactly this walk's jobs, so it tells duplicates by
     # itself; a set of a million ids is kept only for a re-walk.
-    seen_this_walk: set[str] | None = set() if jobs else None
+    # A dict, not a set: its keys keep the order in which this walk saw them.
+    seen_this_walk: dict[str, None] | None = {} if jobs else None
     pages = iter_pages(client, source, page_size, clock=clock, max_pages=max_pages)
     try:
         for page in pages:
@@ -294,11 +297,16 @@ def _walk(
         pages.close()  # a cut walk drops the pages read ahead
     snapshot.reported_count = walk.first_count
     walk.distinct = len(jobs if seen_this_walk is None else seen_this_walk)
-    walk.ids = jobs.keys() if seen_this_walk is None else seen_this_walk
+    walk.ids = jobs.keys() if seen_this_walk is None else seen_this_walk.keys()
+    # The order the proof is checked in (Snapshot.walk_order): this walk's, if it is not the
+    # snapshot's own.
+    snapshot.walk_order = None if seen_this_walk is None else list(seen_this_walk)
     return walk
 
 
-def _take_page(snapshot: Snapshot, page: ListPage, seen: set[str] | None, ids: list[str]) -> int:
+def _take_page(
+    snapshot: Snapshot, page: ListPage, seen: dict[str, None] | None, ids: list[str]
+) -> int:
     """Count a page into the snapshot and add its jobs; ``seen``: the ids of this walk so far,
     or None when the snapshot holds exactly those (it began empty); ``ids``: the page's job
     ids. Returns how many of the page's jobs are new to this walk (an id twice on one page is
@@ -311,7 +319,7 @@ def _take_page(snapshot: Snapshot, page: ListPage, seen: set[str] | None, ids: l
     known = jobs if seen is None else seen
     before = len(known)
     if seen is not None:
-        seen.update(ids)
+        seen.update(dict.fromkeys(ids))
     # The later page (or walk) wins. Pages read concurrently may have arrived in another order,
     # but each record is true at its own observed_at; page order keeps the snapshot
     # deterministic.
@@ -372,4 +380,5 @@ def _read_head(
             break
     else:
         head.new_out_of_place = True  # more new jobs than HEAD_PAGES pages: walk again
+    snapshot.arrived_at_head.update(head.new)
     return head

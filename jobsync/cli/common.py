@@ -67,15 +67,43 @@ class ExitError(click.ClickException):
 
 
 class JobsyncGroup(click.Group):
-    """Turns every JobsyncError into one ``Error:`` line and its exit code (``--debug``: raise)."""
+    """Turns every JobsyncError into one ``Error:`` line and its exit code (``--debug``: raise),
+    and click's usage errors into one line too (click's own are three: usage, hint, error)."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
         except JobsyncError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             raise ExitError(redact(str(exc)), exc.exit_code) from None
+
+
+# A group called without its command shows its help (click 8.2 on): that stays as it is.
+_SHOWS_HELP: Any = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _one_line(exc: click.UsageError) -> click.ClickException:
+    """A usage error as one line that names where help is, exit status 2."""
+    if isinstance(exc, _SHOWS_HELP):
+        shown: click.ClickException = exc
+        return shown
+    where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    return ExitError(f"{exc.format_message()}{where}", exc.exit_code)
 
 
 def configure_logging(debug: bool, quiet: bool = False, log_format: str = "text") -> None:

@@ -115,7 +115,9 @@ def resolve_settings(
         )
     elif config_path and file_values.get("sources"):
         sources = tuple(
-            _source_from_table(table, index, config_path, env, cli, need_keys)
+            _source_from_table(
+                table, index, config_path, env, cli, need_keys, file_values.get("base_url")
+            )
             for index, table in enumerate(file_values["sources"])
         )
         _check_unique_names(sources, config_path)

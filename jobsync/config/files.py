@@ -108,7 +108,10 @@ def _source_from_table(
     env: Mapping[str, str],
     cli: CliValues,
     need_keys: bool,
+    file_base_url: str | None = None,
 ) -> Source:
+    """One ``[[sources]]`` table as a Source. Its API root: its own ``base_url``, else
+    ``--base-url`` (or ``JOBSYNC_BASE_URL``), else the file's top-level ``base_url``."""
     label = next(
         (v for v in (table.get("name"), table.get("cluster_id")) if isinstance(v, str) and v),
         f"#{index + 1}",
@@ -127,7 +130,7 @@ def _source_from_table(
     name = table.get("name") or cluster_id or (f"{project_id}/{region_id}" if project_id else None)
     if not name:
         raise ConfigError(f"{where}: a milvus source needs a 'name'")
-    base_url = table.get("base_url") or cli.base_url or DEFAULT_BASE_URL
+    base_url = table.get("base_url") or cli.base_url or file_base_url or DEFAULT_BASE_URL
     try:
         base_url = check_base_url(base_url)
     except ConfigError as exc:

@@ -13,16 +13,34 @@ the head of the list, read again, shows either of two things:
   later offsets, which shows as duplicates and never skips one; a job leaving the list would
   skip one, and shows as a ``count`` short of the arrivals.
 
+Both also rest on one assumption: jobs join the list at its head. A job joining it below the
+head raises ``count`` by one, which can hide a job that left a page already read, and the job
+the walk skipped for it; nothing in the walk shows it. The pass, which knows which jobs were
+listed before, checks it (:func:`arrived_below_the_head`): a job new to the source, back after
+a complete snapshot missed it, or back from vanished, listed below a job listed before, leaves
+the snapshot unproven.
+
+Both need ``count``: without it a job leaving the list while it is read, which skips another,
+leaves no trace, so a walk over several pages of a list that reports no count is never proven
+complete (:func:`counted`); one page is one answer of the server, complete by itself.
+
 The HTTP side (reading pages, reading the head again) is ``jobsync.api.listing``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Container, Sequence
+from collections.abc import Collection, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Head", "IdOrder", "stood_still_or_grew_at_the_head", "walk_adds_up"]
+__all__ = [
+    "Head",
+    "IdOrder",
+    "arrived_below_the_head",
+    "counted",
+    "stood_still_or_grew_at_the_head",
+    "walk_adds_up",
+]
 
 
 class IdOrder:
@@ -115,6 +133,13 @@ class Head:
         return met
 
 
+def counted(first_count: int | None, pages: int) -> str | None:
+    """None when a walk can be proven complete as far as ``count`` goes; else why not."""
+    if first_count is None and pages > 1:
+        return "the list reports no count, so a walk over several pages cannot be proven complete"
+    return None
+
+
 def walk_adds_up(first_count: int | None, records: int) -> str | None:
     """None when a walk read as many distinct records as page 1's ``count``; else why not."""
     if first_count is not None and records != first_count:
@@ -126,12 +151,12 @@ def stood_still_or_grew_at_the_head(
     first_count: int | None, first_ids: Sequence[str], order: IdOrder, head: Head
 ) -> str | None:
     """None when the head read again proves the walk complete (see the module doc)."""
+    if first_count is None or head.count is None:
+        return "the list reports no count, so a walk over several pages cannot be proven complete"
     if head.count == first_count and head.ids[: len(first_ids)] == list(first_ids):
         return None  # the list stood still
     if not order.consistent:
         return "the list changed while it was read, and its ids run in no consistent order"
-    if head.count is None or first_count is None:
-        return "the list changed while it was read, and it reports no count"
     if head.new_out_of_place:
         return "the list changed while it was read, other than by new jobs at its head"
     arrived = len(head.new)
@@ -140,4 +165,28 @@ def stood_still_or_grew_at_the_head(
             f"the list changed while it was read: {first_count} jobs, then "
             f"{head.count}, with {arrived} new at its head"
         )
+    return None
+
+
+def arrived_below_the_head(
+    listed: Iterable[str], arrivals: Container[str], at_head: Container[str]
+) -> str | None:
+    """None unless a job of ``arrivals`` (not listed before this walk) is listed below a job
+    listed before; then why the walk cannot be proven complete.
+
+    ``listed``: the snapshot's ids in the order first seen; ``at_head``: arrivals seen at the
+    head when it was read again or the list walked again (first seen after jobs below them).
+    """
+    below = False
+    for job_id in listed:
+        if job_id in at_head:
+            continue
+        if job_id not in arrivals:
+            below = True  # the first job listed before: the head ends here
+        elif below:
+            return (
+                f"job {job_id}, not listed before, appeared below the head of the list: the "
+                "list does not only grow at its head, so a job that left it while it was read "
+                "could have been skipped"
+            )
     return None

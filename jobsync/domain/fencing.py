@@ -11,9 +11,12 @@ pooler in transaction mode; a lock file can be removed):
   snapshot was, or is about to be, written, and this older one would move jobs backwards.
 - **Time only moves forward in the history.** Every window ends at an observation of this
   pass and may start at the previous pass's; a clock that reads earlier than the source's
-  last observation would write windows that end before they start. Within a small tolerance
-  the pass's times are moved forward to that observation (and the pass says so); beyond it
-  the pass refuses to write.
+  last observation would write windows that end before they start. That holds for every time
+  the pass stamped, not only its start: the clock may step back while the list is read
+  (``pass_span``). Within a small tolerance the pass's times are moved forward to that
+  observation (and the pass says so); beyond it the pass refuses to write. A pass's start and
+  end are then taken to span all its observations, so that the next pass's windows start no
+  later, and its checks begin no earlier, than any of them.
 
 Pure functions on values read in the transaction: no database, no HTTP.
 """
@@ -23,14 +26,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from jobsync.domain.records import JobDetails, Snapshot
 from jobsync.errors import ClockError, SupersededError
 
-__all__ = ["CLOCK_TOLERANCE", "check_fence", "clock_shift", "shift_pass"]
+__all__ = ["CLOCK_TOLERANCE", "check_fence", "clock_shift", "pass_span", "shift_pass", "spanning"]
 
 # Steps this small are what NTP or a resumed VM makes; larger ones are a wrong clock.
 CLOCK_TOLERANCE = timedelta(seconds=5)
+_observed_at = attrgetter("observed_at")
 
 
 def check_fence(
@@ -89,3 +94,25 @@ def shift_pass(
         job_id: replace(sample, sampled_at=sample.sampled_at + shift)
         for job_id, sample in details.items()
     }
+
+
+def pass_span(snapshot: Snapshot, details: Mapping[str, JobDetails]) -> tuple[datetime, datetime]:
+    """The earliest and the latest time the pass stamped: its start and end, each record's
+    observation, each detail's sample. A clock stepped back during the pass shows as a time
+    earlier than the start, or later than the end."""
+    # A page's records share one time: the set stays small.
+    times = set(map(_observed_at, snapshot.jobs.values()))
+    times.update(sample.sampled_at for sample in details.values())
+    times.update((snapshot.started_at, snapshot.finished_at))
+    return min(times), max(times)
+
+
+def spanning(snapshot: Snapshot, earliest: datetime, latest: datetime) -> Snapshot:
+    """The snapshot with its start and end widened to ``earliest`` and ``latest``."""
+    if snapshot.started_at <= earliest and snapshot.finished_at >= latest:
+        return snapshot
+    return replace(
+        snapshot,
+        started_at=min(snapshot.started_at, earliest),
+        finished_at=max(snapshot.finished_at, latest),
+    )

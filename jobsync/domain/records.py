@@ -87,6 +87,12 @@ class Snapshot:
     walks: int = 0
     # Why the snapshot could not be proven complete (None while it is, or before it is known).
     incomplete_reason: str | None = None
+    # The ids of the last walk in list order, when it was not the first (``jobs`` keeps the
+    # order in which the walks first saw them); and the jobs seen arriving at the head when it
+    # was read again, after that walk. The pass checks its proof in that order, without those
+    # (jobsync.domain.completeness.arrived_below_the_head).
+    walk_order: list[str] | None = None
+    arrived_at_head: set[str] = field(default_factory=set)
 
     @property
     def distinct_jobs(self) -> int:

@@ -180,7 +180,7 @@ def sync_source(
         source=source.name,
         run_id=run_id,
         ok=True,
-        complete=snapshot.complete,
+        complete=counts.complete,
         pages=snapshot.pages,
         jobs=snapshot.distinct_jobs,
         counts=counts,

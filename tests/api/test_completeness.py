@@ -138,6 +138,29 @@ def test_arrivals_out_of_place_are_not_taken_for_arrivals_at_the_head(sim, clien
     assert "49 distinct records where page 1 reported 50" in (snap.incomplete_reason or "")
 
 
+def _without_count(reply: Reply) -> Reply:
+    payload = json.loads(reply.body)
+    payload["data"].pop("count", None)
+    return Reply(reply.status, json.dumps(payload).encode(), reply.headers, reply.code)
+
+
+def test_a_list_without_a_count_is_never_proven_complete_over_several_pages(sim, client):
+    """A job leaving a page already read skips the first job of the next page: without count,
+    nothing shows it. Walking again would meet the same server: one walk, no head read."""
+    sim.add_fault(Fault(status=200, path=LIST_PATH, transform=_without_count))
+    victim = sim.jobs(CLUSTER)[20].job_id  # first job of page 3
+    _on_list_page(sim, {3}, lambda: sim.remove_jobs(CLUSTER, [sim.jobs(CLUSTER)[15].job_id]))
+    snap = fetch_snapshot(client, _source(sim), PAGE)
+    assert victim not in snap.jobs  # skipped, as offset paging does
+    assert not snap.complete and snap.walks == 1
+    assert "reports no count" in (snap.incomplete_reason or "")
+    assert _list_requests(sim) == 5  # the walk (its last page short after the removal) alone
+    # One page is one answer of the server: complete without a count.
+    sim.remove_jobs(CLUSTER, [j.job_id for j in sim.jobs(CLUSTER)[PAGE - 1 :]])
+    snap = fetch_snapshot(client, _source(sim), PAGE)
+    assert snap.complete and len(snap.jobs) == PAGE - 1
+
+
 def _shuffled(reply: Reply) -> Reply:
     payload = json.loads(reply.body)
     records = payload["data"]["records"]
@@ -224,3 +247,74 @@ def test_a_success_answer_without_a_listing_fails_the_pass_and_vanishes_nothing(
         ).all()
     assert list(statuses) == ["succeeded", "failed", "failed"]
     assert vanished == []
+
+
+def _runs(engine) -> list[tuple[bool, str | None]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(sync_runs.c.complete, sync_runs.c.incomplete_reason).order_by(sync_runs.c.id)
+        ).all()
+    return [(bool(complete), reason) for complete, reason in rows]
+
+
+def test_a_job_back_below_the_head_leaves_the_pass_unproven_and_vanishes_nothing(
+    sim, db_url, engine
+):
+    """A job missed by a complete snapshot comes back below the walk while a job on a page
+    already read leaves: count and page 1 end as they began, but the walk skipped a job.
+    Only the pass knows the job that came back was not listed before."""
+    settings = settings_for(sim, db_url, page_size=PAGE, http=FAST)
+    source = settings.sources[0]
+    assert sync_source(engine, source, settings).complete
+    back = sim.jobs(CLUSTER)[35].job_id
+    sim.hide_jobs(CLUSTER, [back])
+    assert sync_source(engine, source, settings).complete  # it missed `back`, truly
+    victim = sim.jobs(CLUSTER)[20].job_id  # first job of page 3
+
+    removed: list[str] = []
+
+    def churn() -> None:
+        removed.append(sim.jobs(CLUSTER)[15].job_id)  # read already, on page 2
+        sim.remove_jobs(CLUSTER, removed[-1:])
+        sim.relist_jobs([back])  # below the walk, on page 4
+
+    for _ in range(2):
+        _on_list_page(sim, {3}, churn)
+        result = sync_source(engine, source, settings)
+        assert result.ok and not result.complete
+        sim.hide_jobs(CLUSTER, [back])
+        assert sync_source(engine, source, settings).complete  # `back` missed again, truly
+        sim.add_jobs(1)  # the victim back at the top of page 3
+        assert sim.jobs(CLUSTER)[20].job_id == victim
+    reasons = [reason for complete, reason in _runs(engine) if not complete]
+    assert len(reasons) == 2
+    assert all(f"job {back}, not listed before, appeared below the head" in r for r in reasons)
+    with engine.connect() as conn:
+        vanished = conn.execute(
+            select(import_job_records.c.job_id).where(import_job_records.c.vanished_at.is_not(None))
+        ).all()
+    # The first job removed left for good, missed by two complete passes since; the victim
+    # was listed throughout.
+    assert [job_id for (job_id,) in vanished] == removed[:1]
+
+
+def test_jobs_arriving_at_the_head_keep_passes_proven(sim, db_url, engine):
+    """Between passes, during a walk (shown by the head read again) and during a walk that is
+    then read again: new jobs at the head are arrivals where the proof allows them."""
+    settings = settings_for(sim, db_url, page_size=PAGE, http=FAST)
+    source = settings.sources[0]
+    assert sync_source(engine, source, settings).complete
+    sim.add_jobs(3)
+    assert sync_source(engine, source, settings).complete
+    _on_list_page(sim, {3}, lambda: sim.add_jobs(2))
+    assert sync_source(engine, source, settings).complete
+    gone = sim.jobs(CLUSTER)[0].job_id
+
+    def leave_and_arrive() -> None:
+        sim.remove_jobs(CLUSTER, [gone])  # count falls short: walked again
+        sim.add_jobs(1)
+
+    _on_list_page(sim, {2}, leave_and_arrive)
+    result = sync_source(engine, source, settings)
+    assert result.complete, _runs(engine)[-1]
+    assert _runs(engine) == [(True, None)] * 4

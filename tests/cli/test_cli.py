@@ -207,6 +207,31 @@ def test_errors_are_one_line_without_traceback(run, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("args", "where"),
+    [
+        (["sync", "--page-size", "abc"], "jobsync sync"),
+        (["--bogus"], "jobsync"),
+        (["nosuch"], "jobsync"),
+        (["db", "nosuch"], "jobsync db"),
+        (["db", "prune", "--keep", "-5d"], "jobsync db prune"),
+        (["daemon", "--every", "1s", "--cron", "* * * * *", "--cluster-id", "x"], "jobsync daemon"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+)
+def test_usage_errors_are_one_line_naming_where_help_is(run, args, where):
+    result = CliRunner().invoke(cli, args, env={"JOBSYNC_API_KEY": "k"}, prog_name="jobsync")
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert result.output.rstrip().endswith(f"(see '{where} --help')")
+
+
+def test_a_group_without_its_command_still_shows_its_help(run):
+    result = run("report")
+    assert result.exit_code in (0, 2)  # click 8.2 on: 2
+    assert "Commands:" in result.output and "summary" in result.output
+
+
+@pytest.mark.parametrize(
     "command",
     [["jobs"], ["history", "1"], ["status"], ["report", "summary"], ["report", "html", "-o", "-"]],
     ids=lambda c: " ".join(c),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from jobsync.domain.completeness import (
     Head,
     IdOrder,
+    arrived_below_the_head,
+    counted,
     stood_still_or_grew_at_the_head,
     walk_adds_up,
 )
@@ -65,3 +67,22 @@ def test_a_count_short_of_the_arrivals_means_a_job_left():
 def test_a_walk_must_add_up_to_page_ones_count():
     assert walk_adds_up(5, 5) is None and walk_adds_up(None, 3) is None
     assert "4 distinct records where page 1 reported 5" in (walk_adds_up(5, 4) or "")
+
+
+def test_without_a_count_only_one_page_proves_anything():
+    assert counted(None, 1) is None and counted(50, 5) is None
+    assert "reports no count" in (counted(None, 2) or "")
+    order = _order(["30", "20", "10"])
+    head = Head(known={"30", "20", "10"}, order=order)
+    head.take(None, ["30", "20", "10"], first=True)  # the same head, and no count either time
+    assert "reports no count" in (stood_still_or_grew_at_the_head(None, ["30"], order, head) or "")
+
+
+def test_a_job_not_listed_before_may_only_appear_above_every_job_listed_before():
+    listed = ["new1", "new2", "old1", "old2", "new3"]
+    assert arrived_below_the_head(listed[:4], {"new1", "new2"}, set()) is None
+    assert arrived_below_the_head(["a", "b"], {"a", "b"}, set()) is None  # all new: a first sync
+    reason = arrived_below_the_head(listed, {"new1", "new2", "new3"}, set())
+    assert reason is not None and "job new3, not listed before" in reason
+    # Seen arriving at the head when it was read again: first seen last, but at the head.
+    assert arrived_below_the_head(listed, {"new1", "new2", "new3"}, {"new3"}) is None

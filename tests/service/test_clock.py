@@ -13,11 +13,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from jobsync.domain.fencing import CLOCK_TOLERANCE, clock_shift
+from jobsync.domain.fencing import CLOCK_TOLERANCE, clock_shift, pass_span, spanning
+from jobsync.domain.records import JobDetails
 from jobsync.errors import ClockError
 from jobsync.service.sync import sync_source
-from jobsync.storage.schema import import_job_transitions, sync_runs, sync_sources
-from tests.conftest import API_KEY, CLUSTER, count_rows, settings_for
+from jobsync.storage.schema import (
+    import_job_records,
+    import_job_transitions,
+    sync_runs,
+    sync_sources,
+)
+from jobsync.storage.store import apply_pass, start_run
+from tests.conftest import API_KEY, CLUSTER, count_rows, settings_for, snapshot_of
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -30,6 +37,46 @@ def test_the_clock_rule():
     assert clock_shift(T0 - CLOCK_TOLERANCE, T0) == CLOCK_TOLERANCE
     with pytest.raises(ClockError, match="2026-01-01T11:00:00"):
         clock_shift(T0 - timedelta(hours=1), T0)
+
+
+def test_a_pass_spans_every_time_it_stamped():
+    snapshot = snapshot_of(T0, {"a": "Pending"})
+    snapshot.started_at, snapshot.finished_at = (
+        T0 + timedelta(seconds=60),
+        T0 + timedelta(seconds=61),
+    )
+    sample = JobDetails("a", None, None, None, None, None, None, None, T0 + timedelta(seconds=90))
+    assert pass_span(snapshot, {}) == (T0, T0 + timedelta(seconds=61))
+    assert pass_span(snapshot, {"a": sample}) == (T0, T0 + timedelta(seconds=90))
+    widened = spanning(snapshot, T0, T0 + timedelta(seconds=90))
+    assert (widened.started_at, widened.finished_at) == (T0, T0 + timedelta(seconds=90))
+    assert spanning(widened, T0, T0) is widened
+
+
+def _apply(engine, snapshot):
+    run_id = start_run(engine, "c", snapshot.started_at)
+    return apply_pass(engine, "c", run_id, snapshot, finished_at=snapshot.finished_at)
+
+
+def test_a_clock_stepped_back_while_the_list_was_read_is_caught_too(db_url, engine):
+    # Pass 2 read its clock at the start, then the clock stepped back 90 s before page 1
+    # arrived: the start alone looks fine, the observations run backwards.
+    _apply(engine, snapshot_of(T0, {"a": "Pending"}))
+    stepped = snapshot_of(T0 - timedelta(seconds=30), {"a": "ImportRunning"})
+    stepped.started_at = T0 + timedelta(seconds=60)
+    with pytest.raises(ClockError, match="earlier than this source's last observation"):
+        _apply(engine, stepped)
+    assert count_rows(engine, import_job_transitions) == 1
+    # A step within the tolerance: moved forward, and the pass spans what it saw.
+    small = snapshot_of(T0 - timedelta(seconds=2), {"a": "ImportRunning", "b": "Pending"})
+    small.started_at, small.finished_at = T0 + timedelta(seconds=60), T0 - timedelta(seconds=1)
+    _apply(engine, small)
+    assert _inverted_windows(engine) == 0
+    with engine.connect() as conn:
+        last = conn.execute(select(sync_sources.c.last_snapshot_at)).scalar_one()
+        since = conn.execute(select(func.max(import_job_records.c.state_since))).scalar_one()
+        observed = conn.execute(select(func.max(import_job_transitions.c.observed_at))).scalar()
+    assert last >= since and last >= observed >= T0
 
 
 def _behind(by: timedelta):

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -119,9 +119,27 @@ class Model:
 
     jobs: dict[str, ModelJob] = field(default_factory=dict)
 
-    def commit(self, listed: dict[str, str], complete: bool) -> Counter[Key]:
-        """Apply one pass that listed ``listed`` (job_id -> raw state); return the transitions
-        (job_id, kind, from, to, raw_from, raw_to) it must have written. Mirrors history.py."""
+    def proven(self, listed: Iterable[str]) -> bool:
+        """Whether a walk that listed ``listed`` (in list order) may be called complete as far
+        as the jobs stored say: no job new, vanished or missed by a complete snapshot is listed
+        below a job listed before (jobsync.domain.completeness.arrived_below_the_head)."""
+        below = False
+        for job_id in listed:
+            job = self.jobs.get(job_id)
+            if job is not None and not job.vanished and not job.missed:
+                below = True
+            elif below:
+                return False
+        return True
+
+    def commit(
+        self, listed: dict[str, str], complete: bool, order: Iterable[str] | None = None
+    ) -> tuple[Counter[Key], bool]:
+        """Apply one pass that listed ``listed`` (job_id -> raw state), called complete by its
+        walk or not, whose last walk saw ``order`` (default: ``listed``, in list order); return
+        the transitions (job_id, kind, from, to, raw_from, raw_to) it must have written, and
+        whether it was complete. Mirrors history.py."""
+        complete = complete and self.proven(listed if order is None else order)
         expected: Counter[Key] = Counter()
         for job_id, sent in listed.items():
             raw = _as_stored(sent)
@@ -143,7 +161,7 @@ class Model:
             if job.missed >= 2:
                 job.vanished = True
                 expected[(job_id, "vanished", job.state, None, job.raw, None)] += 1
-        return expected
+        return expected, complete
 
 
 @dataclass(frozen=True)
@@ -437,7 +455,8 @@ class SyncMachine(RuleBasedStateMachine):
                 f"a moving list was read in {'one page' if before[result.source] < self.page_size else 'pages'}"
             )
             assert result.ok, result.error
-            assert result.complete
+            # Complete after one walk, unless a job came back below others (relisted).
+            assert result.complete == self.models[result.source].proven(listed[result.source])
             assert added[result.source] == (0 if before[result.source] < self.page_size else 1)
             self._committed(result.source, result.run_id, listed[result.source], complete=True)
 
@@ -475,8 +494,11 @@ class SyncMachine(RuleBasedStateMachine):
                 event("a job left the list mid-walk")
                 job_id, state = gone[result.source]
                 seen[job_id] = state
-            assert result.complete  # the second walk met a quiet list
-            self._committed(result.source, result.run_id, seen, complete=True)
+            # The second walk met a quiet list: complete, unless a job came back below others
+            # in it (the list as it is now, without the job that left).
+            order = listed[result.source]
+            assert result.complete == self.models[result.source].proven(order)
+            self._committed(result.source, result.run_id, seen, complete=True, order=order)
 
     @rule()
     def sync_overtaken_by_another_pass(self) -> None:
@@ -538,9 +560,15 @@ class SyncMachine(RuleBasedStateMachine):
         return results
 
     def _committed(
-        self, cluster: str, run_id: int, listed: dict[str, str], *, complete: bool
+        self,
+        cluster: str,
+        run_id: int,
+        listed: dict[str, str],
+        *,
+        complete: bool,
+        order: Iterable[str] | None = None,
     ) -> None:
-        expected = self.models[cluster].commit(listed, complete)
+        expected, complete = self.models[cluster].commit(listed, complete, order)
         self.snapshots[cluster].append((run_id, frozenset(listed), complete))
         written = Counter(t.key for t in self._transitions() if t.sync_run_id == run_id)
         assert written == expected

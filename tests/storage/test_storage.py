@@ -422,7 +422,7 @@ def test_passes_pair_stored_and_listed_jobs_whatever_the_collation_says(engine):
     assert (unchanged.new_jobs, unchanged.changed_jobs, unchanged.rows_written) == (0, 0, 2)
 
     later = t0 + timedelta(minutes=2)
-    moved = apply(snapshot(later, [*ids[1:], "new"], finished={"é"}), later)
+    moved = apply(snapshot(later, ["new", *ids[1:]], finished={"é"}), later)
 
     assert (moved.new_jobs, moved.changed_jobs) == (1, 1)
     with engine.connect() as conn:
