@@ -193,9 +193,12 @@ def with_details(
     """The snapshot as the planner should see it: progress and reason filled in.
 
     Details fill in what the list leaves out (the Zilliz list has neither field, and gives
-    reasons nowhere), and their progress is the newer reading. A record that shows neither keeps
-    the stored values while its state is unchanged: the list leaving a field out is not news,
-    and treating it as such would rewrite every detailed job on every pass.
+    reasons nowhere), and their progress is the newer reading, when they read the job in the
+    state the record shows (or, naming no state, no earlier than the record): a reading of
+    another state, such as one taken before the list was walked again, belongs to that state.
+    A record that shows neither keeps the stored values while its state is unchanged: the list
+    leaving a field out is not news, and treating it as such would rewrite every detailed job
+    on every pass.
     """
     jobs = snapshot.jobs
     changed: dict[str, JobRecord] = {}
@@ -207,7 +210,7 @@ def with_details(
             continue
         progress, reason = record.progress, record.reason
         extra = details.get(job_id)
-        if extra is not None:
+        if extra is not None and _reads(extra, record):
             progress = extra.progress if extra.progress is not None else progress
             reason = reason or extra.reason
         if progress is None or reason is None:
@@ -220,6 +223,13 @@ def with_details(
     if not changed:
         return snapshot
     return replace(snapshot, jobs={**jobs, **changed})
+
+
+def _reads(sample: JobDetails, record: JobRecord) -> bool:
+    """Whether a progress answer speaks of the job as the record shows it."""
+    if sample.raw_state is None:
+        return sample.sampled_at >= record.observed_at
+    return canonical_state(sample.raw_state) == canonical_state(record.raw_state)
 
 
 class Written(NamedTuple):

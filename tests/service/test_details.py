@@ -834,3 +834,33 @@ def test_sync_and_daemon_take_the_detail_options(command, tmp_path, monkeypatch)
         assert result.exit_code == 2 and bad[0] in result.output
     help_text = runner.invoke(cli, [command, "--help"]).output
     assert "--no-details" in help_text and "JOBSYNC_DETAILS" in help_text
+
+
+def test_details_of_another_state_leave_the_records_progress_and_reason_alone():
+    """A progress answer read while the job failed (the first walk), a record from the walk
+    after it showing the job completed: the failure's reason must not land on that record."""
+    from jobsync.domain.records import JobDetails
+    from jobsync.storage.samples import with_details
+
+    t0 = datetime(2026, 1, 2, tzinfo=UTC)
+    snapshot = Snapshot(source_key="c", started_at=t0, finished_at=t0 + timedelta(seconds=9))
+    snapshot.jobs["done"] = JobRecord(
+        "done", "coll", "Completed", 100, None, t0 + timedelta(seconds=8)
+    )
+    snapshot.jobs["open"] = JobRecord("open", "coll", "InProgress", None, None, t0)
+
+    def sample(job_id: str, raw: str | None, progress: int, reason: str | None, at: datetime):
+        return JobDetails(job_id, raw, progress, reason, None, None, None, None, at)
+
+    details = {
+        "done": sample("done", "Failed", 0, "bad file", t0 + timedelta(seconds=1)),
+        "open": sample("open", "Importing", 40, None, t0 + timedelta(seconds=2)),
+    }
+    jobs = with_details(snapshot, {}, details).jobs
+    assert (jobs["done"].progress, jobs["done"].reason) == (100, None)
+    assert jobs["open"].progress == 40  # the same state, read later: the newer figure
+    # An answer that names no state counts when it is no older than the record.
+    details["open"] = sample("open", None, 55, None, t0 + timedelta(seconds=3))
+    assert with_details(snapshot, {}, details).jobs["open"].progress == 55
+    details["open"] = sample("open", None, 55, None, t0 - timedelta(seconds=1))
+    assert with_details(snapshot, {}, details).jobs["open"].progress is None
