@@ -33,6 +33,9 @@ def list_jobs(
         j.c.last_seen_at,
         j.c.finished_at,
         j.c.vanished_at,
+        # Last: a failure's reason can be long, and the table pads every column but the last.
+        j.c.progress,
+        j.c.reason,
     ).order_by(j.c.first_seen_at.desc(), j.c.cluster_id, j.c.job_id)
     if cluster_ids:
         query = query.where(j.c.cluster_id.in_(cluster_ids))

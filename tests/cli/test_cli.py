@@ -188,6 +188,22 @@ def test_jobs_and_history_print_what_sync_stored(run, sim, db_url):
     completed = json.loads(as_json.output)
     assert completed and {r["state"] for r in completed} == {"Completed"}
     assert table.exit_code == 0 and "first_seen" in table.output
+    assert list(rows[0])[-2:] == ["progress", "reason"]
+
+
+def test_jobs_show_why_a_job_failed(run, sim, db_url):
+    # The list gives no reasons: the progress request a job's failure prompts does.
+    env = {"JOBSYNC_API_KEY": API_KEY}
+    run(*sync_args(sim, db_url), env=env)
+    failed = next(job for job in sim.jobs(CLUSTER) if job.state not in ("Completed", "Failed"))
+    sim.set_state(CLUSTER, failed.job_id, "Failed", reason="file not found: part-7.parquet")
+    run(*sync_args(sim, db_url), env=env)
+
+    shown = json.loads(run("jobs", "--db", db_url, "--format", "json", "--state", "Failed").output)
+
+    assert {r["job_id"]: r["reason"] for r in shown}[failed.job_id] == (
+        "file not found: part-7.parquet"
+    )
 
 
 def test_history_of_an_unknown_job_exits_1(run, sim, db_url):
