@@ -299,7 +299,8 @@ def _walk(
     walk.distinct = len(jobs if seen_this_walk is None else seen_this_walk)
     walk.ids = jobs.keys() if seen_this_walk is None else seen_this_walk.keys()
     # The order the proof is checked in (Snapshot.walk_order): this walk's, if it is not the
-    # snapshot's own.
+    # snapshot's own. A list of the ids, not the dict's keys: the dict (several times the
+    # list's size) is freed with the walk.
     snapshot.walk_order = None if seen_this_walk is None else list(seen_this_walk)
     return walk
 

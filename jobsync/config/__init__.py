@@ -106,8 +106,9 @@ def resolve_settings(
     page_size = cli.page_size if cli.page_size is not None else file_values.get("page_size")
     page_size = _check_page_size(page_size if page_size is not None else DEFAULT_PAGE_SIZE)
 
+    # The API root of a source that names none (a config file source may name its own).
+    base_url = cli.base_url or file_values.get("base_url") or DEFAULT_BASE_URL
     if cli.cluster_ids:
-        base_url = cli.base_url or file_values.get("base_url") or DEFAULT_BASE_URL
         key = _key_from_cli(cli, env) if need_keys else None
         sources: tuple[Source, ...] = tuple(
             Source(name=cid, cluster_id=cid, base_url=check_base_url(base_url), api_key=key)
@@ -115,9 +116,7 @@ def resolve_settings(
         )
     elif config_path and file_values.get("sources"):
         sources = tuple(
-            _source_from_table(
-                table, index, config_path, env, cli, need_keys, file_values.get("base_url")
-            )
+            _source_from_table(table, index, config_path, env, need_keys, base_url)
             for index, table in enumerate(file_values["sources"])
         )
         _check_unique_names(sources, config_path)

@@ -19,13 +19,11 @@ from jobsync.config.keys import _source_key
 from jobsync.config.notify import _check_notify_table
 from jobsync.config.retention import parse_retention
 from jobsync.config.settings import (
-    DEFAULT_BASE_URL,
     DEFAULT_CONFIG_FILE,
     MAX_DETAILS_CONCURRENCY,
     MAX_DETAILS_PER_PASS,
     MAX_DETAILS_PER_RUN,
     MAX_PAGE_CONCURRENCY,
-    CliValues,
     Source,
 )
 from jobsync.errors import ConfigError
@@ -106,12 +104,11 @@ def _source_from_table(
     index: int,
     path: Path,
     env: Mapping[str, str],
-    cli: CliValues,
     need_keys: bool,
-    file_base_url: str | None = None,
+    base_url: str,
 ) -> Source:
     """One ``[[sources]]`` table as a Source. Its API root: its own ``base_url``, else
-    ``--base-url`` (or ``JOBSYNC_BASE_URL``), else the file's top-level ``base_url``."""
+    ``base_url`` (``--base-url``, ``JOBSYNC_BASE_URL``, the file's top-level one, the default)."""
     label = next(
         (v for v in (table.get("name"), table.get("cluster_id")) if isinstance(v, str) and v),
         f"#{index + 1}",
@@ -130,7 +127,7 @@ def _source_from_table(
     name = table.get("name") or cluster_id or (f"{project_id}/{region_id}" if project_id else None)
     if not name:
         raise ConfigError(f"{where}: a milvus source needs a 'name'")
-    base_url = table.get("base_url") or cli.base_url or file_base_url or DEFAULT_BASE_URL
+    base_url = table.get("base_url") or base_url
     try:
         base_url = check_base_url(base_url)
     except ConfigError as exc:

@@ -29,15 +29,19 @@ The HTTP side (reading pages, reading the head again) is ``jobsync.api.listing``
 
 from __future__ import annotations
 
-from collections.abc import Collection, Container, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Container, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from jobsync.domain.history import StoredJob
+from jobsync.domain.records import Snapshot
 
 __all__ = [
     "Head",
     "IdOrder",
     "arrived_below_the_head",
     "counted",
+    "proven_as_stored",
     "stood_still_or_grew_at_the_head",
     "walk_adds_up",
 ]
@@ -133,11 +137,12 @@ class Head:
         return met
 
 
+_NO_COUNT = "the list reports no count, so a walk over several pages cannot be proven complete"
+
+
 def counted(first_count: int | None, pages: int) -> str | None:
     """None when a walk can be proven complete as far as ``count`` goes; else why not."""
-    if first_count is None and pages > 1:
-        return "the list reports no count, so a walk over several pages cannot be proven complete"
-    return None
+    return _NO_COUNT if first_count is None and pages > 1 else None
 
 
 def walk_adds_up(first_count: int | None, records: int) -> str | None:
@@ -152,7 +157,7 @@ def stood_still_or_grew_at_the_head(
 ) -> str | None:
     """None when the head read again proves the walk complete (see the module doc)."""
     if first_count is None or head.count is None:
-        return "the list reports no count, so a walk over several pages cannot be proven complete"
+        return _NO_COUNT
     if head.count == first_count and head.ids[: len(first_ids)] == list(first_ids):
         return None  # the list stood still
     if not order.consistent:
@@ -190,3 +195,27 @@ def arrived_below_the_head(
                 "could have been skipped"
             )
     return None
+
+
+def proven_as_stored(
+    snapshot: Snapshot, stored: Mapping[str, StoredJob], unknown: Collection[str]
+) -> Snapshot:
+    """The snapshot, no longer complete if a job not listed before appeared below the head of
+    the list (:func:`arrived_below_the_head`): then its absences prove nothing.
+
+    ``stored``: the stored jobs the pass loaded (every one that is vanished or was missed by a
+    complete snapshot among them); ``unknown``: the listed jobs the database does not hold.
+    """
+    if not snapshot.complete or len(unknown) == len(snapshot.jobs):
+        return snapshot  # nothing to prove, or every job new (a first sync)
+    arrivals = set(unknown)
+    arrivals.update(
+        job_id for job_id, job in stored.items() if job.vanished or job.missed_snapshots
+    )
+    if not arrivals:
+        return snapshot
+    order = snapshot.jobs if snapshot.walk_order is None else snapshot.walk_order
+    reason = arrived_below_the_head(order, arrivals, snapshot.arrived_at_head)
+    if reason is None:
+        return snapshot
+    return replace(snapshot, complete=False, incomplete_reason=reason)

@@ -31,7 +31,15 @@ from operator import attrgetter
 from jobsync.domain.records import JobDetails, Snapshot
 from jobsync.errors import ClockError, SupersededError
 
-__all__ = ["CLOCK_TOLERANCE", "check_fence", "clock_shift", "pass_span", "shift_pass", "spanning"]
+__all__ = [
+    "CLOCK_TOLERANCE",
+    "check_fence",
+    "clock_shift",
+    "pass_span",
+    "shift_pass",
+    "spanning",
+    "steady_pass",
+]
 
 # Steps this small are what NTP or a resumed VM makes; larger ones are a wrong clock.
 CLOCK_TOLERANCE = timedelta(seconds=5)
@@ -116,3 +124,22 @@ def spanning(snapshot: Snapshot, earliest: datetime, latest: datetime) -> Snapsh
         started_at=min(snapshot.started_at, earliest),
         finished_at=max(snapshot.finished_at, latest),
     )
+
+
+def steady_pass(
+    snapshot: Snapshot,
+    details: Mapping[str, JobDetails],
+    last_observed_at: datetime | None,
+    tolerance: timedelta = CLOCK_TOLERANCE,
+) -> tuple[Snapshot, Mapping[str, JobDetails], timedelta]:
+    """The pass's snapshot and details under the clock rule, and how far their times moved.
+
+    Every time the pass stamped is moved forward to the source's last observation when it
+    reads earlier (ClockError beyond ``tolerance``; zero shift when the clock is fine), and
+    the pass's start and end span all of its observations.
+    """
+    earliest, latest = pass_span(snapshot, details)
+    shift = clock_shift(earliest, last_observed_at, tolerance)
+    if shift:
+        snapshot, details = shift_pass(snapshot, details, shift)
+    return spanning(snapshot, earliest + shift, latest + shift), details, shift

@@ -27,10 +27,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 
-from jobsync.domain.completeness import arrived_below_the_head
+from jobsync.domain.completeness import proven_as_stored
 from jobsync.domain.facts import micros
-from jobsync.domain.fencing import check_fence, clock_shift, pass_span, shift_pass, spanning
-from jobsync.domain.history import PassPlan, SourceMarks, StoredJob, plan_pass
+from jobsync.domain.fencing import check_fence, steady_pass
+from jobsync.domain.history import PassPlan, SourceMarks, plan_pass
 from jobsync.domain.records import JobDetails, Snapshot
 from jobsync.errors import StorageError
 from jobsync.observability.redact import redact
@@ -155,7 +155,7 @@ class PassCounts:
     vanished_jobs: int
     rows_written: int
     # Whether the snapshot was proven complete, as the run records it: the pass may find it
-    # was not, though the walk seemed to prove it (``_proven_with``).
+    # was not, though the walk seemed to prove it (``jobsync.domain.completeness``).
     complete: bool = True
 
 
@@ -188,8 +188,7 @@ def apply_pass(
     ):
         backend_for(conn).lock_source(conn, cluster_id)
         marks = _fenced_marks(conn, cluster_id, run_id)
-        earliest, latest = pass_span(snapshot, details)
-        shift = clock_shift(earliest, marks.last_snapshot_at)
+        snapshot, details, shift = steady_pass(snapshot, details, marks.last_snapshot_at)
         if shift:
             log.warning(
                 "%s: the clock reads %.3fs earlier than the last observation; this pass's "
@@ -197,11 +196,9 @@ def apply_pass(
                 cluster_id,
                 shift.total_seconds(),
             )
-            snapshot, details = shift_pass(snapshot, details, shift)
-        snapshot = spanning(snapshot, earliest + shift, latest + shift)
         finished_at = max(finished_at + shift, snapshot.finished_at)
         stored, unknown = scan.load_for_pass(conn, cluster_id, snapshot.jobs, details)
-        snapshot = _proven_with(snapshot, stored, unknown)
+        snapshot = proven_as_stored(snapshot, stored, unknown)
         previous = load_figures(conn, cluster_id, sorted(details))
         narrowed = _narrowed(snapshot, stored, unknown)
         del unknown  # every listed id on a first sync, and not needed to write
@@ -249,27 +246,6 @@ def apply_pass(
         if decide is not None:
             decide(conn, plan)
     return counts
-
-
-def _proven_with(
-    snapshot: Snapshot, stored: Mapping[str, StoredJob], unknown: list[str]
-) -> Snapshot:
-    """The snapshot, no longer complete if a job not listed before appeared below the head of
-    the list (``jobsync.domain.completeness.arrived_below_the_head``): then its absences prove
-    nothing."""
-    if not snapshot.complete or len(unknown) == len(snapshot.jobs):
-        return snapshot  # nothing to prove, or every job new (a first sync)
-    arrivals = set(unknown)
-    arrivals.update(
-        job_id for job_id, job in stored.items() if job.vanished or job.missed_snapshots
-    )
-    if not arrivals:
-        return snapshot
-    order = snapshot.jobs if snapshot.walk_order is None else snapshot.walk_order
-    reason = arrived_below_the_head(order, arrivals, snapshot.arrived_at_head)
-    if reason is None:
-        return snapshot
-    return replace(snapshot, complete=False, incomplete_reason=reason)
 
 
 def _narrowed(snapshot: Snapshot, stored: Mapping[str, Any], unknown: list[str]) -> Snapshot:
