@@ -58,7 +58,12 @@ def test_the_daemon_prunes_by_its_retention(sim, db_url, tmp_path, retention):
         )
         if retention is None:  # the default, 90 days
             poll(lambda: count_rows(engine, sync_run_days) == 3, "the old passes rolled up", 30)
-            assert "retention: removed 3 pass(es)" in (tmp_path / "daemon.err").read_text()
+            # The log line follows the commit that the poll above saw: wait for it too.
+            poll(
+                lambda: "retention: removed 3 pass(es)" in (tmp_path / "daemon.err").read_text(),
+                "the prune's log line",
+                30,
+            )
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(20)
