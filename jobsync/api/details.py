@@ -51,6 +51,8 @@ MILVUS_PROGRESS_PATHS = (PROGRESS_PATHS[0], PROGRESS_PATHS[2])
 GIVE_UP_AFTER = 3
 # Failed requests logged one by one per pass; the rest are summed up in one line.
 LOGGED_FAILURES = 5
+# How far beyond twice the requests left the queue may grow before it is pruned.
+PRUNE_SLACK = 64
 
 
 def progress_request(source: Source, job_id: str) -> tuple[dict[str, Any], dict[str, str]]:
@@ -210,6 +212,10 @@ class DetailsFetcher:
         self._in_flight: set[str] = set()
         # Offers to ask again about a job whose first request is still in flight.
         self._deferred: dict[str, tuple[tuple[float, ...], int, str, bool]] = {}
+        # Offers of this priority or worse can never be asked about (``_prune``); the queue is
+        # pruned when it grows beyond ``_prune_at``, so it holds about twice the budget at most.
+        self._cutoff: tuple[float, ...] | None = None
+        self._prune_at = 2 * limit + PRUNE_SLACK
         self._started = 0
         self._closed = False
         self._wake = threading.Condition()
@@ -218,13 +224,54 @@ class DetailsFetcher:
         self._first_done = False
         self._aborted = False
 
-    def offer(self, job_id: str, priority: tuple[float, ...], *, again: bool = False) -> None:
-        """Queue ``job_id``; ``again``: ask about it again if it was already asked about."""
+    def offer(self, job_id: str, priority: tuple[float, ...], *, again: bool = False) -> bool:
+        """Queue ``job_id``; ``again``: ask about it again if it was already asked about.
+
+        False when it can never be asked about: the queue holds enough better jobs to spend
+        what is left of the budget (so will it for any later offer of this priority or worse).
+        """
         with self._wake:
             if job_id in self._taken and not (again and job_id not in self._again):
-                return
+                return True
+            if self._cutoff is not None and priority >= self._cutoff:
+                return False
             heapq.heappush(self._queue, (priority, next(self._seq), job_id, again))
+            if len(self._queue) > self._prune_at:
+                self._prune()
             self._wake.notify()
+            return True
+
+    def _prune(self) -> None:
+        """Drop the queued jobs that can never be asked about (called with the condition held).
+
+        Walking the queue best first: a job not yet asked about, met for the first time, will
+        take one request when its turn comes (or took one already, if another of its offers
+        came first). Once there are as many of them as requests left, nothing after them can
+        ever be asked: that priority becomes the cutoff. Offers that would be skipped anyway
+        (asked enough, or a second plain offer of one job) go too; repeated ones, whose turn
+        depends on an answer, stay.
+        """
+        left = self._limit - self._started
+        kept: list[tuple[tuple[float, ...], int, str, bool]] = []
+        first: set[str] = set()
+        if left <= 0:
+            self._cutoff = ()  # every priority is at least the empty one
+        for entry in sorted(self._queue) if left > 0 else ():
+            priority, _, job_id, again = entry
+            if job_id in self._taken or job_id in first:
+                if again and job_id not in self._again:
+                    kept.append(entry)
+                continue
+            first.add(job_id)
+            kept.append(entry)
+            left -= 1
+            if left == 0:
+                # A later offer of this priority comes after this one: never its turn.
+                self._cutoff = priority
+                break
+        heapq.heapify(kept)
+        self._queue = kept
+        self._prune_at = 2 * len(kept) + PRUNE_SLACK
 
     def start(self) -> None:
         """Begin asking (after the first offers, so that the first request is the best)."""

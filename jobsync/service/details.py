@@ -74,42 +74,45 @@ class DetailsPlan:
         fetcher: DetailsFetcher,
         known: KnownJobs,
         stored: Callable[[Collection[str]], Collection[str]],
-        *,
-        now: datetime,
-        interval: float,
     ) -> None:
         self._fetcher = fetcher
         self._known = known
         self._stored = stored
         self._arrivals = 0
         self._offered: set[str] = set()
-        epoch = datetime.min.replace(tzinfo=now.tzinfo)
-        for job_id, job in known.open.items():
-            if due(job, now, interval):
-                asked = job.asked if job.asked is not None else epoch
-                fetcher.offer(job_id, (ROUTINE, (asked - epoch).total_seconds()))
+        # Set once the fetcher refuses news as coming too late for its budget: all later news
+        # comes later still, so the pages need no more looking at.
+        self._full = False
+        for rank, (job_id, _job) in enumerate(known.due):
+            if not fetcher.offer(job_id, (ROUTINE, float(rank))):
+                break  # the rest were asked about more recently still
         for job_id in sorted(known.owed):
             self._news(job_id)
 
     def _news(self, job_id: str, *, again: bool = False) -> None:
         # A job the walk shows twice (pages move, a walk is repeated) is news once.
-        if job_id in self._offered:
+        if self._full or job_id in self._offered:
             return
-        self._offered.add(job_id)
         self._arrivals += 1
-        self._fetcher.offer(job_id, (NEWS, float(self._arrivals)), again=again)
+        if self._fetcher.offer(job_id, (NEWS, float(self._arrivals)), again=again):
+            self._offered.add(job_id)
+        else:
+            self._full = True
 
     def listed(self, records: Sequence[JobRecord]) -> None:
         """A page arrived: queue what it shows to be news."""
         known = self._known
         unknown_finished: list[str] = []
         for record in records:
+            if self._full:
+                return
             job_id = record.job_id
-            job = known.open.get(job_id)
-            if job is not None:
-                if record.raw_state != job.raw_state:
+            stored = known.open.get(job_id)
+            if stored is not None:
+                raw_state, progress = stored
+                if record.raw_state != raw_state:
                     self._news(job_id, again=True)
-                elif record.progress is not None and record.progress != job.progress:
+                elif record.progress is not None and record.progress != progress:
                     self._news(job_id)
             elif job_id in known.owed:
                 continue  # queued at once
@@ -119,13 +122,13 @@ class DetailsPlan:
                 unknown_finished.append(job_id)
         if unknown_finished:
             try:
-                stored = self._stored(unknown_finished)
+                stored_ids = self._stored(unknown_finished)
             except StorageError as exc:
                 # Details never fail a pass: these few go unasked this time.
                 log.warning("cannot tell which listed jobs are new: %s", exc)
                 return
             for job_id in unknown_finished:
-                if job_id not in stored:
+                if job_id not in stored_ids:
                     self._news(job_id)  # started and finished between two passes
 
 
@@ -154,13 +157,16 @@ class PassDetails:
     ) -> None:
         # Under the write lock: on SQLite even a read begins IMMEDIATE, and must not queue
         # behind another source's long write into the busy timeout.
+        now, interval = clock(), settings.details_interval
+        limit = settings.details_cap()
         with write_lock or nullcontext():
-            known = load_known_jobs(engine, source.key)
+            known = load_known_jobs(
+                engine, source.key, due=lambda job: due(job, now, interval), limit=limit
+            )
         http = replace(settings.http, max_retries=min(settings.http.max_retries, DETAIL_RETRIES))
         self.client = ApiClient(
             source.base_url, source.api_key, http, sleep=sleep, cancel=cancel, rate_limit=rate_limit
         )
-        limit = settings.details_cap()
         self.fetcher = DetailsFetcher(
             self.client,
             source,
@@ -175,9 +181,7 @@ class PassDetails:
             with write_lock or nullcontext():
                 return stored_among(engine, source.key, job_ids)
 
-        self.plan = DetailsPlan(
-            self.fetcher, known, stored, now=clock(), interval=settings.details_interval
-        )
+        self.plan = DetailsPlan(self.fetcher, known, stored)
         self.fetcher.start()
 
     def abort(self) -> None:

@@ -9,7 +9,7 @@ reads made while the pass reads the list and fetches details, long before it wri
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import cache
@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 
 from jobsync.domain.history import StoredJob
+from jobsync.domain.known import LeastRecentlyAsked, OpenJobs
 from jobsync.domain.records import JobDetails, JobRecord, Snapshot
 from jobsync.domain.states import TERMINAL_STATES, canonical_state
 from jobsync.storage.boundary import boundary
@@ -76,15 +77,23 @@ class KnownJob:
 class KnownJobs:
     """What the database knew of a source before a pass, for choosing jobs to ask about.
 
-    ``open``: the stored jobs in a non-terminal state; ``owed``: the stored finished jobs last
-    asked about before they finished (each is asked once after it finishes); ``had_complete``:
-    the source has had a complete pass (before it, every listed job is new, and the finished
-    ones are never asked about). Nothing here grows with the finished jobs a source keeps.
+    ``open``: the listed state and progress of the stored jobs in a non-terminal state;
+    ``due``: those of them worth asking about before the list shows them, best first (see
+    ``load_known_jobs``); ``owed``: the stored finished jobs last asked about before they
+    finished (each is asked once after it finishes); ``had_complete``: the source has had a
+    complete pass (before it, every listed job is new, and the finished ones are never asked
+    about). Nothing here grows with the finished jobs a source keeps, and nothing but ``open``,
+    at 18 bytes a job, with its open ones.
     """
 
-    open: Mapping[str, KnownJob] = field(default_factory=dict)
+    open: OpenJobs = field(default_factory=OpenJobs)
+    due: tuple[tuple[str, KnownJob], ...] = ()
     owed: frozenset[str] = frozenset()
     had_complete: bool = False
+
+
+# Rows per fetch of the read of the known jobs.
+_KNOWN_BATCH = 5_000
 
 
 @cache
@@ -127,21 +136,43 @@ def _had_complete_query() -> Any:
 
 
 @boundary
-def load_known_jobs(engine: Engine, cluster_id: str) -> KnownJobs:
-    """A read made before the pass's list is read (and long before it writes)."""
+def load_known_jobs(
+    engine: Engine,
+    cluster_id: str,
+    *,
+    due: Callable[[KnownJob], bool] | None = None,
+    limit: int | None = None,
+) -> KnownJobs:
+    """A read made before the pass's list is read (and long before it writes).
+
+    ``due``: which open jobs are worth asking about before the list shows them (all when
+    None); of those, the ``limit`` asked about longest ago are kept (all when None), never
+    asked first: a pass can ask about no more than its cap.
+    """
     params = {"source": cluster_id}
-    open_jobs: dict[str, KnownJob] = {}
+    chosen = LeastRecentlyAsked[tuple[str, KnownJob]](limit)
     owed_ids: set[str] = set()
+
+    def open_jobs(rows: Iterable[Any]) -> Iterator[tuple[str, str | None, int | None]]:
+        # Rows unpacked, not read by name: this runs once per open job, before the first page.
+        for job_id, state, raw_state, progress, asked, moved in rows:
+            if state in TERMINAL_STATES:
+                owed_ids.add(job_id)
+                continue
+            job = KnownJob(state, raw_state, progress, asked, bool(moved))
+            if due is None or due(job):
+                chosen.add((job_id, job), asked)
+            yield job_id, raw_state, progress
+
     with engine.connect() as conn:
         had_complete = conn.execute(_had_complete_query(), params).scalar()
-        for row in conn.execute(_known_jobs_query(), params):
-            if row.state in TERMINAL_STATES:
-                owed_ids.add(row.job_id)
-            else:
-                open_jobs[row.job_id] = KnownJob(
-                    row.state, row.raw_state, row.progress, row.details_at, bool(row.moved)
-                )
-    return KnownJobs(open_jobs, frozenset(owed_ids), had_complete is not None)
+        # In batches: one driver call per row would cost more than the rest of the loop, and
+        # PostgreSQL's driver would hold the whole result at once.
+        rows = conn.execution_options(yield_per=_KNOWN_BATCH).execute(_known_jobs_query(), params)
+        known_open = OpenJobs(chain.from_iterable(map(open_jobs, rows.partitions())))
+    return KnownJobs(
+        known_open, tuple(chosen.best()), frozenset(owed_ids), had_complete is not None
+    )
 
 
 @boundary

@@ -16,6 +16,7 @@ from sqlalchemy import Engine, event, func, select, update
 from jobsync.api.details import PROGRESS_PATHS
 from jobsync.cli import cli
 from jobsync.config import CliValues, Settings, Source, resolve_settings
+from jobsync.domain.known import LeastRecentlyAsked, OpenJobs
 from jobsync.domain.records import (
     JobRecord,
     Snapshot,
@@ -506,8 +507,9 @@ class Offers:
     def __init__(self) -> None:
         self.offers: list[tuple[tuple[float, ...], int, str, bool]] = []
 
-    def offer(self, job_id: str, priority: tuple[float, ...], *, again: bool = False) -> None:
+    def offer(self, job_id: str, priority: tuple[float, ...], *, again: bool = False) -> bool:
         self.offers.append((priority, len(self.offers), job_id, again))
+        return True
 
     def order(self) -> list[str]:
         return [job_id for _, _, job_id, _ in sorted(self.offers)]
@@ -523,9 +525,19 @@ def _known(asked_ago: float | None, *, state: str = "Importing", moved: bool = F
     return KnownJob(canonical, state, None, asked, moved)
 
 
+def _known_jobs(open_jobs: dict[str, KnownJob], **facts: Any) -> KnownJobs:
+    """KnownJobs as ``load_known_jobs`` makes them at T0 from these stored open jobs."""
+    chosen = LeastRecentlyAsked[tuple[str, KnownJob]](None)
+    for job_id, job in open_jobs.items():
+        if due(job, T0, 300):
+            chosen.add((job_id, job), job.asked)
+    stored = OpenJobs((job_id, job.raw_state, job.progress) for job_id, job in open_jobs.items())
+    return KnownJobs(stored, tuple(chosen.best()), **facts)
+
+
 def test_plan_asks_news_first_then_due_open_jobs_by_age_of_their_last_sample():
-    known = KnownJobs(
-        open={
+    known = _known_jobs(
+        {
             "never": _known(None),
             "old": _known(3600),
             "recent": _known(60),  # unchanged within the interval: not asked
@@ -543,7 +555,7 @@ def test_plan_asks_news_first_then_due_open_jobs_by_age_of_their_last_sample():
         lookups.append(sorted(ids))
         return {"old-fin"}
 
-    plan = DetailsPlan(offers, known, stored, now=T0, interval=300)  # type: ignore[arg-type]
+    plan = DetailsPlan(offers, known, stored)  # type: ignore[arg-type]
     # Known open jobs are queued before any page: the due ones, least recently asked first.
     assert offers.order() == ["owed", "never", "old", "moved"]
 
@@ -571,11 +583,37 @@ def test_plan_asks_news_first_then_due_open_jobs_by_age_of_their_last_sample():
 
 def test_plan_on_a_first_pass_asks_about_open_jobs_only():
     offers = Offers()
-    plan = DetailsPlan(
-        offers, KnownJobs(), lambda ids: pytest.fail("no lookup"), now=T0, interval=300
-    )  # type: ignore[arg-type]
+    plan = DetailsPlan(offers, KnownJobs(), lambda ids: pytest.fail("no lookup"))  # type: ignore[arg-type]
     plan.listed([_record("a", "Completed"), _record("b", "Importing"), _record("c", "Failed")])
     assert offers.order() == ["b"]
+
+
+class Refusing(Offers):
+    """An Offers that refuses every offer after the first ``room``, as a full fetcher does."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def offer(self, job_id: str, priority: tuple[float, ...], *, again: bool = False) -> bool:
+        return len(self.offers) < self.room and super().offer(job_id, priority, again=again)
+
+
+def test_plan_stops_reading_pages_once_the_fetcher_refuses_news():
+    offers = Refusing(room=2)
+    lookups: list[list[str]] = []
+
+    def stored(ids):
+        lookups.append(list(ids))
+        return set()
+
+    plan = DetailsPlan(offers, KnownJobs(had_complete=True), stored)  # type: ignore[arg-type]
+    plan.listed([_record("n1", "Pending"), _record("n2", "Importing"), _record("n3", "Pending")])
+    plan.listed([_record("f1", "Failed"), _record("n4", "Pending")])
+    assert offers.order() == ["n1", "n2"]
+    # Refused at n3: all later news comes later still, so no page is looked at again (no
+    # lookup of the finished jobs either).
+    assert lookups == []
 
 
 def test_plan_due_rule_is_the_interval_unless_never_asked_or_moved():
@@ -629,13 +667,29 @@ def test_known_jobs_hold_open_jobs_and_finished_jobs_owed_an_ask(engine):
 
     known = load_known_jobs(engine, "s")
 
-    assert set(known.open) == {"a1", "a2", "a3"}
-    assert known.open["a1"].asked is None and not known.open["a1"].moved
-    assert known.open["a2"].asked == later and known.open["a2"].moved
-    assert not known.open["a3"].moved
+    assert len(known.open) == 3
+    assert known.open.get("a3") == ("Pending", None)
+    assert known.open.get("B9") is None and known.open.get("zz") is None
+    # Every open job is due unless told otherwise; never asked first.
+    due_jobs = dict(known.due)
+    assert [*due_jobs][:1] == ["a1"] and set(due_jobs) == {"a1", "a2", "a3"}
+    assert due_jobs["a1"].asked is None and not due_jobs["a1"].moved
+    assert due_jobs["a2"].asked == later and due_jobs["a2"].moved
+    assert not due_jobs["a3"].moved
     assert known.owed == {"c1"}
     assert known.had_complete
-    assert load_known_jobs(engine, "other") == KnownJobs()
+    # A pass keeps only the due jobs it could ask about: here, those that moved or were never
+    # asked, one of them.
+    moved = load_known_jobs(engine, "s", due=lambda job: job.asked is None or job.moved)
+    assert [job_id for job_id, _ in moved.due] == ["a1", "a2"]
+    assert [job_id for job_id, _ in load_known_jobs(engine, "s", limit=1).due] == ["a1"]
+    other = load_known_jobs(engine, "other")
+    assert (len(other.open), other.due, other.owed, other.had_complete) == (
+        0,
+        (),
+        frozenset(),
+        False,
+    )
     assert stored_among(engine, "s", ["a1", "zz", "c2"]) == {"a1", "c2"}
 
 

@@ -252,3 +252,41 @@ def test_news_overtakes_routine_jobs_which_leave_room_while_the_list_is_read():
         # One routine job (the oldest), whenever the worker took it; both news.
         assert sorted(asked) == sorted([r1, n1, n2])
         assert outcome.requested == 3 and set(outcome.details) == {r1, n1, n2}
+
+
+def test_a_flood_of_offers_is_held_to_the_budget_and_the_best_are_still_asked():
+    # A first sync of a million jobs, half of them open, offers each open one: the queue must
+    # not hold them all, and the jobs asked about must be the best ones offered.
+    from jobsync.api.client import ApiClient
+    from jobsync.api.details import PRUNE_SLACK, DetailsFetcher, PathMemory
+
+    limit = 3
+    with Simulator(cluster_ids=(CLUSTER,), jobs=4, api_key=API_KEY) as sim:
+        ids = [j.job_id for j in sim.jobs()]
+        source = Source(name=CLUSTER, cluster_id=CLUSTER, base_url=sim.url, api_key=Secret(API_KEY))
+        with ApiClient(sim.url, Secret(API_KEY), FAST_HTTP) as client:
+
+            def fetcher() -> DetailsFetcher:
+                return DetailsFetcher(
+                    client, source, limit=limit, concurrency=1, clock=Clock(), memory=PathMemory()
+                )
+
+            # Worst last: once the queue was pruned, every later offer is refused.
+            worsening = fetcher()
+            taken = [worsening.offer(f"gone-{n}", (0.0, float(n))) for n in range(1_000)]
+            assert taken[0] and not taken[-1]
+            assert taken == sorted(taken, reverse=True)  # accepted, then refused for good
+            assert taken.count(True) <= 2 * limit + PRUNE_SLACK + 1
+
+            # Best last: each offer beats those kept, so all are taken, and the three best
+            # (offered last) are the ones asked about; a worse offer after them is refused.
+            improving = fetcher()
+            flood = [f"gone-{n}" for n in range(1_000)] + ids[:limit]
+            assert all(improving.offer(job_id, (0.0, -float(n))) for n, job_id in enumerate(flood))
+            assert improving.offer(ids[limit], (1.0, 0.0)) is False
+            improving.start()
+            outcome = improving.finish()
+
+    asked = [r.body["jobId"] for r in sim.requests if r.path in PROGRESS_PATHS]
+    assert sorted(asked) == sorted(ids[:limit])
+    assert outcome.requested == limit
