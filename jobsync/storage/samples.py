@@ -10,7 +10,7 @@ reads made while the pass reads the list and fetches details, long before it wri
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from itertools import chain
@@ -47,10 +47,10 @@ __all__ = [
     "KnownJob",
     "KnownJobs",
     "Written",
+    "details_filled",
     "load_figures",
     "load_known_jobs",
     "stored_among",
-    "with_details",
     "write_details",
 ]
 
@@ -218,10 +218,11 @@ def _figures_query() -> Any:
     )
 
 
-def with_details(
+def details_filled(
     snapshot: Snapshot, stored: Mapping[str, StoredJob], details: Mapping[str, JobDetails]
-) -> Snapshot:
-    """The snapshot as the planner should see it: progress and reason filled in.
+) -> dict[str, JobRecord]:
+    """The records of the snapshot that the planner should see otherwise, with progress and
+    reason filled in (the others stand as listed).
 
     Details fill in what the list leaves out (the Zilliz list has neither field, and gives
     reasons nowhere), and their progress is the newer reading, when they read the job in the
@@ -251,9 +252,7 @@ def with_details(
                 reason = known.reason if reason is None else reason
         if progress != record.progress or reason != record.reason:
             changed[job_id] = record._replace(progress=progress, reason=reason)
-    if not changed:
-        return snapshot
-    return replace(snapshot, jobs={**jobs, **changed})
+    return changed
 
 
 def _reads(sample: JobDetails, record: JobRecord) -> bool:

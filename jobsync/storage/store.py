@@ -31,7 +31,7 @@ from jobsync.domain.completeness import proven_as_stored
 from jobsync.domain.facts import micros
 from jobsync.domain.fencing import check_fence, steady_pass
 from jobsync.domain.history import PassPlan, SourceMarks, plan_pass
-from jobsync.domain.records import JobDetails, Snapshot
+from jobsync.domain.records import JobDetails, JobRecord, Snapshot
 from jobsync.errors import StorageError
 from jobsync.observability.redact import redact
 from jobsync.storage import bulk, facts, scan
@@ -47,10 +47,10 @@ from jobsync.storage.engine import (
     writes_serialised,
 )
 from jobsync.storage.samples import (
+    details_filled,
     load_figures,
     load_known_jobs,
     stored_among,
-    with_details,
     write_details,
 )
 from jobsync.storage.schema import sync_runs, sync_sources
@@ -202,7 +202,8 @@ def apply_pass(
         previous = load_figures(conn, cluster_id, sorted(details))
         narrowed = _narrowed(snapshot, stored, unknown)
         del unknown  # every listed id on a first sync, and not needed to write
-        plan = plan_pass(stored, with_details(narrowed, stored, details), marks, run_id)
+        with _records_replaced(narrowed.jobs, details_filled(narrowed, stored, details)):
+            plan = plan_pass(stored, narrowed, marks, run_id)
         bulk.insert_new_jobs(conn, cluster_id, plan)
         bulk.update_jobs(conn, cluster_id, plan.updates, stored)
         bulk.insert_transitions(
@@ -246,6 +247,24 @@ def apply_pass(
         if decide is not None:
             decide(conn, plan)
     return counts
+
+
+@contextmanager
+def _records_replaced(
+    jobs: dict[str, JobRecord], records: Mapping[str, JobRecord]
+) -> Iterator[None]:
+    """``records`` in place of theirs in ``jobs`` for the block, the listed ones back after it.
+
+    In place, not in a copy: on a first sync ``jobs`` is the snapshot's own dict, the one copy of
+    every listed record, and a second dict of a million entries would add about 40 MiB to the
+    pass's peak. The plan keeps the records it took, not the dict.
+    """
+    listed = {job_id: jobs[job_id] for job_id in records}
+    jobs.update(records)
+    try:
+        yield
+    finally:
+        jobs.update(listed)
 
 
 def _narrowed(snapshot: Snapshot, stored: Mapping[str, Any], unknown: list[str]) -> Snapshot:

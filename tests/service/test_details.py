@@ -894,7 +894,12 @@ def test_details_of_another_state_leave_the_records_progress_and_reason_alone():
     """A progress answer read while the job failed (the first walk), a record from the walk
     after it showing the job completed: the failure's reason must not land on that record."""
     from jobsync.domain.records import JobDetails
-    from jobsync.storage.samples import with_details
+    from jobsync.storage.samples import details_filled
+
+    def with_details(snapshot: Snapshot, stored: dict, details: dict) -> Snapshot:
+        return replace(
+            snapshot, jobs={**snapshot.jobs, **details_filled(snapshot, stored, details)}
+        )
 
     t0 = datetime(2026, 1, 2, tzinfo=UTC)
     snapshot = Snapshot(source_key="c", started_at=t0, finished_at=t0 + timedelta(seconds=9))
@@ -918,3 +923,19 @@ def test_details_of_another_state_leave_the_records_progress_and_reason_alone():
     assert with_details(snapshot, {}, details).jobs["open"].progress == 55
     details["open"] = sample("open", None, 55, None, t0 - timedelta(seconds=1))
     assert with_details(snapshot, {}, details).jobs["open"].progress is None
+
+
+def test_a_pass_plans_with_details_filled_in_and_leaves_its_snapshot_as_listed(engine):
+    # The details go into the listed records for planning only (in place, for memory): the
+    # stored job gets the progress, the snapshot keeps what the list said.
+    from jobsync.domain.records import JobDetails
+
+    snapshot = _snapshot({"j1": "Importing", "j2": "Pending"})
+    listed = dict(snapshot.jobs)
+    details = {"j1": JobDetails("j1", "Importing", 40, None, None, None, None, None, T0)}
+    apply_pass(engine, "s", start_run(engine, "s", T0), snapshot, finished_at=T0, details=details)
+    assert snapshot.jobs == listed and snapshot.jobs["j1"].progress is None
+    r = import_job_records.c
+    with engine.connect() as conn:
+        stored = dict(conn.execute(select(r.job_id, r.progress).where(r.cluster_id == "s")).all())
+    assert stored == {"j1": 40, "j2": None}
