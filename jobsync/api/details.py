@@ -51,7 +51,7 @@ MILVUS_PROGRESS_PATHS = (PROGRESS_PATHS[0], PROGRESS_PATHS[2])
 GIVE_UP_AFTER = 3
 # Failed requests logged one by one per pass; the rest are summed up in one line.
 LOGGED_FAILURES = 5
-# How far beyond twice the requests left the queue may grow before it is pruned.
+# The queue is pruned when it grows beyond twice what the last pruning kept, plus this.
 PRUNE_SLACK = 64
 
 
@@ -213,7 +213,8 @@ class DetailsFetcher:
         # Offers to ask again about a job whose first request is still in flight.
         self._deferred: dict[str, tuple[tuple[float, ...], int, str, bool]] = {}
         # Offers of this priority or worse can never be asked about (``_prune``); the queue is
-        # pruned when it grows beyond ``_prune_at``, so it holds about twice the budget at most.
+        # pruned when it grows beyond ``_prune_at``, so it holds about twice the budget at most
+        # however many jobs a pass could ask about.
         self._cutoff: tuple[float, ...] | None = None
         self._prune_at = 2 * limit + PRUNE_SLACK
         self._started = 0

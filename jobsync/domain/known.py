@@ -82,8 +82,9 @@ class LeastRecentlyAsked(Generic[T]):
 
     def __init__(self, limit: int | None) -> None:
         self._limit = limit
-        # (-when, -seq, job): the root is the most recently asked of those kept, the first to
-        # go. Sequence numbers are unique, so the jobs themselves are never compared.
+        # (how long ago, -seq, job), "how long ago" being minus the time asked (infinite for
+        # never): the root is the most recently asked of those kept, the first to go. Sequence
+        # numbers are unique, so the jobs themselves are never compared.
         self._kept: list[tuple[float, int, T]] = []
         self._seq = 0
 

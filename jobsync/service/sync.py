@@ -151,6 +151,9 @@ def sync_source(
         fetch_seconds = time.monotonic() - fetch_began
         if asking is not None:
             details = asking.finish(snapshot)
+            # What chose the requests (each stored open job's state, the queue) is no help in
+            # writing them: let it go before the write's own peak.
+            asking = on_page = None
         if lock is not None:
             lock.check()
         with write_lock or nullcontext():
