@@ -130,6 +130,7 @@ def _serve_sync(
     conn: multiprocessing.connection.Connection, url: str, sim_url: str, details: bool
 ) -> None:
     source, settings = bench_source(url, sim_url, details)
+    harness.keep_large_blocks_unmapped()  # as `jobsync sync` starts (jobsync.service.memory)
     engine = jobsync.open_engine(url)
     try:
         gc.collect()

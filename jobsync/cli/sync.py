@@ -159,7 +159,9 @@ def sync(ctx: click.Context, /, log_format: str, **values: Any) -> None:
     Example: JOBSYNC_API_KEY=... jobsync sync --cluster-id in01-0123456789abcdef
     """
     from jobsync.service.early import begin_walks
+    from jobsync.service.memory import keep_large_blocks_unmapped
 
+    keep_large_blocks_unmapped()  # large blocks freed before the write go back: see the module
     if log_format == "json":
         configure_logging(bool(ctx.obj and ctx.obj.get("debug")), log_format=log_format)
     settings = _syncsettings_from(values)

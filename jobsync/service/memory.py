@@ -1,13 +1,17 @@
 """Keeping a long-running process's memory from ratcheting up from one pass to the next.
 
-A pass over a million jobs allocates a few large blocks (the snapshot's dict, the set that
-compares it with the database) and frees them when it ends. glibc serves a block over 128 KiB
+A pass over a million jobs allocates a few large blocks (the snapshot's dict, the lists that
+compare it with the database) and frees them when it ends. glibc serves a block over 128 KiB
 with ``mmap`` and unmaps it when freed, but every time it unmaps one it raises that threshold to
 the block's size (up to 32 MiB): from the second pass on, the same blocks come from the heap,
 which glibc keeps. A pass in the daemon, which runs every pass in one process, must peak no
 higher than the same pass in a process of its own (docs/benchmarks.md has the figures).
 Setting the threshold explicitly, at its default, turns the adjustment off (as
 ``MALLOC_MMAP_THRESHOLD_`` would).
+
+``jobsync sync`` sets it too, though it makes one round of passes: a pass frees large blocks
+before its write (what chose its progress requests), and with the threshold raised by earlier
+frees they would stay in the heap, under the write's own peak.
 """
 
 from __future__ import annotations
