@@ -107,9 +107,9 @@ class DetailsPlan:
             if self._full:
                 return
             job_id = record.job_id
-            stored = known.open.get(job_id)
-            if stored is not None:
-                raw_state, progress = stored
+            as_stored = known.open.get(job_id)
+            if as_stored is not None:
+                raw_state, progress = as_stored
                 if record.raw_state != raw_state:
                     self._news(job_id, again=True)
                 elif record.progress is not None and record.progress != progress:
