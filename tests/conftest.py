@@ -28,7 +28,7 @@ from sqlalchemy import (
     text,
 )
 
-from jobsync.api.details import KNOWN_PATHS
+from jobsync.api.progress import KNOWN_PATHS
 from jobsync.config import HttpSettings, Settings, Source
 from jobsync.domain.records import JobRecord, Snapshot
 from jobsync.observability import redact

@@ -10,9 +10,8 @@ rejected key, or three server failures in a row, stop the requests for the rest 
 rather than hammer a server that cannot answer; a stop request (SIGTERM) ends them too, and the
 pass goes on to write what it has.
 
-Servers name the endpoint differently: ``/describe`` (what the SDKs call), ``/getProgress``
-(Zilliz Cloud only) and ``/get_progress`` (every Milvus). On HTTP 404 the next name is tried; the
-one that answered is remembered per source for the life of the process.
+Servers name the endpoint differently; which name to try first, and each request's body:
+``jobsync.api.progress``.
 """
 
 from __future__ import annotations
@@ -24,85 +23,25 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from jobsync.api.client import ApiClient
+from jobsync.api.progress import KNOWN_PATHS, PathMemory, progress_request
 from jobsync.config import Source
 from jobsync.domain.records import JobDetails, parse_progress_data
 from jobsync.domain.states import is_terminal
 from jobsync.errors import ApiError, ApiStatusError, AuthError, Cancelled, TransportError
 from jobsync.observability.redact import redact
 
-__all__ = [
-    "PROGRESS_PATHS",
-    "DetailsFetcher",
-    "DetailsOutcome",
-    "PathMemory",
-    "progress_request",
-]
+__all__ = ["DetailsFetcher", "DetailsOutcome"]
 
 log = logging.getLogger(__name__)
 
-_JOBS = "/v2/vectordb/jobs/import"
-PROGRESS_PATHS = (f"{_JOBS}/describe", f"{_JOBS}/getProgress", f"{_JOBS}/get_progress")
-# Self-hosted Milvus never had getProgress.
-MILVUS_PROGRESS_PATHS = (PROGRESS_PATHS[0], PROGRESS_PATHS[2])
 # Server failures in a row after which a pass stops asking for details.
 GIVE_UP_AFTER = 3
 # Failed requests logged one by one per pass; the rest are summed up in one line.
 LOGGED_FAILURES = 5
 # The queue is pruned when it grows beyond twice what the last pruning kept, plus this.
 PRUNE_SLACK = 64
-
-
-def progress_request(source: Source, job_id: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """Body and extra headers of a progress request about ``job_id`` on ``source``."""
-    body = {**source.list_body(), "jobId": job_id}
-    # Milvus takes the database from a header; newer servers read the body's dbName too.
-    headers = {"DB-Name": source.db_name} if source.kind == "milvus" and source.db_name else {}
-    return body, headers
-
-
-class PathMemory:
-    """Which progress path answered, per API root and source, for the life of the process.
-
-    A source that has not asked yet starts with the path another source of the same API root
-    found: the server is the same.
-    """
-
-    def __init__(self) -> None:
-        self._paths: dict[tuple[str, str], str] = {}
-        self._roots: dict[str, str] = {}
-        self._lock = threading.Lock()
-
-    def known(self, source: Source) -> str | None:
-        """The path that answered for ``source`` (or its API root), if one did."""
-        with self._lock:
-            return self._paths.get((source.base_url, source.key)) or self._roots.get(
-                source.base_url
-            )
-
-    def order(self, source: Source) -> tuple[str, ...]:
-        """The paths to try for ``source``, the one that answered last time first."""
-        paths = MILVUS_PROGRESS_PATHS if source.kind == "milvus" else PROGRESS_PATHS
-        known = self.known(source)
-        if known is None or known not in paths:
-            return paths
-        return (known, *(p for p in paths if p != known))
-
-    def remember(self, source: Source, path: str) -> None:
-        with self._lock:
-            self._paths[(source.base_url, source.key)] = path
-            self._roots[source.base_url] = path
-
-    def forget(self) -> None:
-        """Forget every path: another server may answer at the same address now (tests)."""
-        with self._lock:
-            self._paths.clear()
-            self._roots.clear()
-
-
-KNOWN_PATHS = PathMemory()
 
 
 @dataclass
@@ -248,9 +187,9 @@ class DetailsFetcher:
         Walking the queue best first: a job not yet asked about, met for the first time, will
         take one request when its turn comes (or took one already, if another of its offers
         came first). Once there are as many of them as requests left, nothing after them can
-        ever be asked: that priority becomes the cutoff. Offers that would be skipped anyway
-        (asked enough, or a second plain offer of one job) go too; repeated ones, whose turn
-        depends on an answer, stay.
+        ever be asked: that priority becomes the cutoff. Offers that ``_take`` would skip
+        (``_asked_enough``, or a second plain offer of one job) go too; offers to ask again
+        stay.
         """
         left = self._limit - self._started
         kept: list[tuple[tuple[float, ...], int, str, bool]] = []
@@ -259,8 +198,12 @@ class DetailsFetcher:
             self._cutoff = ()  # every priority is at least the empty one
         for entry in sorted(self._queue) if left > 0 else ():
             priority, _, job_id, again = entry
-            if job_id in self._taken or job_id in first:
-                if again and job_id not in self._again:
+            if job_id in self._taken:
+                if not self._asked_enough(job_id, again):
+                    kept.append(entry)  # may be asked again, as its first answer decides
+                continue
+            if job_id in first:
+                if again:
                     kept.append(entry)
                 continue
             first.add(job_id)

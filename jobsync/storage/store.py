@@ -256,8 +256,8 @@ def _records_replaced(
     """``records`` in place of theirs in ``jobs`` for the block, the listed ones back after it.
 
     In place, not in a copy: on a first sync ``jobs`` is the snapshot's own dict, the one copy of
-    every listed record, and a second dict of a million entries would add about 40 MiB to the
-    pass's peak. The plan keeps the records it took, not the dict.
+    every listed record, and a second dict of every job would raise the pass's peak memory
+    (docs/benchmarks.md). The plan keeps the records it took, not the dict.
     """
     listed = {job_id: jobs[job_id] for job_id in records}
     jobs.update(records)

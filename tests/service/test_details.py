@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import Engine, event, func, select, update
 
-from jobsync.api.details import PROGRESS_PATHS
+from jobsync.api.progress import PROGRESS_PATHS
 from jobsync.cli import cli
 from jobsync.config import CliValues, Settings, Source, resolve_settings
 from jobsync.domain.known import LeastRecentlyAsked, OpenJobs

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine, select
 
-from jobsync.api.details import PROGRESS_PATHS
+from jobsync.api.progress import PROGRESS_PATHS
 from jobsync.api.ratelimit import RateLimiters
 from jobsync.config import HttpSettings, Settings, Source
 from jobsync.observability.redact import Secret
@@ -224,7 +224,8 @@ def test_the_limiter_takes_its_rate_from_the_caller(rate):
 
 def test_news_overtakes_routine_jobs_which_leave_room_while_the_list_is_read():
     from jobsync.api.client import ApiClient
-    from jobsync.api.details import DetailsFetcher, PathMemory
+    from jobsync.api.details import DetailsFetcher
+    from jobsync.api.progress import PathMemory
 
     with Simulator(cluster_ids=(CLUSTER,), jobs=5, api_key=API_KEY) as sim:
         r1, r2, r3, n1, n2 = (j.job_id for j in sim.jobs())
@@ -258,7 +259,8 @@ def test_a_flood_of_offers_is_held_to_the_budget_and_the_best_are_still_asked():
     # A first sync of a million jobs, half of them open, offers each open one: the queue must
     # not hold them all, and the jobs asked about must be the best ones offered.
     from jobsync.api.client import ApiClient
-    from jobsync.api.details import PRUNE_SLACK, DetailsFetcher, PathMemory
+    from jobsync.api.details import PRUNE_SLACK, DetailsFetcher
+    from jobsync.api.progress import PathMemory
 
     limit = 3
     with Simulator(cluster_ids=(CLUSTER,), jobs=4, api_key=API_KEY) as sim:
